@@ -1,0 +1,200 @@
+"""Wiring: config -> scheduler -> probers -> metrics store -> web, plus reload and shutdown.
+
+This is the only module that knows all the others; each of them knows little of the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from twisted.internet import defer, threads
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from netprobe_exporter import web
+from netprobe_exporter.addresses import parse_host_port
+from netprobe_exporter.config import (
+    Config,
+    ConfigError,
+    Target,
+    load_config,
+    with_extra_targets,
+)
+from netprobe_exporter.metrics import MetricsStore
+from netprobe_exporter.probes import ProbeContext, ProbeResult, registry
+from netprobe_exporter.resolver import Resolver
+from netprobe_exporter.scheduler import Scheduler
+from netprobe_exporter.sources import TargetSource, static_source
+
+log = Logger()
+
+
+def split_listen_address(address: str) -> tuple[str, int]:
+    """``:9716`` -> ("", 9716); ``[::]:9716`` -> ("::", 9716); port 0 picks a free port."""
+    if address.startswith(":") and address[1:].isdigit():
+        port = int(address[1:])
+        if port > 65535:
+            raise ValueError(f"{address!r}: port {port} is out of range")
+        return "", port
+    if address.endswith(":0"):
+        hp = parse_host_port(address[:-2] + ":1")
+        return hp.host, 0
+    hp = parse_host_port(address)
+    return hp.host, hp.port
+
+
+def self_probe_address(host: str, port: int) -> str:
+    """Where the embedded default points: the exporter's own listener, by loopback if wildcard."""
+    if host in ("", "0.0.0.0"):
+        return f"127.0.0.1:{port}"
+    if host == "::":
+        return f"[::1]:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class App:
+    def __init__(
+        self,
+        reactor: Any,
+        config_file: str | None = None,
+        extra_targets: Sequence[str] = (),
+        resolver: Any = None,
+        wall: Callable[[], float] = time.time,
+        process_metrics: bool = True,
+        max_inflight: int = 1024,
+    ) -> None:
+        self.reactor = reactor
+        self.config_file = config_file
+        self.extra_targets = list(extra_targets)
+        self.wall = wall
+        self.store = MetricsStore()
+        self.config: Config | None = None
+        self.self_probe: str | None = None
+        self.ports: list[IListeningPort] = []
+        self.ctx = ProbeContext(reactor, resolver or Resolver(reactor))
+        self.probers = registry()
+        self.scheduler = Scheduler(
+            reactor,
+            self._run,
+            self._on_result,
+            on_lag=self.store.stats.lag.observe,
+            on_skip=self._on_skip,
+            max_inflight=max_inflight,
+        )
+        self.store.stats.inflight_source = lambda: self.scheduler.inflight
+        self.registry: CollectorRegistry | None = None
+        if process_metrics:
+            self.registry = CollectorRegistry(auto_describe=True)
+            ProcessCollector(registry=self.registry)
+        self.cooperator = web.cooperator(reactor)
+        self._reload_lock = defer.DeferredLock()
+
+    # config
+    def read_config(self) -> Config:
+        """Load the config file (or the embedded default) plus ``--target``s; may block."""
+        if self.config_file is not None:
+            config = load_config(self.config_file)
+        else:
+            config = Config()
+            if not self.extra_targets and self.self_probe is not None:
+                config = with_extra_targets(config, [self.self_probe])
+        return with_extra_targets(config, self.extra_targets)
+
+    def source(self, config: Config) -> TargetSource:
+        return static_source(config)
+
+    def apply(self, config: Config) -> None:
+        targets = self.source(config).targets()
+        self.config = config
+        self.store.sync(targets)
+        self.scheduler.update(targets)
+        stats = self.store.stats
+        stats.reload_successful = 1.0
+        stats.reload_success_ts = self.wall()
+        log.info(
+            "config loaded",
+            file=config.source,
+            targets=len(targets),
+            modules=len(config.modules),
+        )
+
+    def reload(self) -> Deferred[None]:
+        """Re-read the config off the reactor thread; an invalid one changes nothing."""
+        return self._reload_lock.run(self._reload)
+
+    def _reload(self) -> Deferred[None]:
+        d: Deferred[Config] = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), self.read_config
+        )
+
+        def rejected(reason: Failure) -> Failure:
+            self.store.stats.reload_successful = 0.0
+            exc = reason.value
+            errors = exc.errors if isinstance(exc, ConfigError) else [str(exc)]
+            for line in errors:
+                log.error("config reload rejected, previous config kept", error=line)
+            return reason
+
+        d.addCallbacks(self.apply, rejected)
+        return d  # type: ignore[return-value]
+
+    def is_ready(self) -> bool:
+        return self.config is not None and self.scheduler.running
+
+    # probing
+    def _run(self, target: Target) -> Deferred[ProbeResult]:
+        assert self.config is not None
+        module = self.config.modules[target.module]
+        timeout = min(module.timeout, target.interval)
+        return self.probers[module.prober](self.ctx, target.address, module, timeout)
+
+    def _on_result(self, target: Target, result: ProbeResult) -> None:
+        self.store.observe(target, result, self.wall())
+        if not result.success:
+            log.debug(
+                "probe failed",
+                target=target.address,
+                module=target.module,
+                result=result.result,
+                detail=result.detail,
+            )
+
+    def _on_skip(self, target: Target, n: int) -> None:
+        self.store.stats.skipped += n
+
+    # web
+    def site(self) -> web.Site:
+        return web.build_site(
+            self.store, self.registry, self.cooperator, self.is_ready, self.reload
+        )
+
+    def listen(self, addresses: Sequence[str]) -> None:
+        """Bind every listen address; raise CannotListenError (or ValueError) on failure."""
+        site = self.site()
+        for address in addresses:
+            host, port = split_listen_address(address)
+            if host == "":
+                try:
+                    p = self.reactor.listenTCP(port, site, interface="::")
+                except Exception:  # no IPv6 here: IPv4 wildcard only
+                    p = self.reactor.listenTCP(port, site, interface="")
+            else:
+                p = self.reactor.listenTCP(port, site, interface=host)
+            self.ports.append(p)
+            bound = p.getHost()
+            if self.self_probe is None:
+                self.self_probe = self_probe_address(host, bound.port)
+            log.info("listening", address=f"{address}", port=bound.port)
+
+    def stop(self) -> Deferred[None]:
+        """Cancel probes in flight, stop timers and close listeners."""
+        self.scheduler.stop()
+        self.cooperator.stop()
+        ds = [defer.maybeDeferred(p.stopListening) for p in self.ports]
+        self.ports = []
+        return defer.gatherResults(ds).addCallback(lambda _: None)

@@ -1,0 +1,143 @@
+"""Command line: Prometheus-style flags; exits 0 (clean stop), 1 (bad flags/config), 2 (listen)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import twisted
+from twisted.logger import Logger
+
+from netprobe_exporter import __version__, logs
+from netprobe_exporter.config import ConfigError
+
+log = Logger()
+
+EXIT_OK, EXIT_CONFIG, EXIT_LISTEN = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="netprobe-exporter",
+        description="Probe network targets continuously and on demand; expose the results "
+        "to Prometheus.",
+        allow_abbrev=False,
+    )
+    p.add_argument(
+        "--config.file",
+        dest="config_file",
+        metavar="PATH",
+        help="YAML config; without it an embedded default probes the exporter itself",
+    )
+    p.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the config and exit: 0 valid, 1 invalid",
+    )
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="address to serve on (repeatable; default :9716)",
+    )
+    p.add_argument(
+        "--target",
+        dest="targets",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="probe ADDR continuously with the default module (repeatable)",
+    )
+    p.add_argument(
+        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
+    )
+    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    p.add_argument("--version", action="store_true", help="print version and exit")
+    return p  # fmt: skip
+
+
+def version_text() -> str:
+    py = ".".join(map(str, sys.version_info[:3]))
+    return f"netprobe-exporter, version {__version__} (python {py}, twisted {twisted.__version__})"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.version:
+        print(version_text())
+        return EXIT_OK
+    listen: list[str] = args.listen or [":9716"]
+
+    from netprobe_exporter.app import App, split_listen_address
+
+    if args.config_check:
+        return _check(args.config_file, args.targets)
+    for address in listen:
+        try:
+            split_listen_address(address)
+        except ValueError as exc:
+            print(f"netprobe-exporter: --web.listen-address: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+
+    # Only now import the reactor: the epoll reactor is Twisted's default on Linux.
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
+    logs.setup(args.log_level, args.log_format)
+    # Threads (config parsing) must not hold the GIL for long while probes are timed.
+    sys.setswitchinterval(0.0005)
+    app = App(reactor, config_file=args.config_file, extra_targets=args.targets)
+    try:
+        config = app.read_config() if args.config_file is not None or args.targets else None
+    except ConfigError as exc:
+        for line in exc.errors:
+            log.error("invalid config", error=line)
+        return EXIT_CONFIG
+    try:
+        app.listen(listen)
+    except Exception as exc:
+        log.error("cannot listen", error=str(exc))
+        return EXIT_LISTEN
+    if config is None:
+        config = app.read_config()  # embedded default: needs the bound port
+    app.apply(config)
+    log.info("started", version=__version__)
+
+    def on_hup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(_reload_from_signal, app)
+
+    signal.signal(signal.SIGHUP, on_hup)
+    reactor.addSystemEventTrigger("before", "shutdown", app.stop)
+    reactor.run()
+    log.info("stopped")
+    return EXIT_OK
+
+
+def _reload_from_signal(app: Any) -> None:
+    log.info("reloading config", reason="SIGHUP")
+    app.reload().addErrback(lambda _: None)  # already logged
+
+
+def _check(config_file: str | None, targets: list[str]) -> int:
+    from netprobe_exporter.config import Config, load_config, with_extra_targets
+
+    try:
+        config = load_config(config_file) if config_file else Config()
+        config = with_extra_targets(config, targets)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{config.source}: OK ({len(config.modules)} modules, {len(config.targets)} targets)")
+    return EXIT_OK

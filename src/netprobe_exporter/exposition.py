@@ -1,0 +1,195 @@
+"""Rendering the store in the Prometheus text format (0.0.4) and OpenMetrics 1.0.
+
+The renderer is a generator of string chunks, each covering a bounded number of targets, so the
+web layer can interleave rendering with probe I/O on the reactor thread instead of stalling it
+for a whole 10,000-target scrape (see ``web.MetricsResource``). Families are grouped as both
+formats require; each target's histogram is rendered in one piece, so it is self-consistent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from prometheus_client import exposition as text_exposition
+from prometheus_client.openmetrics import exposition as om_exposition
+from prometheus_client.utils import floatToGoString
+
+from netprobe_exporter.metrics import Histogram, MetricsStore, TargetSeries
+
+CHUNK_TARGETS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    openmetrics: bool
+    content_type: str
+
+
+TEXT = Format(False, text_exposition.CONTENT_TYPE_PLAIN_0_0_4)
+OPENMETRICS = Format(True, om_exposition.CONTENT_TYPE_LATEST)
+
+
+def _params(part: str) -> tuple[str, float]:
+    fields = [f.strip() for f in part.split(";")]
+    q = 1.0
+    for f in fields[1:]:
+        name, _, value = f.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                q = float(value)
+            except ValueError:
+                q = 0.0
+            if not 0.0 <= q <= 1.0 or math.isnan(q):
+                q = 0.0
+    return fields[0].lower(), q
+
+
+def negotiate(accept: str | None) -> Format:
+    """Pick the format by the Accept header's q-values (prometheus_client ignores them)."""
+    best, best_q = TEXT, 0.0
+    for part in (accept or "").split(","):
+        mime, q = _params(part)
+        fmt = {"application/openmetrics-text": OPENMETRICS, "text/plain": TEXT}.get(mime)
+        if fmt is not None and q > best_q:
+            best, best_q = fmt, q
+    return best
+
+
+def wants_gzip(accept_encoding: str | None) -> bool:
+    for part in (accept_encoding or "").split(","):
+        coding, q = _params(part)
+        if coding == "gzip" and q > 0:
+            return True
+    return False
+
+
+def _num(value: float) -> str:
+    if value == math.inf or value == -math.inf or value != value:
+        return str(floatToGoString(value))
+    return repr(value)
+
+
+def _header(name: str, kind: str, help_text: str, om: bool) -> str:
+    family = name[: -len("_total")] if om and kind == "counter" else name
+    return f"# HELP {family} {help_text}\n# TYPE {family} {kind}\n"
+
+
+def _histogram_lines(name: str, labels: str, h: Histogram, les: list[str]) -> str:
+    out = []
+    cum = 0
+    sep = "," if labels else ""
+    for le, c in zip(les, h.counts, strict=True):
+        cum += c
+        out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {cum}\n')
+    lb = f"{{{labels}}}" if labels else ""
+    out.append(f"{name}_sum{lb} {_num(h.sum)}\n{name}_count{lb} {h.count}\n")
+    return "".join(out)
+
+
+_le_cache: dict[tuple[float, ...], list[str]] = {}
+
+
+def _les(bounds: tuple[float, ...]) -> list[str]:
+    les = _le_cache.get(bounds)
+    if les is None:
+        les = [floatToGoString(b) for b in bounds] + ["+Inf"]
+        _le_cache[bounds] = les
+    return les
+
+
+Row = Callable[[TargetSeries], str]
+
+
+def _gauge_row(name: str, attr: str) -> Row:
+    def row(s: TargetSeries) -> str:
+        value: float | None = getattr(s, attr)
+        return "" if value is None else f"{name}{{{s.labels}}} {_num(value)}\n"
+
+    return row
+
+
+def _results_row(s: TargetSeries) -> str:
+    lbl = s.labels
+    return "".join(
+        f'netprobe_probes_total{{{lbl},result="{r}"}} {n}\n' for r, n in s.results.items()
+    )
+
+
+def _hist_row(name: str, attr: str) -> Row:
+    def row(s: TargetSeries) -> str:
+        h: Histogram = getattr(s, attr)
+        return _histogram_lines(name, s.labels, h, _les(h.bounds))
+
+    return row
+
+
+def _info_row(s: TargetSeries) -> str:
+    if s.ip is None:
+        return ""
+    return f'netprobe_target_info{{{s.labels},ip="{s.ip}"}} 1\n'
+
+
+TARGET_FAMILIES: list[tuple[str, str, str, Row]] = [
+    ("netprobe_up", "gauge", "1 if the last probe of the target succeeded, else 0.",
+     _gauge_row("netprobe_up", "up")),
+    ("netprobe_probes_total", "counter", "Probes run, by result.", _results_row),
+    ("netprobe_connect_duration_seconds", "histogram",
+     "Time to establish the TCP connection, successful connects only.",
+     _hist_row("netprobe_connect_duration_seconds", "connect")),
+    ("netprobe_probe_duration_seconds", "histogram", "Duration of the whole probe, every result.",
+     _hist_row("netprobe_probe_duration_seconds", "probe")),
+    ("netprobe_last_connect_duration_seconds", "gauge", "The last successful connect time.",
+     _gauge_row("netprobe_last_connect_duration_seconds", "last_connect")),
+    ("netprobe_last_probe_timestamp_seconds", "gauge", "Unix time the last probe finished.",
+     _gauge_row("netprobe_last_probe_timestamp_seconds", "last_probe_ts")),
+    ("netprobe_last_success_timestamp_seconds", "gauge", "Unix time of the last successful probe.",
+     _gauge_row("netprobe_last_success_timestamp_seconds", "last_success_ts")),
+    ("netprobe_target_info", "gauge", "The address the target's last probe went to.", _info_row),
+]  # fmt: skip
+
+
+def _exporter_families(store: MetricsStore, om: bool) -> str:
+    st = store.stats
+    parts = [
+        _header("netprobe_build_info", "gauge", "Version of the exporter and its runtime.", om),
+        f"netprobe_build_info{{{st.build_labels}}} 1\n",
+        _header("netprobe_targets", "gauge", "Continuous-mode targets, by module.", om),
+        *(f'netprobe_targets{{module="{m}"}} {n}\n' for m, n in sorted(store.modules.items())),
+        _header("netprobe_inflight_probes", "gauge", "Probes running now.", om),
+        f"netprobe_inflight_probes {st.inflight_source()}\n",
+        _header("netprobe_scheduler_lag_seconds", "histogram",
+                "How late continuous probes started after their scheduled time.", om),
+        _histogram_lines("netprobe_scheduler_lag_seconds", "", st.lag, _les(st.lag.bounds)),
+        _header("netprobe_scheduler_skipped_probes_total", "counter",
+                "Scheduled probes not started because the previous one had not finished.", om),
+        f"netprobe_scheduler_skipped_probes_total {st.skipped}\n",
+        _header("netprobe_config_last_reload_successful", "gauge",
+                "1 if the last config load succeeded, else 0.", om),
+        f"netprobe_config_last_reload_successful {_num(st.reload_successful)}\n",
+        _header("netprobe_config_last_reload_success_timestamp_seconds", "gauge",
+                "Unix time of the last successful config load.", om),
+        f"netprobe_config_last_reload_success_timestamp_seconds {_num(st.reload_success_ts)}\n",
+    ]  # fmt: skip
+    return "".join(parts)
+
+
+def render(store: MetricsStore, fmt: Format, registry: CollectorRegistry | None) -> Iterator[str]:
+    """Yield the exposition in chunks of at most CHUNK_TARGETS targets' lines."""
+    om = fmt.openmetrics
+    for name, kind, help_text, row in TARGET_FAMILIES:
+        series = list(store.series.values())
+        yield _header(name, kind, help_text, om)
+        for i in range(0, len(series), CHUNK_TARGETS):
+            yield "".join([row(s) for s in series[i : i + CHUNK_TARGETS]])
+    yield _exporter_families(store, om)
+    if registry is not None:
+        if om:
+            extra = om_exposition.generate_latest(registry).decode()
+            yield extra.removesuffix("# EOF\n")
+        else:
+            yield text_exposition.generate_latest(registry).decode()
+    if om:
+        yield "# EOF\n"

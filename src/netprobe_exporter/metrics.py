@@ -1,0 +1,145 @@
+"""Metric state for continuous mode: plain objects updated per probe, rendered by ``exposition``.
+
+Stock prometheus_client metrics cost ~3 µs per labelled observation, ~5 KiB per target and over a
+second to render 10,000 targets; these plain slots cost a fraction of that and let the renderer
+stream. Nothing here knows of sockets: it consumes ``ProbeResult`` values.
+"""
+
+from __future__ import annotations
+
+import sys
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import twisted
+
+from netprobe_exporter import __version__
+from netprobe_exporter.config import Target
+from netprobe_exporter.probes import RESULTS, ProbeResult
+
+SeriesKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[float, ...]]
+
+LAG_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+def escape_label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def label_string(pairs: Iterable[tuple[str, str]]) -> str:
+    """``name="value",…`` with values escaped, as the text formats want them."""
+    return ",".join(f'{k}="{escape_label_value(v)}"' for k, v in pairs)
+
+
+def series_key(target: Target) -> SeriesKey:
+    """Series survive a reload while address, module, labels and buckets are unchanged."""
+    return (target.address, target.module, target.labels, target.buckets)
+
+
+class Histogram:
+    """A cumulative-on-render histogram: ``counts[i]`` holds observations in bucket i only."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+
+class TargetSeries:
+    """Every continuous-mode series of one target."""
+
+    __slots__ = (
+        "connect",
+        "ip",
+        "labels",
+        "last_connect",
+        "last_probe_ts",
+        "last_success_ts",
+        "probe",
+        "results",
+        "up",
+    )
+
+    def __init__(self, target: Target) -> None:
+        pairs = [("target", target.address), ("module", target.module), *target.labels]
+        self.labels = label_string(pairs)
+        self.up: float | None = None
+        self.results = dict.fromkeys(RESULTS, 0)
+        self.connect = Histogram(target.buckets)
+        self.probe = Histogram(target.buckets)
+        self.last_connect: float | None = None
+        self.last_probe_ts: float | None = None
+        self.last_success_ts: float | None = None
+        self.ip: str | None = None
+
+    def observe(self, result: ProbeResult, now: float) -> None:
+        self.results[result.result if result.result in self.results else "error"] += 1
+        self.probe.observe(result.duration)
+        self.last_probe_ts = now
+        if result.ip is not None:
+            self.ip = result.ip
+        if result.success:
+            self.up = 1.0
+            self.last_success_ts = now
+        else:
+            self.up = 0.0
+        if result.connect_duration is not None:
+            self.connect.observe(result.connect_duration)
+            self.last_connect = result.connect_duration
+
+
+@dataclass
+class ExporterStats:
+    """The exporter's own health figures."""
+
+    skipped: int = 0
+    reload_successful: float = 0.0
+    reload_success_ts: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.inflight_source: Callable[[], int] = lambda: 0
+        self.lag = Histogram(LAG_BUCKETS)
+        self.build_labels = label_string(
+            [
+                ("version", __version__),
+                ("python", ".".join(map(str, sys.version_info[:3]))),
+                ("twisted", twisted.__version__),
+            ]
+        )
+
+
+class MetricsStore:
+    """Target series keyed by identity, plus exporter stats."""
+
+    def __init__(self) -> None:
+        self.series: dict[SeriesKey, TargetSeries] = {}
+        self.modules: dict[str, int] = {}
+        self.stats = ExporterStats()
+
+    def sync(self, targets: Iterable[Target]) -> None:
+        """Make the series match ``targets``: kept ones keep their values, gone ones vanish."""
+        old = self.series
+        new: dict[SeriesKey, TargetSeries] = {}
+        modules: dict[str, int] = {}
+        for t in targets:
+            key = series_key(t)
+            new[key] = old.get(key) or TargetSeries(t)
+            modules[t.module] = modules.get(t.module, 0) + 1
+        self.series = new
+        self.modules = modules
+
+    def observe(self, target: Target, result: ProbeResult, now: float) -> None:
+        series = self.series.get(series_key(target))
+        if series is not None:  # None: the target left the config while its probe ran
+            series.observe(result, now)

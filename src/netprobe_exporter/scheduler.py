@@ -1,0 +1,189 @@
+"""The continuous-mode scheduler: each target on its own fixed cadence.
+
+- Phases: targets sharing an interval are ordered by a stable hash of their identity and spread
+  evenly over it (target k of n starts k/n of an interval after it is added), so neither start-up
+  nor a reload fires everything at once. A target kept by a reload keeps its cadence.
+- Cadence: the next run is due one interval after the previous *due* time, not after the probe
+  ends, so probe duration and reactor delays do not make the schedule drift.
+- Overlap: a target whose previous probe is still running (or still queued) skips that slot;
+  skips are counted, never stacked.
+- Concurrency: at most ``max_inflight`` probes run at once; due probes beyond that wait in a FIFO
+  queue and their lag (start time - due time) shows the wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from netprobe_exporter.config import Target
+from netprobe_exporter.probes import ProbeResult
+
+log = Logger()
+
+TargetKey = tuple[str, str]
+
+
+def stable_hash(target: Target) -> int:
+    """A hash of the target's identity that is the same in every process and run."""
+    digest = hashlib.blake2b(f"{target.address}\0{target.module}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big")
+
+
+class _Entry:
+    __slots__ = ("call", "due", "queued", "queued_due", "removed", "running", "target")
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.due = 0.0
+        self.call: IDelayedCall | None = None
+        self.running: Deferred[ProbeResult] | None = None
+        self.queued = False
+        self.queued_due = 0.0
+        self.removed = False
+
+
+class Scheduler:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        run: Callable[[Target], Deferred[ProbeResult]],
+        on_result: Callable[[Target, ProbeResult], None],
+        on_lag: Callable[[float], None] = lambda lag: None,
+        on_skip: Callable[[Target, int], None] = lambda target, n: None,
+        max_inflight: int = 1024,
+    ) -> None:
+        self._reactor = reactor
+        self._run = run
+        self._on_result = on_result
+        self._on_lag = on_lag
+        self._on_skip = on_skip
+        self.max_inflight = max_inflight
+        self._entries: dict[TargetKey, _Entry] = {}
+        self._queue: deque[_Entry] = deque()
+        self.inflight = 0
+        self.running = False
+
+    @property
+    def targets(self) -> list[Target]:
+        return [e.target for e in self._entries.values()]
+
+    def update(self, targets: Iterable[Target]) -> None:
+        """Start, keep or stop targets so that exactly ``targets`` are scheduled."""
+        self.running = True
+        now = self._reactor.seconds()
+        wanted = {t.key: t for t in targets}
+        for key in [k for k in self._entries if k not in wanted]:
+            self._remove(self._entries.pop(key))
+        groups: dict[float, list[Target]] = {}
+        for t in wanted.values():
+            groups.setdefault(t.interval, []).append(t)
+        for interval, group in groups.items():
+            group.sort(key=stable_hash)
+            n = len(group)
+            for rank, t in enumerate(group):
+                entry = self._entries.get(t.key)
+                if entry is not None and entry.target.interval == interval:
+                    entry.target = t  # labels or buckets may have changed; cadence stays
+                    continue
+                if entry is None:
+                    entry = self._entries[t.key] = _Entry(t)
+                elif entry.call is not None and entry.call.active():
+                    entry.call.cancel()
+                entry.target = t
+                entry.due = now + interval * rank / n
+                entry.call = self._reactor.callLater(entry.due - now, self._fire, entry)
+
+    def stop(self) -> None:
+        """Cancel every timer and every probe in flight."""
+        self.running = False
+        for entry in self._entries.values():
+            self._remove(entry)
+        self._entries.clear()
+        self._queue.clear()
+
+    def _remove(self, entry: _Entry) -> None:
+        entry.removed = True
+        if entry.call is not None and entry.call.active():
+            entry.call.cancel()
+        entry.call = None
+        if entry.running is not None:
+            entry.running.cancel()
+
+    def _fire(self, entry: _Entry) -> None:
+        now = self._reactor.seconds()
+        due = entry.due
+        interval = entry.target.interval
+        missed = max(0, math.floor((now - due) / interval))
+        entry.due = due + (missed + 1) * interval
+        entry.call = self._reactor.callLater(entry.due - now, self._fire, entry)
+        if missed:
+            self._on_skip(entry.target, missed)
+        if entry.running is not None or entry.queued:
+            self._on_skip(entry.target, 1)
+            log.debug(
+                "previous probe still running: slot skipped",
+                target=entry.target.address,
+                module=entry.target.module,
+            )
+            return
+        if self.inflight >= self.max_inflight:
+            entry.queued = True
+            entry.queued_due = due
+            self._queue.append(entry)
+            return
+        self._start(entry, due, now)
+
+    def _start(self, entry: _Entry, due: float, now: float) -> None:
+        self._on_lag(max(0.0, now - due))
+        self.inflight += 1
+        target = entry.target
+        try:
+            d = self._run(target)
+        except Exception:
+            d = defer.fail()
+        entry.running = d
+        d.addCallbacks(self._done, self._failed, callbackArgs=(entry, target, now),
+                       errbackArgs=(entry, target, now))  # fmt: skip
+
+    def _done(self, result: ProbeResult, entry: _Entry, target: Target, _started: float) -> None:
+        self.inflight -= 1
+        entry.running = None
+        if not entry.removed:
+            self._on_result(target, result)
+        self._drain()
+
+    def _failed(self, reason: Failure, entry: _Entry, target: Target, started: float) -> Any:
+        if reason.check(defer.CancelledError):
+            self.inflight -= 1
+            entry.running = None
+            self._drain()
+            return None
+        log.failure(
+            "prober failed unexpectedly", reason, target=target.address, module=target.module
+        )
+        result = ProbeResult(
+            success=False,
+            result="error",
+            duration=self._reactor.seconds() - started,
+            detail=f"internal error: {reason.getErrorMessage()}",
+        )
+        self._done(result, entry, target, started)
+        return None
+
+    def _drain(self) -> None:
+        while self._queue and self.inflight < self.max_inflight and self.running:
+            entry = self._queue.popleft()
+            entry.queued = False
+            if entry.removed:
+                continue
+            self._start(entry, entry.queued_due, self._reactor.seconds())

@@ -1,0 +1,246 @@
+"""The HTTP surface: ``/metrics``, ``/-/healthy``, ``/-/ready``, ``/-/reload`` and a landing page.
+
+``/metrics`` streams: the renderer yields chunks of a few hundred targets, and a Cooperator
+writes them, yielding to the reactor after every ~2 ms of work. A 10,000-target scrape thus
+never holds the reactor thread (and so never delays a probe's clock) for more than a couple of
+milliseconds, without a second thread fighting for the GIL. Gzip is streamed the same way, at
+level 1 (level 9 costs ten times the CPU for 25% less output).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Cooperator, TaskDone, TaskStopped
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+__all__ = ["Site", "build_site", "cooperator"]
+
+from netprobe_exporter import exposition
+from netprobe_exporter.config import ConfigError
+from netprobe_exporter.metrics import MetricsStore
+
+log = Logger()
+SLICE_SECONDS = 0.002
+
+
+def _plain(request: Request, code: int, text: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return text.encode("utf-8")
+
+
+class Endpoint(Resource):
+    """A leaf that answers only the listed methods (HEAD goes with GET); others get 405."""
+
+    isLeaf = True
+    methods: tuple[bytes, ...] = (b"GET", b"HEAD")
+
+    def render(self, request: Request) -> bytes | int:
+        method = request.method
+        if method not in self.methods:
+            request.setHeader(b"allow", b", ".join(self.methods))
+            return _plain(request, 405, f"method {method.decode('latin-1')} not allowed\n")
+        if request.postpath:  # e.g. /metrics/x or /metrics/
+            return _plain(request, 404, "not found\n")
+        return self.respond(request)
+
+    def respond(self, request: Request) -> bytes | int:
+        raise NotImplementedError
+
+
+class NotFound(Endpoint):
+    methods = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS")
+
+    def render(self, request: Request) -> bytes:
+        return _plain(request, 404, "not found\n")
+
+
+class Healthy(Endpoint):
+    def respond(self, request: Request) -> bytes:
+        return _plain(request, 200, "Healthy\n")
+
+
+class Ready(Endpoint):
+    def __init__(self, is_ready: Callable[[], bool]) -> None:
+        super().__init__()
+        self._is_ready = is_ready
+
+    def respond(self, request: Request) -> bytes:
+        if self._is_ready():
+            return _plain(request, 200, "Ready\n")
+        return _plain(request, 503, "Not ready: config not loaded or scheduler not running\n")
+
+
+class Reload(Endpoint):
+    methods = (b"POST", b"PUT")
+
+    def __init__(self, reload: Callable[[], Deferred[None]]) -> None:
+        super().__init__()
+        self._reload = reload
+
+    def respond(self, request: Request) -> int:
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+        def ok(_: None) -> None:
+            if not gone:
+                request.write(_plain(request, 200, "config reloaded\n"))
+                request.finish()
+
+        def bad(reason: Failure) -> None:
+            if gone:
+                return
+            if reason.check(ConfigError):
+                body = "config rejected, previous config still running:\n" + str(reason.value)
+                request.write(_plain(request, 400, body + "\n"))
+            else:
+                request.write(_plain(request, 500, f"reload failed: {reason.getErrorMessage()}\n"))
+            request.finish()
+
+        self._reload().addCallbacks(ok, bad)
+        return NOT_DONE_YET
+
+
+class Landing(Endpoint):
+    def respond(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return (
+            b"<!doctype html><html><head><title>netprobe-exporter</title></head><body>"
+            b"<h1>netprobe-exporter</h1><ul>"
+            b'<li><a href="metrics">metrics</a></li>'
+            b'<li><a href="-/healthy">health</a></li>'
+            b'<li><a href="-/ready">readiness</a></li>'
+            b"</ul></body></html>\n"
+        )
+
+
+def _time_slice() -> Callable[[], bool]:
+    end = time.perf_counter() + SLICE_SECONDS
+    return lambda: time.perf_counter() >= end
+
+
+class Metrics(Endpoint):
+    def __init__(
+        self, store: MetricsStore, registry: CollectorRegistry | None, cooperator: Cooperator
+    ) -> None:
+        super().__init__()
+        self._store = store
+        self._registry = registry
+        self._cooperator = cooperator
+
+    def respond(self, request: Request) -> bytes | int:
+        fmt = exposition.negotiate(_header(request, b"accept"))
+        gz = exposition.wants_gzip(_header(request, b"accept-encoding"))
+        request.setHeader(b"content-type", fmt.content_type.encode())
+        request.setHeader(b"vary", b"Accept, Accept-Encoding")
+        if gz:
+            request.setHeader(b"content-encoding", b"gzip")
+        if request.method == b"HEAD":
+            return b""
+        chunks = exposition.render(self._store, fmt, self._registry)
+        task = self._cooperator.cooperate(_writer(request, chunks, gz))
+
+        def client_gone(_: Failure) -> None:
+            with contextlib.suppress(TaskDone):
+                task.stop()
+
+        request.notifyFinish().addErrback(client_gone)
+
+        def done(_: object) -> None:
+            request.finish()
+
+        def failed(reason: Failure) -> None:
+            if reason.check(TaskStopped):
+                return  # the client went away
+            log.failure("rendering /metrics failed", reason)
+            request.loseConnection()
+
+        task.whenDone().addCallbacks(done, failed)
+        return NOT_DONE_YET
+
+
+def _writer(request: Request, chunks: Iterator[str], gz: bool) -> Iterator[None]:
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31) if gz else None
+    for chunk in chunks:
+        data = chunk.encode("utf-8")
+        if compressor is not None:
+            data = compressor.compress(data)
+        if data:
+            request.write(data)
+        yield None
+    if compressor is not None:
+        request.write(compressor.flush())
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    if value is None:
+        return None
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+
+
+class Root(Resource):
+    def __init__(self) -> None:
+        super().__init__()
+        self._landing = Landing()
+        self._missing = NotFound()
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self._landing
+        return self._missing
+
+    def render(self, request: Request) -> bytes:
+        return _plain(request, 404, "not found\n")
+
+
+def build_site(
+    store: MetricsStore,
+    registry: CollectorRegistry | None,
+    cooperator: Cooperator,
+    is_ready: Callable[[], bool],
+    reload: Callable[[], Deferred[None]],
+) -> Site:
+    root = Root()
+    root.putChild(b"metrics", Metrics(store, registry, cooperator))
+    lifecycle = Root()
+    lifecycle.putChild(b"healthy", Healthy())
+    lifecycle.putChild(b"ready", Ready(is_ready))
+    lifecycle.putChild(b"reload", Reload(reload))
+    root.putChild(b"-", lifecycle)
+    site = QuietSite(root, timeout=60)
+    site.displayTracebacks = False
+    return site
+
+
+class QuietSite(Site):
+    """Access lines go to the debug log, in our format, not to Twisted's combined log."""
+
+    noisy = False
+
+    def log(self, request: http.Request) -> None:
+        log.debug(
+            "http request",
+            method=request.method.decode("latin-1"),
+            path=request.uri.decode("latin-1"),
+            code=request.code,
+        )
+
+
+def cooperator(reactor: Any) -> Cooperator:
+    """A Cooperator that yields to the reactor every SLICE_SECONDS of rendering."""
+    return Cooperator(
+        terminationPredicateFactory=_time_slice,
+        scheduler=lambda work: reactor.callLater(0, work),
+    )
