@@ -1,0 +1,232 @@
+"""Config parsing and validation: every error names file, line and key."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from netprobe_exporter.config import (
+    DEFAULT_BUCKETS,
+    Config,
+    ConfigError,
+    load_config,
+    parse_config,
+    with_extra_targets,
+)
+from netprobe_exporter.durations import format_duration, parse_duration
+
+
+def parse(text: str) -> Config:
+    return parse_config(textwrap.dedent(text), "c.yml")
+
+
+def errors(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    return info.value.errors
+
+
+def test_full_example_from_the_spec() -> None:
+    cfg = parse(
+        """
+        defaults:
+          interval: 15s
+          module: tcp_connect
+          labels: {env: prod}
+          buckets: [0.001, 0.01, 0.1, 1]
+        modules:
+          tcp_connect:
+            prober: tcp
+            timeout: 5s
+          tcp4:
+            prober: tcp
+            timeout: 1.5s
+            tcp:
+              preferred_ip_protocol: ip4
+              ip_protocol_fallback: false
+              source_ip_address: 127.0.0.2
+        targets:
+          - address: db.internal:5432
+            module: tcp_connect
+            interval: 5s
+            labels: {team: storage}
+          - address: "[::1]:80"
+            module: tcp4
+          - address: 127.0.0.1:9716
+            interval: 1h30m
+            buckets: [0.5, 1]
+        """
+    )
+    assert [t.address for t in cfg.targets] == ["db.internal:5432", "[::1]:80", "127.0.0.1:9716"]
+    db, v6, own = cfg.targets
+    assert db.interval == 5.0
+    assert db.labels == (("env", "prod"), ("team", "storage"))
+    assert db.buckets == (0.001, 0.01, 0.1, 1.0)
+    assert v6.module == "tcp4" and v6.interval == 15.0
+    assert own.interval == 5400.0 and own.buckets == (0.5, 1.0)
+    tcp4 = cfg.modules["tcp4"]
+    assert tcp4.timeout == 1.5
+    assert tcp4.tcp.preferred_ip_protocol == "ip4"
+    assert tcp4.tcp.ip_protocol_fallback is False
+    assert tcp4.tcp.source_ip_address == "127.0.0.2"
+
+
+def test_builtin_module_exists_without_modules_section() -> None:
+    cfg = parse("targets:\n  - address: 127.0.0.1:22\n")
+    assert cfg.targets[0].module == "tcp_connect"
+    assert cfg.modules["tcp_connect"].prober == "tcp"
+    assert cfg.targets[0].buckets == DEFAULT_BUCKETS
+
+
+def test_a_blackbox_style_file_with_only_tcp_modules_is_valid() -> None:
+    cfg = parse(
+        """
+        modules:
+          tcp_connect:
+            prober: tcp
+          tcp_v4:
+            prober: tcp
+            timeout: 5s
+            tcp:
+              preferred_ip_protocol: "ip4"
+        """
+    )
+    assert cfg.targets == ()
+    assert set(cfg.modules) == {"tcp_connect", "tcp_v4"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "targets:\n  - address: a:1\n    interval: 5x\n",
+            'c.yml:3: targets[0].interval: "5x" is not a duration',
+        ),
+        ("targets:\n  - address: a:1\n    colour: red\n", "c.yml:3: targets[0].colour: unknown key"),
+        ("bogus: 1\n", "c.yml:1: bogus: unknown key"),
+        (
+            "targets:\n  - address: a:1\n  - address: a:1\n",
+            'c.yml:3: targets[1].address: duplicate target "a:1" with module "tcp_connect" '
+            "(first at targets[0])",
+        ),
+        (
+            "targets:\n  - address: a:1\n    module: nope\n",
+            'c.yml:3: targets[0].module: unknown module "nope"',
+        ),
+        (
+            "targets:\n  - address: ::1:80\n",
+            "c.yml:2: targets[0].address: '::1:80': IPv6 addresses need brackets, as [::1]:80",
+        ),
+        (
+            "targets:\n  - address: host:99999\n",
+            "c.yml:2: targets[0].address: 'host:99999': port 99999 is out of range 1-65535",
+        ),
+        ("targets:\n  - address: host\n", "c.yml:2: targets[0].address: 'host': missing port"),
+        (
+            "modules:\n  h:\n    prober: http\n",
+            'c.yml:3: modules.h.prober: prober "http" is not supported yet',
+        ),
+        (
+            "modules:\n  t:\n    prober: tcp\n    tcp:\n      query_response: []\n",
+            "c.yml:5: modules.t.tcp.query_response: is not supported yet",
+        ),
+        ("modules:\n  t:\n    prober: carrier-pigeon\n", 'unknown prober "carrier-pigeon"'),
+        ("modules:\n  t:\n    timeout: 1s\n", "c.yml:3: modules.t.prober: missing"),
+        (
+            "modules:\n  t:\n    prober: tcp\n    tcp:\n      preferred_ip_protocol: ip5\n",
+            'c.yml:5: modules.t.tcp.preferred_ip_protocol: "ip5" must be ip4 or ip6',
+        ),
+        (
+            "defaults:\n  buckets: [1, 0.5]\n",
+            "c.yml:2: defaults.buckets[1]: buckets must be strictly increasing",
+        ),
+        ("defaults:\n  buckets: [a]\n", 'defaults.buckets[0]: must be a number, not "a"'),
+        (
+            "defaults:\n  labels: {target: x}\n",
+            "c.yml:2: defaults.labels.target: is set by the exporter and cannot be overridden",
+        ),
+        ("defaults:\n  labels: {0bad: x}\n", '"0bad" is not a valid label name'),
+        ("defaults:\n  interval: 10ms\n", 'c.yml:2: defaults.interval: "10ms" is too short'),
+        ("target_files: []\n", "c.yml:1: target_files: is not supported yet"),
+        ("targets: {a: 1}\n", "c.yml:1: targets: must be a list, not a mapping"),
+        ("targets:\n  - address: a:1\n    address: b:2\n", "targets[0].address: duplicate key"),
+        ("[1, 2]\n", "c.yml:1: must be a mapping, not a list"),
+        ("", "c.yml: empty config"),
+        ("targets: [\n", "c.yml:2: invalid YAML"),
+    ],
+)
+def test_errors_name_file_line_and_key(text: str, expected: str) -> None:
+    found = errors(text)
+    assert any(expected in e for e in found), found
+
+
+def test_all_errors_are_reported_at_once() -> None:
+    found = errors(
+        """
+        targets:
+          - address: a:1
+            interval: 5x
+          - address: b
+          - address: c:1
+            module: nope
+        """
+    )
+    assert len(found) == 3, found
+    assert [e.split(":")[1] for e in found] == ["4", "5", "7"]
+
+
+def test_binary_and_non_utf8_files_are_rejected_clearly() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(b"\xff\xfe\x00garbage", "bin.yml")
+    assert info.value.errors[0].startswith("bin.yml: not UTF-8 text")
+
+
+def test_alias_bomb_is_answered_without_expanding() -> None:
+    # 10**30 leaves if expanded: validation walks the node graph, so it answers at once.
+    lines = ["targets:", "  - &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 30):
+        lines.append(f"  - &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    found = errors("\n".join(lines) + "\n")
+    assert len(found) == 30
+    assert all("must be a mapping, not a list" in e for e in found)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path / "nope.yml"))
+    assert "cannot read" in info.value.errors[0]
+
+
+def test_extra_targets_use_defaults_and_are_validated() -> None:
+    cfg = parse("defaults:\n  interval: 2s\ntargets:\n  - address: a:1\n")
+    cfg = with_extra_targets(cfg, ["a:1", "[::1]:9", "b:2"])
+    assert [(t.address, t.interval) for t in cfg.targets] == [
+        ("a:1", 2.0),
+        ("[::1]:9", 2.0),
+        ("b:2", 2.0),
+    ]
+    with pytest.raises(ConfigError) as info:
+        with_extra_targets(cfg, ["nope"])
+    assert info.value.errors == ["--target: 'nope': missing port (want host:port)"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("15s", 15), ("1m", 60), ("1h30m", 5400), ("1d", 86400), ("1.5s", 1.5),
+     ("250us", 0.00025), ("2w", 14 * 86400), ("1y", 365 * 86400), ("0", 0)],
+)  # fmt: skip
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "5", "5x", "s", "1s1m", "-1s", "1 s", "1.s"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_format_duration_round_trips() -> None:
+    for s in (0.5, 15, 60, 5400, 0.001):
+        assert parse_duration(format_duration(s)) == pytest.approx(s)

@@ -1,0 +1,390 @@
+"""End-to-end tests of the exporter as a process: flags, exit codes, signals, HTTP, reload."""
+
+from __future__ import annotations
+
+import gzip
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import procutil
+from procutil import Exporter, Processes, find, value, wait_for
+
+INTERVAL = "200ms"
+PROBE_COUNTER = "netprobe_probes_total"
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Processes]:
+    p = Processes(tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    with procutil.loopback_listener() as port:
+        yield port
+
+
+@pytest.fixture
+def listener2() -> Iterator[int]:
+    with procutil.loopback_listener() as port:
+        yield port
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
+    """One exporter (embedded default config) for the read-only HTTP tests."""
+    p = Processes(tmp_path_factory.mktemp("shared"))
+    try:
+        exporter = p.start_exporter()
+        wait_for(lambda: exporter.get("/-/ready").status == 200, 5, "readiness")
+        yield exporter
+    finally:
+        p.close()
+
+
+def config_text(*addresses: str, interval: str = INTERVAL) -> str:
+    lines = ["defaults:", f"  interval: {interval}", "targets:"]
+    lines += [f"  - address: {a}" for a in addresses]
+    return "\n".join(lines) + "\n"
+
+
+def counter(exporter: Exporter, target: str, result: str) -> float:
+    v = value(exporter.metrics(), PROBE_COUNTER, target=target, result=result)
+    return -1.0 if v is None else v
+
+
+def wait_counter_above(
+    exporter: Exporter, target: str, result: str, above: float, timeout: float = 5
+) -> float:
+    return wait_for(
+        lambda: (v := counter(exporter, target, result)) > above and v,
+        timeout,
+        f'{PROBE_COUNTER}{{target="{target}",result="{result}"}} > {above:g}',
+    )
+
+
+# startup
+
+
+def test_embedded_default_probes_its_own_address(procs: Processes) -> None:
+    exporter = procs.start_exporter()
+    listening_seen = time.monotonic()
+    me = f"127.0.0.1:{exporter.port}"
+
+    def live() -> bool:
+        samples = exporter.metrics()
+        up = value(samples, "netprobe_up", target=me, module="tcp_connect")
+        count = value(
+            samples, "netprobe_connect_duration_seconds_count", target=me, module="tcp_connect"
+        )
+        return up == 1 and count is not None and count >= 1
+
+    wait_for(live, 1.0, f"netprobe_up{{target={me!r}}} 1 within 1 s of listening")
+    assert time.monotonic() - listening_seen <= 1.5
+    samples = exporter.metrics()
+    assert value(samples, PROBE_COUNTER, target=me, module="tcp_connect", result="success") >= 1  # type: ignore[operator]
+    assert value(samples, "netprobe_config_last_reload_successful") == 1
+    assert value(samples, "netprobe_targets", module="tcp_connect") == 1
+
+
+def test_version_prints_version_and_exits_0() -> None:
+    from netprobe_exporter import __version__
+
+    done = procutil.run_exporter("--version")
+    assert done.returncode == 0, done
+    assert done.stdout.startswith("netprobe-exporter, version "), done.stdout
+    assert __version__ in done.stdout
+
+
+def test_bad_flag_exits_1() -> None:
+    done = procutil.run_exporter("--nope")
+    assert done.returncode == 1, done
+    assert "--nope" in done.stderr
+
+
+def test_invalid_config_at_start_exits_1_naming_file_and_line(
+    procs: Processes, tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text("targets:\n  - address: 127.0.0.1:1\n    interval: 5x\n")
+    exporter = procs.spawn_exporter("--web.listen-address=127.0.0.1:0", f"--config.file={path}")
+    assert exporter.wait_exit(10) == 1
+    err = exporter.stderr()
+    assert f"{path}:3: targets[0].interval:" in err, err
+    errors = [r["error"] for r in exporter.log_records() if r.get("level") == "error"]
+    assert f'{path}:3: targets[0].interval: "5x" is not a duration' in errors, err
+    assert "msg=listening" not in err
+
+
+def test_config_check_valid_exits_0(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yml"
+    path.write_text(config_text("127.0.0.1:1", "127.0.0.1:2"))
+    done = procutil.run_exporter("--config.check", f"--config.file={path}")
+    assert done.returncode == 0, done
+    assert str(path) in done.stdout
+    assert "2 targets" in done.stdout
+
+
+def test_config_check_invalid_prints_one_line_per_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text(
+        "targets:\n"
+        "  - address: 127.0.0.1:1\n"
+        "    interval: 5x\n"
+        "  - address: 127.0.0.1:2\n"
+        "    colour: red\n"
+    )
+    done = procutil.run_exporter("--config.check", f"--config.file={path}")
+    assert done.returncode == 1, done
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert lines == [
+        f'{path}:3: targets[0].interval: "5x" is not a duration',
+        f"{path}:5: targets[1].colour: unknown key",
+    ]
+
+
+def test_listen_failure_exits_2(procs: Processes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        exporter = procs.spawn_exporter(f"--web.listen-address=127.0.0.1:{port}")
+        assert exporter.wait_exit(10) == 2
+    assert "cannot listen" in exporter.stderr()
+
+
+# shutdown
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_cleanly(procs: Processes, listener: int, signum: signal.Signals) -> None:
+    closed = procutil.closed_port()
+    exporter = procs.start_exporter(
+        f"--target=127.0.0.1:{listener}", f"--target=127.0.0.1:{closed}"
+    )
+    wait_for(lambda: exporter.get("/-/ready").status == 200, 5, "readiness")
+    wait_counter_above(exporter, f"127.0.0.1:{closed}", "refused", 0, timeout=20)
+    port = exporter.port
+    assert procutil.port_is_open(port)
+    exporter.proc.send_signal(signum)
+    assert exporter.wait_exit(2) == 0, exporter.stderr()
+    assert not procutil.port_is_open(port)
+    assert "msg=stopped" in exporter.stderr()
+
+
+# HTTP surface
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("GET", "/-/healthy", 200, None),
+        ("GET", "/-/ready", 200, None),
+        ("GET", "/metrics", 200, None),
+        ("GET", "/nope", 404, None),
+        ("GET", "/metrics/", 404, None),
+        ("GET", "/-/nope", 404, None),
+        ("POST", "/metrics", 405, "GET"),
+        ("GET", "/-/reload", 405, "POST"),
+        ("POST", "/-/reload", 200, None),
+    ],
+)
+def test_endpoint_status(
+    shared: Exporter, method: str, path: str, status: int, allow: str | None
+) -> None:
+    resp = procutil.http(shared.url + path, method=method)
+    assert resp.status == status, resp
+    if allow is not None:
+        assert allow in [m.strip() for m in resp.headers["allow"].split(",")], resp.headers
+
+
+def test_metrics_default_is_text_format(shared: Exporter) -> None:
+    resp = shared.get("/metrics")
+    ctype = resp.headers["content-type"]
+    assert ctype.startswith("text/plain"), ctype
+    assert "version=0.0.4" in ctype
+    assert "content-encoding" not in resp.headers
+    assert "# EOF" not in resp.text
+    assert "# TYPE netprobe_probes_total counter" in resp.text
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text; version=1.0.0",
+        # what Prometheus 2.x sends
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+        "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    ],
+)
+def test_metrics_openmetrics_when_asked(shared: Exporter, accept: str) -> None:
+    resp = shared.get("/metrics", headers={"Accept": accept})
+    assert resp.status == 200
+    assert resp.headers["content-type"].startswith("application/openmetrics-text")
+    assert resp.text.endswith("# EOF\n")
+    assert resp.text.count("# EOF") == 1
+    assert "# TYPE netprobe_probes counter" in resp.text
+
+
+def test_metrics_q_values_prefer_text(shared: Exporter) -> None:
+    accept = "application/openmetrics-text;version=1.0.0;q=0.3,text/plain;version=0.0.4;q=0.9"
+    resp = shared.get("/metrics", headers={"Accept": accept})
+    assert resp.headers["content-type"].startswith("text/plain")
+    assert "# EOF" not in resp.text
+
+
+def test_metrics_gzip(shared: Exporter) -> None:
+    plain = shared.get("/metrics")
+    zipped = shared.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers.get("content-encoding") == "gzip"
+    assert zipped.body[:2] == b"\x1f\x8b"
+    text = gzip.decompress(zipped.body).decode("utf-8")
+    assert procutil.type_lines(text) == procutil.type_lines(plain.text)
+    assert len(procutil.type_lines(text)) > 10
+    names = {s.name for s in procutil.parse_samples(text)}
+    assert names == {s.name for s in procutil.parse_samples(plain.text)}
+
+
+def test_metrics_gzip_q0_is_not_gzipped(shared: Exporter) -> None:
+    resp = shared.get("/metrics", headers={"Accept-Encoding": "gzip;q=0, identity"})
+    assert "content-encoding" not in resp.headers
+    assert resp.text.startswith("# HELP ")
+
+
+# reload
+
+
+def _reload(exporter: Exporter, how: str) -> procutil.Response | None:
+    if how == "sighup":
+        exporter.proc.send_signal(signal.SIGHUP)
+        return None
+    return exporter.post("/-/reload")
+
+
+@pytest.mark.parametrize("how", ["sighup", "post"])
+def test_reload_valid_change(
+    procs: Processes, tmp_path: Path, listener: int, listener2: int, how: str
+) -> None:
+    kept, added = f"127.0.0.1:{listener}", f"127.0.0.1:{listener2}"
+    removed = f"127.0.0.1:{procutil.closed_port()}"
+    path = tmp_path / "netprobe.yml"
+    path.write_text(config_text(kept, removed))
+    exporter = procs.start_exporter(f"--config.file={path}")
+    wait_counter_above(exporter, kept, "success", 1)
+    wait_counter_above(exporter, removed, "refused", 0)
+    assert find(exporter.metrics(), "netprobe_up", target=added) == []
+
+    path.write_text(config_text(kept, added))
+    before = counter(exporter, kept, "success")
+    resp = _reload(exporter, how)
+    if resp is not None:
+        assert resp.status == 200, resp
+
+    def switched() -> bool:
+        samples = exporter.metrics()
+        return not find(samples, "netprobe_up", target=removed) and bool(
+            value(samples, "netprobe_up", target=added) == 1
+        )
+
+    wait_for(switched, 5, f"{removed} gone and {added} up")
+    samples = exporter.metrics()
+    assert [s for s in samples if s.labels.get("target") == removed] == []
+    assert value(samples, PROBE_COUNTER, target=kept, result="success") >= before  # type: ignore[operator]
+    assert value(samples, "netprobe_config_last_reload_successful") == 1
+    assert value(samples, "netprobe_targets", module="tcp_connect") == 2
+    wait_counter_above(exporter, added, "success", 0)
+    wait_counter_above(exporter, kept, "success", before)
+
+
+def _bad_yaml(good: str) -> tuple[str, str]:
+    return good + "    interval: 200ms: x\n", ":{line}: invalid YAML"
+
+
+def _unknown_key(good: str) -> tuple[str, str]:
+    return good + "    colour: red\n", ":{line}: targets[1].colour: unknown key"
+
+
+def _bad_duration(good: str) -> tuple[str, str]:
+    return good + "    interval: 5x\n", ':{line}: targets[1].interval: "5x" is not a duration'
+
+
+def _duplicate(good: str) -> tuple[str, str]:
+    first = good.splitlines()[3]  # "  - address: <kept>"
+    return good + first + "\n", ":{line}: targets[2].address: duplicate target"
+
+
+BAD_CONFIGS = {
+    "bad_yaml": _bad_yaml,
+    "unknown_key": _unknown_key,
+    "bad_duration": _bad_duration,
+    "duplicate_target": _duplicate,
+}
+
+
+@pytest.mark.parametrize(
+    ("case", "how"),
+    [(name, "post") for name in BAD_CONFIGS] + [("bad_duration", "sighup")],
+)
+def test_reload_invalid_config_keeps_running_config(
+    procs: Processes, tmp_path: Path, listener: int, case: str, how: str
+) -> None:
+    kept = f"127.0.0.1:{listener}"
+    refused = f"127.0.0.1:{procutil.closed_port()}"
+    path = tmp_path / "netprobe.yml"
+    good = config_text(kept, refused)
+    path.write_text(good)
+    exporter = procs.start_exporter(f"--config.file={path}")
+    wait_counter_above(exporter, kept, "success", 0)
+    wait_counter_above(exporter, refused, "refused", 0)
+    assert value(exporter.metrics(), "netprobe_config_last_reload_successful") == 1
+
+    bad, where = BAD_CONFIGS[case](good)
+    path.write_text(bad)
+    expected = f"{path}" + where.format(line=len(bad.splitlines()))
+    success_before = counter(exporter, kept, "success")
+    refused_before = counter(exporter, refused, "refused")
+
+    resp = _reload(exporter, how)
+    if resp is not None:
+        assert resp.status == 400, resp
+        assert expected in resp.text, resp.text
+    wait_for(
+        lambda: value(exporter.metrics(), "netprobe_config_last_reload_successful") == 0,
+        5,
+        "netprobe_config_last_reload_successful 0",
+    )
+    wait_for(
+        lambda: [
+            r
+            for r in exporter.log_records()
+            if r.get("level") == "error"
+            and "config reload rejected" in r.get("msg", "")
+            and expected in r.get("error", "")
+        ],
+        5,
+        f"an error log line naming {expected!r}",
+    )
+    # the running config stays: same targets, probed on, no series reset
+    wait_counter_above(exporter, kept, "success", success_before)
+    wait_counter_above(exporter, refused, "refused", refused_before)
+    samples = exporter.metrics()
+    assert value(samples, "netprobe_up", target=kept) == 1
+    assert value(samples, "netprobe_up", target=refused) == 0
+    assert value(samples, "netprobe_targets", module="tcp_connect") == 2
+    assert value(samples, "netprobe_config_last_reload_successful") == 0
+    assert exporter.get("/-/ready").status == 200
+
+    # and a fixed config is accepted again
+    path.write_text(good)
+    ok = exporter.post("/-/reload")
+    assert ok.status == 200, ok
+    assert value(exporter.metrics(), "netprobe_config_last_reload_successful") == 1
