@@ -18,7 +18,6 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[test]'
 
 .venv/bin/ruff check .

@@ -104,7 +104,10 @@ def test_a_blackbox_style_file_with_only_tcp_modules_is_valid() -> None:
             "targets:\n  - address: a:1\n    interval: 5x\n",
             'c.yml:3: targets[0].interval: "5x" is not a duration',
         ),
-        ("targets:\n  - address: a:1\n    colour: red\n", "c.yml:3: targets[0].colour: unknown key"),
+        (
+            "targets:\n  - address: a:1\n    colour: red\n",
+            "c.yml:3: targets[0].colour: unknown key",
+        ),
         ("bogus: 1\n", "c.yml:1: bogus: unknown key"),
         (
             "targets:\n  - address: a:1\n  - address: a:1\n",

@@ -29,7 +29,9 @@ def render(store: MetricsStore, fmt: exposition.Format = exposition.TEXT) -> str
     return "".join(exposition.render(store, fmt, None))
 
 
-def samples(text: str, openmetrics: bool = False) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def samples(
+    text: str, openmetrics: bool = False
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     parser = parse_openmetrics if openmetrics else parse_text
     return {
         (s.name, frozenset(s.labels.items())): s.value for fam in parser(text) for s in fam.samples
@@ -37,7 +39,9 @@ def samples(text: str, openmetrics: bool = False) -> dict[tuple[str, frozenset[t
 
 
 def lbl(target: Target, **extra: str) -> frozenset[tuple[str, str]]:
-    return frozenset({"target": target.address, "module": target.module, **dict(target.labels), **extra}.items())
+    return frozenset(
+        {"target": target.address, "module": target.module, **dict(target.labels), **extra}.items()
+    )
 
 
 @pytest.fixture

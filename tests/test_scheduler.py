@@ -81,7 +81,10 @@ class SchedulerTests(SynchronousTestCase):
         h.clock.pump([0.25] * 36)  # 9 s, in steps exact in binary floating point
         self.assertEqual(len(h.starts_of(fast.address)), 10)  # 0, 1, ..., 9
         self.assertEqual(len(h.starts_of(slow.address)), 4)  # 0, 3, 6, 9
-        gaps = {round(b - a, 6) for a, b in zip(h.starts_of(fast.address), h.starts_of(fast.address)[1:])}
+        gaps = {
+            round(b - a, 6)
+            for a, b in zip(h.starts_of(fast.address), h.starts_of(fast.address)[1:], strict=False)
+        }
         self.assertEqual(gaps, {1.0})
 
     def test_cadence_does_not_drift_with_probe_duration(self) -> None:
@@ -120,7 +123,7 @@ class SchedulerTests(SynchronousTestCase):
         self.assertEqual(len(h.starts), 2)
         self.assertEqual(h.sched.inflight, 2)
         h.clock.advance(5)
-        first_target, first = h.pending.pop(0)
+        _first_target, first = h.pending.pop(0)
         first.callback(ok())  # frees a slot at t=55: the queued probe starts, 5 s late
         self.assertEqual(len(h.starts), 3)
         self.assertEqual(h.starts[-1][0], 55.0)
