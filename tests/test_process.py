@@ -9,9 +9,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import procutil
+import pytest
 from procutil import Exporter, Processes, find, value, wait_for
 
 INTERVAL = "200ms"
@@ -279,7 +278,8 @@ def test_reload_valid_change(
     path = tmp_path / "netprobe.yml"
     path.write_text(config_text(kept, removed))
     exporter = procs.start_exporter(f"--config.file={path}")
-    wait_counter_above(exporter, kept, "success", 1)
+    # a few probes in, so that a reset counter (back to 0 or 1) would show below
+    wait_counter_above(exporter, kept, "success", 3)
     wait_counter_above(exporter, removed, "refused", 0)
     assert find(exporter.metrics(), "netprobe_up", target=added) == []
 

@@ -154,8 +154,19 @@ class App:
         return self.probers[module.prober](self.ctx, target.address, module, timeout)
 
     def _on_result(self, target: Target, result: ProbeResult) -> None:
+        before = self.store.up(target)
         self.store.observe(target, result, self.wall())
-        if not result.success:
+        after = self.store.up(target)
+        if before is not None and after is not None and before != after:
+            # state changes only: one line per transition, not one per probe
+            log.info(
+                "target up" if after else "target down",
+                target=target.address,
+                module=target.module,
+                result=result.result,
+                detail=result.detail,
+            )
+        elif not result.success:
             log.debug(
                 "probe failed",
                 target=target.address,

@@ -139,6 +139,11 @@ class MetricsStore:
         self.series = new
         self.modules = modules
 
+    def up(self, target: Target) -> float | None:
+        """The target's ``netprobe_up`` value; None before its first probe or if unknown."""
+        series = self.series.get(series_key(target))
+        return None if series is None else series.up
+
     def observe(self, target: Target, result: ProbeResult, now: float) -> None:
         series = self.series.get(series_key(target))
         if series is not None:  # None: the target left the config while its probe ran

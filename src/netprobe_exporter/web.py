@@ -191,15 +191,15 @@ def _header(request: Request, name: bytes) -> str | None:
 
 
 class Root(Resource):
-    def __init__(self) -> None:
+    """A directory of endpoints: unknown children are 404; ``index`` answers for ``…/``."""
+
+    def __init__(self, index: Resource | None = None) -> None:
         super().__init__()
-        self._landing = Landing()
         self._missing = NotFound()
+        self._index = index or self._missing
 
     def getChild(self, path: bytes, request: Request) -> Resource:
-        if path == b"":
-            return self._landing
-        return self._missing
+        return self._index if path == b"" else self._missing
 
     def render(self, request: Request) -> bytes:
         return _plain(request, 404, "not found\n")
@@ -212,7 +212,7 @@ def build_site(
     is_ready: Callable[[], bool],
     reload: Callable[[], Deferred[None]],
 ) -> Site:
-    root = Root()
+    root = Root(index=Landing())
     root.putChild(b"metrics", Metrics(store, registry, cooperator))
     lifecycle = Root()
     lifecycle.putChild(b"healthy", Healthy())
