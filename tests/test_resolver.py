@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -120,6 +122,26 @@ def sleep(seconds: float) -> Deferred[None]:
     return task.deferLater(reactor, seconds, lambda: None)
 
 
+def leftover_timers() -> list[str]:
+    """Active timers other than trial's own test timeout and calls due now (callLater(0))."""
+    soon = reactor.seconds() + 0.01
+    return [
+        repr(c)
+        for c in reactor.getDelayedCalls()
+        if c.active() and c.getTime() > soon and "onTimeout" not in repr(c.func)
+    ]
+
+
+def temp_path(case: TestCase) -> Path:
+    """A fresh path in a private temp directory removed after the test.
+
+    (``TestCase.mktemp`` would create directories under the current directory when run by pytest.)
+    """
+    d = Path(tempfile.mkdtemp(prefix="netprobe-test-"))
+    case.addCleanup(shutil.rmtree, d, True)
+    return d / "file"
+
+
 def write_file(path: Path, text: str, mtime: float | None = None) -> None:
     path.write_text(text, encoding="utf-8")
     if mtime is not None:
@@ -143,7 +165,7 @@ not-an-ip   broken
 
 class HostsFileTests(TestCase):
     def setUp(self) -> None:
-        self.path = Path(self.mktemp())
+        self.path = temp_path(self)
         write_file(self.path, HOSTS)
         self.hosts = HostsFile(str(self.path))
 
@@ -190,7 +212,7 @@ class HostsFileTests(TestCase):
         self.assertEqual(self.hosts.lookup("myhost"), ["127.0.0.1"])
 
     def test_file_appearing_later_is_read(self) -> None:
-        missing = Path(self.mktemp())
+        missing = temp_path(self)
         hosts = HostsFile(str(missing))
         self.assertEqual(hosts.lookup("late"), [])
         write_file(missing, "127.0.0.7 late\n")
@@ -199,7 +221,7 @@ class HostsFileTests(TestCase):
 
 class ReadNameserversTests(TestCase):
     def test_parse(self) -> None:
-        path = Path(self.mktemp())
+        path = temp_path(self)
         write_file(
             path,
             "# generated\n"
@@ -219,13 +241,13 @@ class ReadNameserversTests(TestCase):
         )
 
     def test_missing_file(self) -> None:
-        self.assertEqual(read_nameservers(self.mktemp()), [])
+        self.assertEqual(read_nameservers(str(temp_path(self))), [])
 
-    def test_no_nameserver_is_a_resolve_error(self) -> None:
+    def test_no_nameserver_is_a_resolve_error(self) -> Deferred[Any]:
         """No servers given and none in resolv.conf: a ResolveError, and no socket is opened."""
-        conf = Path(self.mktemp())
+        conf = temp_path(self)
         write_file(conf, "search example.org\n")
-        hosts = Path(self.mktemp())
+        hosts = temp_path(self)
         write_file(hosts, "")
         r = Resolver(reactor, hosts_path=str(hosts), resolv_conf=str(conf))
         d = r.resolve("name.example.org", "ip4", True, 1.0)
@@ -247,7 +269,7 @@ class ResolverTests(TestCase):
             }
         )
         self.addCleanup(self.dns.stop)
-        self.hosts = Path(self.mktemp())
+        self.hosts = temp_path(self)
         write_file(
             self.hosts,
             "127.0.0.21 hosted.test hosted4\n::1 hosted6\n127.0.0.22 hosteddual\n::1 hosteddual\n",
@@ -335,7 +357,7 @@ class ResolverTimeoutTests(TestCase):
     def setUp(self) -> None:
         self.silent = SilentDNSServer()
         self.addCleanup(self.silent.stop)
-        hosts = Path(self.mktemp())
+        hosts = temp_path(self)
         write_file(hosts, "")
         self.resolver = Resolver(reactor, servers=[self.silent.address], hosts_path=str(hosts))
 
@@ -360,5 +382,4 @@ class ResolverTimeoutTests(TestCase):
         self.assertGreaterEqual(self.silent.protocol.received, 1)
         d.cancel()
         yield self.assertFailure(d, defer.CancelledError)
-        pending = [c for c in reactor.getDelayedCalls() if c.active()]
-        self.assertEqual(pending, [], "timers left after cancel")
+        self.assertEqual(leftover_timers(), [], "timers left after cancel")

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -82,6 +83,38 @@ class HostsFile:
         return names
 
 
+class _CancellableClient(client.Resolver):
+    """``client.Resolver`` whose UDP queries can be cancelled without leaving timers behind.
+
+    Twisted's DNSDatagramProtocol.query returns a Deferred with no canceller, so cancelling a
+    probe mid-lookup would leave the query's timeout armed and its socket open until it fires.
+    Each query has a protocol (and socket) of its own, so cancelling can tear down all of it.
+    """
+
+    def _query(self, *args: Any) -> Deferred[Any]:
+        addr = args[0][0]
+        interface = "::" if ":" in addr else ""
+        protocol = self._connectedProtocol(interface=interface)
+
+        def cancel(_: Deferred[Any]) -> None:
+            for _, call in list(protocol.liveMessages.values()):
+                if call.active():
+                    call.cancel()
+            protocol.liveMessages.clear()
+            inner.cancel()
+
+        inner: Deferred[Any] = protocol.query(*args)
+        outer: Deferred[Any] = Deferred(cancel)
+
+        def done(result: Any) -> None:
+            protocol.transport.stopListening()
+            if not outer.called:
+                outer.callback(result)
+
+        inner.addBoth(done)
+        return outer
+
+
 class Resolver:
     """Resolve a host name to one IP address, honouring blackbox's ip protocol preference."""
 
@@ -105,7 +138,7 @@ class Resolver:
                 servers = read_nameservers(self._resolv_conf)
             if not servers:
                 raise ResolveError(f"no nameserver in {self._resolv_conf}")
-            self._client = client.Resolver(servers=servers, reactor=self._reactor)
+            self._client = _CancellableClient(servers=servers, reactor=self._reactor)
         return self._client
 
     def resolve(self, host: str, preferred: str, fallback: bool, timeout: float) -> Deferred[str]:

@@ -106,6 +106,10 @@ class _Connector:
             sock.setblocking(False)
             if source:
                 sock.bind((source, 0))
+        except OSError as exc:  # a local problem (address not ours, wrong family): not the path's
+            self._finish("error", f"bind {source}: {exc.strerror}")
+            return
+        try:
             addr: tuple[Any, ...] = (ip, port, 0, 0) if family == socket.AF_INET6 else (ip, port)
             # Clock start: the SYN leaves with this call.
             self._t0 = time.perf_counter()
