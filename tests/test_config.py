@@ -80,6 +80,63 @@ def test_builtin_module_exists_without_modules_section() -> None:
     assert cfg.targets[0].buckets == DEFAULT_BUCKETS
 
 
+def test_the_debian_blackbox_yml_loads_and_names_unsupported_modules(tmp_path: Path) -> None:
+    example = Path("/etc/prometheus/blackbox.yml")
+    if not example.exists():
+        pytest.skip("apt-get install prometheus-blackbox-exporter")
+    cfg = load_config(str(example))
+    assert {"http_2xx", "http_post_2xx", "tcp_connect", "pop3s_banner", "ssh_banner",
+            "irc_banner"} <= {n for n, m in cfg.modules.items() if m.runnable}  # fmt: skip
+    assert cfg.modules["http_post_2xx"].http.method == "POST"
+    irc = cfg.modules["irc_banner"].tcp.query_response
+    assert [q.send for q in irc] == [
+        "NICK prober", "USER prober prober prober :prober", "PONG ${1}", None,
+    ]  # fmt: skip
+    assert irc[2].expect is not None and irc[2].expect.pattern == "PING :([^ ]+)"
+    assert cfg.modules["pop3s_banner"].tcp.tls is True
+    warned = sorted(w.split('module "')[1].split('"')[0] for w in cfg.warnings)
+    assert warned == ["grpc", "grpc_plain", "icmp", "icmp_ttl5"]
+
+
+def test_http_module_options() -> None:
+    cfg = parse(
+        """
+        modules:
+          h:
+            prober: http
+            timeout: 3s
+            http:
+              method: post
+              headers: {X-A: b}
+              body: '{"q": 1}'
+              valid_status_codes: [200, 404]
+              valid_http_versions: [HTTP/1.1]
+              follow_redirects: false
+              fail_if_not_ssl: true
+              fail_if_body_matches_regexp: ["error"]
+              fail_if_header_not_matches:
+                - header: Content-Type
+                  regexp: json
+                  allow_missing: true
+              compression: gzip
+              body_size_limit: 1KB
+              basic_auth: {username: u, password: s3cret}
+              tls_config: {insecure_skip_verify: true, min_version: TLS12}
+        """
+    )
+    h = cfg.modules["h"].http
+    assert cfg.modules["h"].timeout == 3.0
+    assert h.method == "POST" and h.headers == (("X-A", "b"),) and h.body == '{"q": 1}'
+    assert h.valid_status_codes == (200, 404) and h.follow_redirects is False
+    assert h.fail_if_body_matches_regexp[0].pattern == "error"
+    assert h.fail_if_header_not_matches[0].allow_missing is True
+    assert h.compression == "gzip" and h.body_size_limit == 1024
+    assert h.basic_auth is not None and h.basic_auth.password is not None
+    assert h.basic_auth.password.reveal() == "s3cret"
+    assert "s3cret" not in repr(cfg)
+    assert h.tls_config.insecure_skip_verify and h.tls_config.min_version == "TLS12"
+
+
 def test_a_blackbox_style_file_with_only_tcp_modules_is_valid() -> None:
     cfg = parse(
         """
@@ -94,7 +151,7 @@ def test_a_blackbox_style_file_with_only_tcp_modules_is_valid() -> None:
         """
     )
     assert cfg.targets == ()
-    assert set(cfg.modules) == {"tcp_connect", "tcp_v4"}
+    assert set(cfg.modules) == {"tcp_connect", "tls_connect", "http_2xx", "tcp_v4"}
 
 
 @pytest.mark.parametrize(
@@ -128,12 +185,58 @@ def test_a_blackbox_style_file_with_only_tcp_modules_is_valid() -> None:
         ),
         ("targets:\n  - address: host\n", "c.yml:2: targets[0].address: 'host': missing port"),
         (
-            "modules:\n  h:\n    prober: http\n",
-            'c.yml:3: modules.h.prober: prober "http" is not supported yet',
+            "modules:\n  i:\n    prober: icmp\ntargets:\n  - address: a\n    module: i\n",
+            'c.yml:6: targets[0].address: module "i" uses prober "icmp", which is not supported',
         ),
         (
-            "modules:\n  t:\n    prober: tcp\n    tcp:\n      query_response: []\n",
-            "c.yml:5: modules.t.tcp.query_response: is not supported yet",
+            "modules:\n  h:\n    prober: http\n    http:\n      proxy_url: http://x\n",
+            "c.yml:5: modules.h.http.proxy_url: is not supported yet",
+        ),
+        (
+            "modules:\n  t:\n    prober: tcp\n    tcp:\n      query_response:\n"
+            "        - expect: '('\n",
+            'c.yml:6: modules.t.tcp.query_response[0].expect: "(" is not a valid regular',
+        ),
+        (
+            "modules:\n  t:\n    prober: tcp\n    tcp:\n      query_response:\n"
+            "        - labels: []\n",
+            "c.yml:6: modules.t.tcp.query_response[0].labels: unknown key",
+        ),
+        (
+            "modules:\n  t:\n    prober: tcp\n    tcp:\n      tls_config:\n"
+            "        ca_file: /nonexistent/ca.pem\n",
+            'modules.t.tcp.tls_config.ca_file: cannot read file "/nonexistent/ca.pem"',
+        ),
+        (
+            "modules:\n  t:\n    prober: tcp\n    tcp:\n      tls_config:\n"
+            "        min_version: TLS14\n",
+            'modules.t.tcp.tls_config.min_version: unknown TLS version "TLS14"',
+        ),
+        (
+            "modules:\n  h:\n    prober: http\n    http:\n      body_size_limit: 3\n",
+            'modules.h.http.body_size_limit: "3" is not a size with a unit',
+        ),
+        (
+            "modules:\n  h:\n    prober: http\n    http:\n      compression: br\n",
+            'modules.h.http.compression: "br" is not supported yet',
+        ),
+        (
+            "modules:\n  h:\n    prober: http\n    http:\n      basic_auth: {username: a}\n"
+            "      bearer_token: x\n",
+            "at most one of basic_auth, bearer_token may be set",
+        ),
+        (
+            "modules:\n  h:\n    prober: http\n    http:\n      fail_if_header_matches:\n"
+            "        - header: X\n",
+            "regexp must be set for HTTP header matchers",
+        ),
+        (
+            "modules:\n  d:\n    prober: dns\n    dns:\n      query_nam: x\n",
+            "c.yml:5: modules.d.dns.query_nam: unknown key",
+        ),
+        (
+            "targets:\n  - address: 'http://[::1'\n    module: http_2xx\n",
+            "targets[0].address: 'http://[::1': not a valid URL",
         ),
         ("modules:\n  t:\n    prober: carrier-pigeon\n", 'unknown prober "carrier-pigeon"'),
         ("modules:\n  t:\n    timeout: 1s\n", "c.yml:3: modules.t.prober: missing"),
@@ -233,3 +336,22 @@ def test_bad_durations(text: str) -> None:
 def test_format_duration_round_trips() -> None:
     for s in (0.5, 15, 60, 5400, 0.001):
         assert parse_duration(format_duration(s)) == pytest.approx(s)
+
+
+@pytest.mark.parametrize(
+    ("go", "matches", "misses"),
+    [
+        # RE2 reads ^+ as a repeated anchor, so this matches "OK" at the start, not "+OK"
+        ("^+OK", ["OK ready"], ["+OK ready", "x OK"]),
+        ("^*OK", ["x OK"], ["KO"]),
+        ("ab\\z", ["cab"], ["ab\n"]),
+        ("[$^]+", ["$"], ["a"]),
+        ("PING :([^ ]+)", ["PING :abc"], ["PONG :abc"]),
+    ],
+)
+def test_go_regex_compatibility(go: str, matches: list[str], misses: list[str]) -> None:
+    from netprobe_exporter.yamlcheck import compile_go_regex
+
+    rx = compile_go_regex(go)
+    assert all(rx.search(s) for s in matches)
+    assert not any(rx.search(s) for s in misses)

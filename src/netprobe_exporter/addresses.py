@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*\.?$"
@@ -64,3 +65,54 @@ def parse_host_port(address: str) -> HostPort:
     if not 1 <= port <= 65535:
         raise ValueError(f"{address!r}: port {port} is out of range 1-65535")
     return HostPort(host, port, version)
+
+
+@dataclass(frozen=True, slots=True)
+class URL:
+    """An http(s) target, as blackbox reads it: a missing scheme means ``http://``."""
+
+    scheme: str
+    host: str
+    port: int
+    ip_version: int
+    #: path and query, as sent in the request line
+    path: str
+    #: the full URL text, scheme included
+    text: str
+
+    @property
+    def netloc(self) -> str:
+        """``host:port`` for the Host header: the port only when it is not the default."""
+        host = f"[{self.host}]" if self.ip_version == 6 else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse_url(target: str) -> URL:
+    """Parse an http(s) target; raise ValueError naming what is wrong."""
+    text = target if target.startswith(("http://", "https://")) else f"http://{target}"
+    if any(ord(ch) < 33 or ord(ch) == 127 for ch in text):
+        raise ValueError(f"{target!r}: URLs may not contain spaces or control characters")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{target!r}: not a valid URL ({exc})") from None
+    host = parts.hostname or ""
+    if not host:
+        raise ValueError(f"{target!r}: URL has no host")
+    if "[" in parts.netloc:
+        try:
+            version: int = ipaddress.ip_address(host).version
+        except ValueError:
+            raise ValueError(f"{target!r}: {host!r} is not an IPv6 address") from None
+    else:
+        version = parse_host(host)
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{target!r}: port {port} is out of range 1-65535")
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    return URL(parts.scheme, host, port, version, path, text)

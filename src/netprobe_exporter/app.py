@@ -5,6 +5,7 @@ This is the only module that knows all the others; each of them knows little of 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from netprobe_exporter.config import (
     with_extra_targets,
 )
 from netprobe_exporter.metrics import MetricsStore
+from netprobe_exporter.probe_endpoint import ProbeEndpoint
 from netprobe_exporter.probes import ProbeContext, ProbeResult, registry
 from netprobe_exporter.resolver import Resolver
 from netprobe_exporter.scheduler import Scheduler
@@ -67,8 +69,10 @@ class App:
         wall: Callable[[], float] = time.time,
         process_metrics: bool = True,
         max_inflight: int = 1024,
+        timeout_offset: float = 0.5,
     ) -> None:
         self.reactor = reactor
+        self.timeout_offset = timeout_offset
         self.config_file = config_file
         self.extra_targets = list(extra_targets)
         self.wall = wall
@@ -116,6 +120,8 @@ class App:
         stats = self.store.stats
         stats.reload_successful = 1.0
         stats.reload_success_ts = self.wall()
+        for warning in config.warnings:
+            log.warn("config warning", warning=warning)
         log.info(
             "config loaded",
             file=config.source,
@@ -150,7 +156,7 @@ class App:
     def _run(self, target: Target) -> Deferred[ProbeResult]:
         assert self.config is not None
         module = self.config.modules[target.module]
-        timeout = min(module.timeout, target.interval)
+        timeout = min(module.continuous_timeout, target.interval)
         return self.probers[module.prober](self.ctx, target.address, module, timeout)
 
     def _on_result(self, target: Target, result: ProbeResult) -> None:
@@ -179,9 +185,16 @@ class App:
         self.store.stats.skipped += n
 
     # web
+    def context(self, debug: bool = False) -> ProbeContext:
+        ctx: ProbeContext = dataclasses.replace(self.ctx, debug=debug)
+        return ctx
+
     def site(self) -> web.Site:
+        probe = ProbeEndpoint(
+            lambda: self.config, self.context, self.probers, self.store.stats, self.timeout_offset
+        )
         return web.build_site(
-            self.store, self.registry, self.cooperator, self.is_ready, self.reload
+            self.store, self.registry, self.cooperator, self.is_ready, self.reload, probe
         )
 
     def listen(self, addresses: Sequence[str]) -> None:

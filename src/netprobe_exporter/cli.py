@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe ADDR continuously with the default module (repeatable)",
     )
     p.add_argument(
+        "--timeout-offset",
+        dest="timeout_offset",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="subtracted from Prometheus' scrape timeout for /probe (default 0.5)",
+    )
+    p.add_argument(
         "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
     )
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
@@ -97,7 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(args.log_level, args.log_format)
     # Threads (config parsing) must not hold the GIL for long while probes are timed.
     sys.setswitchinterval(0.0005)
-    app = App(reactor, config_file=args.config_file, extra_targets=args.targets)
+    app = App(
+        reactor,
+        config_file=args.config_file,
+        extra_targets=args.targets,
+        timeout_offset=args.timeout_offset,
+    )
     try:
         config = app.read_config() if args.config_file is not None or args.targets else None
     except ConfigError as exc:

@@ -104,6 +104,8 @@ class ExporterStats:
     """The exporter's own health figures."""
 
     skipped: int = 0
+    module_unknown: int = 0
+    probe_requests: int = 0
     reload_successful: float = 0.0
     reload_success_ts: float = 0.0
 

@@ -34,7 +34,7 @@ log = Logger()
 SLICE_SECONDS = 0.002
 
 
-def _plain(request: Request, code: int, text: str) -> bytes:
+def plain(request: Request, code: int, text: str) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     return text.encode("utf-8")
@@ -50,9 +50,9 @@ class Endpoint(Resource):
         method = request.method
         if method not in self.methods:
             request.setHeader(b"allow", b", ".join(self.methods))
-            return _plain(request, 405, f"method {method.decode('latin-1')} not allowed\n")
+            return plain(request, 405, f"method {method.decode('latin-1')} not allowed\n")
         if request.postpath:  # e.g. /metrics/x or /metrics/
-            return _plain(request, 404, "not found\n")
+            return plain(request, 404, "not found\n")
         return self.respond(request)
 
     def respond(self, request: Request) -> bytes | int:
@@ -63,12 +63,12 @@ class NotFound(Endpoint):
     methods = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS")
 
     def render(self, request: Request) -> bytes:
-        return _plain(request, 404, "not found\n")
+        return plain(request, 404, "not found\n")
 
 
 class Healthy(Endpoint):
     def respond(self, request: Request) -> bytes:
-        return _plain(request, 200, "Healthy\n")
+        return plain(request, 200, "Healthy\n")
 
 
 class Ready(Endpoint):
@@ -78,8 +78,8 @@ class Ready(Endpoint):
 
     def respond(self, request: Request) -> bytes:
         if self._is_ready():
-            return _plain(request, 200, "Ready\n")
-        return _plain(request, 503, "Not ready: config not loaded or scheduler not running\n")
+            return plain(request, 200, "Ready\n")
+        return plain(request, 503, "Not ready: config not loaded or scheduler not running\n")
 
 
 class Reload(Endpoint):
@@ -95,7 +95,7 @@ class Reload(Endpoint):
 
         def ok(_: None) -> None:
             if not gone:
-                request.write(_plain(request, 200, "config reloaded\n"))
+                request.write(plain(request, 200, "config reloaded\n"))
                 request.finish()
 
         def bad(reason: Failure) -> None:
@@ -103,9 +103,9 @@ class Reload(Endpoint):
                 return
             if reason.check(ConfigError):
                 body = "config rejected, previous config still running:\n" + str(reason.value)
-                request.write(_plain(request, 400, body + "\n"))
+                request.write(plain(request, 400, body + "\n"))
             else:
-                request.write(_plain(request, 500, f"reload failed: {reason.getErrorMessage()}\n"))
+                request.write(plain(request, 500, f"reload failed: {reason.getErrorMessage()}\n"))
             request.finish()
 
         self._reload().addCallbacks(ok, bad)
@@ -119,6 +119,7 @@ class Landing(Endpoint):
             b"<!doctype html><html><head><title>netprobe-exporter</title></head><body>"
             b"<h1>netprobe-exporter</h1><ul>"
             b'<li><a href="metrics">metrics</a></li>'
+            b'<li><a href="probe?target=127.0.0.1:9716&amp;module=tcp_connect">probe</a></li>'
             b'<li><a href="-/healthy">health</a></li>'
             b'<li><a href="-/ready">readiness</a></li>'
             b"</ul></body></html>\n"
@@ -202,7 +203,7 @@ class Root(Resource):
         return self._index if path == b"" else self._missing
 
     def render(self, request: Request) -> bytes:
-        return _plain(request, 404, "not found\n")
+        return plain(request, 404, "not found\n")
 
 
 def build_site(
@@ -211,9 +212,11 @@ def build_site(
     cooperator: Cooperator,
     is_ready: Callable[[], bool],
     reload: Callable[[], Deferred[None]],
+    probe: Resource,
 ) -> Site:
     root = Root(index=Landing())
     root.putChild(b"metrics", Metrics(store, registry, cooperator))
+    root.putChild(b"probe", probe)
     lifecycle = Root()
     lifecycle.putChild(b"healthy", Healthy())
     lifecycle.putChild(b"ready", Ready(is_ready))

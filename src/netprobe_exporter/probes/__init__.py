@@ -3,18 +3,20 @@
 Every prober is a function ``probe(ctx, address, module, timeout) -> Deferred[ProbeResult]``. It
 never errbacks except with ``CancelledError`` when cancelled; every failure, including a bug in
 the prober, comes back as a ProbeResult with ``success=False`` and a ``result`` reason. Probers
-know nothing of Prometheus: the metrics layer turns results into series.
+know nothing of Prometheus: ``metrics`` (continuous mode) and ``blackbox`` (``/probe``) turn
+results into series.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 
-from netprobe_exporter.config import Module
+from netprobe_exporter.modules import Module
 
 #: every value ``ProbeResult.result`` may take, in the order metrics list them
 RESULTS = (
@@ -28,6 +30,40 @@ RESULTS = (
     "error",
 )
 
+#: Go's zero time as a Unix timestamp: blackbox's value for "no verified chain"
+GO_ZERO_TIME = -62135596800.0
+
+
+@dataclass(slots=True)
+class TLSInfo:
+    """What the TLS handshake showed."""
+
+    version: str = "unknown"  # "TLS 1.2", "TLS 1.3"
+    #: earliest NotAfter of the certificates the peer presented
+    earliest_expiry: float = 0.0
+    #: earliest NotAfter of the verified chain; GO_ZERO_TIME when nothing was verified
+    last_chain_expiry: float = GO_ZERO_TIME
+    fingerprint_sha256: str = ""
+    subject: str = ""
+    issuer: str = ""
+    #: DNS subject alternative names, comma-separated
+    subject_alternative: str = ""
+
+
+@dataclass(slots=True)
+class HTTPInfo:
+    """What the HTTP exchange showed (of the final response, phases summed over redirects)."""
+
+    status_code: int = 0
+    content_length: int = 0
+    body_length: int = 0
+    redirects: int = 0
+    ssl: bool = False
+    version: float = 0.0
+    last_modified: float | None = None
+    #: resolve, connect, tls, processing, transfer; only resolve if resolution failed
+    phases: dict[str, float] = field(default_factory=dict)
+
 
 @dataclass(slots=True)
 class ProbeResult:
@@ -39,14 +75,35 @@ class ProbeResult:
     connect_duration: float | None = None
     #: the address actually probed, once resolved
     ip: str | None = None
-    #: name resolution time, when a name was resolved
+    #: 4 or 6 once an address was chosen, else 0
+    ip_protocol: int = 0
+    #: the target named a host that was resolved (or an IP literal checked against the
+    #: preferred protocol); blackbox emits its resolution metrics exactly then
+    resolve_attempted: bool = False
+    #: name resolution time
     resolve_duration: float | None = None
     #: the kernel's smoothed RTT right after the handshake (TCP_INFO), when available
     handshake_rtt: float | None = None
+    #: an expected pattern (tcp expect, http body/header rules) decided the failure
+    failed_due_to_regex: bool = False
+    tls: TLSInfo | None = None
+    http: HTTPInfo | None = None
     #: human-readable reason for a failure
     detail: str = ""
-    #: step-by-step notes, for /probe?debug=true
-    log: list[str] = field(default_factory=list)
+    #: step-by-step notes (time, level, message, fields), kept only when debugging
+    log: list[tuple[float, str, str, dict[str, Any]]] | None = None
+
+    def note(self, msg: str, level: str = "info", **fields: Any) -> None:
+        """Record a step for ``/probe?debug=true``; free when not debugging."""
+        if self.log is not None:
+            self.log.append((time.time(), level, msg, fields))
+
+    def fail(self, result: str, detail: str) -> ProbeResult:
+        self.success = False
+        self.result = result
+        self.detail = detail
+        self.note(detail, "error")
+        return self
 
 
 class AddressResolver(Protocol):
@@ -59,15 +116,51 @@ class AddressResolver(Protocol):
 class ProbeContext:
     """Everything a prober may use besides its arguments: no hidden globals."""
 
-    reactor: object
+    reactor: Any
     resolver: AddressResolver
+    #: keep a step-by-step log in each result
+    debug: bool = False
+    user_agent: str = "netprobe-exporter"
+
+    def new_result(self) -> ProbeResult:
+        return ProbeResult(False, "error", 0.0, log=[] if self.debug else None)
 
 
 Prober = Callable[[ProbeContext, str, Module, float], "Deferred[ProbeResult]"]
 
 
+def run_probe(
+    ctx: ProbeContext, work: Callable[[ProbeResult, float], Awaitable[None]]
+) -> Deferred[ProbeResult]:
+    """Run a prober body with the contract every prober keeps.
+
+    ``work(result, started)`` fills in ``result``; this wraps it so the whole duration is
+    recorded, the outcome is logged, cancellation propagates, and a bug becomes an ``error``
+    result instead of an exception that would reach the scheduler.
+    """
+
+    async def body() -> ProbeResult:
+        started = time.perf_counter()
+        result = ctx.new_result()
+        try:
+            await work(result, started)
+        except CancelledError:
+            raise
+        except Exception as exc:
+            result.fail("error", f"internal error: {exc!r}")
+        result.duration = time.perf_counter() - started
+        if result.success:
+            result.note("Probe succeeded", duration_seconds=result.duration)
+        else:
+            result.note("Probe failed", "error", duration_seconds=result.duration)
+        return result
+
+    return Deferred.fromCoroutine(body())
+
+
 def registry() -> dict[str, Prober]:
     """Map a module's ``prober:`` name to its function."""
-    from netprobe_exporter.probes import tcp
+    from netprobe_exporter.probes.http import probe as http_probe
+    from netprobe_exporter.probes.tcp import probe as tcp_probe
 
-    return {"tcp": tcp.probe}
+    return {"tcp": tcp_probe, "http": http_probe}

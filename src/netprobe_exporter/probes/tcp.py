@@ -1,267 +1,260 @@
-"""The tcp prober: can a TCP connection be established, and how long does the handshake take?
+"""The tcp prober: connect, then optionally TLS and a scripted query/response exchange.
 
-The connect is a non-blocking socket registered with the reactor as a write descriptor rather
-than ``connectTCP``/endpoints: no protocol, factory or transport objects are built for a
-connection that is closed as soon as it opens, which more than halves the CPU per probe.
-
-Where the clock starts and stops, and why:
-- start: immediately before ``connect_ex``, which is the syscall that sends the SYN. Everything
-  before it (socket creation, bind) is local work, not network latency.
-- stop: the first statement of ``doWrite`` (handshake done, socket writable) or
-  ``connectionLost`` (Twisted's delivery of EPOLLERR/EPOLLHUP, e.g. a RST answering the SYN).
-  The only error left is the reactor's delay in dispatching the event.
-- ``TCP_INFO``'s smoothed RTT, read right after the handshake, is the kernel's own measurement
-  and is immune even to that delay; it is reported beside the wall-clock figure.
+Semantics follow blackbox_exporter 0.23's tcp prober: ``query_response`` steps run in order;
+``expect`` reads lines (split on ``\\n``, a trailing ``\\r`` dropped) until one matches the
+(unanchored) pattern, failing at EOF; ``send`` writes the line plus ``\\n``, with ``${1}``-style
+references to the last match expanded; ``starttls`` upgrades the connection. A plain connect
+check never builds a transport: see ``probes.connect``.
 """
 
 from __future__ import annotations
 
-import errno
-import os
+import re
 import socket
-import struct
-import sys
 import time
-from typing import Any
+from typing import Any, cast
 
+from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from netprobe_exporter.addresses import parse_host_port
-from netprobe_exporter.config import Module
-from netprobe_exporter.probes import ProbeContext, ProbeResult
+from netprobe_exporter.modules import Module, QueryResponse
+from netprobe_exporter.probes import ProbeContext, ProbeResult, run_probe
+from netprobe_exporter.probes.connect import adopt, connect, resolve
+from netprobe_exporter.probes.tls import client_creator, handshake_info, tls_connection
 
-_TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
-_TCP_INFO_LEN = 104
-_REFUSED = {errno.ECONNREFUSED}
-_UNREACHABLE = {
-    errno.ENETUNREACH,
-    errno.EHOSTUNREACH,
-    errno.ENETDOWN,
-    errno.EHOSTDOWN,
-    errno.EADDRNOTAVAIL,
-}
-_TIMEOUT = {errno.ETIMEDOUT}
+MAX_LINE = 64 * 1024
 
 
-def classify(err: int) -> str:
-    """Map a connect errno to a ``netprobe_probes_total`` result."""
-    if err in _REFUSED:
-        return "refused"
-    if err in _UNREACHABLE:
-        return "unreachable"
-    if err in _TIMEOUT:
-        return "timeout"
-    return "error"
+class ConversationFailed(Exception):
+    def __init__(self, result: str, detail: str) -> None:
+        super().__init__(detail)
+        self.result = result
 
 
-def _strerror(err: int) -> str:
-    return f"{os.strerror(err)} ({errno.errorcode.get(err, err)})"
+@implementer(IHandshakeListener)
+class _Conversation(Protocol):
+    """Line-oriented reader/writer whose steps are awaited by the probe coroutine."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._lines: list[bytes] = []
+        self._waiting: Deferred[bytes | None] | None = None
+        self._handshake: Deferred[None] | None = None
+        self.closed: Failure | None = None
+        self.eof = False
+        self.timed_out = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            self._lines.append(line.removesuffix(b"\r"))
+        if len(self._buffer) > MAX_LINE:
+            self._lines.append(self._buffer[:MAX_LINE])
+            self._buffer = b""
+        self._wake()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        self.eof = True
+        self.closed = reason
+        if self._buffer:
+            self._lines.append(self._buffer.removesuffix(b"\r"))
+            self._buffer = b""
+        self._wake()
+        if self._handshake is not None and not self._handshake.called:
+            d, self._handshake = self._handshake, None
+            d.errback(reason)
+
+    def handshakeCompleted(self) -> None:
+        if self._handshake is not None and not self._handshake.called:
+            d, self._handshake = self._handshake, None
+            d.callback(None)
+
+    def _wake(self) -> None:
+        if self._waiting is not None and (self._lines or self.eof):
+            d, self._waiting = self._waiting, None
+            d.callback(self._lines.pop(0) if self._lines else None)
+
+    def read_line(self) -> Deferred[bytes | None]:
+        """Fire with the next line, or None at end of stream."""
+        if self._lines:
+            return defer.succeed(self._lines.pop(0))
+        if self.eof:
+            return defer.succeed(None)
+        self._waiting = Deferred()
+        return self._waiting
+
+    def wait_handshake(self) -> Deferred[None]:
+        self._handshake = Deferred()
+        return self._handshake
 
 
-def handshake_rtt(sock: socket.socket) -> float | None:
-    """The kernel's smoothed RTT (``tcpi_rtt``) in seconds, or None where unavailable."""
-    if _TCP_INFO is None:
-        return None
-    try:
-        buf = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_LEN)
-    except OSError:
-        return None
-    if len(buf) < 8 + 16 * 4:
-        return None
-    rtt_us: int = struct.unpack_from("8B24I", buf.ljust(_TCP_INFO_LEN, b"\0"))[8 + 15]
-    return rtt_us / 1e6
+_GO_REF = re.compile(r"\$(?:\$|\{(\w+)\}|(\w+))")
 
 
-class _Connector:
-    """One connection attempt, registered with the reactor as an IWriteDescriptor."""
+def expand(template: str, match: re.Match[str] | None) -> str:
+    """Go's ``Regexp.Expand``: ``$1``, ``${1}``, ``$name``, ``${name}``, ``$$``."""
 
-    def __init__(
-        self,
-        reactor: Any,
-        ip: str,
-        port: int,
-        source: str | None,
-        timeout: float,
-        result: ProbeResult,
-        started: float,
-    ) -> None:
-        self._reactor = reactor
-        self._result = result
-        self._started = started
-        self.deferred: Deferred[ProbeResult] = Deferred(self._cancel)
-        self._sock: socket.socket | None = None
-        self._timer: Any = None
-        self._registered = False
-        self._t0 = 0.0
-        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        ref = m.group(1) or m.group(2)
+        if match is None:
+            return ""
         try:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-        except OSError as exc:
-            self._finish("error", f"socket: {exc.strerror}")
-            return
-        self._sock = sock
-        try:
-            sock.setblocking(False)
-            if source:
-                sock.bind((source, 0))
-        except OSError as exc:  # a local problem (address not ours, wrong family): not the path's
-            self._finish("error", f"bind {source}: {exc.strerror}")
-            return
-        try:
-            addr: tuple[Any, ...] = (ip, port, 0, 0) if family == socket.AF_INET6 else (ip, port)
-            # Clock start: the SYN leaves with this call.
-            self._t0 = time.perf_counter()
-            err = sock.connect_ex(addr)
-        except OSError as exc:
-            self._finish(classify(exc.errno or 0), f"connect: {exc.strerror}")
-            return
-        if err == 0:
-            self._connected(time.perf_counter())
-            return
-        if err != errno.EINPROGRESS:
-            self._finish(classify(err), f"connect: {_strerror(err)}")
-            return
-        self._timer = reactor.callLater(max(timeout, 0.0), self._timed_out)
-        reactor.addWriter(self)
-        self._registered = True
+            value = match.group(int(ref)) if ref.isdigit() else match.group(ref)
+        except (IndexError, re.error):
+            return ""
+        return value or ""
 
-    # IWriteDescriptor
-    def fileno(self) -> int:
-        return self._sock.fileno() if self._sock is not None else -1
-
-    def logPrefix(self) -> str:
-        return "tcp-probe"
-
-    def doWrite(self) -> None:
-        t1 = time.perf_counter()  # clock stop: the handshake completed (socket writable)
-        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if self._sock else 0
-        self._unregister()
-        if err:
-            self._finish(classify(err), f"connect: {_strerror(err)}", t1)
-        else:
-            self._connected(t1)
-
-    def connectionLost(self, reason: Failure) -> None:
-        # Twisted reports EPOLLERR/EPOLLHUP (a refused or failed connect) here, not in doWrite.
-        t1 = time.perf_counter()
-        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if self._sock else 0
-        self._registered = False
-        self._cancel_timer()
-        self._finish(classify(err) if err else "error", f"connect: {_strerror(err)}", t1)
-
-    # internals
-    def _connected(self, t1: float) -> None:
-        self._result.connect_duration = t1 - self._t0
-        if self._sock is not None:
-            self._result.handshake_rtt = handshake_rtt(self._sock)
-        self._result.log.append(f"connected in {self._result.connect_duration:.6f}s")
-        self._finish("success", "", t1)
-
-    def _timed_out(self) -> None:
-        self._timer = None
-        self._unregister()
-        self._finish("timeout", "connect: timed out", time.perf_counter())
-
-    def _cancel(self, _: Deferred[ProbeResult]) -> None:
-        self._unregister()
-        self._close()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _unregister(self) -> None:
-        self._cancel_timer()
-        if self._registered:
-            self._registered = False
-            self._reactor.removeWriter(self)
-
-    def _close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def _finish(self, result: str, detail: str, now: float | None = None) -> None:
-        self._close()
-        r = self._result
-        r.result = result
-        r.success = result == "success"
-        r.detail = detail
-        r.duration = (now if now is not None else time.perf_counter()) - self._started
-        if detail:
-            r.log.append(detail)
-        if not self.deferred.called:
-            self.deferred.callback(r)
+    return _GO_REF.sub(sub, template)
 
 
 def probe(ctx: ProbeContext, address: str, module: Module, timeout: float) -> Deferred[ProbeResult]:
-    """Connect to ``address`` (``host:port``) within ``timeout`` seconds."""
-    started = time.perf_counter()
-    result = ProbeResult(success=False, result="error", duration=0.0)
+    """Probe ``address`` (``host:port``) within ``timeout`` seconds."""
+    return run_probe(
+        ctx, lambda result, started: _run(ctx, address, module, timeout, started, result)
+    )
+
+
+async def _run(
+    ctx: ProbeContext,
+    address: str,
+    module: Module,
+    timeout: float,
+    started: float,
+    result: ProbeResult,
+) -> None:
+    opts = module.tcp
     try:
         hp = parse_host_port(address)
     except ValueError as exc:
-        result.detail = str(exc)
-        result.log.append(result.detail)
-        return defer.succeed(result)
-    opts = module.tcp
-    if hp.ip_version:
-        return _connect(ctx, hp.host, hp.port, opts.source_ip_address, timeout, result, started)
-
-    current: list[Deferred[Any]] = []
-
-    def cancel(_: Deferred[ProbeResult]) -> None:
-        for d in current:
-            d.cancel()
-
-    outer: Deferred[ProbeResult] = Deferred(cancel)
-    result.log.append(f"resolving {hp.host} ({opts.preferred_ip_protocol} preferred)")
-    resolving = ctx.resolver.resolve(
-        hp.host, opts.preferred_ip_protocol, opts.ip_protocol_fallback, timeout
-    )
-    current.append(resolving)
-
-    def resolved(ip: str) -> None:
-        now = time.perf_counter()
-        result.resolve_duration = now - started
-        result.log.append(f"resolved {hp.host} to {ip} in {result.resolve_duration:.6f}s")
-        current.clear()
-        connecting = _connect(
-            ctx, ip, hp.port, opts.source_ip_address, timeout - (now - started), result, started
-        )
-        current.append(connecting)
-        connecting.addCallbacks(outer.callback, _ignore_cancel)
-
-    def failed(reason: Failure) -> None:
-        current.clear()
-        if reason.check(defer.CancelledError):
-            return
-        result.result = "dns_error"
-        result.detail = f"resolve: {reason.getErrorMessage()}"
-        result.log.append(result.detail)
-        result.duration = time.perf_counter() - started
-        outer.callback(result)
-
-    resolving.addCallbacks(resolved, failed)
-    return outer
+        result.fail("error", str(exc))
+        return
+    ip = await resolve(
+        ctx, hp.host, hp.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
+        timeout, result,
+    )  # fmt: skip
+    if ip is None:
+        return
+    remaining = timeout - (time.perf_counter() - started)
+    sock = await connect(ctx, ip, hp.port, opts.source_ip_address, remaining, result)
+    if sock is None:
+        return
+    if not opts.tls and not opts.query_response:
+        sock.close()
+        result.success, result.result = True, "success"
+        return
+    await _converse(ctx, sock, hp.host, module, timeout - (time.perf_counter() - started), result)
 
 
-def _ignore_cancel(reason: Failure) -> None:
-    reason.trap(defer.CancelledError)
-
-
-def _connect(
+async def _converse(
     ctx: ProbeContext,
-    ip: str,
-    port: int,
-    source: str | None,
-    timeout: float,
+    sock: socket.socket,
+    host: str,
+    module: Module,
+    remaining: float,
     result: ProbeResult,
-    started: float,
-) -> Deferred[ProbeResult]:
-    result.ip = ip
-    result.log.append(f"connecting to {ip} port {port}")
-    return _Connector(ctx.reactor, ip, port, source, timeout, result, started).deferred
+) -> None:
+    opts = module.tcp
+    proto = _Conversation()
+    factory: Any = Factory.forProtocol(lambda: proto)
+    creator = client_creator(opts.tls_config, host) if (
+        opts.tls or any(q.starttls for q in opts.query_response)
+    ) else None  # fmt: skip
+    handshake = None
+    if opts.tls:
+        assert creator is not None
+        factory = TLSMemoryBIOFactory(creator, True, factory)
+        handshake = proto.wait_handshake()
+    adopt(ctx, sock, factory)
+    timer = ctx.reactor.callLater(max(remaining, 0.0), _abort, proto)
+    try:
+        if handshake is not None:
+            await _tls_done(handshake, proto, opts.tls_config.insecure_skip_verify, result)
+        for i, step in enumerate(opts.query_response):
+            result.note("Processing query response entry", entry_number=i)
+            await _step(step, proto, creator, opts.tls_config.insecure_skip_verify, result)
+        result.success, result.result = True, "success"
+    except ConversationFailed as exc:
+        if proto.timed_out:
+            result.fail("timeout", f"timed out: {exc}")
+        else:
+            result.fail(exc.result, str(exc))
+    finally:
+        if timer.active():
+            timer.cancel()
+        if proto.transport is not None and not proto.eof:
+            # a polite close after a good conversation; a reset for a failed or stuck one
+            transport = cast(Any, proto.transport)
+            transport.loseConnection() if result.success else transport.abortConnection()
+
+
+def _abort(proto: _Conversation) -> None:
+    proto.timed_out = True
+    if proto.transport is not None:
+        cast(Any, proto.transport).abortConnection()
+
+
+async def _tls_done(
+    handshake: Deferred[None], proto: _Conversation, insecure: bool, result: ProbeResult
+) -> None:
+    try:
+        await handshake
+    except Exception:
+        reason = proto.closed.getErrorMessage() if proto.closed is not None else "closed"
+        raise ConversationFailed("tls_error", f"TLS handshake failed: {reason}") from None
+    conn = tls_connection(proto.transport)
+    if conn is not None:
+        result.tls = handshake_info(conn, verified=not insecure)
+    result.note("TLS Handshake (client) succeeded.")
+
+
+async def _step(
+    step: QueryResponse,
+    proto: _Conversation,
+    creator: Any,
+    insecure: bool,
+    result: ProbeResult,
+) -> None:
+    match: re.Match[str] | None = None
+    if step.expect is not None:
+        while True:
+            raw = await proto.read_line()
+            if raw is None:
+                if proto.timed_out or (proto.closed is not None and not _clean_close(proto.closed)):
+                    raise ConversationFailed("error", "error reading from connection")
+                result.failed_due_to_regex = True
+                raise ConversationFailed(
+                    "protocol_error", f"regexp {step.expect.pattern!r} did not match"
+                )
+            line = raw.decode("utf-8", "replace")
+            result.note("Read line", "debug", line=line)
+            match = step.expect.search(line)
+            if match is not None:
+                result.note("Regexp matched", regexp=step.expect.pattern, line=line)
+                result.failed_due_to_regex = False
+                break
+    if step.send:
+        text = expand(step.send, match)
+        result.note("Sending line", "debug", line=text)
+        assert proto.transport is not None
+        proto.transport.write(text.encode("utf-8") + b"\n")
+    if step.starttls:
+        handshake = proto.wait_handshake()
+        assert proto.transport is not None
+        cast(Any, proto.transport).startTLS(creator, False)  # client side of an adopted connection
+        await _tls_done(handshake, proto, insecure, result)
+
+
+def _clean_close(reason: Failure) -> bool:
+    from twisted.internet.error import ConnectionDone
+
+    return bool(reason.check(ConnectionDone)) and not reason.check(SSL.Error)

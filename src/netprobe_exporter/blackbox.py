@@ -1,0 +1,210 @@
+"""``/probe`` answers in blackbox_exporter 0.23's words: metric names, values and layout.
+
+Names, HELP texts and which metrics appear when follow blackbox exactly, so its dashboards and
+alerts read our output unchanged. Families are sorted by name and numbers are written the way
+Go's Prometheus client writes them, so even a byte-level diff of the two answers shows only
+measured values that differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import re
+import time
+from decimal import Decimal
+from typing import Any
+
+import yaml
+
+from netprobe_exporter.metrics import escape_label_value
+from netprobe_exporter.modules import Module, Secret
+from netprobe_exporter.probes import ProbeResult
+
+Sample = tuple[dict[str, str], float]
+
+_HELP = {
+    "probe_success": "Displays whether or not the probe was a success",
+    "probe_duration_seconds": "Returns how long the probe took to complete in seconds",
+    "probe_dns_lookup_time_seconds": "Returns the time taken for probe dns lookup in seconds",
+    "probe_ip_protocol": "Specifies whether probe ip protocol is IP4 or IP6",
+    "probe_ip_addr_hash": "Specifies the hash of IP address. It's useful to detect if the IP "
+    "address changes.",
+    "probe_failed_due_to_regex": "Indicates if probe failed due to regex",
+    "probe_ssl_earliest_cert_expiry": "Returns last SSL chain expiry in unixtime",
+    "probe_ssl_last_chain_expiry_timestamp_seconds": "Returns last SSL chain expiry in timestamp",
+    "probe_ssl_last_chain_info": "Contains SSL leaf certificate information",
+    "probe_tls_version_info": "Returns the TLS version used or NaN when unknown",
+    "probe_http_duration_seconds": "Duration of http request by phase, summed over all redirects",
+    "probe_http_content_length": "Length of http content response",
+    "probe_http_uncompressed_body_length": "Length of uncompressed response body",
+    "probe_http_redirects": "The number of redirects",
+    "probe_http_ssl": "Indicates if SSL was used for the final redirect",
+    "probe_http_status_code": "Response HTTP status code",
+    "probe_http_version": "Returns the version of HTTP of the probe response",
+    "probe_http_last_modified_timestamp_seconds": "Returns the Last-Modified HTTP response "
+    "header in unixtime",
+}
+
+
+def go_float(value: float) -> str:
+    """Format like Go's ``strconv.FormatFloat(v, 'g', -1, 64)`` as Prometheus' client does."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "0"
+    sign, digits, exp = Decimal(repr(float(value))).as_tuple()
+    assert isinstance(exp, int)
+    ds = list(digits)
+    while len(ds) > 1 and ds[-1] == 0:
+        ds.pop()
+        exp += 1
+    exp10 = len(ds) + exp - 1
+    text = "".join(map(str, ds))
+    minus = "-" if sign else ""
+    if exp10 < -4 or exp10 >= 6:
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        return f"{minus}{mantissa}e{'+' if exp10 >= 0 else '-'}{abs(exp10):02d}"
+    point = exp10 + 1
+    if point <= 0:
+        return f"{minus}0.{'0' * -point}{text}"
+    if point >= len(text):
+        return f"{minus}{text}{'0' * (point - len(text))}"
+    return f"{minus}{text[:point]}.{text[point:]}"
+
+
+def ip_hash(ip: str) -> float:
+    """blackbox's ``probe_ip_addr_hash``: 32-bit FNV-1a of the address bytes."""
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    h = 0x811C9DC5
+    for b in addr.packed:
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return float(h)
+
+
+def _ns(seconds: float) -> float:
+    """Durations at Go's resolution (time.Duration is whole nanoseconds)."""
+    return round(seconds, 9)
+
+
+def families(prober: str, r: ProbeResult) -> dict[str, list[Sample]]:
+    """Every family blackbox would emit for this result, by name."""
+    out: dict[str, list[Sample]] = {
+        "probe_success": [({}, 1.0 if r.success else 0.0)],
+        "probe_duration_seconds": [({}, _ns(r.duration))],
+    }
+    if prober in ("tcp", "http"):
+        out["probe_failed_due_to_regex"] = [({}, 1.0 if r.failed_due_to_regex else 0.0)]
+    if r.resolve_attempted:
+        out["probe_dns_lookup_time_seconds"] = [({}, _ns(r.resolve_duration or 0.0))]
+        out["probe_ip_protocol"] = [({}, float(r.ip_protocol))]
+        out["probe_ip_addr_hash"] = [({}, ip_hash(r.ip) if r.ip else 0.0)]
+    h = r.http
+    if prober == "http" and h is not None:
+        out["probe_http_content_length"] = [({}, float(h.content_length))]
+        out["probe_http_uncompressed_body_length"] = [({}, float(h.body_length))]
+        out["probe_http_redirects"] = [({}, float(h.redirects))]
+        out["probe_http_ssl"] = [({}, 1.0 if h.ssl else 0.0)]
+        out["probe_http_status_code"] = [({}, float(h.status_code))]
+        out["probe_http_version"] = [({}, h.version)]
+        if h.phases:
+            out["probe_http_duration_seconds"] = [
+                ({"phase": p}, _ns(v)) for p, v in h.phases.items()
+            ]
+        if h.last_modified is not None:
+            out["probe_http_last_modified_timestamp_seconds"] = [({}, h.last_modified)]
+    t = r.tls
+    if t is not None and (prober != "http" or (h is not None and h.ssl)):
+        out["probe_ssl_earliest_cert_expiry"] = [({}, t.earliest_expiry)]
+        out["probe_ssl_last_chain_expiry_timestamp_seconds"] = [({}, t.last_chain_expiry)]
+        out["probe_tls_version_info"] = [({"version": t.version}, 1.0)]
+        out["probe_ssl_last_chain_info"] = [
+            (
+                {
+                    "fingerprint_sha256": t.fingerprint_sha256,
+                    "issuer": t.issuer,
+                    "subject": t.subject,
+                    "subjectalternative": t.subject_alternative,
+                },
+                1.0,
+            )
+        ]
+    return out
+
+
+def render(prober: str, r: ProbeResult) -> str:
+    """The text exposition (0.0.4) of a probe result, families sorted as Go's registry does."""
+    lines: list[str] = []
+    for name, samples in sorted(families(prober, r).items()):
+        lines.append(f"# HELP {name} {_HELP[name]}\n# TYPE {name} gauge\n")
+        for labels, value in sorted(samples, key=lambda s: sorted(s[0].items())):
+            lbl = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(labels.items()))
+            lines.append(f"{name}{{{lbl}}} {go_float(value)}\n" if lbl else
+                         f"{name} {go_float(value)}\n")  # fmt: skip
+    return "".join(lines)
+
+
+def _logfmt(value: Any) -> str:
+    text = str(value)
+    if text and not re.search(r'[\s="\\]', text) and text.isprintable():
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _ts(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return "<secret>"
+    if isinstance(value, re.Pattern):
+        return value.pattern
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            v = _plain(getattr(value, f.name))
+            if v not in (None, (), [], "", {}):
+                out[f.name] = v
+        return out
+    if isinstance(value, tuple | list):
+        if value and all(isinstance(x, tuple) and len(x) == 2 for x in value):
+            return {str(k): _plain(v) for k, v in value}  # header pairs
+        return [_plain(x) for x in value]
+    return value
+
+
+def module_yaml(module: Module) -> str:
+    """The module as YAML, secrets redacted, only its own prober's section."""
+    doc: dict[str, Any] = {"prober": module.prober}
+    if module.timeout:
+        doc["timeout"] = f"{go_float(module.timeout)}s"
+    section = getattr(module, module.prober, None)
+    if section is not None:
+        doc[module.prober] = _plain(section)
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def debug_output(
+    module: Module, target: str, timeout: float, r: ProbeResult, started: float
+) -> str:
+    """blackbox's ``debug=true`` page: the probe's log, the metrics, the module."""
+    begin = {"probe": module.prober, "timeout_seconds": go_float(timeout)}
+    head = [(started, "info", "Beginning probe", begin)]
+    lines = []
+    for ts, level, msg, fields in head + (r.log or []):
+        extra = "".join(f" {k}={_logfmt(v)}" for k, v in fields.items())
+        lines.append(
+            f"ts={_ts(ts)} module={_logfmt(module.name)} target={_logfmt(target)} "
+            f"level={level} msg={_logfmt(msg)}{extra}\n"
+        )
+    return (
+        "Logs for the probe:\n" + "".join(lines)
+        + "\n\n\nMetrics that would have been returned:\n" + render(module.prober, r)
+        + "\n\n\nModule configuration:\n" + module_yaml(module)
+    )  # fmt: skip

@@ -1,0 +1,167 @@
+"""``GET /probe?target=…&module=…[&debug=true]``: one probe now, answered as blackbox would.
+
+Parameters, checks (in blackbox's order), timeout rule and output follow blackbox_exporter 0.23,
+with one deliberate difference: a target the module cannot probe (no port, a malformed URL)
+is a 400 with the reason rather than a 200 with ``probe_success 0``, because it is a mistake in
+the scrape config, not a failed probe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import time
+from collections.abc import Callable
+
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET, Request
+
+from netprobe_exporter import blackbox, exposition
+from netprobe_exporter.config import Config, target_address_error
+from netprobe_exporter.metrics import ExporterStats
+from netprobe_exporter.modules import Module
+from netprobe_exporter.probes import ProbeContext, Prober, ProbeResult
+from netprobe_exporter.web import Endpoint, plain
+
+log = Logger()
+DEFAULT_SCRAPE_TIMEOUT = 120.0
+
+
+class ProbeRequestError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _param(request: Request, name: str) -> str:
+    values = request.args.get(name.encode(), []) if request.args else []
+    if not values:
+        return ""
+    try:
+        return str(values[0].decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ProbeRequestError(400, f"parameter {name!r} is not valid UTF-8") from None
+
+
+def probe_timeout(header: str | None, module: Module, offset: float) -> float:
+    """blackbox's rule: scrape timeout (120 s if unset) minus the offset, capped by the module's."""
+    scrape = DEFAULT_SCRAPE_TIMEOUT
+    if header:
+        try:
+            scrape = float(header)
+        except ValueError:
+            raise ProbeRequestError(
+                400, f"Failed to parse timeout from Prometheus header: {header!r} is not a number"
+            ) from None
+        if scrape != scrape:  # NaN
+            raise ProbeRequestError(400, "Failed to parse timeout from Prometheus header: NaN")
+        scrape = scrape or DEFAULT_SCRAPE_TIMEOUT
+    limit = scrape - offset
+    if (0 < module.timeout < limit) or limit < 0:
+        return module.timeout
+    return limit
+
+
+def _with_host(module: Module, hostname: str) -> Module:
+    for name, value in module.http.headers:
+        if name.lower() == "host" and value != hostname:
+            raise ProbeRequestError(
+                400,
+                f"host header defined both in module configuration ({value}) "
+                f"and with URL-parameter 'hostname' ({hostname})",
+            )
+    headers = tuple(h for h in module.http.headers if h[0].lower() != "host")
+    http = dataclasses.replace(module.http, headers=(*headers, ("Host", hostname)))
+    return dataclasses.replace(module, http=http)
+
+
+class ProbeEndpoint(Endpoint):
+    methods = (b"GET", b"HEAD", b"POST")
+
+    def __init__(
+        self,
+        config: Callable[[], Config | None],
+        context: Callable[[bool], ProbeContext],
+        probers: dict[str, Prober],
+        stats: ExporterStats,
+        timeout_offset: float,
+    ) -> None:
+        super().__init__()
+        self._config = config
+        self._context = context
+        self._probers = probers
+        self._stats = stats
+        self._offset = timeout_offset
+
+    def respond(self, request: Request) -> bytes | int:
+        try:
+            return self._start(request)
+        except ProbeRequestError as exc:
+            return plain(request, exc.code, f"{exc}\n")
+
+    def _start(self, request: Request) -> int:
+        config = self._config()
+        if config is None:
+            raise ProbeRequestError(503, "config not loaded yet")
+        name = _param(request, "module") or "http_2xx"
+        module = config.modules.get(name)
+        if module is None:
+            self._stats.module_unknown += 1
+            raise ProbeRequestError(400, f'Unknown module "{name}"')
+        header = request.getHeader(b"x-prometheus-scrape-timeout-seconds")
+        timeout = probe_timeout(header.decode("latin-1") if header else None, module, self._offset)
+        target = _param(request, "target")
+        if not target:
+            raise ProbeRequestError(400, "Target parameter is missing")
+        hostname = _param(request, "hostname")
+        if hostname and module.prober == "http":
+            module = _with_host(module, hostname)
+        problem = target_address_error(target, module)
+        if problem is not None:
+            raise ProbeRequestError(400, f"invalid target for module {name!r}: {problem}")
+        debug = _param(request, "debug") == "true"
+        started = time.time()
+        d = self._probers[module.prober](self._context(debug), target, module, timeout)
+        request.notifyFinish().addErrback(lambda _: d.cancel())
+
+        def answer(result: ProbeResult) -> None:
+            self._stats.probe_requests += 1
+            if debug:
+                body = blackbox.debug_output(module, target, timeout, result, started)
+                _write(request, body, "text/plain", gzip_ok=False)
+            else:
+                gz = exposition.wants_gzip(_header(request, b"accept-encoding"))
+                body = blackbox.render(module.prober, result)
+                _write(request, body, exposition.TEXT.content_type, gzip_ok=gz)
+
+        def failed(reason: Failure) -> None:
+            if reason.check(CancelledError):
+                return  # the client went away
+            log.failure("probe failed unexpectedly", reason, target=target, module=name)
+            if not request.finished:
+                request.write(plain(request, 500, "internal error\n"))
+                request.finish()
+
+        d.addCallbacks(answer, failed)
+        return NOT_DONE_YET
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _write(request: Request, body: str, content_type: str, gzip_ok: bool) -> None:
+    if request.finished or request._disconnected:
+        return
+    data = body.encode("utf-8")
+    request.setHeader(b"content-type", content_type.encode())
+    if gzip_ok:
+        data = gzip.compress(data, compresslevel=1)
+        request.setHeader(b"content-encoding", b"gzip")
+    request.setHeader(b"content-length", str(len(data)).encode())
+    if request.method != b"HEAD":
+        request.write(data)
+    request.finish()

@@ -1,0 +1,262 @@
+"""Resolution and TCP connect shared by the tcp and http probers.
+
+The connect is a non-blocking socket registered with the reactor as a write descriptor rather
+than ``connectTCP``/endpoints: no protocol, factory or transport objects are built for a
+connection that may be closed as soon as it opens, which more than halves the CPU per probe. A
+conversation that needs a transport (query/response, TLS, HTTP) adopts the connected socket.
+
+Where the clock starts and stops, and why:
+- start: immediately before ``connect_ex``, which is the syscall that sends the SYN. Everything
+  before it (socket creation, bind) is local work, not network latency.
+- stop: the first statement of ``doWrite`` (handshake done, socket writable) or
+  ``connectionLost`` (Twisted's delivery of EPOLLERR/EPOLLHUP, e.g. a RST answering the SYN).
+  The only error left is the reactor's delay in dispatching the event.
+- ``TCP_INFO``'s smoothed RTT, read right after the handshake, is the kernel's own measurement
+  and is immune even to that delay; it is reported beside the wall-clock figure.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import struct
+import sys
+import time
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IProtocol, IProtocolFactory
+from twisted.python.failure import Failure
+
+from netprobe_exporter.probes import ProbeContext, ProbeResult
+
+_TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
+_TCP_INFO_LEN = 104
+_UNREACHABLE = {
+    errno.ENETUNREACH,
+    errno.EHOSTUNREACH,
+    errno.ENETDOWN,
+    errno.EHOSTDOWN,
+    errno.EADDRNOTAVAIL,
+}
+
+
+def classify(err: int) -> str:
+    """Map a connect errno to a ``netprobe_probes_total`` result."""
+    if err == errno.ECONNREFUSED:
+        return "refused"
+    if err in _UNREACHABLE:
+        return "unreachable"
+    if err == errno.ETIMEDOUT:
+        return "timeout"
+    return "error"
+
+
+def strerror(err: int) -> str:
+    return f"{os.strerror(err)} ({errno.errorcode.get(err, err)})"
+
+
+def handshake_rtt(sock: socket.socket) -> float | None:
+    """The kernel's smoothed RTT (``tcpi_rtt``) in seconds, or None where unavailable."""
+    if _TCP_INFO is None:
+        return None
+    try:
+        buf = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_LEN)
+    except OSError:
+        return None
+    if len(buf) < 8 + 16 * 4:
+        return None
+    rtt_us: int = struct.unpack_from("8B24I", buf.ljust(_TCP_INFO_LEN, b"\0"))[8 + 15]
+    return rtt_us / 1e6
+
+
+async def resolve(
+    ctx: ProbeContext,
+    host: str,
+    ip_version: int,
+    preferred: str,
+    fallback: bool,
+    timeout: float,
+    result: ProbeResult,
+) -> str | None:
+    """Choose the address to probe, as blackbox does; None (result failed) if there is none.
+
+    An IP literal is its own answer, but still has to be of the preferred protocol unless
+    fallback is allowed (blackbox's rule, so ``/probe`` answers agree).
+    """
+    result.resolve_attempted = True
+    started = time.perf_counter()
+    result.note("Resolving target address", target=host, ip_protocol=preferred)
+    if ip_version:
+        want = 6 if preferred == "ip6" else 4
+        result.resolve_duration = time.perf_counter() - started
+        if ip_version != want and not fallback:
+            result.fail("dns_error", f"resolve: {host}: no suitable address found")
+            return None
+        ip = host
+    else:
+        try:
+            ip = await ctx.resolver.resolve(host, preferred, fallback, timeout)
+        except CancelledError:
+            raise
+        except Exception as exc:
+            result.resolve_duration = time.perf_counter() - started
+            result.fail("dns_error", f"resolve: {exc}")
+            return None
+        result.resolve_duration = time.perf_counter() - started
+    result.ip = ip
+    result.ip_protocol = ipaddress.ip_address(ip).version
+    result.note("Resolved target address", target=host, ip=ip)
+    return ip
+
+
+class _Connector:
+    """One connection attempt, registered with the reactor as an IWriteDescriptor."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        ip: str,
+        port: int,
+        source: str | None,
+        timeout: float,
+        result: ProbeResult,
+    ) -> None:
+        self._reactor = reactor
+        self._result = result
+        self.deferred: Deferred[socket.socket | None] = Deferred(self._cancel)
+        self._sock: socket.socket | None = None
+        self._timer: Any = None
+        self._registered = False
+        self._t0 = 0.0
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            self._failed("error", f"socket: {exc.strerror}")
+            return
+        self._sock = sock
+        try:
+            sock.setblocking(False)
+            if source:
+                sock.bind((source, 0))
+        except OSError as exc:  # a local problem (address not ours, wrong family): not the path's
+            self._failed("error", f"bind {source}: {exc.strerror}")
+            return
+        try:
+            addr: tuple[Any, ...] = (ip, port, 0, 0) if family == socket.AF_INET6 else (ip, port)
+            # Clock start: the SYN leaves with this call.
+            self._t0 = time.perf_counter()
+            err = sock.connect_ex(addr)
+        except OSError as exc:
+            self._failed(classify(exc.errno or 0), f"connect: {exc.strerror}")
+            return
+        if err == 0:
+            self._connected(time.perf_counter())
+            return
+        if err != errno.EINPROGRESS:
+            self._failed(classify(err), f"connect: {strerror(err)}")
+            return
+        self._timer = reactor.callLater(max(timeout, 0.0), self._timed_out)
+        reactor.addWriter(self)
+        self._registered = True
+
+    # IWriteDescriptor
+    def fileno(self) -> int:
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def logPrefix(self) -> str:
+        return "tcp-probe"
+
+    def doWrite(self) -> None:
+        t1 = time.perf_counter()  # clock stop: the handshake completed (socket writable)
+        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if self._sock else 0
+        self._unregister()
+        if err:
+            self._failed(classify(err), f"connect: {strerror(err)}")
+        else:
+            self._connected(t1)
+
+    def connectionLost(self, reason: Failure) -> None:
+        # Twisted reports EPOLLERR/EPOLLHUP (a refused or failed connect) here, not in doWrite.
+        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if self._sock else 0
+        self._registered = False
+        self._cancel_timer()
+        self._failed(classify(err) if err else "error", f"connect: {strerror(err)}")
+
+    # internals
+    def _connected(self, t1: float) -> None:
+        r = self._result
+        r.connect_duration = t1 - self._t0
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            r.handshake_rtt = handshake_rtt(sock)
+        r.note("Successfully dialed", seconds=f"{r.connect_duration:.6f}")
+        self.deferred.callback(sock)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._unregister()
+        self._failed("timeout", "connect: timed out")
+
+    def _cancel(self, _: Deferred[socket.socket | None]) -> None:
+        self._unregister()
+        self._close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _unregister(self) -> None:
+        self._cancel_timer()
+        if self._registered:
+            self._registered = False
+            self._reactor.removeWriter(self)
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _failed(self, result: str, detail: str) -> None:
+        self._close()
+        self._result.fail(result, detail)
+        if not self.deferred.called:
+            self.deferred.callback(None)
+
+
+def connect(
+    ctx: ProbeContext,
+    ip: str,
+    port: int,
+    source: str | None,
+    timeout: float,
+    result: ProbeResult,
+) -> Deferred[socket.socket | None]:
+    """Fire with the connected socket (the caller closes it), or None with ``result`` failed."""
+    result.note("Dialing TCP", address=ip, port=port)
+    return _Connector(ctx.reactor, ip, port, source, timeout, result).deferred
+
+
+def adopt(ctx: ProbeContext, sock: socket.socket, factory: IProtocolFactory) -> IProtocol:
+    """Hand a connected socket to the reactor as a transport; return the protocol built on it."""
+    built: list[IProtocol] = []
+
+    class _Capture:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(factory, name)
+
+        def buildProtocol(self, addr: Any) -> IProtocol | None:
+            proto = factory.buildProtocol(addr)
+            if proto is not None:
+                built.append(proto)
+            return proto
+
+    try:
+        ctx.reactor.adoptStreamConnection(sock.fileno(), sock.family, _Capture())
+    finally:
+        sock.close()  # the reactor works on its own duplicate of the descriptor
+    return built[0]

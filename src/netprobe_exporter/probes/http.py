@@ -1,0 +1,488 @@
+"""The http prober: one request (following redirects), checked as blackbox_exporter 0.23 does.
+
+Twisted's ``Agent`` has no per-phase hooks, so each hop connects through an endpoint of ours:
+the shared raw connector (clocked connect), then the socket is adopted by the reactor, wrapped
+in TLS for https, and wrapped again in a thin protocol that timestamps the TLS handshake and the
+response's first byte. Phases (summed over redirects, as blackbox does): ``resolve``,
+``connect``, ``tls``, ``processing`` (connection ready to first response byte) and ``transfer``
+(first byte to end of body, final response only).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email.utils
+import io
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import urljoin
+
+from OpenSSL import SSL
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHandshakeListener, IProtocol, IProtocolFactory
+from twisted.internet.protocol import Protocol
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    Agent,
+    FileBodyProducer,
+    HTTPConnectionPool,
+    ResponseDone,
+    ResponseFailed,
+)
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IResponse
+from zope.interface import implementer
+
+from netprobe_exporter import __version__
+from netprobe_exporter.addresses import URL, parse_url
+from netprobe_exporter.modules import HTTPProbe, Module
+from netprobe_exporter.probes import HTTPInfo, ProbeContext, ProbeResult, run_probe
+from netprobe_exporter.probes.connect import adopt, connect, resolve
+from netprobe_exporter.probes.tls import client_creator, handshake_info
+
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 10
+PHASES = ("resolve", "connect", "tls", "processing", "transfer")
+
+
+class ProbeFailure(Exception):
+    """A failure already classified (``result``) and described."""
+
+    def __init__(self, result: str, detail: str) -> None:
+        super().__init__(detail)
+        self.result = result
+
+
+@dataclass
+class _Hop:
+    """Timestamps (perf_counter) of one request/response round trip."""
+
+    tls_start: float = 0.0
+    tls_done: float = 0.0
+    got_conn: float = 0.0
+    response_start: float = 0.0
+    tls_protocol: Any = None
+    inner: IProtocol | None = None
+
+
+@implementer(IHandshakeListener)
+class _Timing(ProtocolWrapper):
+    def __init__(self, factory: Any, wrapped: IProtocol, hop: _Hop) -> None:
+        super().__init__(factory, wrapped)
+        self._hop = hop
+        self._tls = False
+
+    def makeConnection(self, transport: Any) -> None:
+        if self._hop.tls_start == 0.0:
+            self._hop.got_conn = time.perf_counter()
+        super().makeConnection(transport)
+
+    def handshakeCompleted(self) -> None:
+        now = time.perf_counter()
+        self._hop.tls_done = self._hop.got_conn = now
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._hop.response_start == 0.0:
+            self._hop.response_start = time.perf_counter()
+        super().dataReceived(data)
+
+
+class _TimingFactory(WrappingFactory):
+    def __init__(self, wrapped: IProtocolFactory, hop: _Hop) -> None:
+        super().__init__(wrapped)
+        self._hop = hop
+
+    def buildProtocol(self, addr: Any) -> _Timing:
+        inner = self.wrappedFactory.buildProtocol(addr)
+        assert inner is not None
+        self._hop.inner = inner
+        return _Timing(self, inner, self._hop)
+
+
+class _HopEndpoint:
+    """An IStreamClientEndpoint connecting to an already-resolved address."""
+
+    def __init__(
+        self, ctx: ProbeContext, ip: str, port: int, creator: Any, hop: _Hop,
+        result: ProbeResult, deadline: float,
+    ) -> None:  # fmt: skip
+        self._ctx, self._ip, self._port, self._creator = ctx, ip, port, creator
+        self._hop, self._result, self._deadline = hop, result, deadline
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        return Deferred.fromCoroutine(self._connect(factory))
+
+    async def _connect(self, factory: IProtocolFactory) -> IProtocol:
+        remaining = self._deadline - time.perf_counter()
+        sock = await connect(self._ctx, self._ip, self._port, None, remaining, self._result)
+        if sock is None:
+            raise ProbeFailure(self._result.result, self._result.detail)
+        wrapped: IProtocolFactory = _TimingFactory(factory, self._hop)
+        if self._creator is not None:
+            self._hop.tls_start = time.perf_counter()
+            wrapped = TLSMemoryBIOFactory(self._creator, True, wrapped)
+        outer = adopt(self._ctx, sock, wrapped)
+        if self._creator is not None:
+            self._hop.tls_protocol = outer
+        assert self._hop.inner is not None
+        return self._hop.inner
+
+
+@implementer(IAgentEndpointFactory)
+class _OneEndpointFactory:
+    def __init__(self, endpoint: _HopEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def endpointForURI(self, uri: Any) -> _HopEndpoint:
+        return self._endpoint
+
+
+class _Body(Protocol):
+    """Reads a response body: counts (decompressed) bytes, enforces the limit, keeps it if asked."""
+
+    def __init__(self, limit: int, decoder: Any, keep: bool) -> None:
+        self.done: Deferred[None] = Deferred()
+        self.length = 0
+        self.chunks: list[bytes] = []
+        self._limit, self._decoder, self._keep = limit, decoder, keep
+        self.error: str | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        if self._decoder is not None:
+            try:
+                data = self._decoder.decompress(data)
+            except zlib.error as exc:
+                self._stop(f"failed to decompress response body: {exc}")
+                return
+        if self._limit and self.length + len(data) > self._limit:
+            data = data[: self._limit - self.length]
+            self._take(data)
+            self._stop("http: response body too large")
+            return
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        self.length += len(data)
+        if self._keep:
+            self.chunks.append(data)
+
+    def _stop(self, why: str) -> None:
+        self.error = why
+        if self.transport is not None:
+            cast(Any, self.transport).stopProducing()
+
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
+        if self.error is None and self._decoder is not None:
+            try:
+                self._take(self._decoder.flush())
+            except zlib.error as exc:
+                self.error = f"failed to decompress response body: {exc}"
+        if self.error is None and not reason.check(ResponseDone, PotentialDataLoss):
+            self.error = f"failed to read response body: {reason.getErrorMessage()}"
+        self.done.callback(None)
+
+
+class _Discard(Protocol):
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
+        pass
+
+
+def probe(ctx: ProbeContext, address: str, module: Module, timeout: float) -> Deferred[ProbeResult]:
+    """Request ``address`` (a URL; ``http://`` is assumed without a scheme) within ``timeout``."""
+
+    async def work(result: ProbeResult, started: float) -> None:
+        result.http = HTTPInfo()
+        await _run(ctx, address, module.http, timeout, started, result)
+
+    return run_probe(ctx, work)
+
+
+async def _run(
+    ctx: ProbeContext,
+    address: str,
+    opts: HTTPProbe,
+    timeout: float,
+    started: float,
+    result: ProbeResult,
+) -> None:
+    info = result.http
+    assert info is not None
+    try:
+        url = parse_url(address)
+    except ValueError as exc:
+        result.fail("error", f"could not parse target URL: {exc}")
+        return
+    ip = await resolve(
+        ctx, url.host, url.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
+        timeout, result,
+    )  # fmt: skip
+    info.phases["resolve"] = result.resolve_duration or 0.0
+    if ip is None:
+        return
+    for phase in PHASES[1:]:
+        info.phases[phase] = 0.0
+    exchange = Deferred.fromCoroutine(_exchange(ctx, url, ip, opts, started + timeout, result))
+    timer = ctx.reactor.callLater(
+        max(timeout - (time.perf_counter() - started), 0), exchange.cancel
+    )
+    try:
+        await exchange
+        result.success, result.result = True, "success"
+    except defer.CancelledError:
+        result.fail("timeout", "http: probe timed out")
+    except ProbeFailure as exc:
+        result.fail(exc.result, str(exc))
+    finally:
+        if timer.active():
+            timer.cancel()
+
+
+def _headers(opts: HTTPProbe, ctx: ProbeContext) -> Headers:
+    headers = Headers()
+    for name, value in opts.headers:
+        headers.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+    if not headers.hasHeader(b"user-agent"):
+        headers.addRawHeader(b"User-Agent", f"netprobe-exporter/{__version__}".encode())
+    if opts.compression and not headers.hasHeader(b"accept-encoding"):
+        headers.addRawHeader(b"Accept-Encoding", opts.compression.encode())
+    if opts.basic_auth is not None:
+        password = opts.basic_auth.password.reveal() if opts.basic_auth.password else ""
+        if opts.basic_auth.password_file:
+            with open(opts.basic_auth.password_file, encoding="utf-8") as fh:
+                password = fh.read().strip()
+        token = base64.b64encode(f"{opts.basic_auth.username}:{password}".encode()).decode()
+        headers.setRawHeaders(b"Authorization", [f"Basic {token}".encode()])
+    elif opts.credentials is not None or opts.credentials_file:
+        cred = opts.credentials.reveal() if opts.credentials else ""
+        if opts.credentials_file:
+            with open(opts.credentials_file, encoding="utf-8") as fh:
+                cred = fh.read().strip()
+        headers.setRawHeaders(b"Authorization", [f"{opts.auth_type} {cred}".encode()])
+    return headers
+
+
+def _server_name(opts: HTTPProbe, url: URL) -> str:
+    for name, value in opts.headers:
+        if name.lower() == "host":
+            return value.rsplit(":", 1)[0].strip("[]") if value.count(":") <= 1 else value
+    return url.host
+
+
+async def _exchange(
+    ctx: ProbeContext, url: URL, ip: str, opts: HTTPProbe, deadline: float, result: ProbeResult
+) -> None:
+    info = result.http
+    assert info is not None
+    method, body = opts.method, opts.body
+    current, current_ip = url, ip
+    while True:
+        hop = _Hop()
+        creator = None
+        if current.scheme == "https":
+            creator = client_creator(opts.tls_config, opts.tls_config.server_name
+                                     or _server_name(opts, current))  # fmt: skip
+        endpoint = _HopEndpoint(ctx, current_ip, current.port, creator, hop, result, deadline)
+        agent = Agent.usingEndpointFactory(
+            ctx.reactor, _OneEndpointFactory(endpoint),
+            pool=HTTPConnectionPool(ctx.reactor, persistent=False),
+        )  # fmt: skip
+        producer = FileBodyProducer(io.BytesIO(body.encode())) if body else None
+        result.note("Making HTTP request", url=current.text, host=current.netloc)
+        try:
+            response: IResponse = await agent.request(
+                method.encode(), current.text.encode(), _headers(opts, ctx), producer
+            )
+        except ProbeFailure:
+            raise
+        except Exception as exc:
+            raise _classify(exc, hop) from None
+        finally:
+            _add_phases(info, hop, result)
+        result.note("Received HTTP response", status_code=response.code)
+        location = response.headers.getRawHeaders(b"location")
+        if response.code in REDIRECTS and location:
+            info.redirects += 1
+            target = location[0].decode("latin-1")
+            result.note("Received redirect", location=target)
+            if not opts.follow_redirects:
+                result.note("Not following redirect")
+                await _final(ctx, response, hop, opts, current, result)
+                return
+            response.deliverBody(_Discard())
+            if info.redirects > MAX_REDIRECTS:
+                raise ProbeFailure("protocol_error", f"stopped after {MAX_REDIRECTS} redirects")
+            try:
+                nxt = parse_url(urljoin(current.text, target))
+            except ValueError as exc:
+                raise ProbeFailure("protocol_error", f"bad redirect location: {exc}") from None
+            if response.code in (301, 302, 303) and method not in ("GET", "HEAD"):
+                method, body = "GET", ""
+            if nxt.host != current.host:
+                t0 = time.perf_counter()
+                new_ip = await resolve(
+                    ctx, nxt.host, nxt.ip_version, opts.preferred_ip_protocol,
+                    opts.ip_protocol_fallback, deadline - t0, result,
+                )  # fmt: skip
+                info.phases["resolve"] += time.perf_counter() - t0
+                if new_ip is None:
+                    raise ProbeFailure(result.result, result.detail)
+                current_ip = new_ip
+            current = nxt
+            continue
+        await _final(ctx, response, hop, opts, current, result)
+        return
+
+
+def _add_phases(info: HTTPInfo, hop: _Hop, result: ProbeResult) -> None:
+    if hop.got_conn == 0.0:
+        return
+    info.phases["connect"] += result.connect_duration or 0.0
+    if hop.tls_start:
+        info.phases["tls"] += max(hop.tls_done - hop.tls_start, 0.0)
+    if hop.response_start:
+        info.phases["processing"] += max(hop.response_start - hop.got_conn, 0.0)
+
+
+def _classify(exc: Exception, hop: _Hop) -> ProbeFailure:
+    reasons: list[Failure] = []
+    if isinstance(exc, ResponseFailed | defer.FirstError) or hasattr(exc, "reasons"):
+        reasons = list(getattr(exc, "reasons", []))
+    text = "; ".join(r.getErrorMessage() for r in reasons) or str(exc) or type(exc).__name__
+    if any(r.check(SSL.Error) for r in reasons) or (hop.tls_start and not hop.tls_done):
+        return ProbeFailure("tls_error", f"TLS handshake failed: {text}")
+    if any(r.check(defer.CancelledError) for r in reasons):
+        return ProbeFailure("timeout", "http: probe timed out")
+    return ProbeFailure("protocol_error", f"error for HTTP request: {text}")
+
+
+def _decoder(opts: HTTPProbe, response: IResponse) -> Any:
+    if not opts.compression or opts.compression == "identity":
+        return None
+    if opts.compression == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    return _DeflateDecoder()
+
+
+class _DeflateDecoder:
+    """HTTP "deflate" is zlib-wrapped by the RFC and raw by common practice: accept both."""
+
+    def __init__(self) -> None:
+        self._d: Any = None
+
+    def decompress(self, data: bytes) -> bytes:
+        if self._d is None:
+            zlib_header = len(data) >= 2 and (data[0] * 256 + data[1]) % 31 == 0
+            self._d = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
+        return bytes(self._d.decompress(data))
+
+    def flush(self) -> bytes:
+        return bytes(self._d.flush()) if self._d is not None else b""
+
+
+def _status_ok(opts: HTTPProbe, code: int) -> bool:
+    if opts.valid_status_codes:
+        return code in opts.valid_status_codes
+    return 200 <= code <= 299
+
+
+def _header_rules(opts: HTTPProbe, response: IResponse, result: ProbeResult) -> bool:
+    ok = True
+    for rule, must_match in [(r, False) for r in opts.fail_if_header_matches] + [
+        (r, True) for r in opts.fail_if_header_not_matches
+    ]:
+        raw: list[bytes] = response.headers.getRawHeaders(rule.header.encode("latin-1"), [])
+        values = [v.decode("latin-1") for v in raw]
+        if not values:
+            if rule.allow_missing:
+                continue
+            result.note("Missing required header", "error", header=rule.header)
+            ok = False
+            continue
+        matched = any(rule.regexp.search(v) for v in values)
+        if matched and not must_match:
+            result.note("Header matched regular expression", "error", header=rule.header,
+                        regexp=rule.regexp.pattern)  # fmt: skip
+            ok = False
+        elif must_match and not matched:
+            result.note("Header did not match regular expression", "error", header=rule.header,
+                        regexp=rule.regexp.pattern)  # fmt: skip
+            ok = False
+    return ok
+
+
+async def _final(
+    ctx: ProbeContext, response: IResponse, hop: _Hop, opts: HTTPProbe, url: URL,
+    result: ProbeResult,
+) -> None:  # fmt: skip
+    info = result.http
+    assert info is not None
+    info.status_code = response.code
+    failures: list[str] = []
+    regex_failed = False
+    ok = _status_ok(opts, response.code)
+    if not ok:
+        failures.append(f"invalid HTTP response status code {response.code}")
+    if ok and (opts.fail_if_header_matches or opts.fail_if_header_not_matches):
+        header_ok = _header_rules(opts, response, result)
+        regex_failed = not header_ok
+        if not header_ok:
+            failures.append("a header rule failed")
+    modified = response.headers.getRawHeaders(b"last-modified")
+    if modified:
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            info.last_modified = email.utils.parsedate_to_datetime(
+                modified[0].decode("latin-1")
+            ).timestamp()
+    keep = bool(opts.fail_if_body_matches_regexp or opts.fail_if_body_not_matches_regexp)
+    reader = _Body(opts.body_size_limit, _decoder(opts, response), keep)
+    response.deliverBody(reader)
+    await reader.done
+    info.phases["transfer"] += (
+        max(time.perf_counter() - hop.response_start, 0.0) if hop.response_start else 0.0
+    )
+    info.body_length = reader.length
+    if reader.error is not None:
+        failures.append(reader.error)
+    elif not failures and keep:
+        text = b"".join(reader.chunks).decode("utf-8", "replace")
+        for rx in opts.fail_if_body_matches_regexp:
+            if rx.search(text):
+                result.note("Body matched regular expression", "error", regexp=rx.pattern)
+                failures.append(f"body matched {rx.pattern!r}")
+                regex_failed = True
+        for rx in opts.fail_if_body_not_matches_regexp:
+            if not rx.search(text):
+                result.note("Body did not match regular expression", "error", regexp=rx.pattern)
+                failures.append(f"body did not match {rx.pattern!r}")
+                regex_failed = True
+        if not regex_failed:
+            result.failed_due_to_regex = False
+    result.failed_due_to_regex = regex_failed
+    info.content_length = -1 if response.length is UNKNOWN_LENGTH else int(response.length)
+    _, major, minor = response.version
+    info.version = float(f"{major}.{minor}")
+    proto = f"HTTP/{major}.{minor}"
+    if opts.valid_http_versions and proto not in opts.valid_http_versions:
+        failures.append(f"invalid HTTP version number {proto}")
+    info.ssl = url.scheme == "https"
+    if info.ssl and hop.tls_protocol is not None:
+        conn = hop.tls_protocol.getHandle()
+        if isinstance(conn, SSL.Connection):
+            result.tls = handshake_info(conn, verified=not opts.tls_config.insecure_skip_verify)
+    if opts.fail_if_ssl and info.ssl:
+        failures.append("final request was over SSL")
+    if opts.fail_if_not_ssl and not info.ssl:
+        failures.append("final request was not over SSL")
+    if failures:
+        raise ProbeFailure("protocol_error", "; ".join(failures))

@@ -1,0 +1,188 @@
+"""TLS client settings from a module's ``tls_config``, and what a handshake reveals.
+
+Verification follows Go's crypto/tls as blackbox uses it: the name checked (and sent as SNI) is
+``server_name`` or else the target host, IP addresses included; ``insecure_skip_verify`` skips
+both chain and name checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
+from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from zope.interface import implementer
+
+from netprobe_exporter.modules import TLSConfig
+from netprobe_exporter.probes import GO_ZERO_TIME, TLSInfo
+
+_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1_0,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+_NAMES = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _NoVerify:
+    """A client connection creator that sends SNI but checks neither chain nor name."""
+
+    def __init__(self, options: ssl.CertificateOptions, server_name: str) -> None:
+        self._options = options
+        self._sni = None if _is_ip(server_name) or not server_name else server_name
+
+    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        conn = SSL.Connection(self._options.getContext(), None)
+        conn.set_app_data(tlsProtocol)
+        if self._sni:
+            conn.set_tlsext_host_name(self._sni.encode("idna"))
+        conn.set_connect_state()
+        return conn
+
+
+def client_creator(cfg: TLSConfig, host: str) -> IOpenSSLClientConnectionCreator:
+    """Build the client TLS settings for ``host`` from ``cfg``."""
+    name = cfg.server_name or host
+    extra: dict[str, Any] = {}
+    if cfg.min_version:
+        version = _VERSIONS[cfg.min_version]
+        if version < ssl.TLSVersion.TLSv1_2:
+            extra["insecurelyLowerMinimumTo"] = version
+        else:
+            extra["raiseMinimumTo"] = version
+    if cfg.max_version:
+        extra["lowerMaximumSecurityTo"] = _VERSIONS[cfg.max_version]
+    client_cert = None
+    if cfg.cert_file and cfg.key_file:
+        client_cert = ssl.PrivateCertificate.loadPEM(_read(cfg.cert_file) + _read(cfg.key_file))
+    if cfg.insecure_skip_verify:
+        kw: dict[str, Any] = dict(extra)
+        if client_cert is not None:
+            kw["privateKey"] = client_cert.privateKey.original
+            kw["certificate"] = client_cert.original
+        return _NoVerify(ssl.CertificateOptions(verify=False, **kw), name)
+    trust: Any = ssl.platformTrust()
+    if cfg.ca_file:
+        trust = ssl.trustRootFromCertificates(
+            [ssl.Certificate(c) for c in _load_certs(_read(cfg.ca_file))]
+        )
+    return ssl.optionsForClientTLS(
+        name, trustRoot=trust, clientCertificate=client_cert, extraCertificateOptions=extra
+    )
+
+
+def _load_certs(pem: bytes) -> list[Any]:
+    from OpenSSL import crypto
+
+    return [crypto.X509.from_cryptography(c) for c in x509.load_pem_x509_certificates(pem)]
+
+
+def _not_after(cert: x509.Certificate) -> float:
+    return cert.not_valid_after_utc.timestamp()
+
+
+def handshake_info(conn: SSL.Connection, verified: bool) -> TLSInfo:
+    """Certificates and version of a completed handshake, as blackbox reports them."""
+    info = TLSInfo()
+    info.version = _NAMES.get(conn.get_protocol_version_name(), "unknown")
+    chain = [c.to_cryptography() for c in (conn.get_peer_cert_chain() or [])]
+    if chain:
+        info.earliest_expiry = min(_not_after(c) for c in chain)
+        leaf = chain[0]
+        info.fingerprint_sha256 = hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest()
+        info.subject = go_name_string(leaf.subject)
+        info.issuer = go_name_string(leaf.issuer)
+        try:
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            info.subject_alternative = ",".join(san.value.get_values_for_type(x509.DNSName))
+        except x509.ExtensionNotFound:
+            pass
+    if verified:
+        verified_chain = conn.get_verified_chain()
+        if verified_chain:
+            info.last_chain_expiry = min(_not_after(c.to_cryptography()) for c in verified_chain)
+    else:
+        info.last_chain_expiry = GO_ZERO_TIME
+    return info
+
+
+# Go's pkix.Name fields, in the order Name.ToRDNSequence lists them
+_GO_NAMES = [
+    ("2.5.4.6", "C"), ("2.5.4.8", "ST"), ("2.5.4.7", "L"), ("2.5.4.9", "STREET"),
+    ("2.5.4.17", "POSTALCODE"), ("2.5.4.10", "O"), ("2.5.4.11", "OU"), ("2.5.4.3", "CN"),
+    ("2.5.4.5", "SERIALNUMBER"),
+]  # fmt: skip
+_SINGLE = {"2.5.4.3", "2.5.4.5"}  # Go keeps one CommonName and one SerialNumber: the last
+_PRINTABLE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?")
+
+
+def _go_escape(value: str) -> str:
+    out = []
+    for i, ch in enumerate(value):
+        esc = ch in ',+"\\<>;' or (ch == " " and i in (0, len(value) - 1)) or (ch == "#" and i == 0)
+        out.append("\\" + ch if esc else ch)
+    return "".join(out)
+
+
+def _der_string(value: str) -> str:
+    """Hex DER of a string as Go's asn1.Marshal writes it (PrintableString, else UTF8String)."""
+    data = value.encode("utf-8")
+    tag = 0x13 if set(value) <= _PRINTABLE else 0x0C
+    n = len(data)
+    length = (
+        bytes([n])
+        if n < 128
+        else bytes([0x80 | ((n.bit_length() + 7) // 8)])
+        + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    )
+    return (bytes([tag]) + length + data).hex()
+
+
+def go_name_string(name: x509.Name) -> str:
+    """A certificate name as Go's ``pkix.Name.String()`` writes it (blackbox's label values)."""
+    values: dict[str, list[str]] = {}
+    extra: list[str] = []
+    for attr in name:
+        oid = attr.oid.dotted_string
+        value = attr.value if isinstance(attr.value, str) else attr.value.decode("latin-1")
+        if any(oid == known for known, _ in _GO_NAMES):
+            values[oid] = [value] if oid in _SINGLE else [*values.get(oid, []), value]
+        else:
+            extra.append(f"{oid}=#{_der_string(value)}")
+    rdns = [
+        "+".join(f"{key}={_go_escape(v)}" for v in values[oid])
+        for oid, key in _GO_NAMES
+        if values.get(oid)
+    ]
+    return ",".join(list(reversed(rdns)) + list(reversed(extra)))
+
+
+def tls_connection(transport: Any) -> SSL.Connection | None:
+    """The pyOpenSSL connection behind a transport after a handshake, if any."""
+    for candidate in (transport, getattr(transport, "protocol", None)):
+        get = getattr(candidate, "getHandle", None)
+        if get is not None:
+            handle = get()
+            if isinstance(handle, SSL.Connection):
+                return handle
+    return None

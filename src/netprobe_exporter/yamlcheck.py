@@ -1,0 +1,232 @@
+"""Typed reading of composed YAML nodes, collecting ``file:line: key: what`` errors.
+
+Validation walks the node tree (``yaml.compose``) rather than constructed Python objects, so every
+error names the line it comes from, and alias "bombs" are never expanded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import yaml
+
+from netprobe_exporter.durations import parse_duration
+
+NULL = "tag:yaml.org,2002:null"
+STR = "tag:yaml.org,2002:str"
+INT = "tag:yaml.org,2002:int"
+BOOL = "tag:yaml.org,2002:bool"
+
+_constructor = yaml.SafeLoader("")
+_BYTES = re.compile(r"^(\d+)(B|KB|KiB|MB|MiB|GB|GiB|TB|TiB|PB|PiB)$")
+_BYTE_UNITS = {"B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+
+def compile_go_regex(text: str) -> re.Pattern[str]:
+    """Compile a Go (RE2) regular expression with Python's ``re``.
+
+    The syntaxes agree on what blackbox configs use, with two differences handled here: RE2
+    accepts a repeated anchor (blackbox's own example has ``^+OK``), which ``re`` rejects, and
+    RE2's ``\\z`` (end of text) is ``\\Z`` in ``re``.
+    """
+    out: list[str] = []
+    i = 0
+    in_class = False
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            out.append("\\Z" if nxt == "z" and not in_class else ch + nxt)
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            if text[i + 1 : i + 2] == "]" or text[i + 1 : i + 3] == "^]":
+                out.append(text[i : i + 2 + (text[i + 1] == "^")])
+                i += 2 + (text[i + 1] == "^")
+                continue
+        elif ch in "^$" and i + 1 < len(text) and text[i + 1] in "+*?":
+            # x+ of an anchor is the anchor; x* and x? of one match anywhere
+            out.append(ch if text[i + 1] == "+" else "")
+            i += 2
+            while i < len(text) and text[i] in "+*?":
+                i += 1
+            continue
+        out.append(ch)
+        i += 1
+    return re.compile("".join(out))
+
+
+def is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == NULL
+
+
+def show(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        return f'"{node.value}"'
+    return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+
+
+def scalar(node: yaml.Node) -> Any:
+    return _constructor.construct_object(node, deep=True)
+
+
+class Checker:
+    """Reads values out of nodes; each reader returns None (and records why) on bad input."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def _where(self, node: yaml.Node | None, path: str, what: str) -> str:
+        line = node.start_mark.line + 1 if node is not None else 0
+        where = f"{self.filename}:{line}" if line else self.filename
+        return f"{where}: {path}: {what}" if path else f"{where}: {what}"
+
+    def error(self, node: yaml.Node | None, path: str, what: str) -> None:
+        self.errors.append(self._where(node, path, what))
+
+    def warn(self, node: yaml.Node | None, path: str, what: str) -> None:
+        self.warnings.append(self._where(node, path, what))
+
+    def mapping(
+        self, node: yaml.Node, path: str, allowed: dict[str, str | None]
+    ) -> dict[str, yaml.Node] | None:
+        """``{key: value_node}``; unknown and duplicate keys are errors.
+
+        ``allowed`` maps each key to None when supported, or to the reason it is not (yet).
+        """
+        if is_null(node):
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, path, f"must be a mapping, not {show(node)}")
+            return None
+        out: dict[str, yaml.Node] = {}
+        for knode, vnode in node.value:
+            key = knode.value if isinstance(knode, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                self.error(knode, path, "keys must be strings")
+                continue
+            sub = f"{path}.{key}" if path else key
+            if key not in allowed:
+                self.error(knode, sub, "unknown key")
+            elif allowed[key] is not None:
+                self.error(knode, sub, str(allowed[key]))
+            elif key in out:
+                self.error(knode, sub, "duplicate key")
+            else:
+                out[key] = vnode
+        return out
+
+    def string(self, node: yaml.Node, path: str) -> str | None:
+        if not isinstance(node, yaml.ScalarNode) or node.tag != STR:
+            self.error(node, path, f"must be a string, not {show(node)}")
+            return None
+        return str(node.value)
+
+    def text(self, node: yaml.Node, path: str) -> str | None:
+        """A scalar read as text, whatever YAML type it resolved to (e.g. ``send: 123``)."""
+        if not isinstance(node, yaml.ScalarNode) or node.tag == NULL:
+            self.error(node, path, f"must be a string, not {show(node)}")
+            return None
+        return str(node.value)
+
+    def boolean(self, node: yaml.Node, path: str) -> bool | None:
+        if isinstance(node, yaml.ScalarNode) and node.tag == BOOL:
+            return bool(scalar(node))
+        self.error(node, path, f"must be true or false, not {show(node)}")
+        return None
+
+    def integer(self, node: yaml.Node, path: str, lo: int, hi: int) -> int | None:
+        if isinstance(node, yaml.ScalarNode) and node.tag == INT:
+            value = int(scalar(node))
+            if lo <= value <= hi:
+                return value
+            self.error(node, path, f"{value} is out of range {lo}-{hi}")
+            return None
+        self.error(node, path, f"must be an integer, not {show(node)}")
+        return None
+
+    def duration(self, node: yaml.Node, path: str, minimum: float = 0.0) -> float | None:
+        if not isinstance(node, yaml.ScalarNode):
+            self.error(node, path, f"must be a duration, not {show(node)}")
+            return None
+        try:
+            value = parse_duration(str(node.value))
+        except ValueError:
+            self.error(node, path, f'"{node.value}" is not a duration')
+            return None
+        if value < minimum or (minimum > 0 and value <= 0):
+            self.error(node, path, f'"{node.value}" is too short (minimum {minimum:g}s)')
+            return None
+        return value
+
+    def byte_size(self, node: yaml.Node, path: str) -> int | None:
+        """blackbox's Base2Bytes: ``3B``, ``1KB`` (= 1 KiB), ``10MiB``; a unit is required."""
+        m = _BYTES.match(str(node.value)) if isinstance(node, yaml.ScalarNode) else None
+        if m is None:
+            self.error(
+                node, path, f"{show(node)} is not a size with a unit (e.g. 512B, 1KB, 10MiB)"
+            )
+            return None
+        return int(m.group(1)) * _BYTE_UNITS[m.group(2)[0]]
+
+    def sequence(self, node: yaml.Node, path: str) -> list[yaml.Node] | None:
+        if is_null(node):
+            return []
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(node, path, f"must be a list, not {show(node)}")
+            return None
+        return list(node.value)
+
+    def strings(self, node: yaml.Node, path: str) -> tuple[str, ...] | None:
+        items = self.sequence(node, path)
+        if items is None:
+            return None
+        out = [self.string(item, f"{path}[{i}]") for i, item in enumerate(items)]
+        return None if None in out else tuple(s for s in out if s is not None)
+
+    def string_map(self, node: yaml.Node, path: str) -> dict[str, str] | None:
+        if is_null(node):
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, path, f"must be a mapping of strings, not {show(node)}")
+            return None
+        out: dict[str, str] = {}
+        for knode, vnode in node.value:
+            key = str(knode.value) if isinstance(knode, yaml.ScalarNode) else ""
+            value = self.text(vnode, f"{path}.{key}")
+            if key and value is not None:
+                out[key] = value
+        return out
+
+    def regex(self, node: yaml.Node, path: str) -> re.Pattern[str] | None:
+        text = self.text(node, path)
+        if text is None:
+            return None
+        try:
+            return compile_go_regex(text)
+        except re.error as exc:
+            self.error(node, path, f'"{text}" is not a valid regular expression: {exc}')
+            return None
+
+    def regexes(self, node: yaml.Node, path: str) -> tuple[re.Pattern[str], ...] | None:
+        items = self.sequence(node, path)
+        if items is None:
+            return None
+        out = [self.regex(item, f"{path}[{i}]") for i, item in enumerate(items)]
+        return None if None in out else tuple(p for p in out if p is not None)
+
+    def readable_file(self, node: yaml.Node, path: str) -> str | None:
+        name = self.string(node, path)
+        if name is None:
+            return None
+        if not os.access(name, os.R_OK) or not os.path.isfile(name):
+            self.error(node, path, f'cannot read file "{name}"')
+            return None
+        return name
