@@ -126,6 +126,22 @@ def _hist_row(name: str, attr: str) -> Row:
     return row
 
 
+def _http_phases_row(s: TargetSeries) -> str:
+    if s.http_phases is None:
+        return ""
+    name = "netprobe_http_duration_seconds"
+    return "".join(
+        _histogram_lines(name, f'{s.labels},phase="{phase}"', h, _les(h.bounds))
+        for phase, h in s.http_phases.items()
+    )
+
+
+def _tls_version_row(s: TargetSeries) -> str:
+    if s.tls_version is None:
+        return ""
+    return f'netprobe_tls_version_info{{{s.labels},version="{s.tls_version}"}} 1\n'
+
+
 def _info_row(s: TargetSeries) -> str:
     if s.ip is None:
         return ""
@@ -148,6 +164,16 @@ TARGET_FAMILIES: list[tuple[str, str, str, Row]] = [
     ("netprobe_last_success_timestamp_seconds", "gauge", "Unix time of the last successful probe.",
      _gauge_row("netprobe_last_success_timestamp_seconds", "last_success_ts")),
     ("netprobe_target_info", "gauge", "The address the target's last probe went to.", _info_row),
+    ("netprobe_http_duration_seconds", "histogram",
+     "HTTP request time by phase, summed over redirects; exchanges that got a response.",
+     _http_phases_row),
+    ("netprobe_http_status_code", "gauge", "Status code of the last HTTP response (0: none).",
+     _gauge_row("netprobe_http_status_code", "http_status")),
+    ("netprobe_tls_cert_expiry_timestamp_seconds", "gauge",
+     "Earliest NotAfter (Unix time) of the certificates the peer presented last.",
+     _gauge_row("netprobe_tls_cert_expiry_timestamp_seconds", "tls_expiry")),
+    ("netprobe_tls_version_info", "gauge", "TLS version of the last handshake.",
+     _tls_version_row),
 ]  # fmt: skip
 
 
@@ -186,9 +212,12 @@ def render(store: MetricsStore, fmt: Format, registry: CollectorRegistry | None)
     om = fmt.openmetrics
     for name, kind, help_text, row in TARGET_FAMILIES:
         series = list(store.series.values())
-        yield _header(name, kind, help_text, om)
+        header = _header(name, kind, help_text, om)  # only for families with samples
         for i in range(0, len(series), CHUNK_TARGETS):
-            yield "".join([row(s) for s in series[i : i + CHUNK_TARGETS]])
+            chunk = "".join([row(s) for s in series[i : i + CHUNK_TARGETS]])
+            if chunk:
+                yield header + chunk
+                header = ""
     yield _exporter_families(store, om)
     if registry is not None:
         if om:

@@ -20,6 +20,7 @@ from netprobe_exporter.probes import RESULTS, ProbeResult
 
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[float, ...]]
 
+HTTP_PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 LAG_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
@@ -60,7 +61,10 @@ class TargetSeries:
     """Every continuous-mode series of one target."""
 
     __slots__ = (
+        "buckets",
         "connect",
+        "http_phases",
+        "http_status",
         "ip",
         "labels",
         "last_connect",
@@ -68,6 +72,8 @@ class TargetSeries:
         "last_success_ts",
         "probe",
         "results",
+        "tls_expiry",
+        "tls_version",
         "up",
     )
 
@@ -82,6 +88,12 @@ class TargetSeries:
         self.last_probe_ts: float | None = None
         self.last_success_ts: float | None = None
         self.ip: str | None = None
+        self.buckets = target.buckets
+        # prober-specific series, created by the first result that has them
+        self.http_phases: dict[str, Histogram] | None = None
+        self.http_status: float | None = None
+        self.tls_expiry: float | None = None
+        self.tls_version: str | None = None
 
     def observe(self, result: ProbeResult, now: float) -> None:
         self.results[result.result if result.result in self.results else "error"] += 1
@@ -97,6 +109,17 @@ class TargetSeries:
         if result.connect_duration is not None:
             self.connect.observe(result.connect_duration)
             self.last_connect = result.connect_duration
+        http = result.http
+        if http is not None:
+            self.http_status = float(http.status_code)
+            if http.status_code:  # phases of an exchange that got an answer
+                if self.http_phases is None:
+                    self.http_phases = {p: Histogram(self.buckets) for p in HTTP_PHASES}
+                for phase, seconds in http.phases.items():
+                    self.http_phases[phase].observe(seconds)
+        if result.tls is not None:
+            self.tls_expiry = result.tls.earliest_expiry
+            self.tls_version = result.tls.version
 
 
 @dataclass
