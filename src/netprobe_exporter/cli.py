@@ -152,5 +152,7 @@ def _check(config_file: str | None, targets: list[str]) -> int:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return EXIT_CONFIG
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{config.source}: OK ({len(config.modules)} modules, {len(config.targets)} targets)")
     return EXIT_OK
