@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.modules import Module, TCPProbe
-from netprobe_exporter.probes import ProbeContext, ProbeResult, connect, tcp
+from netprobe_exporter.probes import ProbeContext, ProbeResult, tcp
 from netprobe_exporter.resolver import Resolver
 
 reactor: Any = _reactor
@@ -198,6 +198,7 @@ class LoopbackTests(_ProbeTestCase):
         self.assertEqual(bad, [])
         self.assertLess(elapsed, 5.0)
         self.assertEqual(reactor.getWriters(), [])
+        self.assertEqual(self.ctx.engine.pending, 0)
 
 
 class HostsFileProbeTests(_ProbeTestCase):
@@ -341,6 +342,7 @@ class NamespaceTests(TestCase):
         self.assertLess(r.duration, 0.8)
         self.assertLess(elapsed, 0.8)
         self.assertEqual(reactor.getWriters(), [])
+        self.assertEqual(self.ctx.engine.pending, 0)
 
     @defer.inlineCallbacks
     def test_unreachable(self) -> Any:
@@ -357,12 +359,15 @@ class NamespaceTests(TestCase):
     def test_cancel_while_connecting(self) -> Any:
         d = tcp.probe(self.ctx, f"{self.ns.blackhole_ip}:80", module(), 5.0)
         yield sleep(0.05)
-        connectors = [w for w in reactor.getWriters() if isinstance(w, connect._Connector)]
-        self.assertEqual(len(connectors), 1)
+        engine = self.ctx.engine
+        self.assertEqual(engine.pending, 1)
+        connector = next(iter(engine._pending.values()))
+        self.assertIn(engine, reactor.getReaders())
         d.cancel()
         yield self.assertFailure(d, defer.CancelledError)
-        self.assertNotIn(connectors[0], reactor.getWriters())
-        self.assertEqual(connectors[0].fileno(), -1)  # socket closed
+        self.assertEqual(engine.pending, 0)
+        self.assertNotIn(engine, reactor.getReaders())
+        self.assertIsNone(connector._sock)  # socket closed
         self.assertEqual(leftover_timers(), [])
 
     @defer.inlineCallbacks
@@ -370,10 +375,11 @@ class NamespaceTests(TestCase):
         """The same through the name path (hosts file → blackholed address)."""
         d = tcp.probe(self.ctx, "blackholed:80", module(), 5.0)
         yield sleep(0.05)
-        connectors = [w for w in reactor.getWriters() if isinstance(w, connect._Connector)]
-        self.assertEqual(len(connectors), 1)
+        engine = self.ctx.engine
+        self.assertEqual(engine.pending, 1)
         d.cancel()
         yield self.assertFailure(d, defer.CancelledError)
-        self.assertNotIn(connectors[0], reactor.getWriters())
+        self.assertEqual(engine.pending, 0)
+        self.assertNotIn(engine, reactor.getReaders())
         self.assertEqual(leftover_timers(), [])
         self.assertEqual(self.dns.queries, [])

@@ -1,7 +1,12 @@
-"""Parsing of ``host:port`` target addresses, shared by config validation and the tcp prober."""
+"""Parsing of target addresses, shared by config validation and the probers.
+
+Parsers are cached: continuous mode parses the same few thousand addresses at every probe, and
+``ipaddress`` is slow enough to show up per probe.
+"""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ def parse_host(host: str) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_host_port(address: str) -> HostPort:
     """Split ``host:port`` or ``[v6]:port``; raise ValueError naming what is wrong."""
     if not address:
@@ -88,6 +94,7 @@ class URL:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_url(target: str) -> URL:
     """Parse an http(s) target; raise ValueError naming what is wrong."""
     text = target if target.startswith(("http://", "https://")) else f"http://{target}"

@@ -120,7 +120,14 @@ class ProbeContext:
     resolver: AddressResolver
     #: keep a step-by-step log in each result
     debug: bool = False
-    user_agent: str = "netprobe-exporter"
+    #: the shared connect engine (probes.connect.ConnectEngine); made for the reactor if None
+    engine: Any = None
+
+    def __post_init__(self) -> None:
+        if self.engine is None:
+            from netprobe_exporter.probes.connect import ConnectEngine
+
+            self.engine = ConnectEngine(self.reactor)
 
     def new_result(self) -> ProbeResult:
         return ProbeResult(False, "error", 0.0, log=[] if self.debug else None)
