@@ -383,3 +383,32 @@ class ResolverTimeoutTests(TestCase):
         d.cancel()
         yield self.assertFailure(d, defer.CancelledError)
         self.assertEqual(leftover_timers(), [], "timers left after cancel")
+
+
+class ResolverRegressionTests(TestCase):
+    @defer.inlineCallbacks
+    def test_two_dead_nameservers_cost_one_timeout(self) -> Any:
+        """The probe timeout bounds the whole resolution, not each nameserver in turn."""
+        silent = [SilentDNSServer(), SilentDNSServer()]
+        for s in silent:
+            self.addCleanup(s.stop)
+        hosts = temp_path(self)
+        write_file(hosts, "")
+        resolver = Resolver(reactor, servers=[s.address for s in silent], hosts_path=str(hosts))
+        t0 = time.perf_counter()
+        yield self.assertFailure(resolver.resolve("slow.test", "ip4", True, 0.4), ResolveError)
+        self.assertLess(time.perf_counter() - t0, 0.6)
+
+    @defer.inlineCallbacks
+    def test_cancelling_one_lookup_leaves_others_of_the_same_name_alone(self) -> Any:
+        dns_server = LocalDNSServer({"shared.test": ["127.0.0.7"]})
+        self.addCleanup(dns_server.stop)
+        hosts = temp_path(self)
+        write_file(hosts, "")
+        resolver = Resolver(reactor, servers=[dns_server.address], hosts_path=str(hosts))
+        first = resolver.resolve("shared.test", "ip4", True, 2.0)
+        second = resolver.resolve("shared.test", "ip4", True, 2.0)
+        first.cancel()
+        yield self.assertFailure(first, defer.CancelledError)
+        ip = yield second
+        self.assertEqual(ip, "127.0.0.7")

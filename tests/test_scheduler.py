@@ -212,11 +212,37 @@ class SchedulerTests(SynchronousTestCase):
         self.assertEqual(sched.inflight, 0)
         self.flushLoggedErrors(RuntimeError)
 
-    def test_cancelled_probe_is_not_reported(self) -> None:
+    def test_unexpected_cancellation_is_counted_not_lost(self) -> None:
+        """Only the scheduler's own cancellations (removal, stop) go unreported."""
         h = Harness(instant=False)
         h.sched.update(targets(1, 1.0))
         h.clock.advance(0)
         _, d = h.pending[0]
         d.errback(CancelledError())
-        self.assertEqual(h.results, [])
+        self.assertEqual([r.result for _, r in h.results], ["error"])
         self.assertEqual(h.sched.inflight, 0)
+        self.flushLoggedErrors(CancelledError)
+
+    def test_synchronous_results_drain_a_long_queue_without_recursion(self) -> None:
+        """Probes that finish at once (hosts-file names, instant errors) must not recurse."""
+        clock = Clock()
+        results: list[str] = []
+        blocker: Deferred[ProbeResult] = Deferred()
+
+        def run(target: Target) -> Deferred[ProbeResult]:
+            if target.address == "10.0.0.0:80":
+                return blocker
+            d: Deferred[ProbeResult] = Deferred()
+            d.callback(ok())
+            return d
+
+        sched = Scheduler(clock, run, lambda t, r: results.append(t.address), max_inflight=1)
+        many = [Target(f"10.0.{i // 250}.{i % 250}:80", "tcp_connect", 100.0) for i in range(3000)]
+        sched.update(many)
+        clock.pump([1.0] * 101)  # every first run is due; all but the blocker's wait in line
+        first = clock.seconds()
+        self.assertEqual(sched.inflight, 1)
+        blocker.callback(ok())  # frees the slot: the whole queue runs, synchronously
+        self.assertEqual(len(set(results)), 3000)  # every target reported, none lost
+        self.assertEqual(sched.inflight, 0)
+        self.assertEqual(clock.seconds(), first)

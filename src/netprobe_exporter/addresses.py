@@ -65,7 +65,7 @@ def parse_host_port(address: str) -> HostPort:
         if not host:
             raise ValueError(f"{address!r}: missing host")
         version = parse_host(host)
-    if not port_text.isdigit():
+    if not port_text.isascii() or not port_text.isdigit():
         raise ValueError(f"{address!r}: port {port_text!r} is not a number")
     port = int(port_text)
     if not 1 <= port <= 65535:

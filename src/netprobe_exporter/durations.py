@@ -20,6 +20,8 @@ _UNITS = {
     "µs": 1e-6,
     "ns": 1e-9,
 }
+#: Go's time.Duration limit, about 292 years
+MAX_SECONDS = 2**63 / 1e9
 _ORDER = ["y", "w", "d", "h", "m", "s", "ms", "us", "µs", "ns"]
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|y|w|d|h|m|s)")
 
@@ -45,6 +47,8 @@ def parse_duration(text: str) -> float:
         last_rank = rank
         total += float(m.group(1)) * _UNITS[unit]
         pos = m.end()
+    if not total < MAX_SECONDS:
+        raise ValueError(f"{text!r} is too long (at most 292 years, as in Go)")
     return total
 
 

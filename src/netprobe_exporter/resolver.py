@@ -114,13 +114,20 @@ class _CancellableClient(client.Resolver):
         inner.addBoth(done)
         return outer
 
+    def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> Deferred[Any]:
+        # Twisted merges identical queries in flight, so cancelling one probe's lookup would
+        # cancel every other probe waiting on that name. Each probe asks on its own.
+        d: Deferred[Any] = self.queryUDP([dns.Query(name, type, cls)], timeout)
+        d.addCallback(self.filterAnswers)
+        return d
+
 
 class Resolver:
     """Resolve a host name to one IP address, honouring blackbox's ip protocol preference."""
 
     def __init__(
         self,
-        reactor: object,
+        reactor: Any,
         servers: Sequence[tuple[str, int]] | None = None,
         hosts_path: str = "/etc/hosts",
         resolv_conf: str = "/etc/resolv.conf",
@@ -166,11 +173,17 @@ class Resolver:
     async def _lookup(
         self, dns_client: client.Resolver, host: str, order: list[int], timeout: float
     ) -> str:
+        # One deadline for the whole resolution: twisted.names applies a timeout per
+        # nameserver, so N dead nameservers would otherwise cost N timeouts.
+        deadline = self._reactor.seconds() + timeout
         last = f"{host}: no address"
         for fam in order:
             lookup = dns_client.lookupIPV6Address if fam == 6 else dns_client.lookupAddress
+            remaining = max(deadline - self._reactor.seconds(), 0.001)
+            query = lookup(host, timeout=(remaining,))
+            query.addTimeout(remaining, self._reactor)
             try:
-                answers = await lookup(host, timeout=(max(timeout, 0.001),))
+                answers = await query
             except error.DNSNameError:
                 raise ResolveError(f"{host}: no such host (NXDOMAIN)") from None
             except (defer.TimeoutError, error.DNSQueryTimeoutError):

@@ -139,6 +139,7 @@ class Scheduler:
         self._queue: deque[_Entry] = deque()
         self.inflight = 0
         self.running = False
+        self._draining = False
 
     @property
     def targets(self) -> list[Target]:
@@ -227,7 +228,7 @@ class Scheduler:
         self._drain()
 
     def _failed(self, reason: Failure, entry: _Entry, target: Target, started: float) -> Any:
-        if reason.check(defer.CancelledError):
+        if reason.check(defer.CancelledError) and (entry.removed or not self.running):
             self.inflight -= 1
             entry.running = None
             self._drain()
@@ -245,9 +246,17 @@ class Scheduler:
         return None
 
     def _drain(self) -> None:
-        while self._queue and self.inflight < self.max_inflight and self.running:
-            entry = self._queue.popleft()
-            entry.queued = False
-            if entry.removed:
-                continue
-            self._start(entry, entry.queued_due, self._reactor.seconds())
+        # Probes that finish synchronously call back into _drain from _start; only the
+        # outermost call loops, so a long queue cannot recurse the stack away.
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._queue and self.inflight < self.max_inflight and self.running:
+                entry = self._queue.popleft()
+                entry.queued = False
+                if entry.removed:
+                    continue
+                self._start(entry, entry.queued_due, self._reactor.seconds())
+        finally:
+            self._draining = False

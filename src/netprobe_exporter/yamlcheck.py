@@ -158,8 +158,9 @@ class Checker:
             return None
         try:
             value = parse_duration(str(node.value))
-        except ValueError:
-            self.error(node, path, f'"{node.value}" is not a duration')
+        except ValueError as exc:
+            too_long = "too long" in str(exc)
+            self.error(node, path, str(exc) if too_long else f'"{node.value}" is not a duration')
             return None
         if value < minimum or (minimum > 0 and value <= 0):
             self.error(node, path, f'"{node.value}" is too short (minimum {minimum:g}s)')

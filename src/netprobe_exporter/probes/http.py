@@ -70,6 +70,18 @@ class _Hop:
     response_start: float = 0.0
     tls_protocol: Any = None
     inner: IProtocol | None = None
+    #: the protocol the reactor's transport talks to (TLS or the timing wrapper)
+    outer: Any = None
+
+    def abort(self) -> None:
+        """Drop the connection if it is still open: no socket outlives its probe.
+
+        After a complete response the HTTP client closes politely, but over TLS that waits for
+        the peer's close_notify with no deadline; a timeout or an unread body must stop too.
+        """
+        transport = getattr(self.outer, "transport", None)
+        if transport is not None and not getattr(transport, "disconnected", True):
+            transport.abortConnection()
 
 
 @implementer(IHandshakeListener)
@@ -131,6 +143,7 @@ class _HopEndpoint:
             self._hop.tls_start = time.perf_counter()
             wrapped = TLSMemoryBIOFactory(self._creator, True, wrapped)
         outer = adopt(self._ctx, sock, wrapped)
+        self._hop.outer = outer
         if self._creator is not None:
             self._hop.tls_protocol = outer
         assert self._hop.inner is not None
@@ -150,7 +163,7 @@ class _Body(Protocol):
     """Reads a response body: counts (decompressed) bytes, enforces the limit, keeps it if asked."""
 
     def __init__(self, limit: int, decoder: Any, keep: bool) -> None:
-        self.done: Deferred[None] = Deferred()
+        self.done: Deferred[None] = Deferred(lambda _: self._stop("cancelled"))
         self.length = 0
         self.chunks: list[bytes] = []
         self._limit, self._decoder, self._keep = limit, decoder, keep
@@ -190,10 +203,16 @@ class _Body(Protocol):
                 self.error = f"failed to decompress response body: {exc}"
         if self.error is None and not reason.check(ResponseDone, PotentialDataLoss):
             self.error = f"failed to read response body: {reason.getErrorMessage()}"
-        self.done.callback(None)
+        if not self.done.called:  # not when a timeout cancelled the read
+            self.done.callback(None)
 
 
 class _Discard(Protocol):
+    """Takes a redirect's body: nobody reads it, so the connection is dropped at once."""
+
+    def connectionMade(self) -> None:
+        cast(Any, self.transport).stopProducing()
+
     def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
         pass
 
@@ -284,14 +303,27 @@ async def _exchange(
 ) -> None:
     info = result.http
     assert info is not None
+    try:  # local problems (credential or certificate files) are ours: "error", not the peer's
+        headers = _headers(opts, ctx)
+        first_creator: Any = None
+        if url.scheme == "https":
+            first_creator = client_creator(
+                opts.tls_config, opts.tls_config.server_name or _server_name(opts, url)
+            )
+    except Exception as exc:
+        raise ProbeFailure("error", f"local configuration: {exc}") from None
     method, body = opts.method, opts.body
     current, current_ip = url, ip
     while True:
         hop = _Hop()
         creator = None
         if current.scheme == "https":
-            creator = client_creator(opts.tls_config, opts.tls_config.server_name
-                                     or _server_name(opts, current))  # fmt: skip
+            try:
+                creator = first_creator if current is url else client_creator(
+                    opts.tls_config, opts.tls_config.server_name or current.host
+                )  # fmt: skip
+            except Exception as exc:
+                raise ProbeFailure("error", f"local configuration: {exc}") from None
         endpoint = _HopEndpoint(ctx, current_ip, current.port, creator, hop, result, deadline)
         agent = Agent.usingEndpointFactory(
             ctx.reactor, _OneEndpointFactory(endpoint),
@@ -300,48 +332,49 @@ async def _exchange(
         producer = FileBodyProducer(io.BytesIO(body.encode())) if body else None
         result.note("Making HTTP request", url=current.text, host=current.netloc)
         try:
-            response: IResponse = await agent.request(
-                method.encode(), current.text.encode(), _headers(opts, ctx), producer
-            )
-        except ProbeFailure:
-            raise
-        except Exception as exc:
-            raise _classify(exc, hop) from None
-        finally:
-            _add_phases(info, hop, result)
-        result.note("Received HTTP response", status_code=response.code)
-        location = response.headers.getRawHeaders(b"location")
-        if response.code in REDIRECTS and location:
-            info.redirects += 1
-            target = location[0].decode("latin-1")
-            result.note("Received redirect", location=target)
-            if not opts.follow_redirects:
-                result.note("Not following redirect")
+            try:
+                response: IResponse = await agent.request(
+                    method.encode(), current.text.encode(), headers.copy(), producer
+                )
+            except (ProbeFailure, defer.CancelledError):
+                raise
+            except Exception as exc:
+                raise _classify(exc, hop) from None
+            finally:
+                _add_phases(info, hop, result)
+            result.note("Received HTTP response", status_code=response.code)
+            location = response.headers.getRawHeaders(b"location")
+            redirect = response.code in REDIRECTS and bool(location)
+            if redirect:
+                info.redirects += 1
+                result.note("Received redirect", location=location[0].decode("latin-1"))
+            if not redirect or not opts.follow_redirects or info.redirects > MAX_REDIRECTS:
+                if redirect and not opts.follow_redirects:
+                    result.note("Not following redirect")
+                elif redirect:  # as Go's client: the last response, with the error
+                    result.note(f"stopped after {MAX_REDIRECTS} redirects", "error")
                 await _final(ctx, response, hop, opts, current, result)
                 return
             response.deliverBody(_Discard())
-            if info.redirects > MAX_REDIRECTS:
-                raise ProbeFailure("protocol_error", f"stopped after {MAX_REDIRECTS} redirects")
-            try:
-                nxt = parse_url(urljoin(current.text, target))
-            except ValueError as exc:
-                raise ProbeFailure("protocol_error", f"bad redirect location: {exc}") from None
-            if response.code in (301, 302, 303) and method not in ("GET", "HEAD"):
-                method, body = "GET", ""
-            if nxt.host != current.host:
-                t0 = time.perf_counter()
-                new_ip = await resolve(
-                    ctx, nxt.host, nxt.ip_version, opts.preferred_ip_protocol,
-                    opts.ip_protocol_fallback, deadline - t0, result,
-                )  # fmt: skip
-                info.phases["resolve"] += time.perf_counter() - t0
-                if new_ip is None:
-                    raise ProbeFailure(result.result, result.detail)
-                current_ip = new_ip
-            current = nxt
-            continue
-        await _final(ctx, response, hop, opts, current, result)
-        return
+        finally:
+            hop.abort()
+        try:
+            nxt = parse_url(urljoin(current.text, location[0].decode("latin-1")))
+        except ValueError as exc:
+            raise ProbeFailure("protocol_error", f"bad redirect location: {exc}") from None
+        if response.code in (301, 302, 303) and method not in ("GET", "HEAD"):
+            method, body = "GET", ""
+        if nxt.host != current.host:
+            t0 = time.perf_counter()
+            new_ip = await resolve(
+                ctx, nxt.host, nxt.ip_version, opts.preferred_ip_protocol,
+                opts.ip_protocol_fallback, deadline - t0, result,
+            )  # fmt: skip
+            info.phases["resolve"] += time.perf_counter() - t0
+            if new_ip is None:
+                raise ProbeFailure(result.result, result.detail)
+            current_ip = new_ip
+        current = nxt
 
 
 def _add_phases(info: HTTPInfo, hop: _Hop, result: ProbeResult) -> None:
@@ -359,10 +392,10 @@ def _classify(exc: Exception, hop: _Hop) -> ProbeFailure:
     if isinstance(exc, ResponseFailed | defer.FirstError) or hasattr(exc, "reasons"):
         reasons = list(getattr(exc, "reasons", []))
     text = "; ".join(r.getErrorMessage() for r in reasons) or str(exc) or type(exc).__name__
-    if any(r.check(SSL.Error) for r in reasons) or (hop.tls_start and not hop.tls_done):
-        return ProbeFailure("tls_error", f"TLS handshake failed: {text}")
     if any(r.check(defer.CancelledError) for r in reasons):
         return ProbeFailure("timeout", "http: probe timed out")
+    if any(r.check(SSL.Error) for r in reasons) or (hop.tls_start and not hop.tls_done):
+        return ProbeFailure("tls_error", f"TLS handshake failed: {text}")
     return ProbeFailure("protocol_error", f"error for HTTP request: {text}")
 
 

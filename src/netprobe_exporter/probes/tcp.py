@@ -30,6 +30,8 @@ from netprobe_exporter.probes.connect import adopt, connect, resolve
 from netprobe_exporter.probes.tls import client_creator, handshake_info, tls_connection
 
 MAX_LINE = 64 * 1024
+#: unread data we hold for a conversation before calling the peer a flood
+MAX_BUFFERED = 1024 * 1024
 
 
 class ConversationFailed(Exception):
@@ -45,20 +47,29 @@ class _Conversation(Protocol):
     def __init__(self) -> None:
         self._buffer = b""
         self._lines: list[bytes] = []
-        self._waiting: Deferred[bytes | None] | None = None
+        self._waiting: Deferred[list[bytes] | None] | None = None
         self._handshake: Deferred[None] | None = None
         self.closed: Failure | None = None
         self.eof = False
         self.timed_out = False
+        self.overflow = False
+        self._buffered = 0
+        self._consumed = 0
 
     def dataReceived(self, data: bytes) -> None:
-        self._buffer += data
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            self._lines.append(line.removesuffix(b"\r"))
-        if len(self._buffer) > MAX_LINE:
-            self._lines.append(self._buffer[:MAX_LINE])
+        if self.overflow:
+            return
+        parts = (self._buffer + data).split(b"\n")
+        self._buffer = parts.pop()
+        self._lines.extend(p.removesuffix(b"\r") for p in parts)
+        self._buffered += len(data)
+        if len(self._buffer) > MAX_LINE or self._buffered - self._consumed > MAX_BUFFERED:
+            # blackbox's line scanner gives up on a line over 64 KiB: a read error, not a
+            # regex failure; a peer that floods us is cut off the same way
+            self.overflow = True
+            self._lines.clear()
             self._buffer = b""
+            cast(Any, self.transport).abortConnection()
         self._wake()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
@@ -77,19 +88,33 @@ class _Conversation(Protocol):
             d, self._handshake = self._handshake, None
             d.callback(None)
 
+    def _take(self) -> list[bytes]:
+        lines, self._lines = self._lines, []
+        self._consumed += sum(len(line) + 1 for line in lines)
+        return lines
+
     def _wake(self) -> None:
         if self._waiting is not None and (self._lines or self.eof):
             d, self._waiting = self._waiting, None
-            d.callback(self._lines.pop(0) if self._lines else None)
+            d.callback(self._take() if self._lines else None)
 
-    def read_line(self) -> Deferred[bytes | None]:
-        """Fire with the next line, or None at end of stream."""
+    def read_lines(self) -> Deferred[list[bytes] | None]:
+        """Fire with every complete line received so far (waiting for one), None at the end.
+
+        Lines come in batches, not one Deferred each: a peer pouring out short lines would
+        otherwise keep the reactor busy on bookkeeping instead of its other work.
+        """
         if self._lines:
-            return defer.succeed(self._lines.pop(0))
+            return defer.succeed(self._take())
         if self.eof:
             return defer.succeed(None)
         self._waiting = Deferred()
         return self._waiting
+
+    def unread(self, lines: list[bytes]) -> None:
+        """Put back lines a step did not use, for the next step."""
+        self._lines[:0] = lines
+        self._consumed -= sum(len(line) + 1 for line in lines)
 
     def wait_handshake(self) -> Deferred[None]:
         self._handshake = Deferred()
@@ -177,6 +202,13 @@ async def _run(
     )  # fmt: skip
     if ip is None:
         return
+    creator = None
+    if opts.tls or any(q.starttls for q in opts.query_response):
+        try:  # local files: a problem here is ours, found before any packet is sent
+            creator = client_creator(opts.tls_config, hp.host)
+        except Exception as exc:
+            result.fail("error", f"tls_config: {exc}")
+            return
     remaining = timeout - (time.perf_counter() - started)
     sock = await connect(ctx, ip, hp.port, opts.source_ip_address, remaining, result)
     if sock is None:
@@ -185,13 +217,14 @@ async def _run(
         sock.close()
         result.success, result.result = True, "success"
         return
-    await _converse(ctx, sock, hp.host, module, timeout - (time.perf_counter() - started), result)
+    remaining = timeout - (time.perf_counter() - started)
+    await _converse(ctx, sock, creator, module, remaining, result)
 
 
 async def _converse(
     ctx: ProbeContext,
     sock: socket.socket,
-    host: str,
+    creator: Any,
     module: Module,
     remaining: float,
     result: ProbeResult,
@@ -199,9 +232,6 @@ async def _converse(
     opts = module.tcp
     proto = _Conversation()
     factory: Any = Factory.forProtocol(lambda: proto)
-    creator = client_creator(opts.tls_config, host) if (
-        opts.tls or any(q.starttls for q in opts.query_response)
-    ) else None  # fmt: skip
     handshake = None
     if opts.tls:
         assert creator is not None
@@ -225,9 +255,14 @@ async def _converse(
         if timer.active():
             timer.cancel()
         if proto.transport is not None and not proto.eof:
-            # a polite close after a good conversation; a reset for a failed or stuck one
+            # A polite close after a good plain conversation. TLS would wait for the peer's
+            # close_notify with no deadline, and a failed or stuck peer deserves no wait:
+            # those are reset, so no socket outlives its probe.
             transport = cast(Any, proto.transport)
-            transport.loseConnection() if result.success else transport.abortConnection()
+            if result.success and result.tls is None:
+                transport.loseConnection()
+            else:
+                transport.abortConnection()
 
 
 def _abort(proto: _Conversation) -> None:
@@ -259,22 +294,28 @@ async def _step(
 ) -> None:
     match: re.Match[str] | None = None
     if step.expect is not None:
-        while True:
-            raw = await proto.read_line()
-            if raw is None:
+        while match is None:
+            batch = await proto.read_lines()
+            if batch is None:
+                if proto.overflow:
+                    raise ConversationFailed(
+                        "protocol_error", "error reading from connection: line too long"
+                    )
                 if proto.timed_out or (proto.closed is not None and not _clean_close(proto.closed)):
                     raise ConversationFailed("error", "error reading from connection")
                 result.failed_due_to_regex = True
                 raise ConversationFailed(
                     "protocol_error", f"regexp {step.expect.pattern!r} did not match"
                 )
-            line = raw.decode("utf-8", "replace")
-            result.note("Read line", "debug", line=line)
-            match = step.expect.search(line)
-            if match is not None:
-                result.note("Regexp matched", regexp=step.expect.pattern, line=line)
-                result.failed_due_to_regex = False
-                break
+            for i, raw in enumerate(batch):
+                line = raw.decode("utf-8", "replace")
+                result.note("Read line", "debug", line=line)
+                match = step.expect.search(line)
+                if match is not None:
+                    result.note("Regexp matched", regexp=step.expect.pattern, line=line)
+                    result.failed_due_to_regex = False
+                    proto.unread(batch[i + 1 :])
+                    break
     if step.send:
         text = expand(step.send, match)
         result.note("Sending line", "debug", line=text)
