@@ -333,6 +333,21 @@ def test_bad_durations(text: str) -> None:
         parse_duration(text)
 
 
+def test_tls_files_must_be_pem(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    found = errors(
+        f"modules:\n  t:\n    prober: tcp\n    tcp:\n      tls_config:\n"
+        f"        ca_file: {junk}\n"
+    )
+    assert any("tls_config.ca_file" in e and "not a usable PEM certificate" in e for e in found)
+
+
+def test_absurd_durations_are_refused() -> None:
+    found = errors("targets:\n  - address: a:1\n    interval: " + "9" * 400 + "s\n")
+    assert any("too long" in e for e in found), found
+
+
 def test_format_duration_round_trips() -> None:
     for s in (0.5, 15, 60, 5400, 0.001):
         assert parse_duration(format_duration(s)) == pytest.approx(s)

@@ -161,6 +161,24 @@ def _source_ip(c: Checker, node: yaml.Node, path: str) -> str | None:
     return src
 
 
+def _pem_problem(path: str, key: str) -> str | None:
+    """Why a certificate or key file cannot be used, checked once at load, not per probe."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if key == "key_file":
+            serialization.load_pem_private_key(data, password=None)
+        else:
+            x509.load_pem_x509_certificates(data)
+    except (OSError, ValueError, TypeError) as exc:
+        kind = "private key" if key == "key_file" else "certificate"
+        return f"not a usable PEM {kind} ({exc})"
+    return None
+
+
 def parse_tls_config(c: Checker, node: yaml.Node, path: str) -> TLSConfig:
     m = c.mapping(
         node,
@@ -189,6 +207,15 @@ def parse_tls_config(c: Checker, node: yaml.Node, path: str) -> TLSConfig:
                 kw[key] = value
     if ("cert_file" in m) != ("key_file" in m):
         c.error(node, path, "cert_file and key_file must be set together")
+    for key in ("ca_file", "cert_file", "key_file"):
+        name = kw.get(key)
+        problem = _pem_problem(str(name), key) if isinstance(name, str) else None
+        if problem:
+            c.error(m[key], f"{path}.{key}", f'"{name}": {problem}')
+            kw[key] = None
+    low, high = kw.get("min_version"), kw.get("max_version")
+    if isinstance(low, str) and isinstance(high, str) and low > high:
+        c.error(m["max_version"], f"{path}.max_version", f"{high} is below min_version {low}")
     return TLSConfig(**{k: v for k, v in kw.items() if v is not None})  # type: ignore[arg-type]
 
 
