@@ -337,8 +337,7 @@ def test_tls_files_must_be_pem(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_text("not a certificate\n")
     found = errors(
-        f"modules:\n  t:\n    prober: tcp\n    tcp:\n      tls_config:\n"
-        f"        ca_file: {junk}\n"
+        f"modules:\n  t:\n    prober: tcp\n    tcp:\n      tls_config:\n        ca_file: {junk}\n"
     )
     assert any("tls_config.ca_file" in e and "not a usable PEM certificate" in e for e in found)
 

@@ -18,7 +18,10 @@ B = Target("[::1]:22", "tcp_connect", 1.0)
 
 
 def success(connect: float) -> ProbeResult:
-    return ProbeResult(True, "success", connect + 0.0001, connect_duration=connect, ip="127.0.0.1")
+    return ProbeResult(
+        True, "success", connect + 0.0001, connect_duration=connect, ip="127.0.0.1",
+        handshake_rtt=connect / 2,
+    )  # fmt: skip
 
 
 def refused() -> ProbeResult:
@@ -72,6 +75,10 @@ def test_text_format_values(store: MetricsStore) -> None:
     assert got[("netprobe_connect_duration_seconds_count", lbl(B))] == 0
     assert got[("netprobe_probe_duration_seconds_count", lbl(B))] == 1
     assert got[("netprobe_last_connect_duration_seconds", lbl(A))] == 0.05
+    # the kernel's handshake RTT, a histogram of its own; none for a refused connect
+    assert got[("netprobe_tcp_handshake_rtt_seconds_count", lbl(A))] == 2
+    assert got[("netprobe_tcp_handshake_rtt_seconds_sum", lbl(A))] == pytest.approx(0.02525)
+    assert ("netprobe_tcp_handshake_rtt_seconds_count", lbl(B)) not in got
     assert ("netprobe_last_connect_duration_seconds", lbl(B)) not in got
     assert got[("netprobe_last_probe_timestamp_seconds", lbl(B))] == 1002.0
     assert got[("netprobe_last_success_timestamp_seconds", lbl(A))] == 1001.0

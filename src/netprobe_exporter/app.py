@@ -95,7 +95,6 @@ class App:
         if process_metrics:
             self.registry = CollectorRegistry(auto_describe=True)
             ProcessCollector(registry=self.registry)
-        self.cooperator = web.cooperator(reactor)
         self._reload_lock = defer.DeferredLock()
 
     # config
@@ -193,9 +192,7 @@ class App:
         probe = ProbeEndpoint(
             lambda: self.config, self.context, self.probers, self.store.stats, self.timeout_offset
         )
-        return web.build_site(
-            self.store, self.registry, self.cooperator, self.is_ready, self.reload, probe
-        )
+        return web.build_site(self.store, self.registry, self.is_ready, self.reload, probe)
 
     def listen(self, addresses: Sequence[str]) -> None:
         """Bind every listen address; raise CannotListenError (or ValueError) on failure."""
@@ -218,7 +215,6 @@ class App:
     def stop(self) -> Deferred[None]:
         """Cancel probes in flight, stop timers and close listeners."""
         self.scheduler.stop()
-        self.cooperator.stop()
         ds = [defer.maybeDeferred(p.stopListening) for p in self.ports]
         self.ports = []
         return defer.gatherResults(ds).addCallback(lambda _: None)

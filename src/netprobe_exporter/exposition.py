@@ -126,6 +126,13 @@ def _hist_row(name: str, attr: str) -> Row:
     return row
 
 
+def _handshake_row(s: TargetSeries) -> str:
+    h = s.handshake
+    if h is None:
+        return ""
+    return _histogram_lines("netprobe_tcp_handshake_rtt_seconds", s.labels, h, _les(h.bounds))
+
+
 def _http_phases_row(s: TargetSeries) -> str:
     if s.http_phases is None:
         return ""
@@ -155,6 +162,9 @@ TARGET_FAMILIES: list[tuple[str, str, str, Row]] = [
     ("netprobe_connect_duration_seconds", "histogram",
      "Time to establish the TCP connection, successful connects only.",
      _hist_row("netprobe_connect_duration_seconds", "connect")),
+    ("netprobe_tcp_handshake_rtt_seconds", "histogram",
+     "The kernel's smoothed RTT right after the TCP handshake (TCP_INFO), immune to "
+     "scheduling delays in the exporter; successful connects only.", _handshake_row),
     ("netprobe_probe_duration_seconds", "histogram", "Duration of the whole probe, every result.",
      _hist_row("netprobe_probe_duration_seconds", "probe")),
     ("netprobe_last_connect_duration_seconds", "gauge", "The last successful connect time.",

@@ -63,6 +63,7 @@ class TargetSeries:
     __slots__ = (
         "buckets",
         "connect",
+        "handshake",
         "http_phases",
         "http_status",
         "ip",
@@ -90,6 +91,7 @@ class TargetSeries:
         self.ip: str | None = None
         self.buckets = target.buckets
         # prober-specific series, created by the first result that has them
+        self.handshake: Histogram | None = None
         self.http_phases: dict[str, Histogram] | None = None
         self.http_status: float | None = None
         self.tls_expiry: float | None = None
@@ -109,6 +111,10 @@ class TargetSeries:
         if result.connect_duration is not None:
             self.connect.observe(result.connect_duration)
             self.last_connect = result.connect_duration
+        if result.handshake_rtt is not None:
+            if self.handshake is None:
+                self.handshake = Histogram(self.buckets)
+            self.handshake.observe(result.handshake_rtt)
         http = result.http
         if http is not None:
             self.http_status = float(http.status_code)
