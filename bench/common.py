@@ -1,0 +1,209 @@
+"""Shared pieces of the benchmarks: loopback targets, an exporter process, reading its figures.
+
+Everything talks to 127.0.0.0/8 only. Target listeners live in a separate drain process, so
+accepting the probes' connections does not count against the exporter's CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+
+
+def _drain(ports_out: Connection, count: int, stop_at: float) -> None:
+    """Listen on ``count`` loopback ports; accept and close every connection until stop_at."""
+    socks = []
+    for _ in range(count):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen(4096)
+        s.setblocking(False)
+        socks.append(s)
+    ports_out.send([s.getsockname()[1] for s in socks])
+    ep = select.epoll()
+    by_fd = {s.fileno(): s for s in socks}
+    for fd in by_fd:
+        ep.register(fd, select.EPOLLIN)
+    while time.monotonic() < stop_at:
+        for fd, _ in ep.poll(0.5):
+            s = by_fd[fd]
+            with contextlib.suppress(BlockingIOError, OSError):
+                while True:
+                    conn, _ = s.accept()
+                    conn.close()
+
+
+@contextlib.contextmanager
+def loopback_targets(count: int, max_seconds: float) -> Iterator[list[int]]:
+    """``count`` listening ports on 127.0.0.1, drained by a child process."""
+    parent, child = mp.Pipe()
+    proc = mp.Process(target=_drain, args=(child, count, time.monotonic() + max_seconds))
+    proc.start()
+    try:
+        ports: list[int] = parent.recv()
+        yield ports
+    finally:
+        proc.terminate()
+        proc.join(5)
+
+
+@dataclass
+class Exporter:
+    proc: subprocess.Popen[bytes]
+    port: int
+    config: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, accept: str | None = None) -> tuple[bytes, float]:
+        req = urllib.request.Request(self.base + path)
+        if accept:
+            req.add_header("Accept", accept)
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            body: bytes = resp.read()
+        return body, time.perf_counter() - t0
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def rss_bytes(self) -> int:
+        return rss_bytes(self.proc.pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def exporter(config_text: str, *extra: str) -> Iterator[Exporter]:
+    """Run the exporter on a free loopback port with ``config_text``; stop it on exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yml"
+        config.write_text(config_text)
+        port = free_port()
+        log = open(Path(tmp) / "exporter.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "netprobe_exporter", f"--config.file={config}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn", *extra],
+            stdout=log, stderr=log,
+        )  # fmt: skip
+        ex = Exporter(proc, port, config)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    ex.get("/-/ready")
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("exporter did not start") from None
+                    time.sleep(0.1)
+            yield ex
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            log.close()
+
+
+def samples(text: str) -> list[tuple[str, str, float]]:
+    out = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            m = _SAMPLE.match(line)
+            if m:
+                out.append((m.group(1), m.group(2) or "", float(m.group(3))))
+    return out
+
+
+def total(text: str, name: str, label_filter: str = "") -> float:
+    return sum(v for n, lbl, v in samples(text) if n == name and label_filter in lbl)
+
+
+def histogram(text: str, name: str) -> list[tuple[float, float]]:
+    """Cumulative ``(le, count)`` pairs of an unlabelled histogram."""
+    out = []
+    for n, lbl, v in samples(text):
+        if n == f"{name}_bucket":
+            le = re.search(r'(?:^|,)le="([^"]*)"', lbl).group(1)  # type: ignore[union-attr]
+            out.append((float("inf") if le == "+Inf" else float(le), v))
+    return sorted(out)
+
+
+def quantile(q: float, before: Sequence[tuple[float, float]],
+             after: Sequence[tuple[float, float]]) -> float:  # fmt: skip
+    """Prometheus' histogram_quantile over the increase between two scrapes."""
+    prev = dict(before)
+    buckets = [(le, c - prev.get(le, 0.0)) for le, c in after]
+    count = buckets[-1][1] if buckets else 0
+    if count <= 0:
+        return float("nan")
+    rank = q * count
+    lower_le, lower_c = 0.0, 0.0
+    for le, c in buckets:
+        if c >= rank:
+            if le == float("inf"):
+                return lower_le
+            return lower_le + (le - lower_le) * (rank - lower_c) / max(c - lower_c, 1e-12)
+        lower_le, lower_c = le, c
+    return buckets[-2][0]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def write_json(name: str, data: object) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def table(rows: Sequence[Sequence[object]]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows
+    )

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run every benchmark in turn (about 12 minutes on 2 cores); each prints a table and writes
+# bench/results/NAME.json, and this script keeps what each printed in bench/results/NAME.txt.
+# Needs root (network namespaces, TUN) and the Debian packages prometheus-blackbox-exporter
+# and wrk. Run nothing else heavy meanwhile: the figures are CPU time and latency.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p results
+PY="${PYTHON:-python3}"
+run() { local name=$1; shift; echo "== $name: $*"; "$PY" "$@" | tee "results/$name.txt"; }
+run continuous-1000   continuous.py --targets 1000  --interval 1 --seconds 20
+run continuous-4000   continuous.py --targets 4000  --interval 1 --seconds 20
+run continuous-10000  continuous.py --targets 10000 --interval 1 --seconds 20
+run continuous-2000-scraped  continuous.py --targets 2000  --interval 1 --seconds 20 --scrape-every 1
+run continuous-10000-10s-scraped continuous.py --targets 10000 --interval 10 --seconds 30 --scrape-every 1
+run scrape-1000   scrape.py --targets 1000 --scrapes 20
+run scrape-10000  scrape.py --targets 10000 --scrapes 20
+run probe-throughput probe_throughput.py --rounds 3 --seconds 10 --connections 32
+run accuracy accuracy.py
