@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import procutil
 import pytest
 
 
@@ -15,3 +17,20 @@ def _run_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest that would be the checkout.
     """
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[procutil.Processes]:
+    """Processes started by one test, all stopped at its end."""
+    p = procutil.Processes(tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A loopback port that accepts connections."""
+    with procutil.loopback_listener() as port:
+        yield port

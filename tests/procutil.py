@@ -364,3 +364,33 @@ def require_binary(name: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message + " (required when CI is set)")
     pytest.skip(message)
+
+
+def start_prometheus(procs: Processes, config: Path, workdir: Path) -> tuple[str, Path]:
+    """Start a real Prometheus on a free loopback port with ``config``; wait until ready.
+
+    Returns its base URL and log file.
+    """
+    prometheus = require_binary("prometheus")
+    port = free_port()
+    proc, log = procs.spawn(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        "prometheus",
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"prometheus exited {proc.returncode}:\n{log.read_text()}")
+        try:
+            return http(base + "/-/ready", timeout=1).status == 200
+        except OSError:
+            return False
+
+    wait_for(ready, 20, "prometheus to be ready", interval=0.2)
+    return base, log

@@ -94,7 +94,7 @@ def setup(
     procs: Processes,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Setup:
-    prometheus = procutil.require_binary("prometheus")
+    procutil.require_binary("prometheus")
     ok_url, closed_url = site
     workdir = tmp_path_factory.mktemp("prometheus")
     config = workdir / "prometheus.yml"
@@ -114,27 +114,7 @@ def setup(
             sort_keys=False,
         )
     )
-    port = procutil.free_port()
-    proc, log = procs.spawn(
-        [
-            prometheus,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        "prometheus",
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"prometheus exited {proc.returncode}:\n{log.read_text()}")
-        try:
-            return procutil.http(base + "/-/ready", timeout=1).status == 200
-        except OSError:
-            return False
-
-    wait_for(ready, 20, "prometheus to be ready", interval=0.2)
+    base, log = procutil.start_prometheus(procs, config, workdir)
     return Setup(base, ok_url, closed_url, log)
 
 

@@ -18,21 +18,6 @@ PROBE_COUNTER = "netprobe_probes_total"
 
 
 @pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path)
-    try:
-        yield p
-    finally:
-        p.close()
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    with procutil.loopback_listener() as port:
-        yield port
-
-
-@pytest.fixture
 def listener2() -> Iterator[int]:
     with procutil.loopback_listener() as port:
         yield port

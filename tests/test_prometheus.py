@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +20,6 @@ from procutil import Exporter, Processes, wait_for
 pytestmark = pytest.mark.prometheus
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(tmp_path)
-    try:
-        yield p
-    finally:
-        p.close()
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    with procutil.loopback_listener() as port:
-        yield port
 
 
 def _probing_exporter(procs: Processes, tmp_path: Path, open_port: int, closed: int) -> Exporter:
@@ -134,12 +118,11 @@ def _query(base: str, query: str) -> dict[str, float]:
 
 
 def test_prometheus_scrapes_the_exporter(procs: Processes, tmp_path: Path, listener: int) -> None:
-    prometheus = procutil.require_binary("prometheus")
+    procutil.require_binary("prometheus")
     closed = procutil.closed_port()
     exporter = _probing_exporter(procs, tmp_path, listener, closed)
     open_t, closed_t = f"127.0.0.1:{listener}", f"127.0.0.1:{closed}"
 
-    prom_port = procutil.free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n"
@@ -151,26 +134,7 @@ def test_prometheus_scrapes_the_exporter(procs: Processes, tmp_path: Path, liste
         "    static_configs:\n"
         f"      - targets: ['127.0.0.1:{exporter.port}']\n"
     )
-    proc, log = procs.spawn(
-        [
-            prometheus,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ],
-        "prometheus",
-    )
-    base = f"http://127.0.0.1:{prom_port}"
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"prometheus exited {proc.returncode}:\n{log.read_text()}")
-        try:
-            return procutil.http(base + "/-/ready", timeout=1).status == 200
-        except OSError:
-            return False
-
-    wait_for(ready, 20, "prometheus to be ready", interval=0.2)
+    base, _log = procutil.start_prometheus(procs, config, tmp_path)
 
     def scraped() -> bool:
         up = _query(base, "netprobe_up")
