@@ -151,7 +151,7 @@ def test_a_blackbox_style_file_with_only_tcp_modules_is_valid() -> None:
         """
     )
     assert cfg.targets == ()
-    assert set(cfg.modules) == {"tcp_connect", "tls_connect", "http_2xx", "tcp_v4"}
+    assert set(cfg.modules) == {"tcp_connect", "tls_connect", "http_2xx", "dns_udp", "tcp_v4"}
 
 
 @pytest.mark.parametrize(

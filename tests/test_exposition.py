@@ -161,3 +161,19 @@ def test_negotiation_honours_q_values(accept: str | None, openmetrics: bool) -> 
 )  # fmt: skip
 def test_gzip_negotiation(header: str | None, gzip: bool) -> None:
     assert exposition.wants_gzip(header) is gzip
+
+
+def test_dns_lookup_histogram_counts_answered_queries() -> None:
+    from netprobe_exporter.probes import DNSInfo
+
+    t = Target("127.0.0.1:53", "dns_udp", 1.0, (), (0.001, 0.01))
+    s = MetricsStore()
+    s.sync([t])
+    answered = DNSInfo(phases={"resolve": 0.0, "connect": 0.0, "request": 0.004},
+                       query_succeeded=True)  # fmt: skip
+    s.observe(t, ProbeResult(True, "success", 0.005, dns=answered), 1.0)
+    s.observe(t, ProbeResult(False, "timeout", 1.0, dns=DNSInfo()), 2.0)
+    got = samples(render(s))
+    assert got[("netprobe_dns_lookup_duration_seconds_count", lbl(t))] == 1
+    assert got[("netprobe_dns_lookup_duration_seconds_bucket", lbl(t, le="0.01"))] == 1
+    assert got[("netprobe_probes_total", lbl(t, result="timeout"))] == 1

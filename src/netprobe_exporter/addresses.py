@@ -123,3 +123,17 @@ def parse_url(target: str) -> URL:
     if parts.query:
         path = f"{path}?{parts.query}"
     return URL(parts.scheme, host, port, version, path, text)
+
+
+@functools.lru_cache(maxsize=65536)
+def parse_dns_server(address: str, default_port: int = 53) -> HostPort:
+    """A DNS server target: ``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+    try:
+        return parse_host_port(address)
+    except ValueError:
+        pass
+    try:
+        version = parse_host(address)
+    except ValueError:
+        raise ValueError(f"{address!r}: not a host or host:port") from None
+    return HostPort(address, default_port, version)

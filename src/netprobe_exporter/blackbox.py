@@ -45,6 +45,12 @@ _HELP = {
     "probe_http_version": "Returns the version of HTTP of the probe response",
     "probe_http_last_modified_timestamp_seconds": "Returns the Last-Modified HTTP response "
     "header in unixtime",
+    "probe_dns_duration_seconds": "Duration of DNS request by phase",
+    "probe_dns_answer_rrs": "Returns number of entries in the answer resource record list",
+    "probe_dns_authority_rrs": "Returns number of entries in the authority resource record list",
+    "probe_dns_additional_rrs": "Returns number of entries in the additional resource record list",
+    "probe_dns_query_succeeded": "Displays whether or not the query was executed successfully",
+    "probe_dns_serial": "Returns the serial number of the zone",
 }
 
 
@@ -118,6 +124,15 @@ def families(prober: str, r: ProbeResult) -> dict[str, list[Sample]]:
             ]
         if h.last_modified is not None:
             out["probe_http_last_modified_timestamp_seconds"] = [({}, h.last_modified)]
+    d = r.dns
+    if prober == "dns" and d is not None:
+        out["probe_dns_duration_seconds"] = [({"phase": p}, _ns(v)) for p, v in d.phases.items()]
+        out["probe_dns_answer_rrs"] = [({}, float(d.answer_rrs))]
+        out["probe_dns_authority_rrs"] = [({}, float(d.authority_rrs))]
+        out["probe_dns_additional_rrs"] = [({}, float(d.additional_rrs))]
+        out["probe_dns_query_succeeded"] = [({}, 1.0 if d.query_succeeded else 0.0)]
+        if d.serial is not None:
+            out["probe_dns_serial"] = [({}, d.serial)]
     t = r.tls
     if t is not None and (prober != "http" or (h is not None and h.ssl)):
         out["probe_ssl_earliest_cert_expiry"] = [({}, t.earliest_expiry)]

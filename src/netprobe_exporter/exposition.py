@@ -133,6 +133,13 @@ def _handshake_row(s: TargetSeries) -> str:
     return _histogram_lines("netprobe_tcp_handshake_rtt_seconds", s.labels, h, _les(h.bounds))
 
 
+def _dns_row(s: TargetSeries) -> str:
+    h = s.dns_lookup
+    if h is None:
+        return ""
+    return _histogram_lines("netprobe_dns_lookup_duration_seconds", s.labels, h, _les(h.bounds))
+
+
 def _http_phases_row(s: TargetSeries) -> str:
     if s.http_phases is None:
         return ""
@@ -177,6 +184,8 @@ TARGET_FAMILIES: list[tuple[str, str, str, Row]] = [
     ("netprobe_http_duration_seconds", "histogram",
      "HTTP request time by phase, summed over redirects; exchanges that got a response.",
      _http_phases_row),
+    ("netprobe_dns_lookup_duration_seconds", "histogram",
+     "DNS modules: time from sending the query to its answer, queries that got one.", _dns_row),
     ("netprobe_http_status_code", "gauge", "Status code of the last HTTP response (0: none).",
      _gauge_row("netprobe_http_status_code", "http_status")),
     ("netprobe_tls_cert_expiry_timestamp_seconds", "gauge",

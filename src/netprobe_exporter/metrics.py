@@ -63,6 +63,7 @@ class TargetSeries:
     __slots__ = (
         "buckets",
         "connect",
+        "dns_lookup",
         "handshake",
         "http_phases",
         "http_status",
@@ -92,6 +93,7 @@ class TargetSeries:
         self.buckets = target.buckets
         # prober-specific series, created by the first result that has them
         self.handshake: Histogram | None = None
+        self.dns_lookup: Histogram | None = None
         self.http_phases: dict[str, Histogram] | None = None
         self.http_status: float | None = None
         self.tls_expiry: float | None = None
@@ -123,6 +125,10 @@ class TargetSeries:
                     self.http_phases = {p: Histogram(self.buckets) for p in HTTP_PHASES}
                 for phase, seconds in http.phases.items():
                     self.http_phases[phase].observe(seconds)
+        if result.dns is not None and result.dns.query_succeeded:
+            if self.dns_lookup is None:
+                self.dns_lookup = Histogram(self.buckets)
+            self.dns_lookup.observe(result.dns.phases.get("request", 0.0))
         if result.tls is not None:
             self.tls_expiry = result.tls.earliest_expiry
             self.tls_version = result.tls.version

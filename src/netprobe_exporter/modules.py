@@ -17,8 +17,15 @@ from netprobe_exporter.addresses import parse_host
 from netprobe_exporter.yamlcheck import Checker
 
 DEFAULT_TIMEOUT = 5.0
-RUNNABLE_PROBERS = ("tcp", "http")
-LATER_PROBERS = ("dns", "icmp", "grpc")
+RUNNABLE_PROBERS = ("tcp", "http", "dns")
+LATER_PROBERS = ("icmp", "grpc")
+#: DNS rcodes by name, as blackbox (miekg/dns) spells them
+RCODES = {"NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4, "REFUSED": 5,
+          "YXDOMAIN": 6, "YXRRSET": 7, "NXRRSET": 8, "NOTAUTH": 9, "NOTZONE": 10}  # fmt: skip
+QUERY_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16,
+               "AAAA": 28, "SRV": 33, "NAPTR": 35, "DS": 43, "DNSKEY": 48, "CAA": 257,
+               "ANY": 255}  # fmt: skip
+QUERY_CLASSES = {"IN": 1, "CH": 3, "HS": 4, "NONE": 254, "ANY": 255}
 TLS_VERSIONS = ("TLS10", "TLS11", "TLS12", "TLS13")
 COMPRESSIONS = ("gzip", "deflate", "identity")
 SOON = "is not supported yet"
@@ -107,6 +114,31 @@ class HTTPProbe:
 
 
 @dataclass(frozen=True, slots=True)
+class RRValidator:
+    fail_if_matches_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_all_match_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_not_matches_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_none_matches_regexp: tuple[re.Pattern[str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DNSProbe:
+    query_name: str = ""
+    query_type: str = "ANY"
+    query_class: str = "IN"
+    transport_protocol: str = "udp"
+    recursion_desired: bool = True
+    #: empty means NOERROR only
+    valid_rcodes: tuple[str, ...] = ()
+    validate_answer_rrs: RRValidator = field(default_factory=RRValidator)
+    validate_authority_rrs: RRValidator = field(default_factory=RRValidator)
+    validate_additional_rrs: RRValidator = field(default_factory=RRValidator)
+    preferred_ip_protocol: str = "ip6"
+    ip_protocol_fallback: bool = True
+    source_ip_address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     name: str
     prober: str
@@ -114,6 +146,7 @@ class Module:
     timeout: float = 0.0
     tcp: TCPProbe = field(default_factory=TCPProbe)
     http: HTTPProbe = field(default_factory=HTTPProbe)
+    dns: DNSProbe = field(default_factory=DNSProbe)
 
     @property
     def runnable(self) -> bool:
@@ -130,6 +163,13 @@ def builtin_modules() -> dict[str, Module]:
         "tcp_connect": Module(name="tcp_connect", prober="tcp"),
         "tls_connect": Module(name="tls_connect", prober="tcp", tcp=TCPProbe(tls=True)),
         "http_2xx": Module(name="http_2xx", prober="http"),
+        # as in blackbox's example configuration
+        "dns_udp": Module(
+            name="dns_udp",
+            prober="dns",
+            timeout=5.0,
+            dns=DNSProbe(query_name="www.prometheus.io", query_type="A", valid_rcodes=("NOERROR",)),
+        ),
     }
 
 
@@ -409,13 +449,68 @@ def parse_http(c: Checker, node: yaml.Node, path: str) -> HTTPProbe:
     return HTTPProbe(**{k: v for k, v in kw.items() if v is not None})  # type: ignore[arg-type]
 
 
+def _rr_validator(c: Checker, node: yaml.Node, path: str) -> RRValidator:
+    keys = ("fail_if_matches_regexp", "fail_if_all_match_regexp", "fail_if_not_matches_regexp",
+            "fail_if_none_matches_regexp")  # fmt: skip
+    m = c.mapping(node, path, dict.fromkeys(keys))
+    if m is None:
+        return RRValidator()
+    kw = {k: c.regexes(m[k], f"{path}.{k}") for k in keys if k in m}
+    return RRValidator(**{k: v for k, v in kw.items() if v is not None})
+
+
+def parse_dns(c: Checker, node: yaml.Node, path: str) -> DNSProbe:
+    m = c.mapping(
+        node,
+        path,
+        {"query_name": None, "query_type": None, "query_class": None,
+         "transport_protocol": None, "recursion_desired": None, "valid_rcodes": None,
+         "validate_answer_rrs": None, "validate_authority_rrs": None,
+         "validate_additional_rrs": None, "preferred_ip_protocol": None,
+         "ip_protocol_fallback": None, "source_ip_address": None,
+         "dns_over_tls": SOON, "tls_config": SOON},
+    )  # fmt: skip
+    if m is None:
+        return DNSProbe()
+    kw: dict[str, object] = {}
+    _ip_protocol(c, m, path, kw)
+    if "query_name" in m:
+        kw["query_name"] = c.text(m["query_name"], f"{path}.query_name")
+    else:
+        c.error(node, f"{path}.query_name", "query name must be set for DNS module")
+    for key, known in (("query_type", QUERY_TYPES), ("query_class", QUERY_CLASSES)):
+        if key in m:
+            value = c.string(m[key], f"{path}.{key}")
+            if value is not None and value.upper() not in known:
+                c.error(m[key], f"{path}.{key}", f'unknown {key.split("_")[1]} "{value}"')
+            elif value is not None:
+                kw[key] = value.upper()
+    if "transport_protocol" in m:
+        proto = c.string(m["transport_protocol"], f"{path}.transport_protocol")
+        if proto is not None and proto not in ("udp", "tcp"):
+            c.error(m["transport_protocol"], f"{path}.transport_protocol",
+                    f'"{proto}" must be udp or tcp')  # fmt: skip
+        elif proto is not None:
+            kw["transport_protocol"] = proto
+    if "recursion_desired" in m:
+        kw["recursion_desired"] = c.boolean(m["recursion_desired"], f"{path}.recursion_desired")
+    if "valid_rcodes" in m:
+        rcodes = c.strings(m["valid_rcodes"], f"{path}.valid_rcodes")
+        for rc in rcodes or ():
+            if rc not in RCODES:
+                c.error(m["valid_rcodes"], f"{path}.valid_rcodes", f'unknown rcode "{rc}"')
+        kw["valid_rcodes"] = rcodes
+    for key in ("validate_answer_rrs", "validate_authority_rrs", "validate_additional_rrs"):
+        if key in m:
+            kw[key] = _rr_validator(c, m[key], f"{path}.{key}")
+    if "source_ip_address" in m:
+        kw["source_ip_address"] = _source_ip(c, m["source_ip_address"], f"{path}.source_ip_address")
+    return DNSProbe(**{k: v for k, v in kw.items() if v is not None})  # type: ignore[arg-type]
+
+
 _LATER_KEYS = {
     "icmp": ("preferred_ip_protocol", "ip_protocol_fallback", "source_ip_address", "payload_size",
              "dont_fragment", "ttl"),
-    "dns": ("preferred_ip_protocol", "ip_protocol_fallback", "dns_over_tls", "tls_config",
-            "source_ip_address", "transport_protocol", "query_class", "query_name", "query_type",
-            "recursion_desired", "valid_rcodes", "validate_answer_rrs", "validate_authority_rrs",
-            "validate_additional_rrs"),
     "grpc": ("service", "tls", "tls_config", "ip_protocol_fallback", "preferred_ip_protocol"),
 }  # fmt: skip
 
@@ -445,10 +540,13 @@ def parse_module(c: Checker, name: str, node: yaml.Node, path: str) -> Module | 
         timeout = t if t is not None else timeout
     tcp = parse_tcp(c, m["tcp"], f"{path}.tcp") if "tcp" in m else TCPProbe()
     http = parse_http(c, m["http"], f"{path}.http") if "http" in m else HTTPProbe()
+    dns = parse_dns(c, m["dns"], f"{path}.dns") if "dns" in m else DNSProbe()
+    if prober == "dns" and "dns" not in m:
+        c.error(node, f"{path}.dns.query_name", "query name must be set for DNS module")
     for section, keys in _LATER_KEYS.items():
         if section in m:  # recognised, not run yet: check key names so typos still show
             c.mapping(m[section], f"{path}.{section}", dict.fromkeys(keys))
     if prober in LATER_PROBERS:
         c.warn(pnode, f"{path}.prober",
                f'prober "{prober}" {SOON}: module "{name}" cannot be probed')  # fmt: skip
-    return Module(name=name, prober=prober, timeout=timeout, tcp=tcp, http=http)
+    return Module(name=name, prober=prober, timeout=timeout, tcp=tcp, http=http, dns=dns)

@@ -66,6 +66,20 @@ class HTTPInfo:
 
 
 @dataclass(slots=True)
+class DNSInfo:
+    """What a DNS exchange showed."""
+
+    #: resolve, connect, request
+    phases: dict[str, float] = field(default_factory=dict)
+    answer_rrs: int = 0
+    authority_rrs: int = 0
+    additional_rrs: int = 0
+    query_succeeded: bool = False
+    #: the zone serial, for SOA queries (0 when no SOA came back); None for other queries
+    serial: float | None = None
+
+
+@dataclass(slots=True)
 class ProbeResult:
     success: bool
     result: str
@@ -88,6 +102,7 @@ class ProbeResult:
     failed_due_to_regex: bool = False
     tls: TLSInfo | None = None
     http: HTTPInfo | None = None
+    dns: DNSInfo | None = None
     #: human-readable reason for a failure
     detail: str = ""
     #: step-by-step notes (time, level, message, fields), kept only when debugging
@@ -167,7 +182,8 @@ def run_probe(
 
 def registry() -> dict[str, Prober]:
     """Map a module's ``prober:`` name to its function."""
+    from netprobe_exporter.probes.dns import probe as dns_probe
     from netprobe_exporter.probes.http import probe as http_probe
     from netprobe_exporter.probes.tcp import probe as tcp_probe
 
-    return {"tcp": tcp_probe, "http": http_probe}
+    return {"tcp": tcp_probe, "http": http_probe, "dns": dns_probe}

@@ -1,0 +1,332 @@
+"""The dns prober: one query to the target DNS server, checked as blackbox_exporter 0.23 does.
+
+Messages are built and parsed with ``twisted.names.dns``; the exchange is ours, so it behaves
+as blackbox's (miekg/dns) does: one UDP datagram or one TCP exchange, no retry over TCP when a
+UDP answer is truncated (the truncated answer is what is checked), recursion as configured.
+Phases: ``resolve`` (the server's address), ``connect`` (TCP connect; ~0 for UDP) and
+``request`` (query sent to answer received). Regular expressions in ``validate_*_rrs`` match
+each record written as miekg/dns writes it (``name.<TAB>ttl<TAB>IN<TAB>A<TAB>192.0.2.1``), so
+patterns written for blackbox keep working.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import random
+import socket
+import struct
+import time
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.names import dns
+from twisted.python.failure import Failure
+
+from netprobe_exporter.addresses import parse_dns_server
+from netprobe_exporter.modules import (
+    QUERY_CLASSES,
+    QUERY_TYPES,
+    RCODES,
+    DNSProbe,
+    Module,
+    RRValidator,
+)
+from netprobe_exporter.probes import DNSInfo, ProbeContext, ProbeResult, run_probe
+from netprobe_exporter.probes.connect import adopt, connect, resolve
+
+_TYPE_NAMES = {v: k for k, v in QUERY_TYPES.items()}
+_CLASS_NAMES = {v: k for k, v in QUERY_CLASSES.items()}
+_RCODE_NAMES = {v: k for k, v in RCODES.items()}
+
+
+class _Failed(Exception):
+    def __init__(self, result: str, detail: str) -> None:
+        super().__init__(detail)
+        self.result = result
+
+
+def _name(n: Any) -> str:
+    text = str(n)
+    return text if text.endswith(".") else text + "."
+
+
+def rr_string(rr: dns.RRHeader) -> str:
+    """A record as miekg/dns's ``RR.String()`` writes it (what blackbox's regexps see)."""
+    p: Any = rr.payload
+    kind = _TYPE_NAMES.get(rr.type, f"TYPE{rr.type}")
+    if rr.type == dns.A:
+        data = p.dottedQuad()
+    elif rr.type == dns.AAAA:
+        data = socket.inet_ntop(socket.AF_INET6, p.address)
+    elif rr.type in (dns.NS, dns.CNAME, dns.PTR):
+        data = _name(p.name)
+    elif rr.type == dns.MX:
+        data = f"{p.preference} {_name(p.name)}"
+    elif rr.type == dns.SOA:
+        data = (f"{_name(p.mname)} {_name(p.rname)} {p.serial} {p.refresh} {p.retry} "
+                f"{p.expire} {p.minimum}")  # fmt: skip
+    elif rr.type == dns.TXT:
+        data = " ".join('"' + s.decode("utf-8", "replace").replace('"', '\\"') + '"'
+                        for s in p.data)  # fmt: skip
+    elif rr.type == dns.SRV:
+        data = f"{p.priority} {p.weight} {p.port} {_name(p.target)}"
+    else:
+        data = str(p)
+    cls = _CLASS_NAMES.get(rr.cls, f"CLASS{rr.cls}")
+    return f"{_name(rr.name)}\t{rr.ttl}\t{cls}\t{kind}\t{data}"
+
+
+def _valid_rrs(rrs: list[dns.RRHeader], v: RRValidator, result: ProbeResult, what: str) -> bool:
+    texts = [rr_string(rr) for rr in rrs]
+    if not texts and (v.fail_if_not_matches_regexp or v.fail_if_none_matches_regexp):
+        result.note(f"{what}: a match is required but no RRs returned", "error")
+        return False
+    for text in texts:
+        result.note("Validating RR", rr=text)
+        for rx in v.fail_if_matches_regexp:
+            if rx.search(text):
+                result.note("At least one RR matched regexp", "error", regexp=rx.pattern, rr=text)
+                return False
+        for rx in v.fail_if_not_matches_regexp:
+            if not rx.search(text):
+                result.note("At least one RR did not match regexp", "error", regexp=rx.pattern,
+                            rr=text)  # fmt: skip
+                return False
+    # blackbox's (misleadingly named) rule: fail unless every RR matches every pattern
+    if v.fail_if_all_match_regexp and not all(
+        rx.search(t) for t in texts for rx in v.fail_if_all_match_regexp
+    ):
+        result.note("Not all RRs matched regexp", "error")
+        return False
+    if v.fail_if_none_matches_regexp and not any(
+        rx.search(t) for t in texts for rx in v.fail_if_none_matches_regexp
+    ):
+        result.note("None of the RRs matched any regexp", "error")
+        return False
+    return True
+
+
+class _UDPExchange:
+    """One query over a connected, non-blocking UDP socket registered as a reader.
+
+    Not a Twisted UDP port: an ICMP port-unreachable arrives as EPOLLERR, which Twisted turns
+    into tearing the port down unseen; here it is read back as ECONNREFUSED, a refused probe.
+    """
+
+    def __init__(
+        self, reactor: Any, ip: str, port: int, source: str | None, payload: bytes, qid: int
+    ) -> None:
+        self.done: Deferred[bytes] = Deferred()
+        self._reactor, self._id = reactor, qid
+        t0 = time.perf_counter()
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        self._sock: socket.socket | None = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self._sock.setblocking(False)
+            if source:
+                self._sock.bind((source, 0))
+            self._sock.connect((ip, port))
+            self.sent_at = time.perf_counter()
+            self.connect_duration = self.sent_at - t0  # a UDP "connect" is local: as Go's dial
+            self._sock.send(payload)
+        except OSError as exc:
+            self.close()
+            raise _Failed("error", f"udp: {exc.strerror}") from None
+        reactor.addReader(self)
+
+    def fileno(self) -> int:
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def logPrefix(self) -> str:
+        return "dns-probe"
+
+    def doRead(self) -> None:
+        while self._sock is not None and not self.done.called:
+            try:
+                data = self._sock.recv(65535)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._error(exc.errno or 0)
+                return
+            if len(data) >= 2 and struct.unpack("!H", data[:2])[0] == self._id:
+                self.done.callback(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if self._sock else 0
+        self._error(err)
+
+    def _error(self, err: int) -> None:
+        if self.done.called:
+            return
+        if err == errno.ECONNREFUSED:
+            self.done.errback(_Failed("refused", "DNS server port unreachable (refused)"))
+        else:
+            self.done.errback(_Failed("error", f"udp: {os.strerror(err) if err else 'closed'}"))
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(Exception):
+                self._reactor.removeReader(self)
+            self._sock.close()
+            self._sock = None
+
+
+class _TCPExchange(Protocol):
+    """One length-prefixed query and answer over an adopted TCP connection."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.done: Deferred[bytes] = Deferred()
+        self._payload = payload
+        self._buffer = b""
+        self.sent_at = 0.0
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.sent_at = time.perf_counter()
+        self.transport.write(struct.pack("!H", len(self._payload)) + self._payload)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= 2:
+            (size,) = struct.unpack("!H", self._buffer[:2])
+            if len(self._buffer) >= 2 + size and not self.done.called:
+                self.done.callback(self._buffer[2 : 2 + size])
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        if not self.done.called:
+            self.done.errback(_Failed("protocol_error", "connection closed before an answer"))
+
+
+def probe(ctx: ProbeContext, address: str, module: Module, timeout: float) -> Deferred[ProbeResult]:
+    """Query the DNS server ``address`` (``host[:port]``, port 53 by default)."""
+
+    async def work(result: ProbeResult, started: float) -> None:
+        result.dns = DNSInfo()
+        await _run(ctx, address, module.dns, timeout, started, result)
+
+    return run_probe(ctx, work)
+
+
+def _message(opts: DNSProbe) -> tuple[bytes, int]:
+    query_id = random.randint(0, 0xFFFF)
+    m = dns.Message(id=query_id, recDes=1 if opts.recursion_desired else 0)
+    name = opts.query_name
+    encoded = name.encode("ascii") if name.isascii() else name.encode("idna")
+    m.queries = [dns.Query(encoded, QUERY_TYPES[opts.query_type], QUERY_CLASSES[opts.query_class])]
+    return m.toStr(), query_id
+
+
+async def _run(
+    ctx: ProbeContext,
+    address: str,
+    opts: DNSProbe,
+    timeout: float,
+    started: float,
+    result: ProbeResult,
+) -> None:
+    info = result.dns
+    assert info is not None
+    try:
+        hp = parse_dns_server(address)
+    except ValueError as exc:
+        result.fail("error", str(exc))
+        return
+    ip = await resolve(
+        ctx, hp.host, hp.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
+        timeout, result,
+    )  # fmt: skip
+    info.phases = {"resolve": result.resolve_duration or 0.0, "connect": 0.0, "request": 0.0}
+    if ip is None:
+        return
+    payload, query_id = _message(opts)
+    result.note(
+        "Making DNS query",
+        target=f"{ip}:{hp.port}",
+        dial_protocol=opts.transport_protocol,
+        query=opts.query_name,
+        type=opts.query_type,
+        **{"class": opts.query_class},
+    )
+    remaining = timeout - (time.perf_counter() - started)
+    exchange: Any
+    if opts.transport_protocol == "tcp":
+        t0 = time.perf_counter()
+        sock = await connect(ctx, ip, hp.port, opts.source_ip_address, remaining, result)
+        if sock is None:
+            info.phases["connect"] = time.perf_counter() - t0
+            return
+        info.phases["connect"] = result.connect_duration or 0.0
+        exchange = _TCPExchange(payload)
+        adopt(ctx, sock, Factory.forProtocol(lambda: exchange))
+    else:
+        try:
+            exchange = _UDPExchange(
+                ctx.reactor, ip, hp.port, opts.source_ip_address, payload, query_id
+            )
+        except _Failed as exc:
+            result.fail(exc.result, str(exc))
+            return
+        info.phases["connect"] = exchange.connect_duration
+    remaining = timeout - (time.perf_counter() - started)
+    answer = exchange.done
+    timer = ctx.reactor.callLater(max(remaining, 0.0), answer.cancel)
+    try:
+        raw = await answer
+        info.phases["request"] = time.perf_counter() - exchange.sent_at
+    except defer.CancelledError:
+        info.phases["request"] = time.perf_counter() - exchange.sent_at
+        result.fail("timeout", "DNS query timed out")
+        return
+    except _Failed as exc:
+        result.fail(exc.result, str(exc))
+        return
+    finally:
+        if timer.active():
+            timer.cancel()
+        if isinstance(exchange, _UDPExchange):
+            exchange.close()
+        transport = getattr(exchange, "transport", None)
+        if opts.transport_protocol == "tcp" and transport is not None:
+            transport.abortConnection()
+    try:
+        response = dns.Message()
+        response.fromStr(raw)
+    except Exception as exc:
+        result.fail("protocol_error", f"unparsable DNS answer: {exc}")
+        return
+    _check(response, opts, result)
+
+
+def _check(response: dns.Message, opts: DNSProbe, result: ProbeResult) -> None:
+    info = result.dns
+    assert info is not None
+    info.answer_rrs = len(response.answers)
+    info.authority_rrs = len(response.authority)
+    info.additional_rrs = len(response.additional)
+    info.query_succeeded = True
+    result.note("Got response", rcode=_RCODE_NAMES.get(response.rCode, response.rCode),
+                answers=info.answer_rrs, truncated=bool(response.trunc))  # fmt: skip
+    if opts.query_type == "SOA":
+        info.serial = 0.0
+        for rr in response.answers:
+            if rr.type == dns.SOA:
+                info.serial = float(rr.payload.serial)  # type: ignore[union-attr]
+    valid = opts.valid_rcodes or ("NOERROR",)
+    if response.rCode not in {RCODES[r] for r in valid}:
+        name = _RCODE_NAMES.get(response.rCode, str(response.rCode))
+        result.fail("protocol_error", f"rcode {name} is not one of {', '.join(valid)}")
+        return
+    for rrs, validator, what in (
+        (response.answers, opts.validate_answer_rrs, "Answer RRs"),
+        (response.authority, opts.validate_authority_rrs, "Authority RRs"),
+        (response.additional, opts.validate_additional_rrs, "Additional RRs"),
+    ):
+        if not _valid_rrs(rrs, validator, result, what):
+            result.fail("protocol_error", f"{what} validation failed")
+            return
+    result.success, result.result = True, "success"

@@ -1,0 +1,216 @@
+"""The dns prober against a real authoritative server on loopback (twisted.names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from test_resolver import SilentDNSServer, temp_path, write_file
+from twisted.internet import defer
+from twisted.internet import reactor as _reactor
+from twisted.internet.error import CannotListenError
+from twisted.names import dns, error, server
+from twisted.names.common import ResolverBase
+from twisted.trial.unittest import TestCase
+
+from netprobe_exporter.blackbox import render
+from netprobe_exporter.config import parse_config
+from netprobe_exporter.probes import ProbeContext
+from netprobe_exporter.probes import dns as dns_prober
+from netprobe_exporter.resolver import Resolver
+
+reactor: Any = _reactor
+
+ZONE = "example.test"
+
+
+def _rr(name: str, type_: int, payload: Any, ttl: int = 300) -> dns.RRHeader:
+    return dns.RRHeader(name=name, type=type_, cls=dns.IN, ttl=ttl, payload=payload, auth=True)
+
+
+class _Zone(ResolverBase):
+    """A tiny authoritative zone: A, AAAA, MX, SOA, a big TXT set, NXDOMAIN and SERVFAIL."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries = 0
+
+    def _lookup(self, name: bytes, cls: int, type_: int, timeout: Any) -> Any:
+        self.queries += 1
+        host = name.decode().lower().rstrip(".")
+        soa = _rr(ZONE, dns.SOA, dns.Record_SOA(mname="ns1." + ZONE, rname="admin." + ZONE,
+                                                serial=2026112501, ttl=300))  # fmt: skip
+        if host == "servfail." + ZONE:  # not a DomainError: the server answers SERVFAIL
+            return defer.fail(RuntimeError("broken on purpose"))
+        records = {
+            ("www." + ZONE, dns.A): [_rr(host, dns.A, dns.Record_A("192.0.2.10"))],
+            ("www." + ZONE, dns.AAAA): [_rr(host, dns.AAAA, dns.Record_AAAA("2001:db8::10"))],
+            (ZONE, dns.MX): [_rr(host, dns.MX, dns.Record_MX(10, "mail." + ZONE))],
+            (ZONE, dns.SOA): [soa],
+            ("big." + ZONE, dns.TXT): [
+                _rr(host, dns.TXT, dns.Record_TXT(b"x" * 200)) for _ in range(10)
+            ],
+        }
+        answers = records.get((host, type_))
+        if answers is None:
+            if any(h == host for h, _ in records):
+                return defer.succeed(([], [soa], []))  # the name exists, not this type
+            return defer.fail(error.DomainError(name))
+        return defer.succeed((answers, [], []))
+
+
+class _TruncatingUDP(dns.DNSDatagramProtocol):
+    """Classic DNS over UDP: answers past 512 bytes are cut and flagged truncated (TC)."""
+
+    def writeMessage(self, message: dns.Message, address: Any) -> None:
+        if len(message.toStr()) > 512:
+            message.trunc = 1
+            while message.answers and len(message.toStr()) > 512:
+                message.answers.pop()
+        super().writeMessage(message, address)
+
+
+class _ZoneServer:
+    def __init__(self) -> None:
+        self.zone = _Zone()
+        factory = server.DNSServerFactory(authorities=[self.zone])
+        factory.noisy = False
+        for _ in range(20):
+            udp = reactor.listenUDP(0, _TruncatingUDP(factory), interface="127.0.0.1")
+            port = udp.getHost().port
+            try:
+                tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
+            except CannotListenError:
+                udp.stopListening()
+                continue
+            self._ports = [udp, tcp]
+            self.address = f"127.0.0.1:{port}"
+            return
+        raise RuntimeError("no port for the DNS server")
+
+    def stop(self) -> Any:
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self._ports])
+
+
+MODULES = parse_config(
+    f"""
+modules:
+  a: {{prober: dns, dns: {{query_name: www.{ZONE}, query_type: A, preferred_ip_protocol: ip4}}}}
+  aaaa: {{prober: dns, dns: {{query_name: www.{ZONE}, query_type: AAAA}}}}
+  mx:
+    prober: dns
+    dns:
+      query_name: {ZONE}
+      query_type: MX
+      validate_answer_rrs:
+        fail_if_not_matches_regexp: ["{ZONE}\\\\.\\t300\\tIN\\tMX\\t10 mail\\\\.{ZONE}\\\\."]
+  mx_forbidden:
+    prober: dns
+    dns:
+      query_name: {ZONE}
+      query_type: MX
+      validate_answer_rrs: {{fail_if_matches_regexp: ["mail"]}}
+  soa: {{prober: dns, dns: {{query_name: {ZONE}, query_type: SOA}}}}
+  nxdomain: {{prober: dns, dns: {{query_name: nope.{ZONE}, query_type: A}}}}
+  nxdomain_ok:
+    prober: dns
+    dns: {{query_name: nope.{ZONE}, query_type: A, valid_rcodes: [NXDOMAIN]}}
+  servfail: {{prober: dns, dns: {{query_name: servfail.{ZONE}, query_type: A}}}}
+  big_udp: {{prober: dns, dns: {{query_name: big.{ZONE}, query_type: TXT}}}}
+  big_tcp:
+    prober: dns
+    dns: {{query_name: big.{ZONE}, query_type: TXT, transport_protocol: tcp}}
+  a_tcp:
+    prober: dns
+    dns: {{query_name: www.{ZONE}, query_type: A, transport_protocol: tcp}}
+""",
+    "dns.yml",
+).modules
+
+
+class DNSProbeTests(TestCase):
+    def setUp(self) -> None:
+        self.server = _ZoneServer()
+        self.addCleanup(self.server.stop)
+        hosts = temp_path(self)
+        write_file(hosts, "127.0.0.1 localhost\n")
+        silent = SilentDNSServer()  # the prober must not need any resolver for an IP target
+        self.addCleanup(silent.stop)
+        self.ctx = ProbeContext(
+            reactor, Resolver(reactor, servers=[silent.address], hosts_path=str(hosts))
+        )
+
+    def probe(self, module: str, timeout: float = 2.0, target: str | None = None) -> Any:
+        return dns_prober.probe(self.ctx, target or self.server.address, MODULES[module], timeout)
+
+    @defer.inlineCallbacks
+    def test_a_and_aaaa(self) -> Any:
+        for module in ("a", "aaaa", "a_tcp"):
+            r = yield self.probe(module)
+            self.assertEqual((r.result, r.success), ("success", True), r.detail)
+            self.assertEqual(r.dns.answer_rrs, 1)
+            self.assertTrue(r.dns.query_succeeded)
+            self.assertGreater(r.dns.phases["request"], 0)
+            self.assertEqual(set(r.dns.phases), {"resolve", "connect", "request"})
+        self.assertGreater(r.dns.phases["connect"], 0)  # tcp: a real connect
+
+    @defer.inlineCallbacks
+    def test_mx_records_are_matched_as_blackbox_writes_them(self) -> Any:
+        r = yield self.probe("mx")
+        self.assertEqual(r.result, "success", r.detail)
+        r = yield self.probe("mx_forbidden")
+        self.assertEqual(r.result, "protocol_error")
+        self.assertIn("Answer RRs validation failed", r.detail)
+
+    @defer.inlineCallbacks
+    def test_soa_serial(self) -> Any:
+        r = yield self.probe("soa")
+        self.assertEqual(r.result, "success", r.detail)
+        self.assertEqual(r.dns.serial, 2026112501)
+        self.assertIn("probe_dns_serial 2.026112501e+09\n", render("dns", r))
+
+    @defer.inlineCallbacks
+    def test_nxdomain_and_servfail_are_rcode_failures_unless_allowed(self) -> Any:
+        r = yield self.probe("nxdomain")
+        self.assertEqual(r.result, "protocol_error")
+        self.assertIn("NXDOMAIN", r.detail)
+        self.assertTrue(r.dns.query_succeeded)  # the query itself worked
+        r = yield self.probe("nxdomain_ok")
+        self.assertEqual(r.result, "success", r.detail)
+        r = yield self.probe("servfail")
+        self.assertEqual(r.result, "protocol_error")
+        self.assertIn("SERVFAIL", r.detail)
+        self.flushLoggedErrors(RuntimeError)
+
+    @defer.inlineCallbacks
+    def test_truncated_udp_answer_is_what_is_checked_and_tcp_gets_it_all(self) -> Any:
+        udp = yield self.probe("big_udp")
+        tcp = yield self.probe("big_tcp")
+        self.assertEqual(tcp.dns.answer_rrs, 10)
+        self.assertEqual(tcp.result, "success")
+        # truncated, and no retry over TCP (as blackbox): the partial answer is what is checked
+        self.assertLess(udp.dns.answer_rrs, 10)
+        self.assertEqual(udp.result, "success")
+
+    @defer.inlineCallbacks
+    def test_a_server_that_never_answers_times_out(self) -> Any:
+        silent = SilentDNSServer()
+        self.addCleanup(silent.stop)
+        r = yield self.probe("a", timeout=0.3, target=f"127.0.0.1:{silent.port}")
+        self.assertEqual(r.result, "timeout")
+        self.assertFalse(r.dns.query_succeeded)
+        self.assertIn("probe_dns_query_succeeded 0\n", render("dns", r))
+
+    @defer.inlineCallbacks
+    def test_closed_port_is_refused(self) -> Any:
+        silent = SilentDNSServer()
+        port = silent.port
+        yield silent.stop()
+        r = yield self.probe("a", timeout=1.0, target=f"127.0.0.1:{port}")
+        self.assertEqual(r.result, "refused", r.detail)
+
+    def test_config_needs_a_query_name(self) -> None:
+        from netprobe_exporter.config import ConfigError
+
+        with self.assertRaises(ConfigError) as info:
+            parse_config("modules:\n  d:\n    prober: dns\n", "d.yml")
+        self.assertIn("query name must be set for DNS module", str(info.exception))
