@@ -51,6 +51,8 @@ _HELP = {
     "probe_dns_additional_rrs": "Returns number of entries in the additional resource record list",
     "probe_dns_query_succeeded": "Displays whether or not the query was executed successfully",
     "probe_dns_serial": "Returns the serial number of the zone",
+    "probe_icmp_duration_seconds": "Duration of icmp request by phase",
+    "probe_icmp_reply_hop_limit": "Replied packet hop limit (TTL for ipv4)",
 }
 
 
@@ -133,6 +135,10 @@ def families(prober: str, r: ProbeResult) -> dict[str, list[Sample]]:
         out["probe_dns_query_succeeded"] = [({}, 1.0 if d.query_succeeded else 0.0)]
         if d.serial is not None:
             out["probe_dns_serial"] = [({}, d.serial)]
+    if prober == "icmp" and r.icmp is not None:
+        out["probe_icmp_duration_seconds"] = [({"phase": p}, _ns(v)) for p, v in r.icmp.items()]
+        if r.success and r.icmp_hop_limit is not None:
+            out["probe_icmp_reply_hop_limit"] = [({}, float(r.icmp_hop_limit))]
     t = r.tls
     if t is not None and (prober != "http" or (h is not None and h.ssl)):
         out["probe_ssl_earliest_cert_expiry"] = [({}, t.earliest_expiry)]

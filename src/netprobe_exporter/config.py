@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from netprobe_exporter.addresses import parse_dns_server, parse_host_port, parse_url
+from netprobe_exporter.addresses import parse_dns_server, parse_host, parse_host_port, parse_url
 from netprobe_exporter.modules import DEFAULT_TIMEOUT, Module, builtin_modules, parse_module
 from netprobe_exporter.yamlcheck import Checker, is_null, scalar, show
 
@@ -133,6 +133,8 @@ def target_address_error(address: str, module: Module) -> str | None:
             parse_url(address)
         elif module.prober == "dns":
             parse_dns_server(address)
+        elif module.prober == "icmp":
+            parse_host(address)
     except ValueError as exc:
         return str(exc)
     return None

@@ -140,6 +140,13 @@ def _dns_row(s: TargetSeries) -> str:
     return _histogram_lines("netprobe_dns_lookup_duration_seconds", s.labels, h, _les(h.bounds))
 
 
+def _icmp_row(s: TargetSeries) -> str:
+    h = s.icmp_rtt
+    if h is None:
+        return ""
+    return _histogram_lines("netprobe_icmp_rtt_seconds", s.labels, h, _les(h.bounds))
+
+
 def _http_phases_row(s: TargetSeries) -> str:
     if s.http_phases is None:
         return ""
@@ -186,6 +193,9 @@ TARGET_FAMILIES: list[tuple[str, str, str, Row]] = [
      _http_phases_row),
     ("netprobe_dns_lookup_duration_seconds", "histogram",
      "DNS modules: time from sending the query to its answer, queries that got one.", _dns_row),
+    ("netprobe_icmp_rtt_seconds", "histogram",
+     "icmp modules: echo round trip from the kernel's receive timestamp, replies only (loss "
+     "shows as netprobe_probes_total{result=\"timeout\"}).", _icmp_row),
     ("netprobe_http_status_code", "gauge", "Status code of the last HTTP response (0: none).",
      _gauge_row("netprobe_http_status_code", "http_status")),
     ("netprobe_tls_cert_expiry_timestamp_seconds", "gauge",

@@ -67,6 +67,7 @@ class TargetSeries:
         "handshake",
         "http_phases",
         "http_status",
+        "icmp_rtt",
         "ip",
         "labels",
         "last_connect",
@@ -94,6 +95,7 @@ class TargetSeries:
         # prober-specific series, created by the first result that has them
         self.handshake: Histogram | None = None
         self.dns_lookup: Histogram | None = None
+        self.icmp_rtt: Histogram | None = None
         self.http_phases: dict[str, Histogram] | None = None
         self.http_status: float | None = None
         self.tls_expiry: float | None = None
@@ -129,6 +131,10 @@ class TargetSeries:
             if self.dns_lookup is None:
                 self.dns_lookup = Histogram(self.buckets)
             self.dns_lookup.observe(result.dns.phases.get("request", 0.0))
+        if result.icmp is not None and result.success:
+            if self.icmp_rtt is None:
+                self.icmp_rtt = Histogram(self.buckets)
+            self.icmp_rtt.observe(result.icmp["rtt"])
         if result.tls is not None:
             self.tls_expiry = result.tls.earliest_expiry
             self.tls_version = result.tls.version

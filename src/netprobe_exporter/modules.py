@@ -17,8 +17,8 @@ from netprobe_exporter.addresses import parse_host
 from netprobe_exporter.yamlcheck import Checker
 
 DEFAULT_TIMEOUT = 5.0
-RUNNABLE_PROBERS = ("tcp", "http", "dns")
-LATER_PROBERS = ("icmp", "grpc")
+RUNNABLE_PROBERS = ("tcp", "http", "dns", "icmp")
+LATER_PROBERS = ("grpc",)
 #: DNS rcodes by name, as blackbox (miekg/dns) spells them
 RCODES = {"NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4, "REFUSED": 5,
           "YXDOMAIN": 6, "YXRRSET": 7, "NXRRSET": 8, "NOTAUTH": 9, "NOTZONE": 10}  # fmt: skip
@@ -139,6 +139,18 @@ class DNSProbe:
 
 
 @dataclass(frozen=True, slots=True)
+class ICMPProbe:
+    preferred_ip_protocol: str = "ip6"
+    ip_protocol_fallback: bool = True
+    source_ip_address: str | None = None
+    #: bytes of echo data; 0 means blackbox's default payload
+    payload_size: int = 0
+    dont_fragment: bool = False
+    #: IPv4 TTL or IPv6 hop limit of the request
+    ttl: int = 64
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     name: str
     prober: str
@@ -147,6 +159,7 @@ class Module:
     tcp: TCPProbe = field(default_factory=TCPProbe)
     http: HTTPProbe = field(default_factory=HTTPProbe)
     dns: DNSProbe = field(default_factory=DNSProbe)
+    icmp: ICMPProbe = field(default_factory=ICMPProbe)
 
     @property
     def runnable(self) -> bool:
@@ -163,6 +176,7 @@ def builtin_modules() -> dict[str, Module]:
         "tcp_connect": Module(name="tcp_connect", prober="tcp"),
         "tls_connect": Module(name="tls_connect", prober="tcp", tcp=TCPProbe(tls=True)),
         "http_2xx": Module(name="http_2xx", prober="http"),
+        "icmp": Module(name="icmp", prober="icmp"),
         # as in blackbox's example configuration
         "dns_udp": Module(
             name="dns_udp",
@@ -508,9 +522,29 @@ def parse_dns(c: Checker, node: yaml.Node, path: str) -> DNSProbe:
     return DNSProbe(**{k: v for k, v in kw.items() if v is not None})  # type: ignore[arg-type]
 
 
+def parse_icmp(c: Checker, node: yaml.Node, path: str) -> ICMPProbe:
+    m = c.mapping(
+        node,
+        path,
+        {"preferred_ip_protocol": None, "ip_protocol_fallback": None, "source_ip_address": None,
+         "payload_size": None, "dont_fragment": None, "ttl": None},
+    )  # fmt: skip
+    if m is None:
+        return ICMPProbe()
+    kw: dict[str, object] = {}
+    _ip_protocol(c, m, path, kw)
+    if "source_ip_address" in m:
+        kw["source_ip_address"] = _source_ip(c, m["source_ip_address"], f"{path}.source_ip_address")
+    if "payload_size" in m:
+        kw["payload_size"] = c.integer(m["payload_size"], f"{path}.payload_size", 0, 65000)
+    if "dont_fragment" in m:
+        kw["dont_fragment"] = c.boolean(m["dont_fragment"], f"{path}.dont_fragment")
+    if "ttl" in m:
+        kw["ttl"] = c.integer(m["ttl"], f"{path}.ttl", 0, 255) or None
+    return ICMPProbe(**{k: v for k, v in kw.items() if v is not None})  # type: ignore[arg-type]
+
+
 _LATER_KEYS = {
-    "icmp": ("preferred_ip_protocol", "ip_protocol_fallback", "source_ip_address", "payload_size",
-             "dont_fragment", "ttl"),
     "grpc": ("service", "tls", "tls_config", "ip_protocol_fallback", "preferred_ip_protocol"),
 }  # fmt: skip
 
@@ -541,6 +575,7 @@ def parse_module(c: Checker, name: str, node: yaml.Node, path: str) -> Module | 
     tcp = parse_tcp(c, m["tcp"], f"{path}.tcp") if "tcp" in m else TCPProbe()
     http = parse_http(c, m["http"], f"{path}.http") if "http" in m else HTTPProbe()
     dns = parse_dns(c, m["dns"], f"{path}.dns") if "dns" in m else DNSProbe()
+    icmp = parse_icmp(c, m["icmp"], f"{path}.icmp") if "icmp" in m else ICMPProbe()
     if prober == "dns" and "dns" not in m:
         c.error(node, f"{path}.dns.query_name", "query name must be set for DNS module")
     for section, keys in _LATER_KEYS.items():
@@ -549,4 +584,4 @@ def parse_module(c: Checker, name: str, node: yaml.Node, path: str) -> Module | 
     if prober in LATER_PROBERS:
         c.warn(pnode, f"{path}.prober",
                f'prober "{prober}" {SOON}: module "{name}" cannot be probed')  # fmt: skip
-    return Module(name=name, prober=prober, timeout=timeout, tcp=tcp, http=http, dns=dns)
+    return Module(name=name, prober=prober, timeout=timeout, tcp=tcp, http=http, dns=dns, icmp=icmp)

@@ -103,6 +103,9 @@ class ProbeResult:
     tls: TLSInfo | None = None
     http: HTTPInfo | None = None
     dns: DNSInfo | None = None
+    #: icmp: resolve, setup and rtt phases; the reply's TTL / hop limit
+    icmp: dict[str, float] | None = None
+    icmp_hop_limit: int | None = None
     #: human-readable reason for a failure
     detail: str = ""
     #: step-by-step notes (time, level, message, fields), kept only when debugging
@@ -137,12 +140,18 @@ class ProbeContext:
     debug: bool = False
     #: the shared connect engine (probes.connect.ConnectEngine); made for the reactor if None
     engine: Any = None
+    #: the shared ICMP sockets (probes.icmp.IcmpEngine); made for the reactor if None
+    icmp: Any = None
 
     def __post_init__(self) -> None:
         if self.engine is None:
             from netprobe_exporter.probes.connect import ConnectEngine
 
             self.engine = ConnectEngine(self.reactor)
+        if self.icmp is None:
+            from netprobe_exporter.probes.icmp import IcmpEngine
+
+            self.icmp = IcmpEngine(self.reactor)
 
     def new_result(self) -> ProbeResult:
         return ProbeResult(False, "error", 0.0, log=[] if self.debug else None)
@@ -184,6 +193,7 @@ def registry() -> dict[str, Prober]:
     """Map a module's ``prober:`` name to its function."""
     from netprobe_exporter.probes.dns import probe as dns_probe
     from netprobe_exporter.probes.http import probe as http_probe
+    from netprobe_exporter.probes.icmp import probe as icmp_probe
     from netprobe_exporter.probes.tcp import probe as tcp_probe
 
-    return {"tcp": tcp_probe, "http": http_probe, "dns": dns_probe}
+    return {"tcp": tcp_probe, "http": http_probe, "dns": dns_probe, "icmp": icmp_probe}

@@ -1,0 +1,269 @@
+"""The icmp prober: echo request, echo reply, timed by the kernel.
+
+One socket per address family (and source address) serves every ICMP probe; replies are matched
+by sequence number (and, on raw sockets, identifier). The socket is an unprivileged ICMP
+datagram socket where ``net.ipv4.ping_group_range`` allows it, else a raw socket (root or
+``CAP_NET_RAW``); where neither is allowed the probe fails with a message saying how to allow
+one. The round trip is the kernel's receive timestamp (``SO_TIMESTAMPNS``) minus the wall clock
+read just before ``sendto``: a late reactor does not make the RTT longer.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import socket
+import struct
+import time
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
+
+from netprobe_exporter.addresses import parse_host
+from netprobe_exporter.modules import ICMPProbe, Module
+from netprobe_exporter.probes import ProbeContext, ProbeResult, run_probe
+from netprobe_exporter.probes.connect import resolve
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
+IP_TTL_CMSG = getattr(socket, "IP_TTL", 2)
+IPV6_RECVHOPLIMIT = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
+IPV6_HOPLIMIT = getattr(socket, "IPV6_HOPLIMIT", 52)
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_DO, IP_PMTUDISC_DONT = 2, 0
+IPV6_DONTFRAG = getattr(socket, "IPV6_DONTFRAG", 62)
+DEFAULT_PAYLOAD = b"Prometheus Blackbox Exporter"
+RECEIVE_BUFFER = 8 * 1024 * 1024
+NOT_PERMITTED = (
+    "ICMP sockets are not permitted: allow unprivileged ping with "
+    "sysctl net.ipv4.ping_group_range (covering this process's group), or run with CAP_NET_RAW"
+)
+
+
+def checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return int(~total & 0xFFFF)
+
+
+class _Echo:
+    """One outstanding echo request."""
+
+    __slots__ = ("deferred", "sent_ns")
+
+    def __init__(self, sent_ns: int) -> None:
+        self.deferred: Deferred[tuple[int, int | None]] = Deferred()
+        self.sent_ns = sent_ns
+
+
+class IcmpSocket:
+    """An ICMP socket shared by all probes of one family and source, read by the reactor."""
+
+    def __init__(self, reactor: Any, family: int, source: str | None) -> None:
+        self._reactor = reactor
+        self.family = family
+        self.v6 = family == socket.AF_INET6
+        proto = socket.IPPROTO_ICMPV6 if self.v6 else socket.IPPROTO_ICMP
+        try:
+            self.sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+            self.raw = False
+        except PermissionError:
+            try:
+                self.sock = socket.socket(family, socket.SOCK_RAW, proto)
+            except PermissionError:
+                raise OSError(errno.EPERM, NOT_PERMITTED) from None
+            self.raw = True
+        self.sock.setblocking(False)
+        # Room for a burst of replies (a raw socket also sees every other ICMP packet).
+        for option in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
+                break
+            except OSError:
+                continue
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if self.v6:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+        else:
+            self.sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        if source:
+            self.sock.bind((source, 0))
+        self.ident = os.getpid() & 0xFFFF
+        self._seq = itertools.count(1)
+        self.pending: dict[int, _Echo] = {}
+        self._reading = False
+
+    # IReadDescriptor
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "icmp-probe"
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._reading = False
+        for echo in list(self.pending.values()):
+            if not echo.deferred.called:
+                echo.deferred.errback(OSError(errno.EIO, reason.getErrorMessage()))
+        self.pending.clear()
+
+    def doRead(self) -> None:
+        while True:
+            try:
+                data, ancdata, _, _ = self.sock.recvmsg(65535, 256)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue  # an ICMP error queued on the socket: not a reply
+            self._reply(data, ancdata)
+        self._settle()
+
+    def _reply(self, data: bytes, ancdata: list[tuple[int, int, bytes]]) -> None:
+        rx_ns = None
+        hop: int | None = None
+        for level, kind, value in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                sec, nsec = struct.unpack("qq", value[:16])
+                rx_ns = sec * 1_000_000_000 + nsec
+            elif (level, kind) in ((socket.IPPROTO_IP, IP_TTL_CMSG),
+                                   (socket.IPPROTO_IPV6, IPV6_HOPLIMIT)):  # fmt: skip
+                hop = struct.unpack("i", value[:4])[0] if len(value) >= 4 else value[0]
+        if self.raw and not self.v6:  # a raw IPv4 socket hands us the IP header too
+            if len(data) < 20:
+                return
+            ihl = (data[0] & 0x0F) * 4
+            hop = data[8]
+            data = data[ihl:]
+        if len(data) < 8:
+            return
+        kind, _, _, ident, seq = struct.unpack("!BBHHH", data[:8])
+        if kind != (129 if self.v6 else 0):
+            return
+        if self.raw and ident != self.ident:
+            return  # another process's ping
+        echo = self.pending.pop(seq, None)
+        if echo is None or echo.deferred.called:
+            return
+        self._settle()  # before the callback: whoever waited may look at us at once
+        now_ns = time.time_ns()
+        echo.deferred.callback(((rx_ns or now_ns) - echo.sent_ns, hop))
+
+    def send(self, ip: str, opts: ICMPProbe) -> tuple[int, _Echo]:
+        seq = next(self._seq) & 0xFFFF
+        payload = DEFAULT_PAYLOAD
+        if opts.payload_size:
+            payload = (DEFAULT_PAYLOAD + bytes(opts.payload_size))[: opts.payload_size]
+        kind = 128 if self.v6 else 8
+        header = struct.pack("!BBHHH", kind, 0, 0, self.ident, seq)
+        packet = header + payload
+        if not self.v6:  # the kernel sums ICMPv6 (and rewrites the id on datagram sockets)
+            packet = struct.pack("!BBHHH", kind, 0, checksum(packet), self.ident, seq) + payload
+        if self.v6:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, opts.ttl)
+            self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, int(opts.dont_fragment))
+        else:
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, opts.ttl)
+            self.sock.setsockopt(
+                socket.IPPROTO_IP, IP_MTU_DISCOVER,
+                IP_PMTUDISC_DO if opts.dont_fragment else IP_PMTUDISC_DONT,
+            )  # fmt: skip
+        sent_ns = time.time_ns()  # the clock starts as the request leaves
+        echo = _Echo(sent_ns)
+        self.pending[seq] = echo
+        try:
+            self.sock.sendto(packet, (ip, 0))
+        except OSError:
+            del self.pending[seq]
+            raise
+        if not self._reading:
+            self._reactor.addReader(self)
+            self._reading = True
+        return seq, echo
+
+    def forget(self, seq: int) -> None:
+        self.pending.pop(seq, None)
+        self._settle()
+
+    def _settle(self) -> None:
+        if not self.pending and self._reading:
+            self._reactor.removeReader(self)
+            self._reading = False
+
+
+class IcmpEngine:
+    """The shared ICMP sockets of one reactor, made on first use."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._sockets: dict[tuple[int, str | None], IcmpSocket] = {}
+
+    def socket_for(self, family: int, source: str | None) -> IcmpSocket:
+        key = (family, source)
+        sock = self._sockets.get(key)
+        if sock is None:
+            sock = self._sockets[key] = IcmpSocket(self._reactor, family, source)
+        return sock
+
+
+def probe(ctx: ProbeContext, address: str, module: Module, timeout: float) -> Deferred[ProbeResult]:
+    """Ping ``address`` (a host name or IP address) once within ``timeout`` seconds."""
+
+    async def work(result: ProbeResult, started: float) -> None:
+        result.icmp = {"resolve": 0.0, "setup": 0.0, "rtt": 0.0}
+        await _run(ctx, address, module.icmp, timeout, started, result)
+
+    return run_probe(ctx, work)
+
+
+async def _run(
+    ctx: ProbeContext, address: str, opts: ICMPProbe, timeout: float, started: float,
+    result: ProbeResult,
+) -> None:  # fmt: skip
+    phases = result.icmp
+    assert phases is not None
+    try:
+        version = parse_host(address)
+    except ValueError as exc:
+        result.fail("error", str(exc))
+        return
+    ip = await resolve(
+        ctx, address, version, opts.preferred_ip_protocol, opts.ip_protocol_fallback, timeout,
+        result,
+    )  # fmt: skip
+    phases["resolve"] = result.resolve_duration or 0.0
+    if ip is None:
+        return
+    t0 = time.perf_counter()
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        sock = ctx.icmp.socket_for(family, opts.source_ip_address)
+        seq, echo = sock.send(ip, opts)
+    except OSError as exc:
+        phases["setup"] = time.perf_counter() - t0
+        result.fail("error", f"icmp: {exc.strerror or exc}")
+        return
+    phases["setup"] = time.perf_counter() - t0
+    result.note("Waiting for reply packets", kind="raw" if sock.raw else "datagram", seq=seq)
+    remaining = timeout - (time.perf_counter() - started)
+    timer = ctx.reactor.callLater(max(remaining, 0.0), echo.deferred.cancel)
+    try:
+        rtt_ns, hop = await echo.deferred
+    except CancelledError:
+        sock.forget(seq)
+        result.fail("timeout", "icmp: no echo reply in time")
+        return
+    except OSError as exc:
+        result.fail("error", f"icmp: {exc.strerror or exc}")
+        return
+    finally:
+        if timer.active():
+            timer.cancel()
+    phases["rtt"] = rtt_ns / 1e9
+    result.icmp_hop_limit = hop
+    result.note("Found matching reply packet", rtt_seconds=phases["rtt"], hop_limit=hop)
+    result.success, result.result = True, "success"
