@@ -17,3 +17,4 @@ run scrape-1000   scrape.py --targets 1000 --scrapes 20
 run scrape-10000  scrape.py --targets 10000 --scrapes 20
 run probe-throughput probe_throughput.py --rounds 3 --seconds 10 --connections 32
 run accuracy accuracy.py
+run icmp-1000 icmp.py --targets 1000 --silent 50 --interval 1 --seconds 20

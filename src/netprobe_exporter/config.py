@@ -6,6 +6,7 @@ at once (``--config.check`` prints one per line). Module syntax lives in ``modul
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -109,6 +110,9 @@ def _buckets(c: Checker, node: yaml.Node, path: str) -> tuple[float, ...] | None
     values: list[float] = []
     for i, item in enumerate(node.value):
         value = scalar(item) if isinstance(item, yaml.ScalarNode) else None
+        if isinstance(value, str) and item.style is None:  # YAML 1.1 reads 2e-05 as text
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             c.error(item, f"{path}[{i}]", f"must be a number, not {show(item)}")
             return None
