@@ -373,3 +373,26 @@ def test_reload_invalid_config_keeps_running_config(
     ok = exporter.post("/-/reload")
     assert ok.status == 200, ok
     assert value(exporter.metrics(), "netprobe_config_last_reload_successful") == 1
+
+
+def test_bad_shard_exits_1() -> None:
+    done = procutil.run_exporter("--shard=2/2")
+    assert done.returncode == 1, done
+    assert "--shard" in done.stderr
+
+
+def test_two_shards_probe_each_target_once(procs: Processes, tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "defaults:\n  interval: 60s\ntargets:\n"
+        + "".join(f"  - address: 127.0.0.1:{20000 + i}\n" for i in range(40))
+    )
+    replicas = [procs.start_exporter(f"--config.file={config}", f"--shard={i}/2") for i in range(2)]
+    seen: list[str] = []
+    for replica in replicas:
+        wait_for(lambda r=replica: r.get("/-/ready").status == 200, 5, "readiness")
+        samples = [s for s in replica.metrics() if s.name == "netprobe_probes_total"]
+        targets = {s.labels["target"] for s in samples}
+        assert 5 <= len(targets) <= 35, len(targets)  # both replicas got a real share
+        seen.extend(targets)
+    assert sorted(seen) == sorted(f"127.0.0.1:{20000 + i}" for i in range(40))

@@ -31,7 +31,7 @@ from netprobe_exporter.probe_endpoint import ProbeEndpoint
 from netprobe_exporter.probes import ProbeContext, ProbeResult, registry
 from netprobe_exporter.resolver import Resolver
 from netprobe_exporter.scheduler import Scheduler
-from netprobe_exporter.sources import TargetSource, static_source
+from netprobe_exporter.sources import ShardedSource, TargetSource, static_source
 
 log = Logger()
 
@@ -70,8 +70,10 @@ class App:
         process_metrics: bool = True,
         max_inflight: int = 1024,
         timeout_offset: float = 0.5,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.reactor = reactor
+        self.shard = shard
         self.timeout_offset = timeout_offset
         self.config_file = config_file
         self.extra_targets = list(extra_targets)
@@ -109,7 +111,9 @@ class App:
         return with_extra_targets(config, self.extra_targets)
 
     def source(self, config: Config) -> TargetSource:
-        return static_source(config)
+        source = static_source(config)
+        index, count = self.shard
+        return source if count == 1 else ShardedSource(source, index, count)
 
     def apply(self, config: Config) -> None:
         targets = self.source(config).targets()

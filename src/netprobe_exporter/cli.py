@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe ADDR continuously with the default module (repeatable)",
     )
     p.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="INDEX/COUNT",
+        help="probe only this replica's share of the continuous targets (default 0/1: all)",
+    )
+    p.add_argument(
         "--timeout-offset",
         dest="timeout_offset",
         type=float,
@@ -88,9 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     listen: list[str] = args.listen or [":9716"]
 
     from netprobe_exporter.app import App, split_listen_address
+    from netprobe_exporter.sources import parse_shard
 
     if args.config_check:
         return _check(args.config_file, args.targets)
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as exc:
+        print(f"netprobe-exporter: --shard: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     for address in listen:
         try:
             split_listen_address(address)
@@ -110,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config_file=args.config_file,
         extra_targets=args.targets,
         timeout_offset=args.timeout_offset,
+        shard=shard,
     )
     try:
         config = app.read_config() if args.config_file is not None or args.targets else None
