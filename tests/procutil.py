@@ -352,15 +352,15 @@ class Processes:
 # external binaries
 
 
-def require_binary(name: str) -> str:
-    """Path of a binary from the Debian ``prometheus`` package.
+def require_binary(name: str, package: str = "prometheus") -> str:
+    """Path of a binary from a Debian package (``prometheus`` unless said otherwise).
 
     Missing: a failure under CI (the environment must provide it), a skip elsewhere.
     """
     path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
     if path is not None:
         return path
-    message = f"{name} not found: apt-get install prometheus"
+    message = f"{name} not found: apt-get install {package}"
     if os.environ.get("CI"):
         pytest.fail(message + " (required when CI is set)")
     pytest.skip(message)
