@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import blackbox
 import procutil
 import pytest
 
@@ -34,3 +35,22 @@ def listener() -> Iterator[int]:
     """A loopback port that accepts connections."""
     with procutil.loopback_listener() as port:
         yield port
+
+
+@pytest.fixture(scope="module")
+def bb(config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[blackbox.Blackbox]:
+    """The real blackbox_exporter on the module's ``config_file``."""
+    with blackbox.start_blackbox(config_file, tmp_path_factory.mktemp("blackbox")) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def ours(
+    config_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[procutil.Exporter]:
+    """Our exporter on the same ``config_file``, for the differential tests."""
+    procs = procutil.Processes(tmp_path_factory.mktemp("ours"))
+    try:
+        yield procs.start_exporter(f"--config.file={config_file}")
+    finally:
+        procs.close()

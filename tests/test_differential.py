@@ -23,7 +23,7 @@ import netns
 import procutil
 import pytest
 from blackbox import Family, parse_metrics, probe_response
-from procutil import Exporter, Processes
+from procutil import Exporter
 from servers import LAST_MODIFIED_UNIX, Targets, all_targets
 
 # what is compared, per metric family (c)
@@ -185,21 +185,6 @@ def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Targets]:
 def config_file(targets: Targets, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("config") / "blackbox.yml"
     return blackbox.write_config(path, blackbox.module_matrix(targets.certs))
-
-
-@pytest.fixture(scope="module")
-def bb(config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[blackbox.Blackbox]:
-    with blackbox.start_blackbox(config_file, tmp_path_factory.mktemp("blackbox")) as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def ours(config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
-    procs = Processes(tmp_path_factory.mktemp("ours"))
-    try:
-        yield procs.start_exporter(f"--config.file={config_file}")
-    finally:
-        procs.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import blackbox
 import pytest
 from blackbox import parse_metrics, probe_response
-from procutil import Exporter, Processes
+from procutil import Exporter
 from test_differential import compare
 
 ZONE = "example.test"
@@ -77,23 +77,8 @@ def zone() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return blackbox.write_config(tmp_path_factory.mktemp("dns") / "blackbox.yml", MODULES)
-
-
-@pytest.fixture(scope="module")
-def bb(config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[blackbox.Blackbox]:
-    with blackbox.start_blackbox(config, tmp_path_factory.mktemp("bb")) as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def ours(config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
-    procs = Processes(tmp_path_factory.mktemp("ours"))
-    try:
-        yield procs.start_exporter(f"--config.file={config}")
-    finally:
-        procs.close()
 
 
 @pytest.mark.parametrize(("module", "success"), CASES, ids=[c[0] for c in CASES])

@@ -9,7 +9,7 @@ import blackbox
 import netns
 import pytest
 from blackbox import parse_metrics, probe_response
-from procutil import Exporter, Processes
+from procutil import Exporter
 from test_differential import compare
 
 MODULES = {
@@ -22,23 +22,8 @@ MODULES = {
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return blackbox.write_config(tmp_path_factory.mktemp("icmp") / "blackbox.yml", MODULES)
-
-
-@pytest.fixture(scope="module")
-def bb(config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[blackbox.Blackbox]:
-    with blackbox.start_blackbox(config, tmp_path_factory.mktemp("bb")) as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def ours(config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exporter]:
-    procs = Processes(tmp_path_factory.mktemp("ours"))
-    try:
-        yield procs.start_exporter(f"--config.file={config}")
-    finally:
-        procs.close()
 
 
 @pytest.fixture(scope="module")

@@ -52,12 +52,6 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bb(config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[blackbox.Blackbox]:
-    with blackbox.start_blackbox(config_file, tmp_path_factory.mktemp("blackbox")) as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
 def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Processes]:
     p = Processes(tmp_path_factory.mktemp("procs"))
     try:
