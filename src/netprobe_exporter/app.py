@@ -189,7 +189,9 @@ class App:
 
     # web
     def context(self, debug: bool = False) -> ProbeContext:
-        ctx: ProbeContext = dataclasses.replace(self.ctx, debug=debug)
+        """The context of one /probe request: the running config's probe_policy applies."""
+        policy = self.config.probe_policy.check if self.config is not None else None
+        ctx: ProbeContext = dataclasses.replace(self.ctx, debug=debug, policy=policy)
         return ctx
 
     def site(self) -> web.Site:

@@ -7,6 +7,7 @@ at once (``--config.check`` prints one per line). Module syntax lives in ``modul
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ import yaml
 
 from netprobe_exporter.addresses import parse_dns_server, parse_host, parse_host_port, parse_url
 from netprobe_exporter.modules import DEFAULT_TIMEOUT, Module, builtin_modules, parse_module
+from netprobe_exporter.policy import ProbePolicy, parse_rule
 from netprobe_exporter.yamlcheck import Checker, is_null, scalar, show
 
 __all__ = ["DEFAULT_TIMEOUT", "Config", "ConfigError", "Defaults", "Module", "Target"]
@@ -65,6 +67,7 @@ class Config:
     source: str = "<embedded>"
     #: things that load but deserve attention (modules whose prober is not implemented yet)
     warnings: tuple[str, ...] = ()
+    probe_policy: ProbePolicy = field(default_factory=ProbePolicy)
 
 
 class ConfigError(Exception):
@@ -228,6 +231,37 @@ def _targets(
     return out
 
 
+def _policy(c: Checker, node: yaml.Node) -> ProbePolicy:
+    m = c.mapping(
+        node,
+        "probe_policy",
+        {"allow": None, "deny": None, "max_concurrent": None, "max_per_source": None,
+         "max_timeout": None},
+    )  # fmt: skip
+    if m is None:
+        return ProbePolicy()
+    kw: dict[str, object] = {}
+    for key in ("allow", "deny"):
+        if key not in m:
+            continue
+        rules = []
+        for i, item in enumerate(c.sequence(m[key], f"probe_policy.{key}") or []):
+            text = c.string(item, f"probe_policy.{key}[{i}]")
+            if text is None:
+                continue
+            try:
+                rules.append(parse_rule(text))
+            except ValueError as exc:
+                c.error(item, f"probe_policy.{key}[{i}]", str(exc))
+        kw[key] = tuple(rules)
+    for key in ("max_concurrent", "max_per_source"):
+        if key in m:
+            kw[key] = c.integer(m[key], f"probe_policy.{key}", 1, 100_000)
+    if "max_timeout" in m:
+        kw["max_timeout"] = c.duration(m["max_timeout"], "probe_policy.max_timeout", 0.001)
+    return ProbePolicy(**{k: v for k, v in kw.items() if v is not None})  # type: ignore[arg-type]
+
+
 def _count_nodes(node: yaml.Node) -> Iterator[None]:
     """Walk every node once; guards against alias bombs that expand exponentially."""
     stack = [node]
@@ -271,7 +305,7 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
         root,
         "",
         {"defaults": None, "modules": None, "targets": None, "target_files": _SOON,
-         "probe_policy": _SOON},
+         "probe_policy": None},
     )  # fmt: skip
     if top is None:
         raise ConfigError(c.errors)
@@ -298,9 +332,10 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
     if "defaults" in top and defaults.module not in modules:
         c.error(top["defaults"], "defaults.module", f'unknown module "{defaults.module}"')
     targets = _targets(c, top["targets"], defaults, modules) if "targets" in top else []
+    policy = _policy(c, top["probe_policy"]) if "probe_policy" in top else ProbePolicy()
     if c.errors:
         raise ConfigError(c.errors)
-    return Config(defaults, modules, tuple(targets), filename, tuple(c.warnings))
+    return Config(defaults, modules, tuple(targets), filename, tuple(c.warnings), policy)
 
 
 def load_config(path: str) -> Config:
@@ -337,7 +372,4 @@ def with_extra_targets(
             extra.append(t)
     if errors:
         raise ConfigError(errors)
-    return Config(
-        config.defaults, config.modules, config.targets + tuple(extra), config.source,
-        config.warnings,
-    )  # fmt: skip
+    return dataclasses.replace(config, targets=config.targets + tuple(extra))

@@ -94,6 +94,8 @@ class ProbeEndpoint(Endpoint):
         self._probers = probers
         self._stats = stats
         self._offset = timeout_offset
+        self._running = 0
+        self._per_source: dict[str, int] = {}
 
     def respond(self, request: Request) -> bytes | int:
         try:
@@ -122,12 +124,38 @@ class ProbeEndpoint(Endpoint):
         if problem is not None:
             raise ProbeRequestError(400, f"invalid target for module {name!r}: {problem}")
         debug = _param(request, "debug") == "true"
+        policy = config.probe_policy
+        timeout = min(timeout, policy.max_timeout)
+        source = _client(request)
+        if self._running >= policy.max_concurrent:
+            raise ProbeRequestError(429, "too many /probe requests running; try again later")
+        if self._per_source.get(source, 0) >= policy.max_per_source:
+            raise ProbeRequestError(429, f"too many /probe requests running from {source}")
+        self._running += 1
+        self._per_source[source] = self._per_source.get(source, 0) + 1
         started = time.time()
         d = self._probers[module.prober](self._context(debug), target, module, timeout)
         request.notifyFinish().addErrback(lambda _: d.cancel())
 
+        def release(passthrough: object) -> object:
+            self._running -= 1
+            left = self._per_source[source] - 1
+            if left:
+                self._per_source[source] = left
+            else:
+                del self._per_source[source]
+            return passthrough
+
+        d.addBoth(release)
+
         def answer(result: ProbeResult) -> None:
             self._stats.probe_requests += 1
+            if result.policy_refused is not None:
+                if not request.finished and not request._disconnected:
+                    body = f"target refused by probe_policy: {result.policy_refused}\n"
+                    request.write(plain(request, 403, body))
+                    request.finish()
+                return
             if debug:
                 body = blackbox.debug_output(module, target, timeout, result, started)
                 _write(request, body, "text/plain", gzip_ok=False)
@@ -146,6 +174,11 @@ class ProbeEndpoint(Endpoint):
 
         d.addCallbacks(answer, failed)
         return NOT_DONE_YET
+
+
+def _client(request: Request) -> str:
+    peer = request.getClientAddress()
+    return str(getattr(peer, "host", peer))
 
 
 def _header(request: Request, name: bytes) -> str | None:

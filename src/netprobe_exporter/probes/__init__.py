@@ -106,6 +106,8 @@ class ProbeResult:
     #: icmp: resolve, setup and rtt phases; the reply's TTL / hop limit
     icmp: dict[str, float] | None = None
     icmp_hop_limit: int | None = None
+    #: why probe_policy refused the address, when it did (the probe was not sent)
+    policy_refused: str | None = None
     #: human-readable reason for a failure
     detail: str = ""
     #: step-by-step notes (time, level, message, fields), kept only when debugging
@@ -142,6 +144,8 @@ class ProbeContext:
     engine: Any = None
     #: the shared ICMP sockets (probes.icmp.IcmpEngine); made for the reactor if None
     icmp: Any = None
+    #: (host, ip) -> why the address may not be probed, or None; for /probe's probe_policy
+    policy: Callable[[str, str], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.engine is None:

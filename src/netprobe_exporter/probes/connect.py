@@ -107,6 +107,12 @@ async def resolve(
             result.fail("dns_error", f"resolve: {exc}")
             return None
         result.resolve_duration = time.perf_counter() - started
+    if ctx.policy is not None:
+        refused = ctx.policy(host, ip)
+        if refused is not None:  # checked on the resolved address: no name can smuggle one in
+            result.policy_refused = refused
+            result.fail("error", f"refused by probe_policy: {refused}")
+            return None
     result.ip = ip
     result.ip_protocol = 6 if ":" in ip else 4
     result.note("Resolved target address", target=host, ip=ip)

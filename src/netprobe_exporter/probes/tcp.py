@@ -145,7 +145,7 @@ def expand(template: str, match: re.Match[str] | None) -> str:
 def probe(ctx: ProbeContext, address: str, module: Module, timeout: float) -> Deferred[ProbeResult]:
     """Probe ``address`` (``host:port``) within ``timeout`` seconds."""
     opts = module.tcp
-    if not (opts.tls or opts.query_response or ctx.debug):
+    if not (opts.tls or opts.query_response or ctx.debug or ctx.policy):
         try:
             hp = parse_host_port(address)
         except ValueError:

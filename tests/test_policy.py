@@ -1,0 +1,121 @@
+"""probe_policy: which targets /probe may reach, checked on the resolved address; limits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import procutil
+import pytest
+from procutil import Exporter, Processes
+from servers import Conn, http_server, tcp_server
+
+from netprobe_exporter.config import ConfigError, parse_config
+from netprobe_exporter.policy import ProbePolicy, parse_rule
+
+
+def policy(allow: list[str], deny: list[str]) -> ProbePolicy:
+    return ProbePolicy(tuple(map(parse_rule, allow)), tuple(map(parse_rule, deny)))
+
+
+def test_rules_on_addresses_and_names() -> None:
+    p = policy(["10.0.0.0/8", "*.example.org", "2001:db8::/32"], ["10.9.0.0/16", "bad.example.org"])
+    assert p.check("10.1.2.3", "10.1.2.3") is None
+    assert p.check("web.example.org", "192.0.2.7") is None  # allowed by name
+    assert p.check("WEB.Example.org.", "192.0.2.7") is None  # names compare case-insensitively
+    assert "deny rule 10.9.0.0/16" in (p.check("10.9.1.1", "10.9.1.1") or "")
+    assert "deny rule bad.example.org" in (p.check("bad.example.org", "10.1.1.1") or "")
+    assert "no allow rule" in (p.check("other.test", "192.0.2.7") or "")
+    assert p.check("v6", "2001:db8::1") is None
+    # a name that resolves into a denied network is refused, whatever it is called
+    assert p.check("innocent.example.org", "10.9.9.9") is not None
+
+
+def test_no_allow_list_means_everything_not_denied() -> None:
+    p = policy([], ["169.254.0.0/16"])
+    assert p.check("a", "192.0.2.1") is None
+    assert p.check("metadata", "169.254.169.254") is not None
+    assert p.check("mapped", "::ffff:169.254.169.254") is not None  # IPv4-mapped IPv6 too
+
+
+def test_config_errors_name_the_rule() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("probe_policy:\n  allow: [10.0.0.0/8, 'not a rule!']\n", "p.yml")
+    assert info.value.errors == [
+        'p.yml:2: probe_policy.allow[1]: "not a rule!" is neither a CIDR nor a host pattern '
+        'like "*.example.org"'
+    ]
+    with pytest.raises(ConfigError):
+        parse_config("probe_policy:\n  max_concurrent: 0\n", "p.yml")
+
+
+@pytest.fixture
+def guarded(procs: Processes, tmp_path: Path) -> Iterator[tuple[Exporter, int, int]]:
+    def hold(conn: Conn) -> None:
+        conn.stop.wait(3.0)
+
+    with tcp_server(hold) as held, tcp_server(hold, "127.0.0.2") as allowed:
+        config = tmp_path / "config.yml"
+        config.write_text(
+            "modules:\n  slow:\n    prober: tcp\n    timeout: 2s\n"
+            "    tcp:\n      query_response: [{expect: never}]\n"
+            "probe_policy:\n"
+            "  allow: [127.0.0.2/32, '*.allowed.test']\n"
+            "  deny: [127.0.0.3]\n"
+            "  max_concurrent: 1\n"
+        )
+        yield procs.start_exporter(f"--config.file={config}"), held.port, allowed.port
+
+
+def _probe(ex: Exporter, target: str, module: str = "tcp_connect") -> procutil.Response:
+    return procutil.http(f"{ex.url}/probe?module={module}&target={target}", timeout=10)
+
+
+def test_probe_refuses_what_the_policy_denies(guarded: tuple[Exporter, int, int]) -> None:
+    ex, held, allowed = guarded
+    ok = _probe(ex, f"127.0.0.2:{allowed}")
+    assert ok.status == 200 and b"probe_success 1" in ok.body
+    refused = _probe(ex, f"127.0.0.1:{held}")
+    assert refused.status == 403
+    assert b"refused by probe_policy: 127.0.0.1 (127.0.0.1) matches no allow rule" in refused.body
+    # a name is checked on the address it resolves to
+    by_name = _probe(ex, f"localhost:{held}")
+    assert by_name.status == 403 and b"localhost (127.0.0.1)" in by_name.body
+    assert _probe(ex, "127.0.0.3:80").status == 403
+
+
+def test_an_http_redirect_cannot_smuggle_in_a_denied_address(
+    procs: Processes, tmp_path: Path
+) -> None:
+    with http_server() as hidden:
+
+        def redirect(conn: Conn) -> None:
+            while conn.readline():
+                pass  # the request line and headers, up to the blank line
+            location = hidden.url("/ok").encode()
+            conn.send(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\n"
+                      b"Content-Length: 0\r\nConnection: close\r\n\r\n")  # fmt: skip
+
+        with tcp_server(redirect, "127.0.0.2") as allowed:
+            config = tmp_path / "config.yml"
+            config.write_text("probe_policy:\n  allow: [127.0.0.2/32]\n")
+            ex = procs.start_exporter(f"--config.file={config}")
+            smuggled = _probe(ex, f"http://127.0.0.2:{allowed.port}/", "http_2xx")
+            assert smuggled.status == 403, smuggled
+            assert b"127.0.0.1 (127.0.0.1) matches no allow rule" in smuggled.body
+            assert hidden.requests == []  # the denied host never saw a request
+
+
+def test_concurrent_probes_are_limited(guarded: tuple[Exporter, int, int]) -> None:
+    ex, _, allowed = guarded
+    first: list[procutil.Response] = []
+    slow = threading.Thread(target=lambda: first.append(_probe(ex, f"127.0.0.2:{allowed}", "slow")))
+    slow.start()
+    time.sleep(0.5)  # the slow probe is running: the limit is 1
+    second = _probe(ex, f"127.0.0.2:{allowed}")
+    slow.join(15)
+    assert second.status == 429, second
+    assert first and first[0].status == 200 and b"probe_success 0" in first[0].body
+    assert _probe(ex, f"127.0.0.2:{allowed}").status == 200  # the slot is free again
