@@ -131,7 +131,11 @@ def _cert(
             ),
             critical=False,
         ).add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            # usable as a client certificate too (the web-config mTLS tests)
+            x509.ExtendedKeyUsage(
+                [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
         )
     return builder.sign(issuer_key, hashes.SHA256())
 

@@ -32,6 +32,7 @@ from netprobe_exporter.probes import ProbeContext, ProbeResult, registry
 from netprobe_exporter.resolver import Resolver
 from netprobe_exporter.scheduler import Scheduler
 from netprobe_exporter.sources import ShardedSource, TargetSource, static_source
+from netprobe_exporter.webconfig import Guard, ServerContext, WebConfig, load_web_config
 
 log = Logger()
 
@@ -71,9 +72,14 @@ class App:
         max_inflight: int = 1024,
         timeout_offset: float = 0.5,
         shard: tuple[int, int] = (0, 1),
+        web_config_file: str | None = None,
     ) -> None:
         self.reactor = reactor
         self.shard = shard
+        self.web_config_file = web_config_file
+        self.web_config = load_web_config(web_config_file) if web_config_file else WebConfig()
+        self.guard: Guard | None = None
+        self.tls_context: ServerContext | None = None
         self.timeout_offset = timeout_offset
         self.config_file = config_file
         self.extra_targets = list(extra_targets)
@@ -198,20 +204,56 @@ class App:
         probe = ProbeEndpoint(
             lambda: self.config, self.context, self.probers, self.store.stats, self.timeout_offset
         )
-        return web.build_site(self.store, self.registry, self.is_ready, self.reload, probe)
+        site = web.build_site(self.store, self.registry, self.is_ready, self.reload, probe)
+        if self.web_config_file is not None:
+            self.guard = Guard(site.resource, self.reactor, self.web_config)
+            site.resource = self.guard
+        return site
+
+    def reload_web_config(self) -> None:
+        """Re-read --web.config.file (on SIGHUP); a bad one is logged and the old one kept."""
+        if self.web_config_file is None or self.guard is None:
+            return
+        try:
+            new = load_web_config(self.web_config_file)
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("web config rejected, previous one kept", error=line)
+            return
+        if (new.tls is None) != (self.web_config.tls is None):
+            log.error("web config: TLS cannot be switched on or off by a reload; restart",
+                      file=self.web_config_file)  # fmt: skip
+            return
+        if new.tls is not None and self.tls_context is not None:
+            self.tls_context.context = ServerContext(new.tls).context
+        self.web_config = self.guard.config = new
+        log.info("web config loaded", file=self.web_config_file)
+
+    def _listener(self) -> Callable[..., Any]:
+        """listenTCP, or listenSSL with the web config's TLS settings."""
+        tls = self.web_config.tls
+        if tls is None:
+            return self.reactor.listenTCP  # type: ignore[no-any-return]
+        if self.tls_context is None:
+            self.tls_context = ServerContext(tls)
+        ctx = self.tls_context
+        return lambda port, factory, interface="": self.reactor.listenSSL(
+            port, factory, ctx, interface=interface
+        )
 
     def listen(self, addresses: Sequence[str]) -> None:
         """Bind every listen address; raise CannotListenError (or ValueError) on failure."""
         site = self.site()
         for address in addresses:
             host, port = split_listen_address(address)
+            listen = self._listener()
             if host == "":
                 try:
-                    p = self.reactor.listenTCP(port, site, interface="::")
+                    p = listen(port, site, interface="::")
                 except Exception:  # no IPv6 here: IPv4 wildcard only
-                    p = self.reactor.listenTCP(port, site, interface="")
+                    p = listen(port, site, interface="")
             else:
-                p = self.reactor.listenTCP(port, site, interface=host)
+                p = listen(port, site, interface=host)
             self.ports.append(p)
             bound = p.getHost()
             if self.self_probe is None:

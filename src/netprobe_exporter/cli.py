@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe ADDR continuously with the default module (repeatable)",
     )
     p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="TLS and basic auth (Prometheus exporter-toolkit web-config.yml format)",
+    )
+    p.add_argument(
         "--shard",
         default="0/1",
         metavar="INDEX/COUNT",
@@ -117,13 +123,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(args.log_level, args.log_format)
     # Threads (config parsing) must not hold the GIL for long while probes are timed.
     sys.setswitchinterval(0.0005)
-    app = App(
-        reactor,
-        config_file=args.config_file,
-        extra_targets=args.targets,
-        timeout_offset=args.timeout_offset,
-        shard=shard,
-    )
+    try:
+        app = App(
+            reactor,
+            config_file=args.config_file,
+            extra_targets=args.targets,
+            timeout_offset=args.timeout_offset,
+            shard=shard,
+            web_config_file=args.web_config_file,
+        )
+    except ConfigError as exc:
+        for line in exc.errors:
+            log.error("invalid web config", error=line)
+        return EXIT_CONFIG
     try:
         config = app.read_config() if args.config_file is not None or args.targets else None
     except ConfigError as exc:
@@ -152,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _reload_from_signal(app: Any) -> None:
     log.info("reloading config", reason="SIGHUP")
+    app.reload_web_config()
     app.reload().addErrback(lambda _: None)  # already logged
 
 
