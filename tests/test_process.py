@@ -11,6 +11,7 @@ from pathlib import Path
 
 import procutil
 import pytest
+import yaml
 from procutil import Exporter, Processes, find, value, wait_for
 
 INTERVAL = "200ms"
@@ -396,3 +397,29 @@ def test_two_shards_probe_each_target_once(procs: Processes, tmp_path: Path) -> 
         assert 5 <= len(targets) <= 35, len(targets)  # both replicas got a real share
         seen.extend(targets)
     assert sorted(seen) == sorted(f"127.0.0.1:{20000 + i}" for i in range(40))
+
+
+def test_config_page_shows_the_running_config_without_secrets(
+    procs: Processes, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "modules:\n  web:\n    prober: http\n    http:\n"
+        "      basic_auth: {username: u, password: hunter2}\n"
+        "  tok:\n    prober: http\n    http: {bearer_token: t0ken}\n"
+        "targets:\n  - address: 127.0.0.1:1\n    interval: 2s\n    labels: {team: a}\n"
+        "probe_policy:\n  allow: [10.0.0.0/8, '*.example.org']\n"
+    )
+    ex = procs.start_exporter(f"--config.file={config}")
+    page = ex.get("/config")
+    assert page.status == 200
+    text = page.text
+    assert "hunter2" not in text and "t0ken" not in text
+    assert text.count("<secret>") == 2
+    doc = yaml.safe_load(text)
+    assert doc["targets"] == [
+        {"address": "127.0.0.1:1", "module": "tcp_connect", "interval": "2s",
+         "labels": {"team": "a"}, "buckets": doc["defaults"]["buckets"]}
+    ]  # fmt: skip
+    assert doc["modules"]["web"]["http"]["basic_auth"] == {"username": "u", "password": "<secret>"}
+    assert doc["probe_policy"]["allow"] == [{"network": "10.0.0.0/8"}, {"pattern": "*.example.org"}]

@@ -204,7 +204,9 @@ class App:
         probe = ProbeEndpoint(
             lambda: self.config, self.context, self.probers, self.store.stats, self.timeout_offset
         )
-        site = web.build_site(self.store, self.registry, self.is_ready, self.reload, probe)
+        site = web.build_site(
+            self.store, self.registry, self.is_ready, self.reload, probe, lambda: self.config
+        )
         if self.web_config_file is not None:
             self.guard = Guard(site.resource, self.reactor, self.web_config)
             site.resource = self.guard

@@ -8,7 +8,6 @@ measured values that differ.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import math
 import re
@@ -19,8 +18,9 @@ from typing import Any
 import yaml
 
 from netprobe_exporter.metrics import escape_label_value
-from netprobe_exporter.modules import Module, Secret
+from netprobe_exporter.modules import Module
 from netprobe_exporter.probes import ProbeResult
+from netprobe_exporter.redact import module_doc
 
 Sample = tuple[dict[str, str], float]
 
@@ -181,34 +181,9 @@ def _ts(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Secret):
-        return "<secret>"
-    if isinstance(value, re.Pattern):
-        return value.pattern
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {}
-        for f in dataclasses.fields(value):
-            v = _plain(getattr(value, f.name))
-            if v not in (None, (), [], "", {}):
-                out[f.name] = v
-        return out
-    if isinstance(value, tuple | list):
-        if value and all(isinstance(x, tuple) and len(x) == 2 for x in value):
-            return {str(k): _plain(v) for k, v in value}  # header pairs
-        return [_plain(x) for x in value]
-    return value
-
-
 def module_yaml(module: Module) -> str:
     """The module as YAML, secrets redacted, only its own prober's section."""
-    doc: dict[str, Any] = {"prober": module.prober}
-    if module.timeout:
-        doc["timeout"] = f"{go_float(module.timeout)}s"
-    section = getattr(module, module.prober, None)
-    if section is not None:
-        doc[module.prober] = _plain(section)
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    return yaml.safe_dump(module_doc(module), sort_keys=False, default_flow_style=False)
 
 
 def debug_output(

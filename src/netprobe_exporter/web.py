@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred
@@ -25,7 +26,7 @@ from zope.interface import implementer
 
 __all__ = ["Site", "build_site"]
 
-from netprobe_exporter import exposition
+from netprobe_exporter import exposition, redact
 from netprobe_exporter.config import ConfigError
 from netprobe_exporter.metrics import MetricsStore
 
@@ -110,6 +111,21 @@ class Reload(Endpoint):
         return NOT_DONE_YET
 
 
+class ConfigPage(Endpoint):
+    """The running config as YAML, secrets redacted."""
+
+    def __init__(self, config: Callable[[], Any]) -> None:
+        super().__init__()
+        self._config = config
+
+    def respond(self, request: Request) -> bytes:
+        config = self._config()
+        if config is None:
+            return plain(request, 503, "config not loaded yet\n")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return redact.config_yaml(config).encode("utf-8")
+
+
 class Landing(Endpoint):
     def respond(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
@@ -117,6 +133,7 @@ class Landing(Endpoint):
             b"<!doctype html><html><head><title>netprobe-exporter</title></head><body>"
             b"<h1>netprobe-exporter</h1><ul>"
             b'<li><a href="metrics">metrics</a></li>'
+            b'<li><a href="config">config</a></li>'
             b'<li><a href="probe?target=127.0.0.1:9716&amp;module=tcp_connect">probe</a></li>'
             b'<li><a href="-/healthy">health</a></li>'
             b'<li><a href="-/ready">readiness</a></li>'
@@ -219,10 +236,12 @@ def build_site(
     is_ready: Callable[[], bool],
     reload: Callable[[], Deferred[None]],
     probe: Resource,
+    config: Callable[[], Any],
 ) -> Site:
     root = Root(index=Landing())
     root.putChild(b"metrics", Metrics(store, registry))
     root.putChild(b"probe", probe)
+    root.putChild(b"config", ConfigPage(config))
     lifecycle = Root()
     lifecycle.putChild(b"healthy", Healthy())
     lifecycle.putChild(b"ready", Ready(is_ready))

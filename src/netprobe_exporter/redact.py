@@ -1,0 +1,64 @@
+"""Configuration as plain YAML with every secret replaced by ``<secret>`` (for ``/config`` and
+``/probe?debug=true``): passwords and tokens never leave the process this way."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from typing import Any
+
+import yaml
+
+from netprobe_exporter.durations import format_duration
+from netprobe_exporter.modules import Module, Secret
+
+REDACTED = "<secret>"
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses, patterns, networks and secrets as plain YAML-able values; empties dropped."""
+    if isinstance(value, Secret):
+        return REDACTED
+    if isinstance(value, re.Pattern):
+        return value.pattern
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in dataclasses.fields(value):
+            v = plain(getattr(value, f.name))
+            if v not in (None, (), [], "", {}):
+                out[f.name] = v
+        return out
+    if isinstance(value, tuple | list):
+        if value and all(isinstance(x, tuple) and len(x) == 2 for x in value):
+            return {str(k): plain(v) for k, v in value}  # header and label pairs
+        return [plain(x) for x in value]
+    return value
+
+
+def module_doc(module: Module) -> dict[str, Any]:
+    """A module in blackbox's layout: its prober, timeout and its own prober's section."""
+    doc: dict[str, Any] = {"prober": module.prober}
+    if module.timeout:
+        doc["timeout"] = format_duration(module.timeout)
+    section = getattr(module, module.prober, None)
+    if section is not None:
+        doc[module.prober] = plain(section)
+    return doc
+
+
+def config_yaml(config: Any) -> str:
+    """The running config (defaults, modules, targets, probe_policy) as YAML, redacted."""
+    doc: dict[str, Any] = {
+        "defaults": plain(config.defaults),
+        "modules": {name: module_doc(m) for name, m in sorted(config.modules.items())},
+        "targets": [plain(t) for t in config.targets],
+        "probe_policy": plain(config.probe_policy),
+    }
+    for key in ("interval",):
+        doc["defaults"][key] = format_duration(config.defaults.interval)
+    for target in doc["targets"]:
+        target["interval"] = format_duration(target["interval"])
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
