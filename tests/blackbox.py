@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -32,19 +30,8 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 
 
-def require_binary(name: str, package: str) -> str:
-    """Path of ``name``; missing: fail when CI is set, else skip with the install hint."""
-    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-    if path is not None:
-        return path
-    message = f"{name} not found: apt-get install {package}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (required when CI is set)")
-    pytest.skip(message)
-
-
 def require_blackbox() -> str:
-    return require_binary(BLACKBOX, "prometheus-blackbox-exporter")
+    return procutil.require_binary(BLACKBOX, "prometheus-blackbox-exporter")
 
 
 # the module matrix

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procutil import free_port, http, wait_for
+from procutil import free_port, http, require_binary, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "localhost/netprobe-test-base:bookworm"
@@ -27,12 +27,7 @@ STORAGE = ["--storage-driver", "vfs"]
 
 
 def _need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        message = f"{tool} not found: apt-get install {package}"
-        if os.environ.get("CI"):
-            pytest.fail(message + " (required when CI is set)")
-        pytest.skip(message)
+    path = require_binary(tool, package)
     if os.geteuid() != 0:
         pytest.skip("building images with buildah here needs root")
     return path

@@ -202,6 +202,15 @@ def _ip_protocol(c: Checker, m: dict[str, yaml.Node], path: str, kw: dict[str, o
             kw["ip_protocol_fallback"] = fb
 
 
+def _addressing(c: Checker, m: dict[str, yaml.Node], path: str) -> dict[str, object]:
+    """The keys tcp, dns and icmp share: which IP protocol, and the source address."""
+    kw: dict[str, object] = {}
+    _ip_protocol(c, m, path, kw)
+    if "source_ip_address" in m:
+        kw["source_ip_address"] = _source_ip(c, m["source_ip_address"], f"{path}.source_ip_address")
+    return kw
+
+
 def _source_ip(c: Checker, node: yaml.Node, path: str) -> str | None:
     src = c.string(node, path)
     if src is None:
@@ -297,10 +306,7 @@ def parse_tcp(c: Checker, node: yaml.Node, path: str) -> TCPProbe:
     )  # fmt: skip
     if m is None:
         return TCPProbe()
-    kw: dict[str, object] = {}
-    _ip_protocol(c, m, path, kw)
-    if "source_ip_address" in m:
-        kw["source_ip_address"] = _source_ip(c, m["source_ip_address"], f"{path}.source_ip_address")
+    kw = _addressing(c, m, path)
     if "query_response" in m:
         kw["query_response"] = _query_response(c, m["query_response"], f"{path}.query_response")
     if "tls" in m:
@@ -486,8 +492,7 @@ def parse_dns(c: Checker, node: yaml.Node, path: str) -> DNSProbe:
     )  # fmt: skip
     if m is None:
         return DNSProbe()
-    kw: dict[str, object] = {}
-    _ip_protocol(c, m, path, kw)
+    kw = _addressing(c, m, path)
     if "query_name" in m:
         kw["query_name"] = c.text(m["query_name"], f"{path}.query_name")
     else:
@@ -517,8 +522,6 @@ def parse_dns(c: Checker, node: yaml.Node, path: str) -> DNSProbe:
     for key in ("validate_answer_rrs", "validate_authority_rrs", "validate_additional_rrs"):
         if key in m:
             kw[key] = _rr_validator(c, m[key], f"{path}.{key}")
-    if "source_ip_address" in m:
-        kw["source_ip_address"] = _source_ip(c, m["source_ip_address"], f"{path}.source_ip_address")
     return DNSProbe(**{k: v for k, v in kw.items() if v is not None})  # type: ignore[arg-type]
 
 
@@ -531,10 +534,7 @@ def parse_icmp(c: Checker, node: yaml.Node, path: str) -> ICMPProbe:
     )  # fmt: skip
     if m is None:
         return ICMPProbe()
-    kw: dict[str, object] = {}
-    _ip_protocol(c, m, path, kw)
-    if "source_ip_address" in m:
-        kw["source_ip_address"] = _source_ip(c, m["source_ip_address"], f"{path}.source_ip_address")
+    kw = _addressing(c, m, path)
     if "payload_size" in m:
         kw["payload_size"] = c.integer(m["payload_size"], f"{path}.payload_size", 0, 65000)
     if "dont_fragment" in m:
