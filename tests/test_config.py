@@ -9,8 +9,10 @@ import pytest
 
 from netprobe_exporter.config import (
     DEFAULT_BUCKETS,
+    MAX_FILE_BYTES,
     Config,
     ConfigError,
+    Limits,
     load_config,
     parse_config,
     with_extra_targets,
@@ -376,3 +378,74 @@ def test_go_regex_compatibility(go: str, matches: list[str], misses: list[str]) 
     rx = compile_go_regex(go)
     assert all(rx.search(s) for s in matches)
     assert not any(rx.search(s) for s in misses)
+
+
+def test_limits_section_and_its_defaults() -> None:
+    assert parse("targets: []\n").limits == Limits()
+    cfg = parse(
+        """
+        limits:
+          max_targets: 2
+          max_concurrent_probes: 64
+          max_body_bytes: 1MiB
+          web_idle_timeout: 30s
+          web_request_timeout: 2s
+          max_web_connections: 100
+        """
+    )
+    assert cfg.limits == Limits(2, 64, 1 << 20, 30.0, 2.0, 100)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("limits:\n  max_targets: 0\n", "c.yml:2: limits.max_targets:"),
+        ("limits:\n  max_targets: lots\n", "c.yml:2: limits.max_targets:"),
+        ("limits:\n  web_request_timeout: 1x\n", "c.yml:2: limits.web_request_timeout:"),
+        ("limits:\n  max_body_bytes: 12\n", "c.yml:2: limits.max_body_bytes:"),
+        ("limits:\n  max_fds: 3\n", "c.yml:2: limits.max_fds: unknown key"),
+        ("limits: [1]\n", "c.yml:1: limits:"),
+    ],
+)
+def test_bad_limits_name_the_key(text: str, expected: str) -> None:
+    found = errors(text)
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_more_targets_than_max_targets_is_an_error_naming_the_limit() -> None:
+    text = "limits: {max_targets: 2}\ntargets:\n" + "".join(
+        f"  - address: 127.0.0.1:{p}\n" for p in (1, 2, 3)
+    )
+    assert errors(text) == ["c.yml:3: targets: 3 targets exceed limits.max_targets (2)"]
+    two = parse("limits: {max_targets: 2}\ntargets: [{address: '127.0.0.1:1'}]\n")
+    assert len(with_extra_targets(two, ["127.0.0.1:2"]).targets) == 2
+    with pytest.raises(ConfigError) as info:
+        with_extra_targets(two, ["127.0.0.1:2", "127.0.0.1:3"])
+    assert info.value.errors == ["--target: 3 targets exceed limits.max_targets (2)"]
+
+
+@pytest.mark.parametrize("depth", [900, 5_000, 200_000])
+def test_deep_nesting_is_refused_cleanly(depth: int) -> None:
+    flow = "targets: " + "[" * depth + "]" * depth + "\n"
+    block = "".join(" " * i + f"k{i}:\n" for i in range(min(depth, 20_000)))
+    for text in (flow, block):
+        with pytest.raises(ConfigError) as info:
+            parse_config(text, "deep.yml")
+        assert info.value.errors[0].startswith("deep.yml:"), info.value.errors
+
+
+def test_a_huge_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    big = tmp_path / "big.yml"
+    with big.open("wb") as fh:
+        fh.write(b"targets:\n")
+        line = b"  - address: 127.0.0.1:1\n"
+        fh.write(line * (MAX_FILE_BYTES // len(line) + 1))
+    with pytest.raises(ConfigError) as info:
+        load_config(str(big))
+    assert info.value.errors == [f"{big}: file too large (over {MAX_FILE_BYTES >> 20} MiB)"]
+
+
+def test_ten_thousand_targets_load() -> None:
+    lines = (f"  - address: 10.0.{i >> 8}.{i & 255}:80\n" for i in range(10_000))
+    text = "targets:\n" + "".join(lines)
+    assert len(parse_config(text, "many.yml").targets) == 10_000

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import resource
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +158,55 @@ modules:
             self.assertEqual(r.result, "timeout", r.detail)
             yield task_sleep(0.2)
             self.assertEqual(established_to(server.port), 0)
+
+    @defer.inlineCallbacks
+    def test_a_body_kept_for_regexes_is_capped_by_max_body_bytes(self) -> Any:
+        body = b"a" * (3 << 20)
+
+        def big(conn: Conn) -> None:
+            while conn.readline():
+                pass
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+        module = parse_config(
+            "modules:\n  b:\n    prober: http\n    http:\n"
+            "      fail_if_body_not_matches_regexp: [a]\n",
+            "b.yml",
+        ).modules["b"]
+        with tcp_server(big) as server:
+            url = f"http://127.0.0.1:{server.port}/"
+            small = dataclasses.replace(self.ctx, max_body_bytes=1 << 20)
+            r = yield http.probe(small, url, module, 5.0)
+            self.assertFalse(r.success)
+            self.assertIn("limits.max_body_bytes (1048576 bytes)", r.detail)
+            roomy = dataclasses.replace(self.ctx, max_body_bytes=4 << 20)
+            r = yield http.probe(roomy, url, module, 5.0)
+            self.assertTrue(r.success, r.detail)
+
+    @defer.inlineCallbacks
+    def test_a_compression_bomb_stops_at_the_body_size_limit(self) -> Any:
+        # 512 MiB of zeros is ~0.5 MiB gzipped: inflated whole it would take the memory with it
+        packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        zeros = bytes(1 << 20)
+        bomb = b"".join(packer.compress(zeros) for _ in range(512)) + packer.flush()
+
+        def serve(conn: Conn) -> None:
+            while conn.readline():
+                pass
+            head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+            conn.send(head % len(bomb) + bomb)
+
+        module = parse_config(
+            "modules:\n  z:\n    prober: http\n    http:\n"
+            "      compression: gzip\n      body_size_limit: 2MiB\n",
+            "z.yml",
+        ).modules["z"]
+        with tcp_server(serve) as server:
+            peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            r = yield http.probe(self.ctx, f"http://127.0.0.1:{server.port}/", module, 5.0)
+            grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+        self.assertEqual(r.detail, "http: response body too large")
+        self.assertLess(grown_kib, 64 * 1024, "the bomb was inflated far past the limit")
 
 
 def task_sleep(seconds: float) -> Any:

@@ -22,6 +22,7 @@ from netprobe_exporter.addresses import parse_host_port
 from netprobe_exporter.config import (
     Config,
     ConfigError,
+    Limits,
     Target,
     load_config,
     with_extra_targets,
@@ -69,7 +70,6 @@ class App:
         resolver: Any = None,
         wall: Callable[[], float] = time.time,
         process_metrics: bool = True,
-        max_inflight: int = 1024,
         timeout_offset: float = 0.5,
         shard: tuple[int, int] = (0, 1),
         web_config_file: str | None = None,
@@ -96,7 +96,7 @@ class App:
             self._on_result,
             on_lag=self.store.stats.lag.observe,
             on_skip=self._on_skip,
-            max_inflight=max_inflight,
+            max_inflight=Limits().max_concurrent_probes,
         )
         self.store.stats.inflight_source = lambda: self.scheduler.inflight
         self.registry: CollectorRegistry | None = None
@@ -125,7 +125,11 @@ class App:
         targets = self.source(config).targets()
         self.config = config
         self.store.sync(targets)
+        limits = config.limits
+        self.scheduler.max_inflight = limits.max_concurrent_probes
+        self.ctx = dataclasses.replace(self.ctx, max_body_bytes=limits.max_body_bytes)
         self.scheduler.update(targets)
+        self.scheduler.drain()  # a raised max_concurrent_probes starts queued probes now
         stats = self.store.stats
         stats.reload_successful = 1.0
         stats.reload_success_ts = self.wall()
@@ -205,7 +209,13 @@ class App:
             lambda: self.config, self.context, self.probers, self.store.stats, self.timeout_offset
         )
         site = web.build_site(
-            self.store, self.registry, self.is_ready, self.reload, probe, lambda: self.config
+            self.store,
+            self.registry,
+            self.is_ready,
+            self.reload,
+            probe,
+            lambda: self.config,
+            lambda: self.config.limits if self.config is not None else Limits(),
         )
         if self.web_config_file is not None:
             self.guard = Guard(site.resource, self.reactor, self.web_config)

@@ -7,18 +7,20 @@ both in every field means a config copied from either tool parses.
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
+#: nanoseconds per unit: sums are exact, so "1751ms" is 1.751, not 1.7510000000000001
 _UNITS = {
-    "y": 365 * 86400.0,
-    "w": 7 * 86400.0,
-    "d": 86400.0,
-    "h": 3600.0,
-    "m": 60.0,
-    "s": 1.0,
-    "ms": 1e-3,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ns": 1e-9,
+    "y": 365 * 86400 * 10**9,
+    "w": 7 * 86400 * 10**9,
+    "d": 86400 * 10**9,
+    "h": 3600 * 10**9,
+    "m": 60 * 10**9,
+    "s": 10**9,
+    "ms": 10**6,
+    "us": 10**3,
+    "µs": 10**3,
+    "ns": 1,
 }
 #: Go's time.Duration limit, about 292 years
 MAX_SECONDS = 2**63 / 1e9
@@ -34,7 +36,7 @@ def parse_duration(text: str) -> float:
     if not s:
         raise ValueError("empty duration")
     pos = 0
-    total = 0.0
+    nanos = Fraction(0)
     last_rank = -1
     while pos < len(s):
         m = _PART.match(s, pos)
@@ -45,11 +47,11 @@ def parse_duration(text: str) -> float:
         if rank <= last_rank:
             raise ValueError(f"{text!r} is not a duration (units out of order)")
         last_rank = rank
-        total += float(m.group(1)) * _UNITS[unit]
+        nanos += Fraction(m.group(1)) * _UNITS[unit]
         pos = m.end()
-    if not total < MAX_SECONDS:
+    if not nanos < 2**63:
         raise ValueError(f"{text!r} is too long (at most 292 years, as in Go)")
-    return total
+    return float(nanos / 10**9)
 
 
 def format_duration(seconds: float) -> str:

@@ -245,6 +245,10 @@ class Scheduler:
         self._done(result, entry, target, started)
         return None
 
+    def drain(self) -> None:
+        """Start queued probes while there is room (after ``max_inflight`` was raised)."""
+        self._drain()
+
     def _drain(self) -> None:
         # Probes that finish synchronously call back into _drain from _start; only the
         # outermost call loops, so a long queue cannot recurse the stack away.

@@ -19,7 +19,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPullProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
@@ -27,8 +26,9 @@ from zope.interface import implementer
 __all__ = ["Site", "build_site"]
 
 from netprobe_exporter import exposition, redact
-from netprobe_exporter.config import ConfigError
+from netprobe_exporter.config import ConfigError, Limits
 from netprobe_exporter.metrics import MetricsStore
+from netprobe_exporter.webserver import BoundedSite
 
 log = Logger()
 
@@ -237,7 +237,8 @@ def build_site(
     reload: Callable[[], Deferred[None]],
     probe: Resource,
     config: Callable[[], Any],
-) -> Site:
+    limits: Callable[[], Limits] = Limits,
+) -> BoundedSite:
     root = Root(index=Landing())
     root.putChild(b"metrics", Metrics(store, registry))
     root.putChild(b"probe", probe)
@@ -247,20 +248,6 @@ def build_site(
     lifecycle.putChild(b"ready", Ready(is_ready))
     lifecycle.putChild(b"reload", Reload(reload))
     root.putChild(b"-", lifecycle)
-    site = QuietSite(root, timeout=60)
+    site = BoundedSite(root, limits)
     site.displayTracebacks = False
     return site
-
-
-class QuietSite(Site):
-    """Access lines go to the debug log, in our format, not to Twisted's combined log."""
-
-    noisy = False
-
-    def log(self, request: http.Request) -> None:
-        log.debug(
-            "http request",
-            method=request.method.decode("latin-1"),
-            path=request.uri.decode("latin-1"),
-            code=request.code,
-        )

@@ -146,6 +146,8 @@ class ProbeContext:
     icmp: Any = None
     #: (host, ip) -> why the address may not be probed, or None; for /probe's probe_policy
     policy: Callable[[str, str], str | None] | None = None
+    #: bytes of an HTTP body kept for body regular expressions (``limits.max_body_bytes``)
+    max_body_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.engine is None:

@@ -16,6 +16,7 @@ import email.utils
 import io
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urljoin
@@ -162,7 +163,7 @@ class _OneEndpointFactory:
 class _Body(Protocol):
     """Reads a response body: counts (decompressed) bytes, enforces the limit, keeps it if asked."""
 
-    def __init__(self, limit: int, decoder: Any, keep: bool) -> None:
+    def __init__(self, limit: int, decoder: Any, keep: int) -> None:
         self.done: Deferred[None] = Deferred(lambda _: self._stop("cancelled"))
         self.length = 0
         self.chunks: list[bytes] = []
@@ -172,15 +173,20 @@ class _Body(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.error is not None:
             return
-        if self._decoder is not None:
-            try:
-                data = self._decoder.decompress(data)
-            except zlib.error as exc:
-                self._stop(f"failed to decompress response body: {exc}")
-                return
+        if self._decoder is None:
+            self._piece(data)
+            return
+        try:
+            for piece in self._decoder.pieces(data):
+                self._piece(piece)
+                if self.error is not None:
+                    return
+        except zlib.error as exc:
+            self._stop(f"failed to decompress response body: {exc}")
+
+    def _piece(self, data: bytes) -> None:
         if self._limit and self.length + len(data) > self._limit:
-            data = data[: self._limit - self.length]
-            self._take(data)
+            self._take(data[: self._limit - self.length])
             self._stop("http: response body too large")
             return
         self._take(data)
@@ -188,6 +194,12 @@ class _Body(Protocol):
     def _take(self, data: bytes) -> None:
         self.length += len(data)
         if self._keep:
+            if self.length > self._keep:
+                # the body rules need the whole body; past the cap they cannot be applied
+                self._stop(f"http: response body over limits.max_body_bytes ({self._keep} bytes)"
+                           " cannot be matched against the body rules")  # fmt: skip
+                self.chunks = []
+                return
             self.chunks.append(data)
 
     def _stop(self, why: str) -> None:
@@ -399,25 +411,38 @@ def _classify(exc: Exception, hop: _Hop) -> ProbeFailure:
     return ProbeFailure("protocol_error", f"error for HTTP request: {text}")
 
 
-def _decoder(opts: HTTPProbe, response: IResponse) -> Any:
+def _decoder(opts: HTTPProbe, response: IResponse) -> _Inflater | None:
     if not opts.compression or opts.compression == "identity":
         return None
-    if opts.compression == "gzip":
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    return _DeflateDecoder()
+    return _Inflater(gzip=opts.compression == "gzip")
 
 
-class _DeflateDecoder:
-    """HTTP "deflate" is zlib-wrapped by the RFC and raw by common practice: accept both."""
+class _Inflater:
+    """gzip, or HTTP "deflate" (zlib-wrapped by the RFC, raw by common practice: both accepted).
 
-    def __init__(self) -> None:
+    Output comes in pieces of at most ``_PIECE`` bytes, so a compression bomb is stopped by the
+    body limits after one piece instead of being inflated whole in memory first.
+    """
+
+    _PIECE = 1 << 20
+
+    def __init__(self, gzip: bool) -> None:
+        self._gzip = gzip
         self._d: Any = None
 
-    def decompress(self, data: bytes) -> bytes:
+    def pieces(self, data: bytes) -> Iterator[bytes]:
         if self._d is None:
-            zlib_header = len(data) >= 2 and (data[0] * 256 + data[1]) % 31 == 0
-            self._d = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
-        return bytes(self._d.decompress(data))
+            if self._gzip:
+                wbits = 16 + zlib.MAX_WBITS
+            else:
+                zlib_header = len(data) >= 2 and (data[0] * 256 + data[1]) % 31 == 0
+                wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
+            self._d = zlib.decompressobj(wbits)
+        while data:
+            out = bytes(self._d.decompress(data, self._PIECE))
+            data = self._d.unconsumed_tail
+            if out:
+                yield out
 
     def flush(self) -> bytes:
         return bytes(self._d.flush()) if self._d is not None else b""
@@ -478,7 +503,7 @@ async def _final(
                 modified[0].decode("latin-1")
             ).timestamp()
     keep = bool(opts.fail_if_body_matches_regexp or opts.fail_if_body_not_matches_regexp)
-    reader = _Body(opts.body_size_limit, _decoder(opts, response), keep)
+    reader = _Body(opts.body_size_limit, _decoder(opts, response), ctx.max_body_bytes * keep)
     response.deliverBody(reader)
     await reader.done
     info.phases["transfer"] += (

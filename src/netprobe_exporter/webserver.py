@@ -1,0 +1,106 @@
+"""The web server's own bounds: idle and slow clients, and how many connections it holds.
+
+Twisted's ``HTTPChannel`` closes a connection only after ``timeOut`` seconds *without a byte*,
+so a client that trickles one header byte every few seconds (slowloris) keeps its connection,
+and its file descriptor, forever. Here a request's head and body must arrive within
+``web_request_timeout`` of its first byte, and at most ``max_web_connections`` are open at
+once: a connection beyond that is closed as soon as it is accepted. Probes never wait for the
+web server either way; what the bounds protect is the process's file descriptors and memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IAddress, IDelayedCall
+from twisted.internet.protocol import connectionDone as CONNECTION_DONE
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from netprobe_exporter.config import Limits
+
+log = Logger()
+
+_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Connection: close\r\nContent-Length: 37\r\n\r\nrequest not received within the limit\n"
+)
+
+
+class BoundedChannel(http.HTTPChannel):
+    """An HTTPChannel that gives each request a deadline from its first byte to its last."""
+
+    site: BoundedSite
+    _deadline: IDelayedCall | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and not self._handlingRequest and data:
+            limit = self.site.limits().web_request_timeout
+            self._deadline = self.callLater(limit, self._too_slow)
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        peer = self.transport.getPeer() if self.transport is not None else None
+        log.debug("web client too slow: closed", peer=str(peer))
+        self.site.slow_closed += 1
+        if self.transport is not None:
+            self.transport.write(_TIMEOUT_RESPONSE)
+            self.transport.loseConnection()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
+        self._cancel_deadline()
+        self.site.open_connections -= 1
+        super().connectionLost(reason)
+
+
+class BoundedSite(Site):
+    """A Site with bounded connections; access lines go to the debug log, in our format."""
+
+    protocol = BoundedChannel  # type: ignore[assignment]  # HTTP/1.1 only: no h2 upgrade
+    noisy = False
+
+    def __init__(self, resource: Resource, limits: Callable[[], Limits], **kw: Any) -> None:
+        super().__init__(resource, **kw)
+        self.limits = limits
+        self.open_connections = 0
+        #: connections refused because max_web_connections were open / closed for slowness
+        self.refused_connections = 0
+        self.slow_closed = 0
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        limits = self.limits()
+        if self.open_connections >= limits.max_web_connections:
+            self.refused_connections += 1
+            if self.refused_connections == 1 or self.refused_connections % 1000 == 0:
+                log.warn(
+                    "web connection refused: limits.max_web_connections reached",
+                    limit=limits.max_web_connections,
+                    refused=self.refused_connections,
+                )
+            return None
+        channel = super().buildProtocol(addr)
+        channel.timeOut = limits.web_idle_timeout
+        self.open_connections += 1
+        return channel
+
+    def log(self, request: http.Request) -> None:
+        log.debug(
+            "http request",
+            method=request.method.decode("latin-1"),
+            path=request.uri.decode("latin-1"),
+            code=request.code,
+        )
