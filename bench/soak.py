@@ -28,7 +28,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from common import exporter, loopback_targets, rss_bytes, samples, table, total, write_json
+from common import exporter, loopback_targets, rss_bytes, samples, total, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from netns import RoutedNamespace
@@ -170,11 +170,12 @@ def main() -> None:
         "targets_outside_expected": len(outside),
         "targets_seen": len(gains),
         "skipped_slots": skipped,
-        "live_results": dict(live_results),
-        "black_holed_results": dict(dead_results),
+        "live_results_since_start": {k: v for k, v in live_results.items() if v},
+        "black_holed_results_since_start": {k: v for k, v in dead_results.items() if v},
     }
-    rows = [("figure", "value")] + [(k, str(v)) for k, v in summary.items()]
-    print(table(rows))
+    width = max(len(k) for k in summary)
+    for key, value in summary.items():
+        print(f"{key.rjust(width)}  {value}")
     path = write_json(f"soak-{args.targets}", summary)
     print(f"wrote {path}")
 

@@ -12,8 +12,7 @@ import yaml
 
 from netprobe_exporter.durations import format_duration
 from netprobe_exporter.modules import Module, Secret
-
-REDACTED = "<secret>"
+from netprobe_exporter.yamlcheck import REDACTED, SECRET_KEYS
 
 
 def plain(value: Any) -> Any:
@@ -28,6 +27,8 @@ def plain(value: Any) -> Any:
         out = {}
         for f in dataclasses.fields(value):
             v = plain(getattr(value, f.name))
+            if f.name in SECRET_KEYS and v:
+                v = REDACTED
             if v not in (None, (), [], "", {}):
                 out[f.name] = v
         return out

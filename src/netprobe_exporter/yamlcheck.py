@@ -65,6 +65,14 @@ def is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == NULL
 
 
+#: keys whose values are secrets, or name files holding them: never echoed in errors or pages
+SECRET_KEYS = frozenset({
+    "password", "password_file", "bearer_token", "bearer_token_file", "credentials",
+    "credentials_file", "key_file",
+})  # fmt: skip
+REDACTED = "<secret>"
+
+
 def show(node: yaml.Node) -> str:
     if isinstance(node, yaml.ScalarNode):
         return f'"{node.value}"'
@@ -89,6 +97,9 @@ class Checker:
         return f"{where}: {path}: {what}" if path else f"{where}: {what}"
 
     def error(self, node: yaml.Node | None, path: str, what: str) -> None:
+        secret = path.rsplit(".", 1)[-1] in SECRET_KEYS
+        if secret and isinstance(node, yaml.ScalarNode) and node.value:
+            what = what.replace(str(node.value), REDACTED)  # errors go to logs: values must not
         self.errors.append(self._where(node, path, what))
 
     def warn(self, node: yaml.Node | None, path: str, what: str) -> None:

@@ -1,0 +1,167 @@
+"""Faulty targets in continuous mode: each is classified, none leaks, none slows the others.
+
+One exporter probes, side by side, a healthy listener and targets that accept and never answer,
+send endless data, reset in the middle of the TLS handshake, answer HTTP with garbage, and a DNS
+server that never replies. Every fault must land in its own result class, the healthy target
+must keep its schedule, and the exporter's file descriptors must not grow while it goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from procutil import Exporter, Processes, find, value, wait_for
+from servers import Conn, holding_server, tcp_server
+
+INTERVAL = 2.0  # fault targets: probe every 2 s with a 1 s timeout
+HEALTHY_INTERVAL = 0.2
+RUN = 7.0
+
+
+def _read_head(conn: Conn) -> None:
+    while conn.readline():
+        pass
+
+
+def endless_http_body(conn: Conn) -> None:
+    _read_head(conn)
+    conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"4000\r\n" + b"x" * 0x4000 + b"\r\n"
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and not conn.stop.is_set():
+            conn.send(chunk)
+            time.sleep(0.001)
+    except OSError:
+        pass  # the prober gave up and closed: what we expect
+
+
+def endless_lines(conn: Conn) -> None:
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and not conn.stop.is_set():
+            conn.send(b"still not what you expect\r\n" * 100)
+            time.sleep(0.002)
+    except OSError:
+        pass
+
+
+def reset_mid_tls(conn: Conn) -> None:
+    conn.sock.settimeout(5)
+    hello = conn.sock.recv(5)  # the ClientHello's record header: the handshake has begun
+    assert hello[:1] == b"\x16", hello
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.sock.close()  # linger 0: an RST, not a FIN
+
+
+def http_garbage(conn: Conn) -> None:
+    _read_head(conn)
+    conn.send(b"\x00\xffTHIS IS NOT HTTP\r\n\x01\x02\r\n\r\n")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.fixture
+def silent_dns() -> Iterator[int]:
+    """A UDP port on 127.0.0.1 that takes queries and never answers them."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+def test_faulty_targets_are_classified_and_leak_nothing(
+    procs: Processes, tmp_path: Path, listener: int, silent_dns: int
+) -> None:
+    with ExitStack() as stack:
+        silent = stack.enter_context(holding_server())
+        body = stack.enter_context(tcp_server(endless_http_body))
+        lines = stack.enter_context(tcp_server(endless_lines))
+        reset = stack.enter_context(tcp_server(reset_mid_tls))
+        garbage = stack.enter_context(tcp_server(http_garbage))
+        targets = {
+            # target -> (module, expected result)
+            f"127.0.0.1:{listener}": ("tcp_connect", "success"),
+            f"http://127.0.0.1:{silent.port}/": ("web", "timeout"),
+            f"http://127.0.0.1:{body.port}/": ("web", "timeout"),
+            f"127.0.0.1:{lines.port}": ("expect", "timeout"),
+            f"127.0.0.1:{reset.port}": ("tls", "tls_error"),
+            f"http://127.0.0.1:{garbage.port}/": ("web", "protocol_error"),
+            f"127.0.0.1:{silent_dns}": ("dns", "timeout"),
+        }
+        config = tmp_path / "faults.yml"
+        entries = "".join(
+            f"  - {{address: '{t}', module: {m}, interval: "
+            f"{HEALTHY_INTERVAL if m == 'tcp_connect' else INTERVAL}s}}\n"
+            for t, (m, _) in targets.items()
+        )
+        config.write_text(
+            "modules:\n"
+            "  web: {prober: http, timeout: 1s}\n"
+            "  expect: {prober: tcp, timeout: 1s, tcp: {query_response: [{expect: '^never'}]}}\n"
+            "  tls: {prober: tcp, timeout: 1s, tcp: {tls: true}}\n"
+            "  dns: {prober: dns, timeout: 1s, dns: {query_name: probe.example, "
+            "transport_protocol: udp}}\n"
+            "targets:\n" + entries
+        )
+        ex = procs.start_exporter(f"--config.file={config}")
+        wait_for(lambda: ex.get("/-/ready").status == 200, 10, "readiness")
+        time.sleep(2.5)  # every fault target has run at least once
+        pid = ex.proc.pid
+        fds_early = open_fds(pid)
+        first = ex.metrics()
+        t0 = time.monotonic()
+        time.sleep(RUN)
+        fds_late = open_fds(pid)
+        last = ex.metrics()
+        elapsed = time.monotonic() - t0
+
+    for target, (module, expected) in targets.items():
+        counts = {
+            s.labels["result"]: s.value
+            for s in find(last, "netprobe_probes_total", target=target, module=module)
+        }
+        assert counts, f"no series for {target}"
+        others = {r: n for r, n in counts.items() if r != expected and n}
+        assert counts[expected] >= 2 and not others, f"{target} ({module}): {counts}"
+    healthy = f"127.0.0.1:{listener}"
+    gained = _probes(last, healthy) - _probes(first, healthy)
+    due = elapsed / HEALTHY_INTERVAL
+    assert due - 3 <= gained <= due + 3, f"healthy target: {gained} probes in {elapsed:.1f} s"
+    assert value(last, "netprobe_scheduler_skipped_probes_total") == 0
+    # sockets of probes in flight come and go; a leak would add one per fault probe (~20 here)
+    assert fds_late <= fds_early + 6, f"fds grew from {fds_early} to {fds_late}"
+    assert ex.proc.poll() is None
+
+
+def _probes(samples: list, target: str) -> float:  # type: ignore[type-arg]
+    return sum(s.value for s in find(samples, "netprobe_probes_total", target=target))
+
+
+def test_exporter_answers_while_faults_run(procs: Processes, tmp_path: Path) -> None:
+    """The web side stays prompt while a target pours data at a probe."""
+    with tcp_server(endless_http_body) as body:
+        config = tmp_path / "c.yml"
+        config.write_text(
+            "modules:\n  web: {prober: http, timeout: 1s}\n"
+            f"targets:\n  - {{address: 'http://127.0.0.1:{body.port}/', module: web, "
+            "interval: 1s}\n"
+        )
+        ex: Exporter = procs.start_exporter(f"--config.file={config}")
+        wait_for(lambda: ex.get("/-/ready").status == 200, 10, "readiness")
+        worst = 0.0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            t = time.monotonic()
+            assert ex.get("/-/healthy").status == 200
+            worst = max(worst, time.monotonic() - t)
+            time.sleep(0.05)
+    assert worst < 0.5, f"/-/healthy took {worst:.3f} s while a body poured in"

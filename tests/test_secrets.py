@@ -1,0 +1,92 @@
+"""Secrets (passwords, tokens, key and password file paths) never show: not in logs at debug
+level, not in /config, not in /probe's debug output, not in the errors of a rejected reload."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from pathlib import Path
+
+from procutil import Processes, wait_for
+from servers import AUTH_PASSWORD, AUTH_USER, http_server, make_certs
+
+from netprobe_exporter.config import ConfigError, parse_config
+
+TOKEN = "tok-Zq81-bearer"
+KEY_NAME = "client-key-Wm42.pem"
+PW_FILE_NAME = "pw-file-Hk77.txt"
+WRONG_PASSWORD = "wrong-Pq93-password"
+
+
+def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
+    certs = make_certs(tmp_path / "certs")
+    key = tmp_path / KEY_NAME
+    shutil.copy(certs.leaf_key, key)
+    pw_file = tmp_path / PW_FILE_NAME
+    pw_file.write_text(AUTH_PASSWORD)
+    secrets = [AUTH_PASSWORD, TOKEN, KEY_NAME, PW_FILE_NAME, WRONG_PASSWORD,
+               base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()]  # fmt: skip
+    with http_server() as site:
+        config = tmp_path / "config.yml"
+        good = (
+            "modules:\n"
+            f"  auth: {{prober: http, http: {{basic_auth: {{username: {AUTH_USER}, "
+            f"password: {AUTH_PASSWORD}}}}}}}\n"
+            f"  wrong: {{prober: http, http: {{basic_auth: {{username: {AUTH_USER}, "
+            f"password: {WRONG_PASSWORD}}}}}}}\n"
+            f"  pwfile: {{prober: http, http: {{basic_auth: {{username: {AUTH_USER}, "
+            f"password_file: {pw_file}}}}}}}\n"
+            f"  token: {{prober: http, http: {{bearer_token: {TOKEN}}}}}\n"
+            f"  mtls: {{prober: http, http: {{tls_config: {{cert_file: {certs.leaf_cert}, "
+            f"key_file: {key}}}}}}}\n"
+            "targets:\n"
+            + "".join(
+                f"  - {{address: '{site.url('/auth')}', module: {m}, interval: 500ms}}\n"
+                for m in ("auth", "wrong", "pwfile", "token", "mtls")
+            )
+        )
+        config.write_text(good)
+        ex = procs.start_exporter(f"--config.file={config}", "--log.level=debug")
+        wait_for(lambda: ex.get("/-/ready").status == 200, 10, "readiness")
+        wait_for(lambda: "probe failed" in ex.stderr(), 10, "a failed probe logged at debug")
+        pages = [ex.get("/config").text, ex.get("/").text]
+        for module in ("auth", "wrong", "pwfile", "token", "mtls"):
+            reply = ex.get(f"/probe?module={module}&debug=true&target={site.url('/auth')}")
+            assert reply.status == 200
+            pages.append(reply.text)
+        assert "probe_success 1" in pages[2 + 0]  # the right password did get through
+        # a reload whose errors would quote the secrets if they were echoed
+        config.write_text(
+            "modules:\n"
+            f"  a: {{prober: http, http: {{bearer_token: [{TOKEN}]}}}}\n"
+            f"  b: {{prober: http, http: {{basic_auth: {{username: u, "
+            f"password: [{WRONG_PASSWORD}]}}}}}}\n"
+            f"  c: {{prober: http, http: {{tls_config: {{cert_file: {certs.leaf_cert}, "
+            f"key_file: /nonexistent/{KEY_NAME}}}}}}}\n"
+            f"  d: {{prober: http, http: {{basic_auth: {{username: u, password_file: "
+            f"/nonexistent/{PW_FILE_NAME}}}}}}}\n"
+        )
+        reload = ex.post("/-/reload")
+        assert reload.status == 400
+        pages.append(reload.text)
+        wait_for(lambda: "config reload rejected" in ex.stderr(), 5, "the rejection logged")
+        log = ex.stderr()
+    for secret in secrets:
+        assert secret not in log, f"{secret!r} in the log"
+        for page in pages:
+            assert secret not in page, f"{secret!r} in a page:\n{page[:2000]}"
+    assert "<secret>" in reload.text
+
+
+def test_config_errors_withhold_secret_values() -> None:
+    try:
+        parse_config(
+            "modules:\n  m: {prober: http, http: {bearer_token_file: /no/such/tok-file-Jj3}}\n",
+            "c.yml",
+        )
+    except ConfigError as exc:
+        text = "\n".join(exc.errors)
+    else:
+        raise AssertionError("a missing token file is an error")
+    assert "c.yml:2: modules.m.http.bearer_token_file" in text
+    assert "tok-file-Jj3" not in text and "<secret>" in text

@@ -1,0 +1,124 @@
+"""Slow and idle web clients: bounded in number and time, and never in the scheduler's way."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from pathlib import Path
+
+from procutil import Exporter, Processes, find, wait_for
+
+LIMITS = "limits:\n  web_request_timeout: 1s\n  web_idle_timeout: 2s\n  max_web_connections: 40\n"
+PROBE_INTERVAL = 0.1
+
+
+def start(procs: Processes, tmp_path: Path, listener: int) -> Exporter:
+    config = tmp_path / "c.yml"
+    config.write_text(
+        LIMITS + f"targets:\n  - {{address: '127.0.0.1:{listener}', interval: 100ms}}\n"
+    )
+    ex = procs.start_exporter(f"--config.file={config}")
+    wait_for(lambda: ex.get("/-/ready").status == 200, 10, "readiness")
+    return ex
+
+
+def probes(ex: Exporter) -> float:
+    return sum(s.value for s in find(ex.metrics(), "netprobe_probes_total", result="success"))
+
+
+def open_fds(ex: Exporter) -> int:
+    return len(os.listdir(f"/proc/{ex.proc.pid}/fd"))
+
+
+def closed_by_peer(s: socket.socket, wait: float) -> bytes | None:
+    """What the server sent before closing, or None if it is still open after ``wait``."""
+    s.settimeout(wait)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                return data
+            data += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        return data
+
+
+def test_slowloris_is_cut_off_and_bounded_while_probes_keep_their_schedule(
+    procs: Processes, tmp_path: Path, listener: int
+) -> None:
+    ex = start(procs, tmp_path, listener)
+    baseline_fds = open_fds(ex)
+    before, t0 = probes(ex), time.monotonic()
+    attackers: list[socket.socket] = []
+    try:
+        for _ in range(120):
+            s = socket.create_connection(("127.0.0.1", ex.port), timeout=5)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            attackers.append(s)
+        time.sleep(0.3)
+        held_fds = open_fds(ex)
+        # trickle a header line now and then, as slowloris does, for longer than the limit
+        refused = timed_out = 0
+        for s in attackers:
+            got = closed_by_peer(s, 0.001)
+            if got == b"":
+                refused += 1
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            for s in attackers:
+                with contextlib.suppress(OSError):  # refused or cut off already
+                    s.sendall(b"X-Slow: 1\r\n")
+            time.sleep(0.25)
+        for s in attackers:
+            got = closed_by_peer(s, 1.0)
+            if got is not None and b" 408 " in got.split(b"\r\n", 1)[0]:
+                timed_out += 1
+    finally:
+        for s in attackers:
+            s.close()
+    elapsed = time.monotonic() - t0
+    gained = probes(ex) - before
+    assert refused >= 120 - 40 - 5, f"only {refused} of 120 refused at max_web_connections 40"
+    assert timed_out >= 35, f"only {timed_out} slow clients got a 408"
+    assert held_fds <= baseline_fds + 40 + 5, f"{held_fds} fds held (baseline {baseline_fds})"
+    due = elapsed / PROBE_INTERVAL
+    assert due * 0.9 - 2 <= gained <= due + 2, f"{gained} probes in {elapsed:.2f} s"
+    wait_for(lambda: open_fds(ex) <= baseline_fds + 2, 5, "fds back to baseline")
+    assert "limits.max_web_connections reached" in ex.stderr()
+
+
+def test_a_request_sent_slowly_but_within_the_limit_is_served(
+    procs: Processes, tmp_path: Path, listener: int
+) -> None:
+    ex = start(procs, tmp_path, listener)
+    with socket.create_connection(("127.0.0.1", ex.port), timeout=5) as s:
+        for part in (b"GET /-/healthy HTTP/1.1\r\n", b"Host: x\r\n", b"Connection: close\r\n\r\n"):
+            s.sendall(part)
+            time.sleep(0.25)
+        reply = closed_by_peer(s, 3.0)
+    assert reply is not None and reply.startswith(b"HTTP/1.1 200"), reply
+
+
+def test_an_idle_connection_is_closed_after_web_idle_timeout(
+    procs: Processes, tmp_path: Path, listener: int
+) -> None:
+    ex = start(procs, tmp_path, listener)
+    with socket.create_connection(("127.0.0.1", ex.port), timeout=5) as s:
+        t0 = time.monotonic()
+        assert closed_by_peer(s, 6.0) == b""
+        waited = time.monotonic() - t0
+    assert 1.5 <= waited <= 5.0, f"closed after {waited:.2f} s (web_idle_timeout 2s)"
+    # a keep-alive connection is idle between requests just the same
+    with socket.create_connection(("127.0.0.1", ex.port), timeout=5) as s:
+        s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(3)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        t0 = time.monotonic()
+        closed_by_peer(s, 6.0)
+        waited = time.monotonic() - t0
+    assert 1.5 <= waited <= 5.0, f"kept-alive connection closed after {waited:.2f} s"
