@@ -423,3 +423,5 @@ def test_config_page_shows_the_running_config_without_secrets(
     ]  # fmt: skip
     assert doc["modules"]["web"]["http"]["basic_auth"] == {"username": "u", "password": "<secret>"}
     assert doc["probe_policy"]["allow"] == [{"network": "10.0.0.0/8"}, {"pattern": "*.example.org"}]
+    assert doc["limits"]["max_targets"] == 100_000
+    assert doc["limits"]["web_request_timeout"] == "10s"

@@ -122,3 +122,23 @@ def test_an_idle_connection_is_closed_after_web_idle_timeout(
         closed_by_peer(s, 6.0)
         waited = time.monotonic() - t0
     assert 1.5 <= waited <= 5.0, f"kept-alive connection closed after {waited:.2f} s"
+
+
+def test_an_oversized_request_body_is_refused_without_spooling_it(
+    procs: Processes, tmp_path: Path, listener: int
+) -> None:
+    ex = start(procs, tmp_path, listener)
+    size = 64 << 20
+    with socket.create_connection(("127.0.0.1", ex.port), timeout=5) as s:
+        s.sendall(b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        sent = 0
+        chunk = b"x" * 65536
+        with contextlib.suppress(OSError):  # the server closes long before the end
+            while sent < size:
+                s.sendall(chunk)
+                sent += len(chunk)
+        reply = closed_by_peer(s, 3.0) or b""
+    assert sent < size, "the whole body was taken"
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:100]
+    assert ex.get("/-/healthy").status == 200
+    assert "config reloaded" not in ex.stderr()

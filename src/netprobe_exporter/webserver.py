@@ -25,9 +25,20 @@ from netprobe_exporter.config import Limits
 
 log = Logger()
 
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Connection: close\r\nContent-Length: 37\r\n\r\nrequest not received within the limit\n"
+#: no endpoint takes a request body of any size; Twisted would spool any amount to a temp file
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+def _close_with(code: bytes, text: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + code + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(text) + text
+    )
+
+
+_TIMEOUT_RESPONSE = _close_with(b"408 Request Timeout", b"request not received within the limit\n")
+_TOO_LARGE_RESPONSE = _close_with(
+    b"413 Content Too Large", b"request over %d bytes\n" % MAX_REQUEST_BYTES
 )
 
 
@@ -36,24 +47,39 @@ class BoundedChannel(http.HTTPChannel):
 
     site: BoundedSite
     _deadline: IDelayedCall | None = None
+    _received = 0
+    _closing = False
 
     def dataReceived(self, data: bytes) -> None:
-        if self._deadline is None and not self._handlingRequest and data:
-            limit = self.site.limits().web_request_timeout
-            self._deadline = self.callLater(limit, self._too_slow)
+        if self._closing:
+            return
+        if not self._handlingRequest and data:
+            if self._deadline is None:
+                limit = self.site.limits().web_request_timeout
+                self._deadline = self.callLater(limit, self._too_slow)
+            self._received += len(data)
+            if self._received > MAX_REQUEST_BYTES:
+                self._close(_TOO_LARGE_RESPONSE, "web request too large: closed")
+                return
         super().dataReceived(data)
 
     def allContentReceived(self) -> None:
         self._cancel_deadline()
+        self._received = 0
         super().allContentReceived()
 
     def _too_slow(self) -> None:
         self._deadline = None
-        peer = self.transport.getPeer() if self.transport is not None else None
-        log.debug("web client too slow: closed", peer=str(peer))
         self.site.slow_closed += 1
+        self._close(_TIMEOUT_RESPONSE, "web client too slow: closed")
+
+    def _close(self, response: bytes, why: str) -> None:
+        self._cancel_deadline()
+        self._closing = True
+        peer = self.transport.getPeer() if self.transport is not None else None
+        log.debug(why, peer=str(peer))
         if self.transport is not None:
-            self.transport.write(_TIMEOUT_RESPONSE)
+            self.transport.write(response)
             self.transport.loseConnection()
 
     def _cancel_deadline(self) -> None:
