@@ -119,3 +119,49 @@ def test_concurrent_probes_are_limited(guarded: tuple[Exporter, int, int]) -> No
     assert second.status == 429, second
     assert first and first[0].status == 200 and b"probe_success 0" in first[0].body
     assert _probe(ex, f"127.0.0.2:{allowed}").status == 200  # the slot is free again
+
+
+def test_max_timeout_caps_what_the_scrape_header_asks(procs: Processes, tmp_path: Path) -> None:
+    def hold(conn: Conn) -> None:
+        conn.stop.wait(10.0)
+
+    with tcp_server(hold) as held:
+        config = tmp_path / "config.yml"
+        config.write_text(
+            "modules:\n  wait:\n    prober: tcp\n    tcp:\n      query_response: [{expect: x}]\n"
+            "probe_policy:\n  max_timeout: 1s\n"
+        )
+        ex = procs.start_exporter(f"--config.file={config}")
+        t0 = time.monotonic()
+        reply = procutil.http(
+            f"{ex.url}/probe?module=wait&target=127.0.0.1:{held.port}",
+            headers={"X-Prometheus-Scrape-Timeout-Seconds": "30"},
+            timeout=20,
+        )
+        elapsed = time.monotonic() - t0
+    assert reply.status == 200 and b"probe_success 0" in reply.body
+    assert 0.9 <= elapsed < 2.5, f"answered after {elapsed:.2f} s; max_timeout is 1 s"
+
+
+def test_max_per_source_limits_one_client(procs: Processes, tmp_path: Path) -> None:
+    def hold(conn: Conn) -> None:
+        conn.stop.wait(3.0)
+
+    with tcp_server(hold) as held:
+        config = tmp_path / "config.yml"
+        config.write_text(
+            "modules:\n  slow:\n    prober: tcp\n    timeout: 2s\n"
+            "    tcp:\n      query_response: [{expect: never}]\n"
+            "probe_policy:\n  max_concurrent: 10\n  max_per_source: 1\n"
+        )
+        ex = procs.start_exporter(f"--config.file={config}")
+        first: list[procutil.Response] = []
+        target = f"127.0.0.1:{held.port}"
+        slow = threading.Thread(target=lambda: first.append(_probe(ex, target, "slow")))
+        slow.start()
+        time.sleep(0.5)
+        second = _probe(ex, target)
+        slow.join(15)
+    assert second.status == 429
+    assert b"too many /probe requests running from 127.0.0.1" in second.body
+    assert first and first[0].status == 200

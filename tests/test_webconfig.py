@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import signal
 import ssl
 import urllib.error
 import urllib.request
@@ -117,3 +118,22 @@ def test_a_wrong_user_is_checked_like_a_wrong_password(monkeypatch: pytest.Monke
     assert webconfig._DUMMY.startswith(b"$2b$10$")  # the same cost as real hashes
     webconfig.bcrypt.checkpw(b"x", webconfig._DUMMY)
     assert calls == [webconfig._DUMMY]
+
+
+def test_sighup_rereads_the_web_config_and_keeps_it_when_bad(
+    procs: Processes, tmp_path: Path
+) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(f"basic_auth_users:\n  prom: '{HASH}'\n")
+    ex = procs.start_exporter(f"--web.config.file={path}")
+    assert _get(ex.url + "/metrics", ("prom", "s3cret")) == 200
+    new_hash = bcrypt.hashpw(b"n3w", bcrypt.gensalt(4)).decode()
+    path.write_text(f"basic_auth_users:\n  prom: '{new_hash}'\n")
+    ex.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: _get(ex.url + "/metrics", ("prom", "n3w")) == 200, 5, "the new password")
+    assert _get(ex.url + "/metrics", ("prom", "s3cret")) == 401
+    path.write_text("basic_auth_users:\n  prom: not-a-bcrypt-hash\n")
+    ex.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "web config rejected" in ex.stderr(), 5, "the rejection logged")
+    assert _get(ex.url + "/metrics", ("prom", "n3w")) == 200  # the old one stays
+    assert "basic_auth_users.prom" in ex.stderr()

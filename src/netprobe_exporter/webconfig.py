@@ -187,10 +187,22 @@ class Guard(Resource):
         super().__init__()
         self._inner = inner
         self._reactor = reactor
-        self.config = config
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
         self._secret = os.urandom(16)
+        self.config = config
+
+    @property
+    def config(self) -> WebConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: WebConfig) -> None:
+        # a reload may change or remove a password: what was verified against the old hashes
+        # must be checked again
+        with self._lock:
+            self._config = config
+            self._verified = set()
 
     def getChildWithDefault(self, path: bytes, request: Request) -> Any:
         # the tree below is the real one; authorisation happens in render()
@@ -202,12 +214,12 @@ class Guard(Resource):
         if not self.config.users:
             return self._pass(request)
         user, password = _credentials(request)
-        key = hmac.new(self._secret, user + b"\0" + password, hashlib.sha256).digest()
+        hashed = self.config.users.get(user.decode("utf-8", "replace"), _DUMMY)
+        key = hmac.new(self._secret, b"\0".join((user, password, hashed)), hashlib.sha256).digest()
         with self._lock:
             known = key in self._verified
         if known:
             return self._pass(request)
-        hashed = self.config.users.get(user.decode("utf-8", "replace"), _DUMMY)
         d: Deferred[bool] = threads.deferToThreadPool(
             self._reactor, self._reactor.getThreadPool(), bcrypt.checkpw, password, hashed
         )
