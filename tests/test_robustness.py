@@ -114,3 +114,26 @@ def test_sigterm_with_a_thousand_probes_in_flight_stops_within_two_seconds(
     elapsed = time.monotonic() - t0
     assert code == 0
     assert elapsed < 2.0, f"stopped in {elapsed:.2f} s"
+
+
+def test_max_concurrent_probes_bounds_the_probes_in_flight(
+    procs: Processes, tmp_path: Path, namespace: RoutedNamespace
+) -> None:
+    base = namespace.blackhole_ip.rsplit(".", 1)[0]
+    config = tmp_path / "config.yml"
+    lines = [
+        "modules:\n  slow: {prober: tcp, timeout: 1500ms}\n"
+        "limits:\n  max_concurrent_probes: 10\n"
+        "defaults:\n  interval: 2s\n  module: slow\ntargets:"
+    ]
+    lines += [f"  - address: {base}.{17 + i % 14}:{10000 + i}" for i in range(50)]
+    config.write_text("\n".join(lines) + "\n")
+    ex = procs.start_exporter(f"--config.file={config}")
+    seen: list[float] = []
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        seen.append(value(ex.metrics(), "netprobe_inflight_probes") or 0)
+        time.sleep(0.1)
+    assert max(seen) == 10, seen  # reached, never passed
+    # 50 probes of 1.5 s per 2 s cannot fit in 10 slots: the rest wait and then skip
+    assert (value(ex.metrics(), "netprobe_scheduler_skipped_probes_total") or 0) > 0
