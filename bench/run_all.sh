@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run every benchmark in turn (about 12 minutes on 2 cores); each prints a table and writes
-# bench/results/NAME.json, and this script keeps what each printed in bench/results/NAME.txt.
+# Run every benchmark in turn (about 25 minutes on 2 cores, 12 of them the soak); each prints
+# a table and writes bench/results/NAME.json, and this script keeps what each printed in
+# bench/results/NAME.txt.
 # Needs root (network namespaces, TUN) and the Debian packages prometheus-blackbox-exporter
 # and wrk. Run nothing else heavy meanwhile: the figures are CPU time and latency.
 set -euo pipefail
@@ -18,3 +19,4 @@ run scrape-10000  scrape.py --targets 10000 --scrapes 20
 run probe-throughput probe_throughput.py --rounds 3 --seconds 10 --connections 32
 run accuracy accuracy.py
 run icmp-1000 icmp.py --targets 1000 --silent 50 --interval 1 --seconds 20
+run soak-10000 soak.py --targets 10000 --minutes 10
