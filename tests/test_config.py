@@ -259,7 +259,10 @@ def test_a_blackbox_style_file_with_only_tcp_modules_is_valid() -> None:
         ),
         ("defaults:\n  labels: {0bad: x}\n", '"0bad" is not a valid label name'),
         ("defaults:\n  interval: 10ms\n", 'c.yml:2: defaults.interval: "10ms" is too short'),
-        ("target_files: []\n", "c.yml:1: target_files: is not supported yet"),
+        (
+            "target_files: [{files: [a.yml], interval: 5x}]\n",
+            'c.yml:1: target_files[0].interval: "5x" is not a duration',
+        ),
         ("targets: {a: 1}\n", "c.yml:1: targets: must be a list, not a mapping"),
         ("targets:\n  - address: a:1\n    address: b:2\n", "targets[0].address: duplicate key"),
         ("[1, 2]\n", "c.yml:1: must be a mapping, not a list"),

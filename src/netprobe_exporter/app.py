@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -33,6 +33,7 @@ from netprobe_exporter.probes import ProbeContext, ProbeResult, registry
 from netprobe_exporter.resolver import Resolver
 from netprobe_exporter.scheduler import Scheduler
 from netprobe_exporter.sources import ShardedSource, TargetSource, static_source
+from netprobe_exporter.targetfiles import Scan, file_targets, scan
 from netprobe_exporter.webconfig import Guard, ServerContext, WebConfig, load_web_config
 
 log = Logger()
@@ -104,6 +105,8 @@ class App:
             self.registry = CollectorRegistry(auto_describe=True)
             ProcessCollector(registry=self.registry)
         self._reload_lock = defer.DeferredLock()
+        self.files = Scan({})
+        self._file_watch: task.LoopingCall | None = None
 
     # config
     def read_config(self) -> Config:
@@ -116,13 +119,29 @@ class App:
                 config = with_extra_targets(config, [self.self_probe])
         return with_extra_targets(config, self.extra_targets)
 
-    def source(self, config: Config) -> TargetSource:
-        source = static_source(config)
+    def source(self, config: Config, files: Scan | None = None) -> TargetSource:
+        source = static_source(config, file_targets(files) if files is not None else ())
         index, count = self.shard
         return source if count == 1 else ShardedSource(source, index, count)
 
-    def apply(self, config: Config) -> None:
-        targets = self.source(config).targets()
+    def _too_many(self, config: Config, files: Scan) -> str | None:
+        total = len(static_source(config, file_targets(files)).targets())
+        if total > config.limits.max_targets:
+            return f"{total} targets exceed limits.max_targets ({config.limits.max_targets})"
+        return None
+
+    def apply(self, config: Config, files: Scan | None = None) -> None:
+        """Run ``config``; ``files`` is its target files' scan (made here, blocking, if None)."""
+        if files is None:
+            files = scan(config, {})
+        self._report_files(files)
+        problem = self._too_many(config, files)
+        if problem is not None:
+            log.error("target files ignored", error=problem)
+            self.store.stats.target_files_ok = 0.0
+            files = Scan({})
+        self.files = files
+        targets = self.source(config, files).targets()
         self.config = config
         self.store.sync(targets)
         limits = config.limits
@@ -141,14 +160,75 @@ class App:
             targets=len(targets),
             modules=len(config.modules),
         )
+        self._watch_files(config)
+
+    # target files
+    def _report_files(self, files: Scan) -> None:
+        for line in files.errors:
+            log.error("target file rejected, its previous targets kept", error=line)
+        stats = self.store.stats
+        stats.target_file_errors += len(files.errors)
+        stats.target_files_ok = 1.0 if files.healthy else 0.0
+
+    def _watch_files(self, config: Config) -> None:
+        if self._file_watch is not None and self._file_watch.running:
+            self._file_watch.stop()
+        self._file_watch = None
+        if config.target_files:
+            every = min(spec.refresh_interval for spec in config.target_files)
+            self._file_watch = task.LoopingCall(self.refresh_files)
+            self._file_watch.clock = self.reactor
+            self._file_watch.start(every, now=False).addErrback(
+                lambda f: log.failure("target file watch stopped", f)
+            )
+
+    def refresh_files(self) -> Deferred[None] | None:
+        """Look at the target files (off the reactor) and take up what changed."""
+        if self._reload_lock.locked or self.config is None:
+            return None  # a reload is re-reading them anyway
+        return self._reload_lock.run(self._refresh_files)
+
+    def _refresh_files(self) -> Deferred[None]:
+        config, previous = self.config, self.files
+        assert config is not None
+        d: Deferred[Scan] = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), scan, config, previous.files
+        )
+
+        def adopt(files: Scan) -> None:
+            if self.config is not config:
+                return  # a reload came first
+            self._report_files(files)
+            if not files.changed:
+                return
+            problem = self._too_many(config, files)
+            if problem is not None:
+                log.error("target file change ignored, previous targets kept", error=problem)
+                self.store.stats.target_files_ok = 0.0
+                return
+            self.files = files
+            targets = self.source(config, files).targets()
+            self.store.sync(targets)
+            self.scheduler.update(targets)
+            log.info("target files changed", targets=len(targets), files=len(files.files))
+
+        def failed(reason: Failure) -> None:
+            log.failure("reading target files failed", reason)
+
+        d.addCallbacks(adopt, failed)
+        return d  # type: ignore[return-value]
 
     def reload(self) -> Deferred[None]:
         """Re-read the config off the reactor thread; an invalid one changes nothing."""
         return self._reload_lock.run(self._reload)
 
+    def _load(self) -> tuple[Config, Scan]:
+        config = self.read_config()
+        return config, scan(config, {})
+
     def _reload(self) -> Deferred[None]:
-        d: Deferred[Config] = threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), self.read_config
+        d: Deferred[tuple[Config, Scan]] = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), self._load
         )
 
         def rejected(reason: Failure) -> Failure:
@@ -159,7 +239,7 @@ class App:
                 log.error("config reload rejected, previous config kept", error=line)
             return reason
 
-        d.addCallbacks(self.apply, rejected)
+        d.addCallbacks(lambda loaded: self.apply(*loaded), rejected)
         return d  # type: ignore[return-value]
 
     def is_ready(self) -> bool:
@@ -274,6 +354,8 @@ class App:
 
     def stop(self) -> Deferred[None]:
         """Cancel probes in flight, stop timers and close listeners."""
+        if self._file_watch is not None and self._file_watch.running:
+            self._file_watch.stop()
         self.scheduler.stop()
         ds = [defer.maybeDeferred(p.stopListening) for p in self.ports]
         self.ports = []

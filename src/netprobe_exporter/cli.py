@@ -178,7 +178,21 @@ def _check(config_file: str | None, targets: list[str]) -> int:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return EXIT_CONFIG
+    from netprobe_exporter.sources import static_source
+    from netprobe_exporter.targetfiles import file_targets, scan
+
+    files = scan(config, {})
+    for line in files.errors:
+        print(line, file=sys.stderr)
+    total = len(static_source(config, file_targets(files)).targets())
+    if total > config.limits.max_targets:
+        print(f"target_files: {total} targets exceed limits.max_targets "
+              f"({config.limits.max_targets})", file=sys.stderr)  # fmt: skip
+        return EXIT_CONFIG
+    if files.errors:
+        return EXIT_CONFIG
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{config.source}: OK ({len(config.modules)} modules, {len(config.targets)} targets)")
+    from_files = f", {len(files.files)} target files" if config.target_files else ""
+    print(f"{config.source}: OK ({len(config.modules)} modules, {total} targets{from_files})")
     return EXIT_OK

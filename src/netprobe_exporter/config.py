@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,13 +33,13 @@ MIN_INTERVAL = 0.1
 RESERVED_LABELS = frozenset({"target", "module", "result", "le", "phase", "ip", "quantile",
                              "version"})  # fmt: skip
 
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MAX_NODES = 1_000_000
 #: a config file larger than this is refused before it is parsed (parsing costs ~0.1 s per MiB)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _SOON = "is not supported yet"
 #: libyaml's composer is ~3x faster than the pure-Python one and refuses nesting beyond 1,000
-_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+YAML_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,20 @@ class Defaults:
     module: str = "tcp_connect"
     labels: tuple[tuple[str, str], ...] = ()
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
+
+
+@dataclass(frozen=True, slots=True)
+class TargetFiles:
+    """One ``target_files`` entry: file_sd files whose targets share a module and interval."""
+
+    #: glob patterns; a relative one is taken from the config file's directory
+    files: tuple[str, ...]
+    module: str
+    interval: float
+    labels: tuple[tuple[str, str], ...] = ()
+    buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    #: how often the files are looked at (a stat each); changed ones are read again
+    refresh_interval: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +106,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     probe_policy: ProbePolicy = field(default_factory=ProbePolicy)
     limits: Limits = field(default_factory=Limits)
+    target_files: tuple[TargetFiles, ...] = ()
 
 
 class ConfigError(Exception):
@@ -112,7 +128,7 @@ def _labels(c: Checker, node: yaml.Node, path: str) -> dict[str, str] | None:
     for knode, vnode in node.value:
         name = str(knode.value) if isinstance(knode, yaml.ScalarNode) else ""
         sub = f"{path}.{name}"
-        if not _LABEL_NAME.match(name) or name.startswith("__"):
+        if not LABEL_NAME.match(name) or name.startswith("__"):
             c.error(knode, path, f'"{name}" is not a valid label name')
             ok = False
         elif name in RESERVED_LABELS:
@@ -285,6 +301,63 @@ def _policy(c: Checker, node: yaml.Node) -> ProbePolicy:
     return ProbePolicy(**{k: v for k, v in kw.items() if v is not None})  # type: ignore[arg-type]
 
 
+_FILE_SD_SUFFIXES = (".json", ".yml", ".yaml")
+
+
+def _target_files(
+    c: Checker, node: yaml.Node, defaults: Defaults, modules: dict[str, Module], base: str
+) -> list[TargetFiles]:
+    out: list[TargetFiles] = []
+    for i, item in enumerate(c.sequence(node, "target_files") or []):
+        path = f"target_files[{i}]"
+        m = c.mapping(
+            item, path,
+            {"files": None, "module": None, "interval": None, "labels": None, "buckets": None,
+             "refresh_interval": None},
+        )  # fmt: skip
+        if m is None:
+            continue
+        if "files" not in m:
+            c.error(item, f"{path}.files", "missing")
+            continue
+        patterns: list[str] = []
+        for j, fnode in enumerate(c.sequence(m["files"], f"{path}.files") or []):
+            pattern = c.string(fnode, f"{path}.files[{j}]")
+            if pattern is None:
+                continue
+            if not pattern.endswith(_FILE_SD_SUFFIXES):
+                c.error(fnode, f"{path}.files[{j}]",
+                        f'"{pattern}" must end in .json, .yml or .yaml')  # fmt: skip
+                continue
+            patterns.append(os.path.join(base, pattern))
+        module_name = defaults.module
+        if "module" in m:
+            module_name = c.string(m["module"], f"{path}.module") or ""
+            if module_name and module_name not in modules:
+                c.error(m["module"], f"{path}.module", f'unknown module "{module_name}"')
+            elif module_name and not modules[module_name].runnable:
+                c.error(m["module"], f"{path}.module",
+                        target_address_error("", modules[module_name]) or "")  # fmt: skip
+        kw: dict[str, object] = {"interval": defaults.interval, "labels": defaults.labels,
+                                 "buckets": defaults.buckets}  # fmt: skip
+        if "interval" in m:
+            kw["interval"] = c.duration(m["interval"], f"{path}.interval", MIN_INTERVAL)
+        if "refresh_interval" in m:
+            kw["refresh_interval"] = c.duration(
+                m["refresh_interval"], f"{path}.refresh_interval", 1.0
+            )
+        if "labels" in m:
+            own = _labels(c, m["labels"], f"{path}.labels")
+            kw["labels"] = None if own is None else tuple(sorted({**dict(defaults.labels),
+                                                                  **own}.items()))  # fmt: skip
+        if "buckets" in m:
+            kw["buckets"] = _buckets(c, m["buckets"], f"{path}.buckets")
+        if None in kw.values() or not module_name:
+            continue
+        out.append(TargetFiles(tuple(patterns), module_name, **kw))  # type: ignore[arg-type]
+    return out
+
+
 def _limits(c: Checker, node: yaml.Node) -> Limits:
     ints = {
         "max_targets": (1, 10_000_000),
@@ -335,7 +408,7 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
             what = f"{filename}: not UTF-8 text ({exc.reason} at byte {exc.start})"
             raise ConfigError([what]) from None
     try:
-        root = yaml.compose(text, Loader=_LOADER)
+        root = yaml.compose(text, Loader=YAML_LOADER)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 0
         raise ConfigError([f"{filename}:{line}: invalid YAML: {exc.problem}"]) from None
@@ -351,7 +424,7 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
     top = c.mapping(
         root,
         "",
-        {"defaults": None, "modules": None, "targets": None, "target_files": _SOON,
+        {"defaults": None, "modules": None, "targets": None, "target_files": None,
          "probe_policy": None, "limits": None},
     )  # fmt: skip
     if top is None:
@@ -381,6 +454,10 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
     targets = _targets(c, top["targets"], defaults, modules) if "targets" in top else []
     policy = _policy(c, top["probe_policy"]) if "probe_policy" in top else ProbePolicy()
     limits = _limits(c, top["limits"]) if "limits" in top else Limits()
+    files: list[TargetFiles] = []
+    if "target_files" in top:
+        base = os.path.dirname(filename)
+        files = _target_files(c, top["target_files"], defaults, modules, base)
     if len(targets) > limits.max_targets:
         c.error(
             top["targets"], "targets",
@@ -388,7 +465,10 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
         )  # fmt: skip
     if c.errors:
         raise ConfigError(c.errors)
-    return Config(defaults, modules, tuple(targets), filename, tuple(c.warnings), policy, limits)
+    return Config(
+        defaults, modules, tuple(targets), filename, tuple(c.warnings), policy, limits,
+        tuple(files),
+    )  # fmt: skip
 
 
 def load_config(path: str) -> Config:

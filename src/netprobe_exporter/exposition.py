@@ -232,6 +232,12 @@ def _exporter_families(store: MetricsStore, om: bool) -> str:
         _header("netprobe_config_last_reload_success_timestamp_seconds", "gauge",
                 "Unix time of the last successful config load.", om),
         f"netprobe_config_last_reload_success_timestamp_seconds {_num(st.reload_success_ts)}\n",
+        _header("netprobe_target_files_last_read_successful", "gauge",
+                "1 if every target file read well at the last look, else 0.", om),
+        f"netprobe_target_files_last_read_successful {_num(st.target_files_ok)}\n",
+        _header("netprobe_target_file_read_errors_total", "counter",
+                "Target file reads that failed (the file's previous targets were kept).", om),
+        f"netprobe_target_file_read_errors_total {st.target_file_errors}\n",
     ]  # fmt: skip
     return "".join(parts)
 

@@ -149,6 +149,8 @@ class ExporterStats:
     probe_requests: int = 0
     reload_successful: float = 0.0
     reload_success_ts: float = 0.0
+    target_file_errors: int = 0
+    target_files_ok: float = 1.0
 
     def __post_init__(self) -> None:
         self.inflight_source: Callable[[], int] = lambda: 0

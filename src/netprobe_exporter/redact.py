@@ -51,14 +51,18 @@ def module_doc(module: Module) -> dict[str, Any]:
 
 
 def config_yaml(config: Any) -> str:
-    """The running config (defaults, modules, targets, probe_policy, limits) as YAML, redacted."""
+    """The running config (every section, target_files and limits included) as YAML, redacted."""
     doc: dict[str, Any] = {
         "defaults": plain(config.defaults),
         "modules": {name: module_doc(m) for name, m in sorted(config.modules.items())},
         "targets": [plain(t) for t in config.targets],
         "probe_policy": plain(config.probe_policy),
         "limits": plain(config.limits),
+        "target_files": [plain(spec) for spec in config.target_files],
     }
+    for spec in doc["target_files"]:
+        for key in ("interval", "refresh_interval"):
+            spec[key] = format_duration(spec[key])
     for key in ("web_request_timeout", "web_idle_timeout"):
         doc["limits"][key] = format_duration(doc["limits"][key])
     for key in ("interval",):

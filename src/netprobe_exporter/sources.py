@@ -1,12 +1,12 @@
 """Target sources: where continuous-mode targets come from.
 
-Today targets come from the config file and ``--target`` flags, optionally cut down to this
-replica's shard; file_sd target files plug in here as a further source, without the scheduler or
-metrics knowing.
+Targets come from the config file and ``--target`` flags, then from ``target_files``, optionally
+cut down to this replica's shard; the scheduler and metrics never know which.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,14 +20,21 @@ class TargetSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StaticSource:
+    """The config's targets, then those of target files that the config does not list itself."""
+
     config: Config
+    files: Sequence[Target] = ()
 
     def targets(self) -> list[Target]:
-        return list(self.config.targets)
+        out = list(self.config.targets)
+        if self.files:
+            seen = {t.key for t in out}
+            out.extend(t for t in self.files if t.key not in seen)
+        return out
 
 
-def static_source(config: Config) -> TargetSource:
-    return StaticSource(config)
+def static_source(config: Config, files: Sequence[Target] = ()) -> TargetSource:
+    return StaticSource(config, files)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -1,0 +1,185 @@
+"""``target_files``: targets from Prometheus file_sd files, re-read when they change.
+
+A file is a list of groups, ``{targets: [...], labels: {...}}``, in JSON or YAML, exactly as
+Prometheus' ``file_sd_configs`` reads it, so one file can feed both. Each entry of the config's
+``target_files`` gives its files' targets a module, interval, labels and buckets; a group's
+``labels`` come on top (labels starting with ``__`` are Prometheus' meta labels and ignored).
+
+Files are watched by polling: a ``stat`` per file every ``refresh_interval``; only a file whose
+inode, mtime or size changed is read again. A file that fails to read or validate keeps the
+targets it had (as Prometheus keeps a file's last good state) and its error is reported, naming
+file, line and key; a file that is gone takes its targets with it. Scanning blocks (glob, stat,
+read, parse), so it runs off the reactor thread.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import yaml
+
+from netprobe_exporter.config import (
+    LABEL_NAME,
+    MAX_FILE_BYTES,
+    RESERVED_LABELS,
+    YAML_LOADER,
+    Config,
+    ConfigError,
+    Target,
+    TargetFiles,
+    target_address_error,
+)
+from netprobe_exporter.yamlcheck import Checker, is_null, show
+
+#: (inode, mtime in ns, size): a file whose stamp is unchanged is not read again
+Stamp = tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    stamp: Stamp
+    targets: tuple[Target, ...]
+    #: why the last read failed (the targets are then those of the last good read), or None
+    error: str | None = None
+
+
+#: path -> state, for every file the globs matched at the last scan
+Files = dict[str, FileState]
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    files: Files
+    #: errors of the files read in this scan (unchanged files are not read again)
+    errors: tuple[str, ...] = ()
+    changed: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        return all(state.error is None for state in self.files.values())
+
+
+def _stamp(path: str) -> Stamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def scan(config: Config, previous: Mapping[str, FileState]) -> Scan:
+    """Glob every entry's patterns, re-read what changed; blocks, so not on the reactor."""
+    files: Files = {}
+    errors: list[str] = []
+    changed = False
+    for spec in config.target_files:
+        for pattern in spec.files:
+            for path in sorted(glob.glob(pattern)):
+                if path in files:
+                    continue  # matched by an earlier pattern: its first entry wins
+                stamp = _stamp(path)
+                if stamp is None:
+                    continue  # vanished between glob and stat
+                old = previous.get(path)
+                if old is not None and old.stamp == stamp:
+                    files[path] = old
+                    continue
+                changed = True
+                try:
+                    files[path] = FileState(stamp, read_target_file(path, spec, config))
+                except ConfigError as exc:
+                    errors.extend(exc.errors)
+                    kept = old.targets if old is not None else ()
+                    files[path] = FileState(stamp, kept, exc.errors[0])
+    if set(files) != set(previous):
+        changed = True
+    return Scan(files, tuple(errors), changed)
+
+
+def file_targets(scan: Scan) -> list[Target]:
+    """Every file's targets, in path order; a target listed twice is kept once (the first)."""
+    out: list[Target] = []
+    seen: set[tuple[str, str]] = set()
+    for path in sorted(scan.files):
+        for target in scan.files[path].targets:
+            if target.key not in seen:
+                seen.add(target.key)
+                out.append(target)
+    return out
+
+
+def read_target_file(path: str, spec: TargetFiles, config: Config) -> tuple[Target, ...]:
+    """Read and validate one file_sd file; raise ConfigError naming file, line and key."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError([f"{path}: file too large (over {MAX_FILE_BYTES >> 20} MiB)"])
+    try:
+        root = yaml.compose(data.decode("utf-8"), Loader=YAML_LOADER)
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+        raise ConfigError([f"{path}:{line}: invalid YAML or JSON: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: invalid YAML or JSON: {exc}"]) from None
+    if root is None or is_null(root):
+        return ()  # an empty file is an empty list of groups
+    c = Checker(path)
+    module = config.modules[spec.module]
+    out: list[Target] = []
+    for i, group in enumerate(c.sequence(root, "") or []):
+        where = f"[{i}]"
+        m = c.mapping(group, where, {"targets": None, "labels": None})
+        if m is None:
+            continue
+        labels = dict(spec.labels)
+        if "labels" in m:
+            own = _group_labels(c, m["labels"], f"{where}.labels")
+            if own is None:
+                continue
+            labels.update(own)
+        frozen = tuple(sorted(labels.items()))
+        if "targets" not in m:
+            c.error(group, f"{where}.targets", "missing")
+            continue
+        for j, tnode in enumerate(c.sequence(m["targets"], f"{where}.targets") or []):
+            address = c.string(tnode, f"{where}.targets[{j}]")
+            if address is None:
+                continue
+            problem = target_address_error(address, module)
+            if problem is not None:
+                c.error(tnode, f"{where}.targets[{j}]", problem)
+                continue
+            out.append(Target(address, spec.module, spec.interval, frozen, spec.buckets))
+    if c.errors:
+        raise ConfigError(c.errors)
+    return tuple(out)
+
+
+def _group_labels(c: Checker, node: yaml.Node, path: str) -> dict[str, str] | None:
+    if is_null(node):
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        c.error(node, path, f"must be a mapping of label names to values, not {show(node)}")
+        return None
+    out: dict[str, str] = {}
+    for knode, vnode in node.value:
+        name = str(knode.value) if isinstance(knode, yaml.ScalarNode) else ""
+        if name.startswith("__"):
+            continue  # Prometheus meta labels (__meta_*, __address__ …): not ours
+        if not LABEL_NAME.match(name):
+            c.error(knode, path, f'"{name}" is not a valid label name')
+        elif name in RESERVED_LABELS:
+            c.error(knode, f"{path}.{name}", "is set by the exporter and cannot be overridden")
+        elif not isinstance(vnode, yaml.ScalarNode):
+            c.error(vnode, f"{path}.{name}", f"label value must be a string, not {show(vnode)}")
+        else:
+            out[name] = "" if is_null(vnode) else str(vnode.value)
+    return out

@@ -1,0 +1,193 @@
+"""target_files: Prometheus file_sd files as a target source, re-read when they change."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from procutil import Processes, closed_port, find, run_exporter, value, wait_for
+
+from netprobe_exporter.config import ConfigError, Target, parse_config
+from netprobe_exporter.targetfiles import file_targets, read_target_file, scan
+
+
+def config_for(tmp_path: Path, extra: str = "") -> str:
+    return textwrap.dedent(
+        f"""\
+        modules:
+          web: {{prober: http}}
+        targets:
+          - address: 127.0.0.1:1
+        target_files:
+          - files: [{tmp_path}/sd/*.json, {tmp_path}/sd/*.yml]
+            interval: 2s
+            labels: {{source: sd}}
+            refresh_interval: 1s
+          - files: [{tmp_path}/web/*.yaml]
+            module: web
+        {extra}"""
+    )
+
+
+def test_target_files_config_and_its_errors(tmp_path: Path) -> None:
+    cfg = parse_config(config_for(tmp_path), str(tmp_path / "c.yml"))
+    first, second = cfg.target_files
+    assert first.files == (f"{tmp_path}/sd/*.json", f"{tmp_path}/sd/*.yml")
+    assert (first.module, first.interval, first.refresh_interval) == ("tcp_connect", 2.0, 1.0)
+    assert first.labels == (("source", "sd"),)
+    assert (second.module, second.interval) == ("web", 15.0)
+    relative = parse_config("target_files: [{files: [t/*.yml]}]\n", "/etc/np/c.yml")
+    assert relative.target_files[0].files == ("/etc/np/t/*.yml",)
+    bad = textwrap.dedent(
+        """\
+        target_files:
+          - files: [a.txt]
+          - files: [b.yml]
+            module: nope
+          - module: tcp_connect
+          - files: [c.yml]
+            refresh_interval: 10ms
+        """
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(bad, "c.yml")
+    assert info.value.errors == [
+        'c.yml:2: target_files[0].files[0]: "a.txt" must end in .json, .yml or .yaml',
+        'c.yml:4: target_files[1].module: unknown module "nope"',
+        "c.yml:5: target_files[2].files: missing",
+        'c.yml:7: target_files[3].refresh_interval: "10ms" is too short (minimum 1s)',
+    ]
+
+
+def test_a_file_sd_file_in_json_and_yaml(tmp_path: Path) -> None:
+    cfg = parse_config(config_for(tmp_path), "c.yml")
+    spec = cfg.target_files[0]
+    (tmp_path / "a.json").write_text(json.dumps([
+        {"targets": ["127.0.0.1:80", "[::1]:443"], "labels": {"team": "a", "__meta_x": "y"}},
+        {"targets": ["db.internal:5432"]},
+    ]))  # fmt: skip
+    got = read_target_file(str(tmp_path / "a.json"), spec, cfg)
+    sd_a = (("source", "sd"), ("team", "a"))
+    assert got == (
+        Target("127.0.0.1:80", "tcp_connect", 2.0, sd_a, spec.buckets),
+        Target("[::1]:443", "tcp_connect", 2.0, sd_a, spec.buckets),
+        Target("db.internal:5432", "tcp_connect", 2.0, (("source", "sd"),), spec.buckets),
+    )
+    (tmp_path / "b.yml").write_text("- targets: [127.0.0.1:81]\n  labels: {source: override}\n")
+    (b,) = read_target_file(str(tmp_path / "b.yml"), spec, cfg)
+    assert b.labels == (("source", "override"),)
+    (tmp_path / "empty.yml").write_text("")
+    assert read_target_file(str(tmp_path / "empty.yml"), spec, cfg) == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("- targets: [127.0.0.1]\n", "f.yml:1: [0].targets[0]: '127.0.0.1': missing port"),
+        ("- targets: [a:1]\n  labels: {target: x}\n",
+         "f.yml:2: [0].labels.target: is set by the exporter and cannot be overridden"),
+        ("- labels: {a: b}\n", "f.yml:1: [0].targets: missing"),
+        ("targets: [a:1]\n", "f.yml:1: must be a list, not a mapping"),
+        ("- targets: [a:1\n", "f.yml:2: invalid YAML or JSON"),
+        ("- targets: [a:1]\n  labels: {0bad: x}\n", 'f.yml:2: [0].labels: "0bad" is not a valid'),
+    ],
+)  # fmt: skip
+def test_file_errors_name_file_line_and_key(tmp_path: Path, text: str, error: str) -> None:
+    cfg = parse_config(config_for(tmp_path), "c.yml")
+    path = tmp_path / "f.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        read_target_file(str(path), cfg.target_files[0], cfg)
+    assert info.value.errors[0].startswith(f"{tmp_path}/{error}"), info.value.errors
+
+
+def test_scan_reads_what_changed_and_keeps_a_bad_files_last_good_targets(tmp_path: Path) -> None:
+    cfg = parse_config(config_for(tmp_path), "c.yml")
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    one = sd / "one.yml"
+    one.write_text("- targets: [127.0.0.1:10, 127.0.0.1:11]\n")
+    first = scan(cfg, {})
+    assert first.changed and first.healthy and not first.errors
+    assert [t.address for t in file_targets(first)] == ["127.0.0.1:10", "127.0.0.1:11"]
+    again = scan(cfg, first.files)
+    assert not again.changed and again.files == first.files
+
+    one.write_text("- targets: [127.0.0.1:10, nope]\n")  # a bad edit
+    os.utime(one, ns=(time.time_ns(), time.time_ns() + 10**9))
+    bad = scan(cfg, again.files)
+    assert bad.changed and not bad.healthy
+    assert bad.errors[0].startswith(f"{one}:1: [0].targets[1]:")
+    assert [t.address for t in file_targets(bad)] == ["127.0.0.1:10", "127.0.0.1:11"]
+
+    (sd / "two.json").write_text('[{"targets": ["127.0.0.1:10", "127.0.0.1:12"]}]')
+    more = scan(cfg, bad.files)
+    assert [t.address for t in file_targets(more)] == ["127.0.0.1:10", "127.0.0.1:11",
+                                                      "127.0.0.1:12"]  # fmt: skip
+    one.unlink()
+    gone = scan(cfg, more.files)
+    assert gone.changed and gone.healthy
+    assert [t.address for t in file_targets(gone)] == ["127.0.0.1:10", "127.0.0.1:12"]
+
+
+def _addresses(ex: object) -> set[str]:
+    samples = ex.metrics()  # type: ignore[attr-defined]
+    return {s.labels["target"] for s in find(samples, "netprobe_probes_total", result="success")}
+
+
+def test_the_exporter_follows_its_target_files(
+    procs: Processes, tmp_path: Path, listener: int
+) -> None:
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    targets = sd / "targets.yml"
+    targets.write_text(f"- targets: ['127.0.0.1:{listener}']\n  labels: {{team: a}}\n")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "target_files:\n  - files: [sd/*.yml]\n    interval: 500ms\n    refresh_interval: 1s\n"
+    )
+    ex = procs.start_exporter(f"--config.file={config}")
+    wait_for(lambda: f"127.0.0.1:{listener}" in _addresses(ex), 10, "the file's target")
+    samples = ex.metrics()
+    (up,) = find(samples, "netprobe_up", target=f"127.0.0.1:{listener}")
+    assert up.labels["team"] == "a" and up.value == 1
+    assert value(samples, "netprobe_target_files_last_read_successful") == 1
+
+    closed = closed_port()
+    targets.write_text(f"- targets: ['127.0.0.1:{listener}', '127.0.0.1:{closed}']\n"
+                       "  labels: {team: a}\n")  # fmt: skip
+    wait_for(lambda: find(ex.metrics(), "netprobe_up", target=f"127.0.0.1:{closed}"), 10,
+             "the added target")  # fmt: skip
+
+    targets.write_text("- targets: [not a target]\n")
+    wait_for(
+        lambda: value(ex.metrics(), "netprobe_target_files_last_read_successful") == 0, 10,
+        "the bad file noticed",
+    )  # fmt: skip
+    assert f"{targets}:1: [0].targets[0]" in ex.stderr()
+    assert (value(ex.metrics(), "netprobe_target_file_read_errors_total") or 0) >= 1
+    assert find(ex.metrics(), "netprobe_up", target=f"127.0.0.1:{closed}"), "targets kept"
+
+    targets.unlink()
+    wait_for(lambda: not find(ex.metrics(), "netprobe_up", target=f"127.0.0.1:{listener}"), 10,
+             "the targets gone with their file")  # fmt: skip
+    assert value(ex.metrics(), "netprobe_target_files_last_read_successful") == 1
+    assert ex.proc.poll() is None
+
+
+def test_config_check_reads_the_target_files(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "good.yml").write_text("- targets: ['127.0.0.1:1', '127.0.0.1:2']\n")
+    config = tmp_path / "config.yml"
+    config.write_text("target_files:\n  - files: [t/good.yml]\n")
+    ok = run_exporter(f"--config.file={config}", "--config.check")
+    assert ok.returncode == 0 and "2 targets, 1 target files" in ok.stdout, ok
+    (tmp_path / "t" / "bad.yml").write_text("- targets: ['127.0.0.1']\n")
+    config.write_text("target_files:\n  - files: ['t/*.yml']\n")
+    bad = run_exporter(f"--config.file={config}", "--config.check")
+    assert bad.returncode == 1
+    assert f"{tmp_path}/t/bad.yml:1: [0].targets[0]:" in bad.stderr, bad.stderr
