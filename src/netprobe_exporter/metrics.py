@@ -8,6 +8,7 @@ stream. Nothing here knows of sockets: it consumes ``ProbeResult`` values.
 from __future__ import annotations
 
 import sys
+from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from netprobe_exporter.config import Target
 from netprobe_exporter.probes import RESULTS, ProbeResult
 
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[float, ...]]
+#: probes per target remembered for the status page
+HISTORY = 30
+RESULT_CODE = {name: i for i, name in enumerate(RESULTS)}
 
 HTTP_PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 LAG_BUCKETS: tuple[float, ...] = (
@@ -63,8 +67,11 @@ class TargetSeries:
     __slots__ = (
         "buckets",
         "connect",
+        "detail",
         "dns_lookup",
         "handshake",
+        "history",
+        "history_seconds",
         "http_phases",
         "http_status",
         "icmp_rtt",
@@ -75,6 +82,7 @@ class TargetSeries:
         "last_success_ts",
         "probe",
         "results",
+        "target",
         "tls_expiry",
         "tls_version",
         "up",
@@ -82,7 +90,12 @@ class TargetSeries:
 
     def __init__(self, target: Target) -> None:
         pairs = [("target", target.address), ("module", target.module), *target.labels]
+        self.target = target
         self.labels = label_string(pairs)
+        # the status page's recent history: result codes (RESULTS index) and probe durations
+        self.history = bytearray()
+        self.history_seconds = array("f")
+        self.detail = ""
         self.up: float | None = None
         self.results = dict.fromkeys(RESULTS, 0)
         self.connect = Histogram(target.buckets)
@@ -102,7 +115,14 @@ class TargetSeries:
         self.tls_version: str | None = None
 
     def observe(self, result: ProbeResult, now: float) -> None:
-        self.results[result.result if result.result in self.results else "error"] += 1
+        name = result.result if result.result in self.results else "error"
+        self.results[name] += 1
+        self.history.append(RESULT_CODE[name])
+        self.history_seconds.append(result.duration)
+        if len(self.history) > HISTORY:
+            del self.history[0]
+            del self.history_seconds[0]
+        self.detail = result.detail
         self.probe.observe(result.duration)
         self.last_probe_ts = now
         if result.ip is not None:

@@ -1,4 +1,4 @@
-"""The HTTP surface: ``/metrics``, ``/-/healthy``, ``/-/ready``, ``/-/reload`` and a landing page.
+"""The HTTP surface: ``/metrics``, ``/-/healthy``, ``/-/ready``, ``/-/reload``, ``/config``, ``/``.
 
 ``/metrics`` streams: the renderer yields chunks of a few hundred targets, and a pull producer
 renders the next chunk only when the connection has taken the last. A 10,000-target scrape
@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 __all__ = ["Site", "build_site"]
 
-from netprobe_exporter import exposition, redact
+from netprobe_exporter import exposition, redact, status
 from netprobe_exporter.config import ConfigError, Limits
 from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.webserver import BoundedSite
@@ -126,19 +126,27 @@ class ConfigPage(Endpoint):
         return redact.config_yaml(config).encode("utf-8")
 
 
-class Landing(Endpoint):
-    def respond(self, request: Request) -> bytes:
+class StatusPage(Endpoint):
+    """``/``: the status of every continuous target (see ``status``), streamed."""
+
+    def __init__(self, store: MetricsStore, config: Callable[[], Any]) -> None:
+        super().__init__()
+        self._store = store
+        self._config = config
+
+    def respond(self, request: Request) -> bytes | int:
+        values = (request.args or {}).get(b"state", [b"all"])
+        state = values[0].decode("latin-1")
+        if state not in status.STATES:
+            return plain(request, 400, f"state must be one of {', '.join(status.STATES)}\n")
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return (
-            b"<!doctype html><html><head><title>netprobe-exporter</title></head><body>"
-            b"<h1>netprobe-exporter</h1><ul>"
-            b'<li><a href="metrics">metrics</a></li>'
-            b'<li><a href="config">config</a></li>'
-            b'<li><a href="probe?target=127.0.0.1:9716&amp;module=tcp_connect">probe</a></li>'
-            b'<li><a href="-/healthy">health</a></li>'
-            b'<li><a href="-/ready">readiness</a></li>'
-            b"</ul></body></html>\n"
-        )
+        if request.method == b"HEAD":
+            return b""
+        config = self._config()
+        source = config.source if config is not None else "not loaded yet"
+        chunks = status.render(self._store, source, state)
+        request.registerProducer(_RenderProducer(request, chunks, False), False)
+        return NOT_DONE_YET
 
 
 class Metrics(Endpoint):
@@ -190,7 +198,7 @@ class _RenderProducer:
                 if self._gzip is not None:
                     data = self._gzip.compress(data)
         except Exception:
-            log.failure("rendering /metrics failed")
+            log.failure("rendering a page failed", path=self._request.path.decode("latin-1"))
             self._stopped = True
             self._request.unregisterProducer()
             self._request.loseConnection()
@@ -239,7 +247,7 @@ def build_site(
     config: Callable[[], Any],
     limits: Callable[[], Limits] = Limits,
 ) -> BoundedSite:
-    root = Root(index=Landing())
+    root = Root(index=StatusPage(store, config))
     root.putChild(b"metrics", Metrics(store, registry))
     root.putChild(b"probe", probe)
     root.putChild(b"config", ConfigPage(config))
