@@ -38,7 +38,9 @@ def test_rows_are_ordered_down_first_escaped_and_carry_recent_history() -> None:
     assert 'class="down">down' in down and "refused<br><small>connection refused" in down
     assert "0.40 ms" in down and "50%" in down and "40.0 s ago" in down
     assert 'class="pending">pending' in pending and "never" in pending
-    assert up.count('class="h s"') == HISTORY and "1.50 ms" in up and "100%" in up
+    assert f'<span class="s">{"▮" * HISTORY}</span>' in up and "1.50 ms" in up and "100%" in up
+    assert 'title="probe time min 2.00 / avg 2.00 / max 2.00 ms"' in up
+    assert '<span class="s">▮</span><span class="f">▮</span></td>' in down
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "3 targets: 1 up, 1 down, 1 pending" in page
     only_down = "".join(status.render(store, "c.yml", "down", now=141.0))

@@ -22,8 +22,8 @@ STATES = ("all", "down", "up", "pending")
 _STYLE = """
 body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:90%}
 td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
-.up{color:#17622c}.down{color:#a11}.pending{color:#777}.h{display:inline-block;width:7px;
-height:14px;margin-right:1px}.s{background:#3a3}.f{background:#c33}.n{font-family:monospace}
+.up{color:#17622c}.down{color:#a11}.pending{color:#777}.h{letter-spacing:-1px;white-space:nowrap}
+.s{color:#3a3}.f{color:#c33}.n{font-family:monospace}
 nav a{margin-right:1em}
 """
 
@@ -41,12 +41,21 @@ def _ago(ts: float | None, now: float) -> str:
 
 
 def _history(s: TargetSeries) -> str:
-    cells = []
-    for code, seconds in zip(s.history, s.history_seconds, strict=True):
-        result = RESULTS[code]
-        css = "s" if result == "success" else "f"
-        cells.append(f'<span class="h {css}" title="{result} {seconds * 1000:.2f} ms"></span>')
-    return "".join(cells)
+    """Runs of successes and failures as coloured blocks; the cell's title has the latencies."""
+    if not s.history:
+        return "<td></td>"
+    runs: list[str] = []
+    run_ok, run_len = RESULTS[s.history[0]] == "success", 0
+    for code in s.history:
+        ok = RESULTS[code] == "success"
+        if ok != run_ok:
+            runs.append(f'<span class="{"s" if run_ok else "f"}">{"▮" * run_len}</span>')
+            run_ok, run_len = ok, 0
+        run_len += 1
+    runs.append(f'<span class="{"s" if run_ok else "f"}">{"▮" * run_len}</span>')
+    ms = [x * 1000 for x in s.history_seconds]
+    title = f"probe time min {min(ms):.2f} / avg {sum(ms) / len(ms):.2f} / max {max(ms):.2f} ms"
+    return f'<td class="h" title="{title}">{"".join(runs)}</td>'
 
 
 def _row(s: TargetSeries, now: float) -> str:
@@ -63,7 +72,7 @@ def _row(s: TargetSeries, now: float) -> str:
         f'<td>{html.escape(labels)}</td><td class="{state}">{state}</td>'
         f"<td>{html.escape(last)}{why}</td><td>{_ms(last_seconds)}</td>"
         f"<td>{_ms(s.last_connect)}</td><td>{_ago(s.last_probe_ts, now)}</td>"
-        f"<td>{ratio}</td><td>{_history(s)}</td></tr>\n"
+        f"<td>{ratio}</td>{_history(s)}</tr>\n"
     )
 
 

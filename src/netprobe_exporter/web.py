@@ -140,12 +140,16 @@ class StatusPage(Endpoint):
         if state not in status.STATES:
             return plain(request, 400, f"state must be one of {', '.join(status.STATES)}\n")
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"vary", b"Accept-Encoding")
+        gz = exposition.wants_gzip(_header(request, b"accept-encoding"))
+        if gz:
+            request.setHeader(b"content-encoding", b"gzip")
         if request.method == b"HEAD":
             return b""
         config = self._config()
         source = config.source if config is not None else "not loaded yet"
         chunks = status.render(self._store, source, state)
-        request.registerProducer(_RenderProducer(request, chunks, False), False)
+        request.registerProducer(_RenderProducer(request, chunks, gz), False)
         return NOT_DONE_YET
 
 
