@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import socket
 import time
 from pathlib import Path
 
+import bcrypt
 from procutil import Exporter, Processes, find, wait_for
+from servers import make_certs
 
 LIMITS = "limits:\n  web_request_timeout: 1s\n  web_idle_timeout: 2s\n  max_web_connections: 40\n"
 PROBE_INTERVAL = 0.1
@@ -30,6 +33,18 @@ def probes(ex: Exporter) -> float:
 
 def open_fds(ex: Exporter) -> int:
     return len(os.listdir(f"/proc/{ex.proc.pid}/fd"))
+
+
+def served_connections(port: int) -> int:
+    """Server-side TCP sockets on ``port`` other than the listener (any state but LISTEN)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] not in ("0A", "06"):  # LISTEN, TIME_WAIT
+                count += 1
+    return count
 
 
 def closed_by_peer(s: socket.socket, wait: float) -> bytes | None:
@@ -142,3 +157,83 @@ def test_an_oversized_request_body_is_refused_without_spooling_it(
     assert reply.startswith(b"HTTP/1.1 413"), reply[:100]
     assert ex.get("/-/healthy").status == 200
     assert "config reloaded" not in ex.stderr()
+
+
+def _big_metrics_exporter(procs: Processes, tmp_path: Path) -> Exporter:
+    config = tmp_path / "c.yml"
+    # 2,000 targets: a /metrics of some 13 MB, far more than the socket buffers hold
+    config.write_text(
+        LIMITS
+        + "defaults: {interval: 1h}\ntargets:\n"
+        + "".join(f"  - address: 127.0.0.1:{p}\n" for p in range(1, 2001))
+    )
+    ex = procs.start_exporter(f"--config.file={config}")
+    wait_for(lambda: ex.get("/-/ready").status == 200, 10, "readiness")
+    return ex
+
+
+def _stalled_client(ex: Exporter, flood: int) -> float:
+    """Ask for /metrics, read nothing, send ``flood`` padded requests; seconds until cut off."""
+    assert served_connections(ex.port) == 0
+    s = socket.create_connection(("127.0.0.1", ex.port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    t0 = time.monotonic()
+    try:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        pad = b"X-Pad: " + b"p" * 8000 + b"\r\n"
+        time.sleep(0.3)  # the response fills the send buffer: Twisted now reads without bound
+        with contextlib.suppress(OSError):  # the server may hang up mid-flood
+            for _ in range(flood):
+                s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n" + pad * 3 + b"\r\n")
+        wait_for(lambda: served_connections(ex.port) == 0, 8, "the stalled connection closed")
+        return time.monotonic() - t0
+    finally:
+        s.close()
+
+
+def test_a_client_that_stops_reading_is_cut_off(procs: Processes, tmp_path: Path) -> None:
+    ex = _big_metrics_exporter(procs, tmp_path)
+    waited = _stalled_client(ex, flood=0)
+    assert 1.5 <= waited <= 5.0, f"cut off after {waited:.2f} s (web_idle_timeout 2s)"
+    # pipelined requests piling up behind the stalled response: cut off at 1 MiB, at once
+    assert _stalled_client(ex, flood=60) < 1.5
+    assert ex.get("/-/healthy").status == 200
+
+
+def test_connections_over_the_limit_are_closed_under_tls_too(
+    procs: Processes, tmp_path: Path
+) -> None:
+    certs = make_certs(tmp_path / "certs")
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {certs.leaf_chain}\n"
+                   f"  key_file: {certs.leaf_key}\n")  # fmt: skip
+    config = tmp_path / "c.yml"
+    config.write_text("limits:\n  max_web_connections: 5\n  web_idle_timeout: 30s\n")
+    ex = procs.start_exporter(f"--config.file={config}", f"--web.config.file={web}")
+    held = [socket.create_connection(("127.0.0.1", ex.port), timeout=5) for _ in range(5)]
+    try:
+        time.sleep(0.3)
+        closed = []
+        for _ in range(5):
+            try:
+                s = socket.create_connection(("127.0.0.1", ex.port), timeout=5)
+            except ConnectionResetError:  # aborted before connect() even returned
+                closed.append(b"")
+                continue
+            with s:
+                closed.append(closed_by_peer(s, 2.0))
+    finally:
+        for s in held:
+            s.close()
+    assert all(c is not None for c in closed), "connections over the limit were left open"
+    assert "Traceback" not in ex.stderr()
+
+
+def test_an_over_long_password_is_a_401_not_a_hang(procs: Processes, tmp_path: Path) -> None:
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prom: '{hashed}'\n")
+    ex = procs.start_exporter(f"--web.config.file={web}")
+    token = base64.b64encode(b"prom:" + b"x" * 100).decode()
+    reply = ex.get("/metrics", headers={"Authorization": f"Basic {token}"})
+    assert reply.status == 401

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ import yaml
 from OpenSSL import SSL
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -33,6 +36,9 @@ CLIENT_AUTH = (
 )  # fmt: skip
 _VERSIONS = {"TLS10": SSL.TLS1_VERSION, "TLS11": SSL.TLS1_1_VERSION,
              "TLS12": SSL.TLS1_2_VERSION, "TLS13": SSL.TLS1_3_VERSION}  # fmt: skip
+log = Logger()
+#: a bcrypt hash as bcrypt itself accepts it: $2a$, $2b$ or $2y$, a two-digit cost, 53 characters
+_BCRYPT = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
 _DUMMY = bcrypt.hashpw(b"not a password", bcrypt.gensalt(10))
 
 
@@ -74,7 +80,7 @@ def parse_web_config(text: str | bytes, filename: str) -> WebConfig:
         for name, value in (
             c.string_map(top["basic_auth_users"], "basic_auth_users") or {}
         ).items():
-            if not value.startswith(("$2a$", "$2b$", "$2y$")):
+            if not _BCRYPT.match(value):
                 c.error(top["basic_auth_users"], f"basic_auth_users.{name}",
                         "must be a bcrypt hash ($2a$/$2b$/$2y$…)")  # fmt: skip
             users[name] = value.encode()
@@ -238,6 +244,12 @@ class Guard(Resource):
             request.write(_unauthorized(request))
             request.finish()
 
+        def broken(reason: Failure) -> bool:
+            # bcrypt refuses passwords over 72 bytes and some hash variants: a plain no
+            log.debug("password check refused", error=reason.getErrorMessage())
+            return False
+
+        d.addErrback(broken)
         d.addCallback(decided)
         return NOT_DONE_YET
 

@@ -11,9 +11,10 @@ web server either way; what the bounds protect is the process's file descriptors
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.interfaces import IAddress, IDelayedCall
+from twisted.internet.interfaces import IAddress, IDelayedCall, ITCPTransport
+from twisted.internet.protocol import Protocol
 from twisted.internet.protocol import connectionDone as CONNECTION_DONE
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -47,13 +48,21 @@ class BoundedChannel(http.HTTPChannel):
 
     site: BoundedSite
     _deadline: IDelayedCall | None = None
+    _stall: IDelayedCall | None = None
     _received = 0
     _closing = False
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        if not self._handlingRequest and data:
+        if self._handlingRequest:
+            # Twisted buffers what comes while a request is handled, without bound when the
+            # client does not read its response either: the same cap applies to that
+            self._received += len(data)
+            if self._received > MAX_REQUEST_BYTES:
+                self._abort("web client sent too much while its request ran: closed")
+                return
+        elif data:
             if self._deadline is None:
                 limit = self.site.limits().web_request_timeout
                 self._deadline = self.callLater(limit, self._too_slow)
@@ -62,6 +71,35 @@ class BoundedChannel(http.HTTPChannel):
                 self._close(_TOO_LARGE_RESPONSE, "web request too large: closed")
                 return
         super().dataReceived(data)
+
+    def requestDone(self, request: http.Request) -> None:
+        self._received = 0
+        super().requestDone(request)
+
+    # A client that stops reading its response leaves the send buffer full: Twisted pauses us
+    # and (the idle timeout being off while a request runs) would wait forever.
+    def pauseProducing(self) -> None:
+        if self._stall is None:
+            limit = self.site.limits().web_idle_timeout
+            self._stall = self.callLater(limit, self._stalled)
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        self._stall = None
+        super().resumeProducing()
+
+    def _stalled(self) -> None:
+        self._abort("web client stopped reading: closed")
+
+    def _abort(self, why: str) -> None:
+        self._stall = None
+        self._cancel_deadline()
+        self._closing = True
+        log.debug(why)
+        if self.transport is not None:
+            cast(ITCPTransport, self.transport).abortConnection()
 
     def allContentReceived(self) -> None:
         self._cancel_deadline()
@@ -89,8 +127,20 @@ class BoundedChannel(http.HTTPChannel):
 
     def connectionLost(self, reason: Failure = CONNECTION_DONE) -> None:
         self._cancel_deadline()
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        self._stall = None
         self.site.open_connections -= 1
         super().connectionLost(reason)
+
+
+class _Refused(Protocol):
+    """Closes at once. (Returning None from buildProtocol does not work under TLS, where the
+    factory wraps whatever it gets.)"""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        cast(ITCPTransport, self.transport).abortConnection()
 
 
 class BoundedSite(Site):
@@ -117,7 +167,7 @@ class BoundedSite(Site):
                     limit=limits.max_web_connections,
                     refused=self.refused_connections,
                 )
-            return None
+            return _Refused()
         channel = super().buildProtocol(addr)
         channel.timeOut = limits.web_idle_timeout
         self.open_connections += 1
