@@ -191,3 +191,37 @@ def test_config_check_reads_the_target_files(tmp_path: Path) -> None:
     bad = run_exporter(f"--config.file={config}", "--config.check")
     assert bad.returncode == 1
     assert f"{tmp_path}/t/bad.yml:1: [0].targets[0]:" in bad.stderr, bad.stderr
+
+
+def test_a_full_reread_keeps_a_broken_files_targets_unless_its_entry_changed(
+    tmp_path: Path,
+) -> None:
+    cfg = parse_config(config_for(tmp_path), "c.yml")
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    one = sd / "one.yml"
+    one.write_text("- targets: [127.0.0.1:10]\n")
+    good = scan(cfg, {})
+    one.write_text("- targets: [broken\n")
+    reread = scan(cfg, good.files, force=True)  # what a reload does
+    assert reread.errors and [t.address for t in file_targets(reread)] == ["127.0.0.1:10"]
+    other = parse_config(config_for(tmp_path).replace("interval: 2s", "interval: 3s"), "c.yml")
+    changed = scan(other, good.files, force=True)
+    assert changed.errors and file_targets(changed) == []  # old settings do not carry over
+
+
+def test_an_alias_bomb_in_a_target_file_is_refused_quickly(tmp_path: Path) -> None:
+    cfg = parse_config(config_for(tmp_path), "c.yml")
+    lines = ["- &g {targets: [" + ", ".join(f"'127.0.0.1:{p}'" for p in range(1, 101)) + "]}"]
+    lines += ["- *g"] * 1500  # 150,000 targets from 1,500 lines
+    bomb = tmp_path / "bomb.yml"
+    bomb.write_text("\n".join(lines) + "\n")
+    small = parse_config(config_for(tmp_path, "limits: {max_targets: 1000}\n"), "c.yml")
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        read_target_file(str(bomb), small.target_files[0], small)
+    assert time.monotonic() - t0 < 2.0
+    assert info.value.errors == [f"{bomb}: over limits.max_targets (1000) targets"]
+    with pytest.raises(ConfigError) as info:  # the default limit holds too
+        read_target_file(str(bomb), cfg.target_files[0], cfg)
+    assert info.value.errors == [f"{bomb}: over limits.max_targets (100000) targets"]

@@ -105,7 +105,8 @@ class App:
             self.registry = CollectorRegistry(auto_describe=True)
             ProcessCollector(registry=self.registry)
         self._reload_lock = defer.DeferredLock()
-        self.files = Scan({})
+        #: the target files' scan in use, and the latest one (the same unless it was refused)
+        self.files = self._seen = Scan({})
         self._file_watch: task.LoopingCall | None = None
 
     # config
@@ -133,7 +134,8 @@ class App:
     def apply(self, config: Config, files: Scan | None = None) -> None:
         """Run ``config``; ``files`` is its target files' scan (made here, blocking, if None)."""
         if files is None:
-            files = scan(config, {})
+            files = scan(config, self._seen.files, force=True)
+        self._seen = files
         self._report_files(files)
         problem = self._too_many(config, files)
         if problem is not None:
@@ -189,18 +191,21 @@ class App:
         return self._reload_lock.run(self._refresh_files)
 
     def _refresh_files(self) -> Deferred[None]:
-        config, previous = self.config, self.files
+        config, previous = self.config, self._seen
         assert config is not None
         d: Deferred[Scan] = threads.deferToThreadPool(
             self.reactor, self.reactor.getThreadPool(), scan, config, previous.files
         )
 
         def adopt(files: Scan) -> None:
-            if self.config is not config:
-                return  # a reload came first
-            self._report_files(files)
+            if self.config is not config or not self.scheduler.running:
+                return  # a reload came first, or the exporter is stopping
+            # Unchanged files are not read again next time, even when this change is refused
+            # below: the refusal stands (and is not logged again) until a file changes.
+            self._seen = files
             if not files.changed:
                 return
+            self._report_files(files)
             problem = self._too_many(config, files)
             if problem is not None:
                 log.error("target file change ignored, previous targets kept", error=problem)
@@ -224,7 +229,8 @@ class App:
 
     def _load(self) -> tuple[Config, Scan]:
         config = self.read_config()
-        return config, scan(config, {})
+        # every file is read again; one that fails now keeps its last good targets
+        return config, scan(config, self._seen.files, force=True)
 
     def _reload(self) -> Deferred[None]:
         d: Deferred[tuple[Config, Scan]] = threads.deferToThreadPool(

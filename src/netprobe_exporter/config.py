@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import math
 import os
 import re
@@ -329,7 +330,7 @@ def _target_files(
                 c.error(fnode, f"{path}.files[{j}]",
                         f'"{pattern}" must end in .json, .yml or .yaml')  # fmt: skip
                 continue
-            patterns.append(os.path.join(base, pattern))
+            patterns.append(os.path.join(glob.escape(base), pattern) if base else pattern)
         module_name = defaults.module
         if "module" in m:
             module_name = c.string(m["module"], f"{path}.module") or ""
@@ -380,6 +381,13 @@ def _limits(c: Checker, node: yaml.Node) -> Limits:
     return Limits(**{k: v for k, v in kw.items() if v is not None})  # type: ignore[arg-type]
 
 
+def check_node_count(root: yaml.Node, filename: str) -> None:
+    """Refuse a document of more than ``_MAX_NODES`` node visits (alias bombs included)."""
+    for n, _ in enumerate(_count_nodes(root)):
+        if n > _MAX_NODES:
+            raise ConfigError([f"{filename}: too large (over {_MAX_NODES} YAML nodes)"])
+
+
 def _count_nodes(node: yaml.Node) -> Iterator[None]:
     """Walk every node once; guards against alias bombs that expand exponentially."""
     stack = [node]
@@ -418,9 +426,7 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
         raise ConfigError([f"{filename}: invalid YAML: nested too deeply"]) from None
     if root is None or is_null(root):
         raise ConfigError([f"{filename}: empty config: expected a mapping with modules or targets"])
-    for n, _ in enumerate(_count_nodes(root)):
-        if n > _MAX_NODES:
-            raise ConfigError([f"{filename}: config too large (over {_MAX_NODES} YAML nodes)"])
+    check_node_count(root, filename)
     top = c.mapping(
         root,
         "",

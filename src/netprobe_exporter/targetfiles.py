@@ -30,6 +30,7 @@ from netprobe_exporter.config import (
     ConfigError,
     Target,
     TargetFiles,
+    check_node_count,
     target_address_error,
 )
 from netprobe_exporter.yamlcheck import Checker, is_null, show
@@ -41,6 +42,8 @@ Stamp = tuple[int, int, int]
 @dataclass(frozen=True, slots=True)
 class FileState:
     stamp: Stamp
+    #: the config entry the file was read under: its targets carry that entry's settings
+    spec: TargetFiles
     targets: tuple[Target, ...]
     #: why the last read failed (the targets are then those of the last good read), or None
     error: str | None = None
@@ -70,8 +73,12 @@ def _stamp(path: str) -> Stamp | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def scan(config: Config, previous: Mapping[str, FileState]) -> Scan:
-    """Glob every entry's patterns, re-read what changed; blocks, so not on the reactor."""
+def scan(config: Config, previous: Mapping[str, FileState], force: bool = False) -> Scan:
+    """Glob every entry's patterns, re-read what changed (everything if ``force``).
+
+    A file that fails keeps the targets of its last good read under the same entry. Blocks
+    (glob, stat, read, parse), so it is not for the reactor thread.
+    """
     files: Files = {}
     errors: list[str] = []
     changed = False
@@ -84,16 +91,18 @@ def scan(config: Config, previous: Mapping[str, FileState]) -> Scan:
                 if stamp is None:
                     continue  # vanished between glob and stat
                 old = previous.get(path)
-                if old is not None and old.stamp == stamp:
+                if old is not None and old.spec != spec:
+                    old = None  # the entry changed: what it read before does not apply
+                if old is not None and old.stamp == stamp and not force:
                     files[path] = old
                     continue
                 changed = True
                 try:
-                    files[path] = FileState(stamp, read_target_file(path, spec, config))
+                    files[path] = FileState(stamp, spec, read_target_file(path, spec, config))
                 except ConfigError as exc:
                     errors.extend(exc.errors)
                     kept = old.targets if old is not None else ()
-                    files[path] = FileState(stamp, kept, exc.errors[0])
+                    files[path] = FileState(stamp, spec, kept, exc.errors[0])
     if set(files) != set(previous):
         changed = True
     return Scan(files, tuple(errors), changed)
@@ -129,8 +138,12 @@ def read_target_file(path: str, spec: TargetFiles, config: Config) -> tuple[Targ
         raise ConfigError([f"{path}:{line}: invalid YAML or JSON: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: invalid YAML or JSON: {exc}"]) from None
+    except RecursionError:  # only without libyaml
+        raise ConfigError([f"{path}: invalid YAML or JSON: nested too deeply"]) from None
     if root is None or is_null(root):
         return ()  # an empty file is an empty list of groups
+    check_node_count(root, path)
+    limit = config.limits.max_targets
     c = Checker(path)
     module = config.modules[spec.module]
     out: list[Target] = []
@@ -158,6 +171,8 @@ def read_target_file(path: str, spec: TargetFiles, config: Config) -> tuple[Targ
                 c.error(tnode, f"{where}.targets[{j}]", problem)
                 continue
             out.append(Target(address, spec.module, spec.interval, frozen, spec.buckets))
+            if len(out) > limit:  # aliases can repeat a list without end: stop counting here
+                raise ConfigError([f"{path}: over limits.max_targets ({limit}) targets"])
     if c.errors:
         raise ConfigError(c.errors)
     return tuple(out)
