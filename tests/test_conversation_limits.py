@@ -208,6 +208,31 @@ modules:
         self.assertEqual(r.detail, "http: response body too large")
         self.assertLess(grown_kib, 64 * 1024, "the bomb was inflated far past the limit")
 
+    @defer.inlineCallbacks
+    def test_a_compressed_body_cut_short_fails_the_probe(self) -> Any:
+        whole = zlib.compress(b"hello " * 1000, 6)
+        packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        gz = packer.compress(b"hello " * 1000) + packer.flush()
+        bodies = {"deflate": whole, "gzip": gz}
+        module_text = "modules:\n  {0}:\n    prober: http\n    http: {{compression: {0}}}\n"
+        for name, body in bodies.items():
+            for cut, ok in ((len(body), True), (len(body) - 4, False), (1, False)):
+                part = body[:cut]
+
+                def serve(conn: Conn, part: bytes = part, name: str = name) -> None:
+                    while conn.readline():
+                        pass
+                    conn.send(b"HTTP/1.1 200 OK\r\nContent-Encoding: " + name.encode()
+                              + b"\r\nContent-Length: %d\r\n\r\n" % len(part) + part)  # fmt: skip
+
+                module = parse_config(module_text.format(name), "m.yml").modules[name]
+                with tcp_server(serve) as server:
+                    url = f"http://127.0.0.1:{server.port}/"
+                    r = yield http.probe(self.ctx, url, module, 5.0)
+                self.assertEqual(r.success, ok, f"{name} cut at {cut}: {r.detail}")
+                if not ok:
+                    self.assertIn("failed to decompress response body", r.detail)
+
 
 def task_sleep(seconds: float) -> Any:
     return task.deferLater(reactor, seconds, lambda: None)

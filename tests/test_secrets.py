@@ -16,6 +16,7 @@ TOKEN = "tok-Zq81-bearer"
 KEY_NAME = "client-key-Wm42.pem"
 PW_FILE_NAME = "pw-file-Hk77.txt"
 WRONG_PASSWORD = "wrong-Pq93-password"
+HEADER_TOKEN = "hdr-Tk55-token"
 
 
 def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
@@ -24,7 +25,7 @@ def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
     shutil.copy(certs.leaf_key, key)
     pw_file = tmp_path / PW_FILE_NAME
     pw_file.write_text(AUTH_PASSWORD)
-    secrets = [AUTH_PASSWORD, TOKEN, KEY_NAME, PW_FILE_NAME, WRONG_PASSWORD,
+    secrets = [AUTH_PASSWORD, TOKEN, KEY_NAME, PW_FILE_NAME, WRONG_PASSWORD, HEADER_TOKEN,
                base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()]  # fmt: skip
     with http_server() as site:
         config = tmp_path / "config.yml"
@@ -37,12 +38,14 @@ def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
             f"  pwfile: {{prober: http, http: {{basic_auth: {{username: {AUTH_USER}, "
             f"password_file: {pw_file}}}}}}}\n"
             f"  token: {{prober: http, http: {{bearer_token: {TOKEN}}}}}\n"
+            f"  hdr: {{prober: http, http: {{headers: {{Authorization: 'Bearer {HEADER_TOKEN}', "
+            "X-Plain: visible}}}\n"
             f"  mtls: {{prober: http, http: {{tls_config: {{cert_file: {certs.leaf_cert}, "
             f"key_file: {key}}}}}}}\n"
             "targets:\n"
             + "".join(
                 f"  - {{address: '{site.url('/auth')}', module: {m}, interval: 500ms}}\n"
-                for m in ("auth", "wrong", "pwfile", "token", "mtls")
+                for m in ("auth", "wrong", "pwfile", "token", "mtls", "hdr")
             )
         )
         config.write_text(good)
@@ -50,11 +53,12 @@ def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
         wait_for(lambda: ex.get("/-/ready").status == 200, 10, "readiness")
         wait_for(lambda: "probe failed" in ex.stderr(), 10, "a failed probe logged at debug")
         pages = [ex.get("/config").text, ex.get("/").text]
-        for module in ("auth", "wrong", "pwfile", "token", "mtls"):
+        for module in ("auth", "wrong", "pwfile", "token", "mtls", "hdr"):
             reply = ex.get(f"/probe?module={module}&debug=true&target={site.url('/auth')}")
             assert reply.status == 200
             pages.append(reply.text)
         assert "probe_success 1" in pages[2 + 0]  # the right password did get through
+        assert "X-Plain: visible" in pages[0]  # only the credential headers are withheld
         # a reload whose errors would quote the secrets if they were echoed
         config.write_text(
             "modules:\n"
@@ -65,6 +69,7 @@ def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
             f"key_file: /nonexistent/{KEY_NAME}}}}}}}\n"
             f"  d: {{prober: http, http: {{basic_auth: {{username: u, password_file: "
             f"/nonexistent/{PW_FILE_NAME}}}}}}}\n"
+            f"  e: {{prober: http, http: {{headers: {{Authorization: [{HEADER_TOKEN}]}}}}}}\n"
         )
         reload = ex.post("/-/reload")
         assert reload.status == 400

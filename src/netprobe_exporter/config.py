@@ -377,7 +377,10 @@ def _limits(c: Checker, node: yaml.Node) -> Limits:
         if key in m:
             kw[key] = c.duration(m[key], f"limits.{key}", 0.1)
     if "max_body_bytes" in m:
-        kw["max_body_bytes"] = c.byte_size(m["max_body_bytes"], "limits.max_body_bytes")
+        size = c.byte_size(m["max_body_bytes"], "limits.max_body_bytes")
+        if size == 0:  # nothing kept would make every body rule look at an empty body
+            c.error(m["max_body_bytes"], "limits.max_body_bytes", "must be at least 1B")
+        kw["max_body_bytes"] = size or None
     return Limits(**{k: v for k, v in kw.items() if v is not None})  # type: ignore[arg-type]
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from netprobe_exporter.durations import format_duration
 from netprobe_exporter.modules import Module, Secret
-from netprobe_exporter.yamlcheck import REDACTED, SECRET_KEYS
+from netprobe_exporter.yamlcheck import REDACTED, SECRET_KEYS, is_secret_header
 
 
 def plain(value: Any) -> Any:
@@ -29,6 +29,8 @@ def plain(value: Any) -> Any:
             v = plain(getattr(value, f.name))
             if f.name in SECRET_KEYS and v:
                 v = REDACTED
+            elif f.name == "headers" and isinstance(v, dict):
+                v = {k: REDACTED if is_secret_header(k) else x for k, x in v.items()}
             if v not in (None, (), [], "", {}):
                 out[f.name] = v
         return out

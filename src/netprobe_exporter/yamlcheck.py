@@ -71,6 +71,19 @@ SECRET_KEYS = frozenset({
     "credentials_file", "key_file",
 })  # fmt: skip
 REDACTED = "<secret>"
+_SECRET_HEADER_WORDS = ("auth", "cookie", "token", "secret", "key", "password", "session")
+
+
+def is_secret_header(name: str) -> bool:
+    """Header names whose values are credentials (Authorization, Cookie, X-Api-Key …)."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_HEADER_WORDS)
+
+
+def is_secret_path(path: str) -> bool:
+    """Whether the value at ``path`` (``modules.m.http.basic_auth.password``) is a secret."""
+    parent, _, last = path.rpartition(".")
+    return last in SECRET_KEYS or (parent.endswith(".headers") and is_secret_header(last))
 
 
 def show(node: yaml.Node) -> str:
@@ -81,6 +94,13 @@ def show(node: yaml.Node) -> str:
 
 def scalar(node: yaml.Node) -> Any:
     return _constructor.construct_object(node, deep=True)
+
+
+def _withhold(node: yaml.Node | None, path: str, what: str) -> str:
+    """Errors and warnings go to logs: a secret's value (or file path) must not."""
+    if is_secret_path(path) and isinstance(node, yaml.ScalarNode) and node.value:
+        return what.replace(str(node.value), REDACTED)
+    return what
 
 
 class Checker:
@@ -97,13 +117,10 @@ class Checker:
         return f"{where}: {path}: {what}" if path else f"{where}: {what}"
 
     def error(self, node: yaml.Node | None, path: str, what: str) -> None:
-        secret = path.rsplit(".", 1)[-1] in SECRET_KEYS
-        if secret and isinstance(node, yaml.ScalarNode) and node.value:
-            what = what.replace(str(node.value), REDACTED)  # errors go to logs: values must not
-        self.errors.append(self._where(node, path, what))
+        self.errors.append(self._where(node, path, _withhold(node, path, what)))
 
     def warn(self, node: yaml.Node | None, path: str, what: str) -> None:
-        self.warnings.append(self._where(node, path, what))
+        self.warnings.append(self._where(node, path, _withhold(node, path, what)))
 
     def mapping(
         self, node: yaml.Node, path: str, allowed: dict[str, str | None]

@@ -429,13 +429,19 @@ class _Inflater:
     def __init__(self, gzip: bool) -> None:
         self._gzip = gzip
         self._d: Any = None
+        self._head = b""
 
     def pieces(self, data: bytes) -> Iterator[bytes]:
         if self._d is None:
             if self._gzip:
                 wbits = 16 + zlib.MAX_WBITS
             else:
-                zlib_header = len(data) >= 2 and (data[0] * 256 + data[1]) % 31 == 0
+                self._head += data
+                if len(self._head) < 2:
+                    return  # the first two bytes decide between zlib-wrapped and raw
+                data, self._head = self._head, b""
+                cmf, flg = data[0], data[1]
+                zlib_header = cmf & 0x0F == 8 and (cmf * 256 + flg) % 31 == 0
                 wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
             self._d = zlib.decompressobj(wbits)
         while data:
@@ -445,7 +451,15 @@ class _Inflater:
                 yield out
 
     def flush(self) -> bytes:
-        return bytes(self._d.flush()) if self._d is not None else b""
+        """The rest; raises zlib.error when the stream ended before its end marker."""
+        if self._d is None:
+            if self._head:
+                raise zlib.error("compressed body too short")
+            return b""  # an empty body
+        rest = bytes(self._d.flush())
+        if not self._d.eof:
+            raise zlib.error("compressed body ends early")
+        return rest
 
 
 def _status_ok(opts: HTTPProbe, code: int) -> bool:
