@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 from netprobe_exporter import __version__
 from netprobe_exporter.metrics import MetricsStore, TargetSeries
@@ -76,6 +77,15 @@ def _row(s: TargetSeries, now: float) -> str:
     )
 
 
+def _probe_link(series: list[TargetSeries]) -> str:
+    """A /probe of the first target with its own module: one click to its blackbox view."""
+    if not series:
+        return ""
+    t = series[0].target
+    query = urlencode({"target": t.address, "module": t.module})
+    return f'<a href="probe?{html.escape(query)}&amp;debug=true">probe (debug)</a>'
+
+
 def render(store: MetricsStore, config_source: str, state: str = "all",
            now: float | None = None) -> Iterator[str]:  # fmt: skip
     """Yield the page in chunks of at most CHUNK_ROWS rows; ``state`` filters the rows."""
@@ -93,7 +103,7 @@ def render(store: MetricsStore, config_source: str, state: str = "all",
         '<!doctype html><html><head><meta charset="utf-8"><title>netprobe-exporter</title>'
         f"<style>{_STYLE}</style></head><body><h1>netprobe-exporter</h1>"
         '<nav><a href="metrics">metrics</a><a href="config">config</a>'
-        '<a href="probe?target=127.0.0.1:9716&amp;module=tcp_connect">probe</a>'
+        f"{_probe_link(series)}"
         '<a href="-/healthy">health</a><a href="-/ready">readiness</a></nav>'
         f"<p>version {html.escape(__version__)} · config {html.escape(config_source)} · "
         f"{len(store.series)} targets: {counts['up']} up, {counts['down']} down, "
