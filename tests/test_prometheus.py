@@ -87,7 +87,6 @@ def test_promtool_on_openmetrics_only_lints_counter_help(
     # (exit 3, lint problems). That, and only that, is acceptable: any other line (a parse
     # error, a naming or unit lint) is a real defect in the output.
     assert done.returncode in (0, 3), done
-    assert "error" not in done.stderr.lower(), done.stderr
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert lines or done.returncode == 0
     for line in lines:
