@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import blackbox
 import pytest
 from blackbox import parse_metrics, probe_response
 from procutil import Exporter
+from servers import Certs, make_certs
 from test_differential import compare
 
 ZONE = "example.test"
@@ -49,23 +51,43 @@ CASES = [
     ("dns_all_match", 1), ("dns_soa", 1), ("dns_nxdomain", 0), ("dns_nxdomain_ok", 1),
     ("dns_servfail", 0), ("dns_no_answer_required", 1), ("dns_truncated", 1), ("dns_tcp", 1),
 ]  # fmt: skip
+# DNS over TLS, with the CA filled in once the certificates exist (see config_file)
+DOT_MODULES = {
+    "dns_dot": {"prober": "dns", "dns": {"query_name": f"www.{ZONE}", "query_type": "A",
+                                         "transport_protocol": "tcp", "dns_over_tls": True,
+                                         "tls_config": {"ca_file": "CA"}}},
+    "dns_dot_unknown_ca": {"prober": "dns", "dns": {
+        "query_name": f"www.{ZONE}", "query_type": "A", "transport_protocol": "tcp",
+        "dns_over_tls": True}},
+    "dns_dot_udp": {"prober": "dns", "dns": {"query_name": f"www.{ZONE}", "query_type": "A",
+                                             "dns_over_tls": True}},
+}  # fmt: skip
+DOT_CASES = [("dns_dot", 1), ("dns_dot_unknown_ca", 0), ("dns_dot_udp", 0)]
 EXACT = {"probe_dns_answer_rrs", "probe_dns_authority_rrs", "probe_dns_additional_rrs",
          "probe_dns_query_succeeded", "probe_dns_serial", "probe_success", "probe_ip_protocol",
          "probe_ip_addr_hash"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def zone() -> Iterator[str]:
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("dot-certs"))
+
+
+@pytest.fixture(scope="module")
+def servers(certs: Certs) -> Iterator[tuple[str, str]]:
+    """(plain address, DNS-over-TLS address) of one zone server process."""
     here = Path(__file__).parent
     proc = subprocess.Popen(
-        [sys.executable, str(here / "dns_zone_server.py"), "120"],
+        [sys.executable, str(here / "dns_zone_server.py"), "120", str(certs.leaf_cert),
+         str(certs.leaf_key)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=here,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
         address = proc.stdout.readline().decode().strip()
-        assert address.startswith("127.0.0.1:"), address
-        yield address
+        dot = proc.stdout.readline().decode().strip()
+        assert address.startswith("127.0.0.1:") and dot.startswith("127.0.0.1:"), (address, dot)
+        yield address, dot
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
@@ -77,17 +99,29 @@ def zone() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return blackbox.write_config(tmp_path_factory.mktemp("dns") / "blackbox.yml", MODULES)
+def zone(servers: tuple[str, str]) -> str:
+    return servers[0]
 
 
-@pytest.mark.parametrize(("module", "success"), CASES, ids=[c[0] for c in CASES])
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Path:
+    dot = json.loads(json.dumps(DOT_MODULES).replace('"CA"', json.dumps(str(certs.ca_cert))))
+    path = tmp_path_factory.mktemp("dns") / "blackbox.yml"
+    return blackbox.write_config(path, {**MODULES, **dot})
+
+
+ALL_CASES = [(m, s, False) for m, s in CASES] + [(m, s, True) for m, s in DOT_CASES]
+
+
+@pytest.mark.parametrize(("module", "success", "tls"), ALL_CASES, ids=[c[0] for c in ALL_CASES])
 def test_dns_probe_matches_blackbox(
-    module: str, success: int, zone: str, bb: blackbox.Blackbox, ours: Exporter
-) -> None:
+    module: str, success: int, tls: bool, servers: tuple[str, str], bb: blackbox.Blackbox,
+    ours: Exporter,
+) -> None:  # fmt: skip
+    target = servers[1] if tls else servers[0]
     answers = {}
     for who, url in (("blackbox", bb.url), ("ours", ours.url)):
-        resp = probe_response(url, zone, module)
+        resp = probe_response(url, target, module)
         assert resp.status == 200, (who, resp.status, resp.body)
         answers[who] = parse_metrics(resp.body.decode())
     ref, got = answers["blackbox"], answers["ours"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
+from servers import make_certs
 from test_resolver import SilentDNSServer, temp_path, write_file
-from twisted.internet import defer
+from twisted.internet import defer, ssl
 from twisted.internet import reactor as _reactor
 from twisted.internet.error import CannotListenError
 from twisted.names import dns, error, server
@@ -214,3 +217,62 @@ class DNSProbeTests(TestCase):
         with self.assertRaises(ConfigError) as info:
             parse_config("modules:\n  d:\n    prober: dns\n", "d.yml")
         self.assertIn("query name must be set for DNS module", str(info.exception))
+
+
+class DNSOverTLSTests(TestCase):
+    """dns_over_tls: the TCP exchange inside TLS, checked against a DoT server on loopback."""
+
+    def setUp(self) -> None:
+        self.certs = make_certs(temp_path(self))
+        factory = server.DNSServerFactory(authorities=[_Zone()])
+        factory.noisy = False
+        pem = Path(self.certs.leaf_key).read_bytes() + Path(self.certs.leaf_cert).read_bytes()
+        options = ssl.PrivateCertificate.loadPEM(pem).options()
+        self.port = reactor.listenSSL(0, factory, options, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.address = f"127.0.0.1:{self.port.getHost().port}"
+        hosts = temp_path(self)
+        write_file(hosts, "127.0.0.1 localhost\n")
+        silent = SilentDNSServer()
+        self.addCleanup(silent.stop)
+        self.ctx = ProbeContext(
+            reactor, Resolver(reactor, servers=[silent.address], hosts_path=str(hosts))
+        )
+
+    def module(self, extra: str = "", transport: str = "tcp") -> Any:
+        text = (
+            "modules:\n  dot:\n    prober: dns\n    dns:\n"
+            f"      query_name: www.{ZONE}\n      query_type: A\n"
+            f"      transport_protocol: {transport}\n      dns_over_tls: true\n{extra}"
+        )
+        return parse_config(text, "dot.yml")
+
+    @defer.inlineCallbacks
+    def test_a_query_over_tls(self) -> Any:
+        cfg = self.module(f"      tls_config: {{ca_file: {self.certs.ca_cert}}}\n")
+        r = yield dns_prober.probe(self.ctx, self.address, cfg.modules["dot"], 3.0)
+        self.assertEqual((r.result, r.success), ("success", True), r.detail)
+        self.assertEqual(r.dns.answer_rrs, 1)
+        # the handshake counts as connecting: well over a bare loopback connect
+        self.assertGreater(r.dns.phases["connect"], r.connect_duration)
+        self.assertGreater(r.dns.phases["request"], 0)
+
+    @defer.inlineCallbacks
+    def test_an_unknown_ca_is_a_tls_error(self) -> Any:
+        r = yield dns_prober.probe(self.ctx, self.address, self.module().modules["dot"], 3.0)
+        self.assertEqual(r.result, "tls_error", r.detail)
+        self.assertIn("TLS handshake failed", r.detail)
+        self.assertFalse(r.dns.query_succeeded)
+
+    @defer.inlineCallbacks
+    def test_udp_is_refused_and_the_default_port_is_853(self) -> Any:
+        udp = self.module(transport="udp")
+        self.assertTrue(any("needs transport_protocol: tcp" in w for w in udp.warnings))
+        r = yield dns_prober.probe(self.ctx, self.address, udp.modules["dot"], 1.0)
+        self.assertEqual(r.result, "error")
+        self.assertIn("Expected transport protocol tcp for DoT", r.detail)
+        ctx = dataclasses.replace(self.ctx, debug=True)
+        r = yield dns_prober.probe(ctx, "127.0.0.1", self.module().modules["dot"], 1.0)
+        log = "\n".join(str(line) for line in r.log)
+        self.assertIn("127.0.0.1:853", log)
+        self.assertIn("tcp-tls", log)

@@ -3,7 +3,9 @@
 Messages are built and parsed with ``twisted.names.dns``; the exchange is ours, so it behaves
 as blackbox's (miekg/dns) does: one UDP datagram or one TCP exchange, no retry over TCP when a
 UDP answer is truncated (the truncated answer is what is checked), recursion as configured.
-Phases: ``resolve`` (the server's address), ``connect`` (TCP connect; ~0 for UDP) and
+DNS over TLS (``dns_over_tls``) runs the TCP exchange inside TLS, port 853 by default, the
+server name being ``tls_config.server_name`` or the target host. Phases: ``resolve`` (the
+server's address), ``connect`` (TCP connect, plus the TLS handshake; ~0 for UDP) and
 ``request`` (query sent to answer received). Regular expressions in ``validate_*_rrs`` match
 each record written as miekg/dns writes it (``name.<TAB>ttl<TAB>IN<TAB>A<TAB>192.0.2.1``), so
 patterns written for blackbox keep working.
@@ -22,9 +24,12 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.names import dns
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from netprobe_exporter.addresses import parse_dns_server
 from netprobe_exporter.modules import (
@@ -37,6 +42,7 @@ from netprobe_exporter.modules import (
 )
 from netprobe_exporter.probes import DNSInfo, ProbeContext, ProbeResult, run_probe
 from netprobe_exporter.probes.connect import adopt, connect, resolve
+from netprobe_exporter.probes.tls import client_creator
 
 _TYPE_NAMES = {v: k for k, v in QUERY_TYPES.items()}
 _CLASS_NAMES = {v: k for k, v in QUERY_CLASSES.items()}
@@ -176,16 +182,29 @@ class _UDPExchange:
             self._sock = None
 
 
+@implementer(IHandshakeListener)
 class _TCPExchange(Protocol):
-    """One length-prefixed query and answer over an adopted TCP connection."""
+    """One length-prefixed query and answer over an adopted TCP connection (or TLS on it).
 
-    def __init__(self, payload: bytes) -> None:
+    Over TLS the query goes out when the handshake is done, so the request phase is the
+    exchange alone and the handshake counts as connecting, as blackbox measures it.
+    """
+
+    def __init__(self, payload: bytes, tls: bool = False) -> None:
         self.done: Deferred[bytes] = Deferred()
         self._payload = payload
         self._buffer = b""
+        self._tls = tls
         self.sent_at = 0.0
 
     def connectionMade(self) -> None:
+        if not self._tls:
+            self._send()
+
+    def handshakeCompleted(self) -> None:
+        self._send()
+
+    def _send(self) -> None:
         assert self.transport is not None
         self.sent_at = time.perf_counter()
         self.transport.write(struct.pack("!H", len(self._payload)) + self._payload)
@@ -198,7 +217,12 @@ class _TCPExchange(Protocol):
                 self.done.callback(self._buffer[2 : 2 + size])
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
-        if not self.done.called:
+        if self.done.called:
+            return
+        if self._tls and not self.sent_at:
+            why = reason.getErrorMessage()
+            self.done.errback(_Failed("tls_error", f"TLS handshake failed: {why}"))
+        else:
             self.done.errback(_Failed("protocol_error", "connection closed before an answer"))
 
 
@@ -232,7 +256,7 @@ async def _run(
     info = result.dns
     assert info is not None
     try:
-        hp = parse_dns_server(address)
+        hp = parse_dns_server(address, 853 if opts.dns_over_tls else 53)
     except ValueError as exc:
         result.fail("error", str(exc))
         return
@@ -243,11 +267,21 @@ async def _run(
     info.phases = {"resolve": result.resolve_duration or 0.0, "connect": 0.0, "request": 0.0}
     if ip is None:
         return
+    creator = None
+    if opts.dns_over_tls:  # checked after resolution, as blackbox does
+        if opts.transport_protocol != "tcp":
+            result.fail("error", "Configuration error: Expected transport protocol tcp for DoT")
+            return
+        try:  # local files: a problem here is ours, found before any packet is sent
+            creator = client_creator(opts.tls_config, hp.host)
+        except Exception as exc:
+            result.fail("error", f"tls_config: {exc}")
+            return
     payload, query_id = _message(opts)
     result.note(
         "Making DNS query",
         target=f"{ip}:{hp.port}",
-        dial_protocol=opts.transport_protocol,
+        dial_protocol=opts.transport_protocol + ("-tls" if opts.dns_over_tls else ""),
         query=opts.query_name,
         type=opts.query_type,
         **{"class": opts.query_class},
@@ -261,8 +295,11 @@ async def _run(
             info.phases["connect"] = time.perf_counter() - t0
             return
         info.phases["connect"] = result.connect_duration or 0.0
-        exchange = _TCPExchange(payload)
-        adopt(ctx, sock, Factory.forProtocol(lambda: exchange))
+        exchange = _TCPExchange(payload, tls=creator is not None)
+        factory: Any = Factory.forProtocol(lambda: exchange)
+        if creator is not None:
+            factory = TLSMemoryBIOFactory(creator, True, factory)
+        adopt(ctx, sock, factory)
     else:
         try:
             exchange = _UDPExchange(
@@ -277,9 +314,12 @@ async def _run(
     timer = ctx.reactor.callLater(max(remaining, 0.0), answer.cancel)
     try:
         raw = await answer
+        if creator is not None:  # the TLS handshake counts as connecting
+            info.phases["connect"] = exchange.sent_at - t0
         info.phases["request"] = time.perf_counter() - exchange.sent_at
     except defer.CancelledError:
-        info.phases["request"] = time.perf_counter() - exchange.sent_at
+        if exchange.sent_at:
+            info.phases["request"] = time.perf_counter() - exchange.sent_at
         result.fail("timeout", "DNS query timed out")
         return
     except _Failed as exc:
