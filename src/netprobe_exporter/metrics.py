@@ -80,6 +80,7 @@ class TargetSeries:
         "last_connect",
         "last_probe_ts",
         "last_success_ts",
+        "observed",
         "probe",
         "results",
         "target",
@@ -92,9 +93,11 @@ class TargetSeries:
         pairs = [("target", target.address), ("module", target.module), *target.labels]
         self.target = target
         self.labels = label_string(pairs)
-        # the status page's recent history: result codes (RESULTS index) and probe durations
-        self.history = bytearray()
-        self.history_seconds = array("f")
+        # the status page's recent history, a ring allocated whole so that memory stays flat:
+        # result codes (RESULTS index) and probe durations; ``observed`` counts every probe
+        self.history = bytearray(HISTORY)
+        self.history_seconds = array("f", bytes(4 * HISTORY))
+        self.observed = 0
         self.detail = ""
         self.up: float | None = None
         self.results = dict.fromkeys(RESULTS, 0)
@@ -114,14 +117,21 @@ class TargetSeries:
         self.tls_expiry: float | None = None
         self.tls_version: str | None = None
 
+    def recent(self) -> list[tuple[str, float]]:
+        """The last (up to) ``HISTORY`` probes, oldest first: (result, seconds)."""
+        first = max(self.observed - HISTORY, 0)
+        return [
+            (RESULTS[self.history[i % HISTORY]], self.history_seconds[i % HISTORY])
+            for i in range(first, self.observed)
+        ]
+
     def observe(self, result: ProbeResult, now: float) -> None:
         name = result.result if result.result in self.results else "error"
         self.results[name] += 1
-        self.history.append(RESULT_CODE[name])
-        self.history_seconds.append(result.duration)
-        if len(self.history) > HISTORY:
-            del self.history[0]
-            del self.history_seconds[0]
+        slot = self.observed % HISTORY
+        self.history[slot] = RESULT_CODE[name]
+        self.history_seconds[slot] = result.duration
+        self.observed += 1
         self.detail = result.detail
         self.probe.observe(result.duration)
         self.last_probe_ts = now

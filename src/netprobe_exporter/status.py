@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 
 from netprobe_exporter import __version__
 from netprobe_exporter.metrics import MetricsStore, TargetSeries
-from netprobe_exporter.probes import RESULTS
 
 CHUNK_ROWS = 200
 STATES = ("all", "down", "up", "pending")
@@ -41,20 +40,20 @@ def _ago(ts: float | None, now: float) -> str:
     return "never" if ts is None else f"{max(now - ts, 0.0):.1f} s ago"
 
 
-def _history(s: TargetSeries) -> str:
+def _history(recent: list[tuple[str, float]]) -> str:
     """Runs of successes and failures as coloured blocks; the cell's title has the latencies."""
-    if not s.history:
+    if not recent:
         return "<td></td>"
     runs: list[str] = []
-    run_ok, run_len = RESULTS[s.history[0]] == "success", 0
-    for code in s.history:
-        ok = RESULTS[code] == "success"
+    run_ok, run_len = recent[0][0] == "success", 0
+    for result, _ in recent:
+        ok = result == "success"
         if ok != run_ok:
             runs.append(f'<span class="{"s" if run_ok else "f"}">{"▮" * run_len}</span>')
             run_ok, run_len = ok, 0
         run_len += 1
     runs.append(f'<span class="{"s" if run_ok else "f"}">{"▮" * run_len}</span>')
-    ms = [x * 1000 for x in s.history_seconds]
+    ms = [seconds * 1000 for _, seconds in recent]
     title = f"probe time min {min(ms):.2f} / avg {sum(ms) / len(ms):.2f} / max {max(ms):.2f} ms"
     return f'<td class="h" title="{title}">{"".join(runs)}</td>'
 
@@ -62,18 +61,18 @@ def _history(s: TargetSeries) -> str:
 def _row(s: TargetSeries, now: float) -> str:
     t = s.target
     state = _state(s)
-    ok = sum(1 for code in s.history if RESULTS[code] == "success")
-    ratio = f"{100 * ok / len(s.history):.0f}%" if s.history else ""
-    last = RESULTS[s.history[-1]] if s.history else ""
+    recent = s.recent()
+    ok = sum(1 for result, _ in recent if result == "success")
+    ratio = f"{100 * ok / len(recent):.0f}%" if recent else ""
+    last, last_seconds = recent[-1] if recent else ("", None)
     why = f"<br><small>{html.escape(s.detail)}</small>" if s.detail and last != "success" else ""
     labels = ", ".join(f"{k}={v}" for k, v in t.labels)
-    last_seconds = s.history_seconds[-1] if s.history_seconds else None
     return (
         f'<tr><td class="n">{html.escape(t.address)}</td><td>{html.escape(t.module)}</td>'
         f'<td>{html.escape(labels)}</td><td class="{state}">{state}</td>'
         f"<td>{html.escape(last)}{why}</td><td>{_ms(last_seconds)}</td>"
         f"<td>{_ms(s.last_connect)}</td><td>{_ago(s.last_probe_ts, now)}</td>"
-        f"<td>{ratio}</td>{_history(s)}</tr>\n"
+        f"<td>{ratio}</td>{_history(recent)}</tr>\n"
     )
 
 
