@@ -105,7 +105,8 @@ def render(store: MetricsStore, config_source: str, state: str = "all",
         f"{_probe_link(series)}"
         '<a href="-/healthy">health</a><a href="-/ready">readiness</a></nav>'
         f"<p>version {html.escape(__version__)} · config {html.escape(config_source)} · "
-        f"{len(store.series)} target{'' if len(store.series) == 1 else 's'}: {counts['up']} up, {counts['down']} down, "
+        f"{len(store.series)} {'target' if len(store.series) == 1 else 'targets'}: "
+        f"{counts['up']} up, {counts['down']} down, "
         f"{counts['pending']} pending</p><p>show: {nav}</p>"
         "<table><tr><th>target</th><th>module</th><th>labels</th><th>state</th>"
         "<th>last result</th><th>last probe</th><th>last connect</th><th>when</th>"
