@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netprobe_exporter.addresses import parse_dns_server, parse_host_port, parse_url
+from netprobe_exporter.blackbox import go_float
 from netprobe_exporter.config import ConfigError, parse_config, target_address_error
 from netprobe_exporter.durations import format_duration, parse_duration
 from netprobe_exporter.modules import builtin_modules
@@ -202,3 +203,38 @@ def test_any_web_config_loads_or_lists_its_errors(text: str) -> None:
         parse_web_config(text, "w.yml")
     except ConfigError as exc:
         assert exc.errors and all(e.startswith("w.yml") for e in exc.errors), exc.errors
+
+
+def _go_float_reference(value: float) -> str:
+    """Go's FormatFloat(v, 'g', -1, 64) by way of Decimal: slow, plainly right."""
+    from decimal import Decimal
+
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "0"
+    sign, digits, exp = Decimal(repr(value)).as_tuple()
+    assert isinstance(exp, int)
+    ds = list(digits)
+    while len(ds) > 1 and ds[-1] == 0:
+        ds.pop()
+        exp += 1
+    exp10 = len(ds) + exp - 1
+    text = "".join(map(str, ds))
+    minus = "-" if sign else ""
+    if exp10 < -4 or exp10 >= 6:
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        return f"{minus}{mantissa}e{'+' if exp10 >= 0 else '-'}{abs(exp10):02d}"
+    point = exp10 + 1
+    if point <= 0:
+        return f"{minus}0.{'0' * -point}{text}"
+    if point >= len(text):
+        return f"{minus}{text}{'0' * (point - len(text))}"
+    return f"{minus}{text[:point]}.{text[point:]}"
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_go_float_writes_numbers_as_go_does(value: float) -> None:
+    assert go_float(value) == _go_float_reference(value)

@@ -105,6 +105,7 @@ class App:
             self.registry = CollectorRegistry(auto_describe=True)
             ProcessCollector(registry=self.registry)
         self._reload_lock = defer.DeferredLock()
+        self._contexts: dict[bool, tuple[Config | None, ProbeContext, ProbeContext]] = {}
         #: the target files' scan in use, and the latest one (the same unless it was refused)
         self.files = self._seen = Scan({})
         self._file_watch: task.LoopingCall | None = None
@@ -286,8 +287,12 @@ class App:
     # web
     def context(self, debug: bool = False) -> ProbeContext:
         """The context of one /probe request: the running config's probe_policy applies."""
+        cached = self._contexts.get(debug)
+        if cached is not None and cached[0] is self.config and cached[1] is self.ctx:
+            return cached[2]
         policy = self.config.probe_policy.check if self.config is not None else None
         ctx: ProbeContext = dataclasses.replace(self.ctx, debug=debug, policy=policy)
+        self._contexts[debug] = (self.config, self.ctx, ctx)  # until a reload changes either
         return ctx
 
     def site(self) -> web.Site:

@@ -12,7 +12,6 @@ import ipaddress
 import math
 import re
 import time
-from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -56,32 +55,47 @@ _HELP = {
 }
 
 
+_HEADER = {name: f"# HELP {name} {text}\n# TYPE {name} gauge\n" for name, text in _HELP.items()}
+
+
 def go_float(value: float) -> str:
-    """Format like Go's ``strconv.FormatFloat(v, 'g', -1, 64)`` as Prometheus' client does."""
-    if math.isnan(value):
+    """Format like Go's ``strconv.FormatFloat(v, 'g', -1, 64)`` as Prometheus' client does.
+
+    Both start from the shortest digits that round-trip (Python's ``repr``); Go then writes an
+    exponent when the decimal exponent is below -4 or at least 6, with two digits at least.
+    """
+    value = float(value)  # an int (a DNS serial) is written the same way
+    if value != value:
         return "NaN"
-    if math.isinf(value):
+    if value == math.inf or value == -math.inf:
         return "+Inf" if value > 0 else "-Inf"
     if value == 0:
         return "0"
-    sign, digits, exp = Decimal(repr(float(value))).as_tuple()
-    assert isinstance(exp, int)
-    ds = list(digits)
-    while len(ds) > 1 and ds[-1] == 0:
-        ds.pop()
-        exp += 1
-    exp10 = len(ds) + exp - 1
-    text = "".join(map(str, ds))
-    minus = "-" if sign else ""
+    if value.is_integer() and -1e6 < value < 1e6:  # 1, 4, 200: most values in a probe answer
+        return str(int(value))
+    text = repr(value)
+    minus = ""
+    if text[0] == "-":
+        minus, text = "-", text[1:]
+    mantissa, _, exp_text = text.partition("e")
+    whole, _, frac = mantissa.partition(".")
+    exp = int(exp_text) if exp_text else 0
+    digits = (whole + frac).lstrip("0")
+    stripped_whole = whole.lstrip("0")
+    if stripped_whole:
+        exp10 = len(stripped_whole) - 1 + exp
+    else:
+        exp10 = exp - (len(frac) - len(frac.lstrip("0"))) - 1
+    digits = digits.rstrip("0") or "0"
     if exp10 < -4 or exp10 >= 6:
-        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
-        return f"{minus}{mantissa}e{'+' if exp10 >= 0 else '-'}{abs(exp10):02d}"
+        lead = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{minus}{lead}e{'+' if exp10 >= 0 else '-'}{abs(exp10):02d}"
     point = exp10 + 1
     if point <= 0:
-        return f"{minus}0.{'0' * -point}{text}"
-    if point >= len(text):
-        return f"{minus}{text}{'0' * (point - len(text))}"
-    return f"{minus}{text[:point]}.{text[point:]}"
+        return f"{minus}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return f"{minus}{digits}{'0' * (point - len(digits))}"
+    return f"{minus}{digits[:point]}.{digits[point:]}"
 
 
 def ip_hash(ip: str) -> float:
@@ -162,11 +176,15 @@ def render(prober: str, r: ProbeResult) -> str:
     """The text exposition (0.0.4) of a probe result, families sorted as Go's registry does."""
     lines: list[str] = []
     for name, samples in sorted(families(prober, r).items()):
-        lines.append(f"# HELP {name} {_HELP[name]}\n# TYPE {name} gauge\n")
-        for labels, value in sorted(samples, key=lambda s: sorted(s[0].items())):
+        lines.append(_HEADER[name])
+        if len(samples) > 1:
+            samples = sorted(samples, key=lambda s: sorted(s[0].items()))
+        for labels, value in samples:
+            if not labels:
+                lines.append(f"{name} {go_float(value)}\n")
+                continue
             lbl = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(labels.items()))
-            lines.append(f"{name}{{{lbl}}} {go_float(value)}\n" if lbl else
-                         f"{name} {go_float(value)}\n")  # fmt: skip
+            lines.append(f"{name}{{{lbl}}} {go_float(value)}\n")
     return "".join(lines)
 
 
