@@ -118,7 +118,11 @@ class ConfigError(Exception):
         self.errors = errors
 
 
-def _labels(c: Checker, node: yaml.Node, path: str) -> dict[str, str] | None:
+def labels_of(
+    c: Checker, node: yaml.Node, path: str, skip_meta: bool = False
+) -> dict[str, str] | None:
+    """A ``labels:`` mapping, validated; ``skip_meta`` drops Prometheus' ``__`` meta labels
+    (as file_sd groups carry them) instead of refusing them."""
     if is_null(node):
         return {}
     if not isinstance(node, yaml.MappingNode):
@@ -129,6 +133,8 @@ def _labels(c: Checker, node: yaml.Node, path: str) -> dict[str, str] | None:
     for knode, vnode in node.value:
         name = str(knode.value) if isinstance(knode, yaml.ScalarNode) else ""
         sub = f"{path}.{name}"
+        if skip_meta and name.startswith("__"):
+            continue
         if not LABEL_NAME.match(name) or name.startswith("__"):
             c.error(knode, path, f'"{name}" is not a valid label name')
             ok = False
@@ -203,7 +209,7 @@ def _defaults(c: Checker, node: yaml.Node) -> Defaults:
     if "module" in m:
         kw["module"] = c.string(m["module"], "defaults.module")
     if "labels" in m:
-        labels = _labels(c, m["labels"], "defaults.labels")
+        labels = labels_of(c, m["labels"], "defaults.labels")
         kw["labels"] = tuple(sorted(labels.items())) if labels is not None else None
     if "buckets" in m:
         kw["buckets"] = _buckets(c, m["buckets"], "defaults.buckets")
@@ -240,7 +246,7 @@ def _targets(
             interval = c.duration(m["interval"], f"{path}.interval", MIN_INTERVAL)
         labels: dict[str, str] | None = dict(defaults.labels)
         if "labels" in m:
-            own = _labels(c, m["labels"], f"{path}.labels")
+            own = labels_of(c, m["labels"], f"{path}.labels")
             labels = None if own is None else {**dict(defaults.labels), **own}
         buckets: tuple[float, ...] | None = defaults.buckets
         if "buckets" in m:
@@ -348,7 +354,7 @@ def _target_files(
                 m["refresh_interval"], f"{path}.refresh_interval", 1.0
             )
         if "labels" in m:
-            own = _labels(c, m["labels"], f"{path}.labels")
+            own = labels_of(c, m["labels"], f"{path}.labels")
             kw["labels"] = None if own is None else tuple(sorted({**dict(defaults.labels),
                                                                   **own}.items()))  # fmt: skip
         if "buckets" in m:
@@ -409,9 +415,20 @@ def _count_nodes(node: yaml.Node) -> Iterator[None]:
                 stack.append(v)
 
 
-def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
-    """Parse and validate a config document; raise ConfigError listing every problem."""
-    c = Checker(filename)
+def read_file(path: str) -> bytes:
+    """A config or target file's bytes; unreadable or over MAX_FILE_BYTES is a ConfigError."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError([f"{path}: file too large (over {MAX_FILE_BYTES >> 20} MiB)"])
+    return data
+
+
+def compose(text: str | bytes, filename: str, kind: str) -> yaml.Node | None:
+    """The document's node graph (None when empty); a ConfigError naming the line otherwise."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -419,15 +436,22 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
             what = f"{filename}: not UTF-8 text ({exc.reason} at byte {exc.start})"
             raise ConfigError([what]) from None
     try:
-        root = yaml.compose(text, Loader=YAML_LOADER)
+        root: yaml.Node | None = yaml.compose(text, Loader=YAML_LOADER)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 0
-        raise ConfigError([f"{filename}:{line}: invalid YAML: {exc.problem}"]) from None
+        raise ConfigError([f"{filename}:{line}: invalid {kind}: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{filename}: invalid YAML: {exc}"]) from None
+        raise ConfigError([f"{filename}: invalid {kind}: {exc}"]) from None
     except RecursionError:  # only the pure-Python loader recurses; libyaml stops at depth 1,000
-        raise ConfigError([f"{filename}: invalid YAML: nested too deeply"]) from None
-    if root is None or is_null(root):
+        raise ConfigError([f"{filename}: invalid {kind}: nested too deeply"]) from None
+    return None if root is None or is_null(root) else root
+
+
+def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
+    """Parse and validate a config document; raise ConfigError listing every problem."""
+    c = Checker(filename)
+    root = compose(text, filename, "YAML")
+    if root is None:
         raise ConfigError([f"{filename}: empty config: expected a mapping with modules or targets"])
     check_node_count(root, filename)
     top = c.mapping(
@@ -482,14 +506,7 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
 
 def load_config(path: str) -> Config:
     """Read and parse ``path``; an unreadable file is a ConfigError like any other."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError([f"{path}: file too large (over {MAX_FILE_BYTES // 2**20} MiB)"])
-    return parse_config(data, path)
+    return parse_config(read_file(path), path)
 
 
 def with_extra_targets(

@@ -19,21 +19,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import yaml
-
 from netprobe_exporter.config import (
-    LABEL_NAME,
-    MAX_FILE_BYTES,
-    RESERVED_LABELS,
-    YAML_LOADER,
     Config,
     ConfigError,
     Target,
     TargetFiles,
     check_node_count,
+    compose,
+    labels_of,
+    read_file,
     target_address_error,
 )
-from netprobe_exporter.yamlcheck import Checker, is_null, show
+from netprobe_exporter.yamlcheck import Checker
 
 #: (inode, mtime in ns, size): a file whose stamp is unchanged is not read again
 Stamp = tuple[int, int, int]
@@ -122,25 +119,8 @@ def file_targets(scan: Scan) -> list[Target]:
 
 def read_target_file(path: str, spec: TargetFiles, config: Config) -> tuple[Target, ...]:
     """Read and validate one file_sd file; raise ConfigError naming file, line and key."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError([f"{path}: file too large (over {MAX_FILE_BYTES >> 20} MiB)"])
-    try:
-        root = yaml.compose(data.decode("utf-8"), Loader=YAML_LOADER)
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
-        raise ConfigError([f"{path}:{line}: invalid YAML or JSON: {exc.problem}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: invalid YAML or JSON: {exc}"]) from None
-    except RecursionError:  # only without libyaml
-        raise ConfigError([f"{path}: invalid YAML or JSON: nested too deeply"]) from None
-    if root is None or is_null(root):
+    root = compose(read_file(path), path, "YAML or JSON")
+    if root is None:
         return ()  # an empty file is an empty list of groups
     check_node_count(root, path)
     limit = config.limits.max_targets
@@ -154,7 +134,7 @@ def read_target_file(path: str, spec: TargetFiles, config: Config) -> tuple[Targ
             continue
         labels = dict(spec.labels)
         if "labels" in m:
-            own = _group_labels(c, m["labels"], f"{where}.labels")
+            own = labels_of(c, m["labels"], f"{where}.labels", skip_meta=True)
             if own is None:
                 continue
             labels.update(own)
@@ -176,25 +156,3 @@ def read_target_file(path: str, spec: TargetFiles, config: Config) -> tuple[Targ
     if c.errors:
         raise ConfigError(c.errors)
     return tuple(out)
-
-
-def _group_labels(c: Checker, node: yaml.Node, path: str) -> dict[str, str] | None:
-    if is_null(node):
-        return {}
-    if not isinstance(node, yaml.MappingNode):
-        c.error(node, path, f"must be a mapping of label names to values, not {show(node)}")
-        return None
-    out: dict[str, str] = {}
-    for knode, vnode in node.value:
-        name = str(knode.value) if isinstance(knode, yaml.ScalarNode) else ""
-        if name.startswith("__"):
-            continue  # Prometheus meta labels (__meta_*, __address__ …): not ours
-        if not LABEL_NAME.match(name):
-            c.error(knode, path, f'"{name}" is not a valid label name')
-        elif name in RESERVED_LABELS:
-            c.error(knode, f"{path}.{name}", "is set by the exporter and cannot be overridden")
-        elif not isinstance(vnode, yaml.ScalarNode):
-            c.error(vnode, f"{path}.{name}", f"label value must be a string, not {show(vnode)}")
-        else:
-            out[name] = "" if is_null(vnode) else str(vnode.value)
-    return out

@@ -27,8 +27,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from netprobe_exporter.config import ConfigError
-from netprobe_exporter.yamlcheck import Checker, is_null
+from netprobe_exporter.config import ConfigError, compose, read_file
+from netprobe_exporter.yamlcheck import Checker
 
 CLIENT_AUTH = (
     "NoClientCert", "RequestClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven",
@@ -62,11 +62,8 @@ class WebConfig:
 
 def parse_web_config(text: str | bytes, filename: str) -> WebConfig:
     c = Checker(filename)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{filename}: invalid YAML: {exc}"]) from None
-    if root is None or is_null(root):
+    root = compose(text, filename, "YAML")
+    if root is None:
         return WebConfig()
     top = c.mapping(root, "", {"tls_server_config": None, "basic_auth_users": None,
                                "http_server_config": None})  # fmt: skip
@@ -141,12 +138,7 @@ def _tls(c: Checker, node: yaml.Node) -> TLSServer | None:
 
 
 def load_web_config(path: str) -> WebConfig:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    return parse_web_config(data, path)
+    return parse_web_config(read_file(path), path)
 
 
 class ServerContext:
