@@ -127,10 +127,9 @@ class App:
         return source if count == 1 else ShardedSource(source, index, count)
 
     def _too_many(self, config: Config, files: Scan) -> str | None:
-        total = len(static_source(config, file_targets(files)).targets())
-        if total > config.limits.max_targets:
-            return f"{total} targets exceed limits.max_targets ({config.limits.max_targets})"
-        return None
+        return config.limits.too_many_targets(
+            len(static_source(config, file_targets(files)).targets())
+        )
 
     def apply(self, config: Config, files: Scan | None = None) -> None:
         """Run ``config``; ``files`` is its target files' scan (made here, blocking, if None)."""

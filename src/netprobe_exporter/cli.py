@@ -185,9 +185,9 @@ def _check(config_file: str | None, targets: list[str]) -> int:
     for line in files.errors:
         print(line, file=sys.stderr)
     total = len(static_source(config, file_targets(files)).targets())
-    if total > config.limits.max_targets:
-        print(f"target_files: {total} targets exceed limits.max_targets "
-              f"({config.limits.max_targets})", file=sys.stderr)  # fmt: skip
+    too_many = config.limits.too_many_targets(total)
+    if too_many is not None:
+        print(f"target_files: {too_many}", file=sys.stderr)
         return EXIT_CONFIG
     if files.errors:
         return EXIT_CONFIG

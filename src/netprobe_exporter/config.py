@@ -96,6 +96,12 @@ class Limits:
     #: open web connections; more are closed as they arrive, so slow clients cannot take every fd
     max_web_connections: int = 512
 
+    def too_many_targets(self, count: int) -> str | None:
+        """Why ``count`` continuous targets are refused, or None when they are not."""
+        if count > self.max_targets:
+            return f"{count} targets exceed limits.max_targets ({self.max_targets})"
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -491,11 +497,9 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
     if "target_files" in top:
         base = os.path.dirname(filename)
         files = _target_files(c, top["target_files"], defaults, modules, base)
-    if len(targets) > limits.max_targets:
-        c.error(
-            top["targets"], "targets",
-            f"{len(targets)} targets exceed limits.max_targets ({limits.max_targets})",
-        )  # fmt: skip
+    too_many = limits.too_many_targets(len(targets))
+    if too_many is not None:
+        c.error(top["targets"], "targets", too_many)
     if c.errors:
         raise ConfigError(c.errors)
     return Config(
@@ -531,11 +535,9 @@ def with_extra_targets(
         if t.key not in known:
             known.add(t.key)
             extra.append(t)
-    total = len(config.targets) + len(extra)
-    if total > config.limits.max_targets:
-        errors.append(
-            f"--target: {total} targets exceed limits.max_targets ({config.limits.max_targets})"
-        )
+    too_many = config.limits.too_many_targets(len(config.targets) + len(extra))
+    if too_many is not None:
+        errors.append(f"--target: {too_many}")
     if errors:
         raise ConfigError(errors)
     return dataclasses.replace(config, targets=config.targets + tuple(extra))

@@ -108,7 +108,6 @@ class BoundedChannel(http.HTTPChannel):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        self.site.slow_closed += 1
         self._close(_TIMEOUT_RESPONSE, "web client too slow: closed")
 
     def _close(self, response: bytes, why: str) -> None:
@@ -153,9 +152,8 @@ class BoundedSite(Site):
         super().__init__(resource, **kw)
         self.limits = limits
         self.open_connections = 0
-        #: connections refused because max_web_connections were open / closed for slowness
+        #: connections refused because max_web_connections were open (for the log)
         self.refused_connections = 0
-        self.slow_closed = 0
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
         limits = self.limits()

@@ -42,7 +42,7 @@ from netprobe_exporter.modules import (
 )
 from netprobe_exporter.probes import DNSInfo, ProbeContext, ProbeResult, run_probe
 from netprobe_exporter.probes.connect import adopt, connect, resolve
-from netprobe_exporter.probes.tls import client_creator
+from netprobe_exporter.probes.tls import creator_or_fail
 
 _TYPE_NAMES = {v: k for k, v in QUERY_TYPES.items()}
 _CLASS_NAMES = {v: k for k, v in QUERY_CLASSES.items()}
@@ -272,10 +272,8 @@ async def _run(
         if opts.transport_protocol != "tcp":
             result.fail("error", "Configuration error: Expected transport protocol tcp for DoT")
             return
-        try:  # local files: a problem here is ours, found before any packet is sent
-            creator = client_creator(opts.tls_config, hp.host)
-        except Exception as exc:
-            result.fail("error", f"tls_config: {exc}")
+        creator = creator_or_fail(opts.tls_config, hp.host, result)
+        if creator is None:
             return
     payload, query_id = _message(opts)
     result.note(

@@ -27,7 +27,7 @@ from netprobe_exporter.addresses import parse_host_port
 from netprobe_exporter.modules import Module, QueryResponse, TCPProbe
 from netprobe_exporter.probes import ProbeContext, ProbeResult, run_probe
 from netprobe_exporter.probes.connect import adopt, connect, resolve
-from netprobe_exporter.probes.tls import client_creator, handshake_info, tls_connection
+from netprobe_exporter.probes.tls import creator_or_fail, handshake_info, tls_connection
 
 MAX_LINE = 64 * 1024
 #: unread data we hold for a conversation before calling the peer a flood
@@ -204,10 +204,8 @@ async def _run(
         return
     creator = None
     if opts.tls or any(q.starttls for q in opts.query_response):
-        try:  # local files: a problem here is ours, found before any packet is sent
-            creator = client_creator(opts.tls_config, hp.host)
-        except Exception as exc:
-            result.fail("error", f"tls_config: {exc}")
+        creator = creator_or_fail(opts.tls_config, hp.host, result)
+        if creator is None:
             return
     remaining = timeout - (time.perf_counter() - started)
     sock = await connect(ctx, ip, hp.port, opts.source_ip_address, remaining, result)

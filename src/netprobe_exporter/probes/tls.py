@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
 
 from netprobe_exporter.modules import TLSConfig
-from netprobe_exporter.probes import GO_ZERO_TIME, TLSInfo
+from netprobe_exporter.probes import GO_ZERO_TIME, ProbeResult, TLSInfo
 
 _VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1_0,
@@ -89,6 +89,18 @@ def client_creator(cfg: TLSConfig, host: str) -> IOpenSSLClientConnectionCreator
     return ssl.optionsForClientTLS(
         name, trustRoot=trust, clientCertificate=client_cert, extraCertificateOptions=extra
     )
+
+
+def creator_or_fail(
+    cfg: TLSConfig, host: str, result: ProbeResult
+) -> IOpenSSLClientConnectionCreator | None:
+    """``client_creator``, or None with the probe failed: the files are local, so a problem
+    with them is ours, found before any packet is sent."""
+    try:
+        return client_creator(cfg, host)
+    except Exception as exc:
+        result.fail("error", f"tls_config: {exc}")
+        return None
 
 
 def _load_certs(pem: bytes) -> list[Any]:
