@@ -79,6 +79,19 @@ def loopback_listener() -> Iterator[int]:
         s.close()
 
 
+def tcp_socket_states(port: int, local: bool) -> list[str]:
+    """The states (hex, as ``/proc/net/tcp`` writes them: 01 ESTABLISHED, 06 TIME_WAIT,
+    0A LISTEN) of this host's TCP sockets whose local (or remote) port is ``port``."""
+    column = 1 if local else 2
+    states = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[column].rsplit(":", 1)[1], 16) == port:
+                states.append(fields[3])
+    return states
+
+
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):

@@ -7,9 +7,9 @@ import itertools
 import resource
 import time
 import zlib
-from pathlib import Path
 from typing import Any
 
+from procutil import tcp_socket_states
 from servers import Conn, make_certs, tcp_server
 from test_resolver import SilentDNSServer, temp_path, write_file
 from twisted.internet import defer, task
@@ -25,14 +25,7 @@ reactor: Any = _reactor
 
 def established_to(port: int) -> int:
     """Client-side TCP connections in ESTABLISHED state whose remote port is ``port``."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
-            if remote_port == port and fields[3] == "01":
-                count += 1
-    return count
+    return tcp_socket_states(port, local=False).count("01")
 
 
 class ConversationLimitTests(TestCase):

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import bcrypt
-from procutil import Exporter, Processes, find, wait_for
+from procutil import Exporter, Processes, find, tcp_socket_states, wait_for
 from servers import make_certs
 
 LIMITS = "limits:\n  web_request_timeout: 1s\n  web_idle_timeout: 2s\n  max_web_connections: 40\n"
@@ -36,15 +36,8 @@ def open_fds(ex: Exporter) -> int:
 
 
 def served_connections(port: int) -> int:
-    """Server-side TCP sockets on ``port`` other than the listener (any state but LISTEN)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if local_port == port and fields[3] not in ("0A", "06"):  # LISTEN, TIME_WAIT
-                count += 1
-    return count
+    """Server-side TCP sockets on ``port`` but the listener and those in TIME_WAIT."""
+    return sum(1 for state in tcp_socket_states(port, local=True) if state not in ("0A", "06"))
 
 
 def closed_by_peer(s: socket.socket, wait: float) -> bytes | None:
