@@ -38,6 +38,10 @@ from netprobe_exporter.webconfig import Guard, ServerContext, WebConfig, load_we
 
 log = Logger()
 
+# Twisted's default of 50 drops SYNs during a burst of scrapes and /probe requests (each retried
+# a second later by the client); the kernel caps this at net.core.somaxconn.
+LISTEN_BACKLOG = 1024
+
 
 def split_listen_address(address: str) -> tuple[str, int]:
     """``:9716`` -> ("", 9716); ``[::]:9716`` -> ("::", 9716); port 0 picks a free port."""
@@ -335,12 +339,14 @@ class App:
         """listenTCP, or listenSSL with the web config's TLS settings."""
         tls = self.web_config.tls
         if tls is None:
-            return self.reactor.listenTCP  # type: ignore[no-any-return]
+            return lambda port, factory, interface="": self.reactor.listenTCP(
+                port, factory, backlog=LISTEN_BACKLOG, interface=interface
+            )
         if self.tls_context is None:
             self.tls_context = ServerContext(tls)
         ctx = self.tls_context
         return lambda port, factory, interface="": self.reactor.listenSSL(
-            port, factory, ctx, interface=interface
+            port, factory, ctx, backlog=LISTEN_BACKLOG, interface=interface
         )
 
     def listen(self, addresses: Sequence[str]) -> None:
