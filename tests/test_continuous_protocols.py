@@ -18,7 +18,7 @@ def _write_config(path: Path, ca: Path, http_url: str, https_url: str, tls_addr:
     path.write_text(
         f"""
 defaults:
-  interval: 200ms
+  interval: 500ms
 modules:
   https_ca:
     prober: http
@@ -65,13 +65,43 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
         try:
             exporter = procs.start_exporter(f"--config.file={config}")
 
-            def enough() -> tuple[list[Sample], str] | None:
-                text = exporter.get("/metrics").text
-                samples = [s for s in exporter.metrics() if s.name == "netprobe_probes_total"]
-                # every target probed a few times (5 targets, every 200 ms)
-                return (exporter.metrics(), text) if sum(s.value for s in samples) >= 25 else None
+            def settled(samples: list[Sample]) -> bool:
+                """Every target probed a few times and its last result the expected one (one
+                slow exchange on a loaded machine can time out; the next one settles it)."""
+                totals: dict[tuple[str, str], float] = {}
+                for s in samples:
+                    if s.name == "netprobe_probes_total":
+                        key = (s.labels["target"], s.labels["module"])
+                        totals[key] = totals.get(key, 0) + s.value
+                up = {
+                    (s.labels["target"], s.labels["module"]): s.value
+                    for s in samples
+                    if s.name == "netprobe_up"
+                }
+                expected_up = {
+                    (plain.url("/"), "http_2xx"): 1,
+                    (plain.url("/") + "missing", "http_2xx"): 0,
+                    (https_url, "https_ca"): 1,
+                    (tls_addr, "tls_ca"): 1,
+                    (tls_addr, "tls_connect"): 0,
+                }
+                codes = {
+                    s.labels["target"]: s.value
+                    for s in samples
+                    if s.name == "netprobe_http_status_code" and s.labels["module"] == "http_2xx"
+                }
+                return (
+                    codes == {plain.url("/"): 200, plain.url("/") + "missing": 404}
+                    and len(totals) == 5
+                    and min(totals.values()) >= 3
+                    and all(up.get(k) == v for k, v in expected_up.items())
+                )
 
-            samples, text = wait_for(enough, 15, "25 probes")
+            def enough() -> tuple[list[Sample], str] | None:
+                samples = exporter.metrics()
+                return (samples, exporter.get("/metrics").text) if settled(samples) else None
+
+            samples, text = wait_for(enough, 30, "every target probed and settled")
         finally:
             procs.close()
         yield samples, text, {"plain": plain.url("/"), "https": https_url, "tls": tls_addr}

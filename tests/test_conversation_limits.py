@@ -122,9 +122,10 @@ modules:
             t0 = time.perf_counter()
             r = yield tcp.probe(self.ctx, f"127.0.0.1:{server.port}", self.modules()["expect"], 0.5)
             self.assertEqual(r.result, "timeout", r.detail)
-            self.assertLess(time.perf_counter() - t0, 1.0)
+            self.assertLess(time.perf_counter() - t0, 2.0)  # the flood would last 3 s
+        # a stall behind the flood would last seconds; a loaded machine adds tenths
         gaps = [b - a for a, b in itertools.pairwise(ticks)]
-        self.assertLess(max(gaps), 0.25, "the reactor stalled while lines poured in")
+        self.assertLess(max(gaps), 0.75, "the reactor stalled while lines poured in")
 
     @defer.inlineCallbacks
     def test_an_http_body_that_outlives_the_timeout_is_abandoned(self) -> Any:

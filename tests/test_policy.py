@@ -113,7 +113,10 @@ def test_concurrent_probes_are_limited(guarded: tuple[Exporter, int, int]) -> No
     first: list[procutil.Response] = []
     slow = threading.Thread(target=lambda: first.append(_probe(ex, f"127.0.0.2:{allowed}", "slow")))
     slow.start()
-    time.sleep(0.5)  # the slow probe is running: the limit is 1
+    # the slow probe is running once its connection is up: the limit is 1
+    procutil.wait_for(
+        lambda: "01" in procutil.tcp_socket_states(allowed, local=True), 5, "the slow probe"
+    )
     second = _probe(ex, f"127.0.0.2:{allowed}")
     slow.join(15)
     assert second.status == 429, second
@@ -159,7 +162,7 @@ def test_max_per_source_limits_one_client(procs: Processes, tmp_path: Path) -> N
         target = f"127.0.0.1:{held.port}"
         slow = threading.Thread(target=lambda: first.append(_probe(ex, target, "slow")))
         slow.start()
-        time.sleep(0.5)
+        procutil.wait_for(lambda: held.connections >= 1, 5, "the slow probe")
         second = _probe(ex, target)
         slow.join(15)
     assert second.status == 429

@@ -140,6 +140,8 @@ def _check_job(s: Setup, job: str, exporter_port: int) -> None:
             state["success"].get(s.ok_url) == 1
             and state["success"].get(s.closed_url) == 0
             and state["status"].get(s.ok_url) == 200
+            and state["up"] == {s.ok_url: 1, s.closed_url: 1}
+            and all(t["health"] == "up" for t in _targets(s.prometheus, job))
         )
 
     try:

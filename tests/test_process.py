@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 import signal
 import socket
-import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import procutil
@@ -62,7 +62,6 @@ def wait_counter_above(
 
 def test_embedded_default_probes_its_own_address(procs: Processes) -> None:
     exporter = procs.start_exporter()
-    listening_seen = time.monotonic()
     me = f"127.0.0.1:{exporter.port}"
 
     def live() -> bool:
@@ -73,9 +72,14 @@ def test_embedded_default_probes_its_own_address(procs: Processes) -> None:
         )
         return up == 1 and count is not None and count >= 1
 
-    wait_for(live, 1.0, f"netprobe_up{{target={me!r}}} 1 within 1 s of listening")
-    assert time.monotonic() - listening_seen <= 1.5
+    wait_for(live, 5.0, f"netprobe_up{{target={me!r}}} 1")
+    # timed by the exporter's own clock (its log line and the probe's timestamp), so a slow
+    # test process does not count against it
     samples = exporter.metrics()
+    listening = next(r for r in exporter.log_records() if r.get("msg") == "listening")
+    started = datetime.fromisoformat(listening["ts"].replace("Z", "+00:00")).timestamp()
+    probed = value(samples, "netprobe_last_probe_timestamp_seconds", target=me)
+    assert probed is not None and 0 <= probed - started <= 1.0, (started, probed)
     assert value(samples, PROBE_COUNTER, target=me, module="tcp_connect", result="success") >= 1  # type: ignore[operator]
     assert value(samples, "netprobe_config_last_reload_successful") == 1
     assert value(samples, "netprobe_targets", module="tcp_connect") == 1
@@ -161,7 +165,7 @@ def test_signal_stops_cleanly(procs: Processes, listener: int, signum: signal.Si
     port = exporter.port
     assert procutil.port_is_open(port)
     exporter.proc.send_signal(signum)
-    assert exporter.wait_exit(2) == 0, exporter.stderr()
+    assert exporter.wait_exit(10) == 0, exporter.stderr()
     assert not procutil.port_is_open(port)
     assert "msg=stopped" in exporter.stderr()
 
@@ -362,9 +366,15 @@ def test_reload_invalid_config_keeps_running_config(
     # the running config stays: same targets, probed on, no series reset
     wait_counter_above(exporter, kept, "success", success_before)
     wait_counter_above(exporter, refused, "refused", refused_before)
-    samples = exporter.metrics()
-    assert value(samples, "netprobe_up", target=kept) == 1
-    assert value(samples, "netprobe_up", target=refused) == 0
+
+    def settled() -> list | None:  # type: ignore[type-arg]
+        """The last results are the expected ones (one can time out on a loaded machine)."""
+        samples = exporter.metrics()
+        kept_up = value(samples, "netprobe_up", target=kept)
+        refused_up = value(samples, "netprobe_up", target=refused)
+        return samples if (kept_up, refused_up) == (1, 0) else None
+
+    samples = wait_for(settled, 5, "the kept targets' last results")
     assert value(samples, "netprobe_targets", module="tcp_connect") == 2
     assert value(samples, "netprobe_config_last_reload_successful") == 0
     assert exporter.get("/-/ready").status == 200

@@ -370,7 +370,7 @@ class ResolverTimeoutTests(TestCase):
         elapsed = time.perf_counter() - t0
         self.assertIn("slow.test", str(f))
         self.assertGreaterEqual(elapsed, 0.25)
-        self.assertLess(elapsed, 0.5)
+        self.assertLess(elapsed, 1.3)  # the timeout, with room for a loaded machine
         self.assertGreaterEqual(self.silent.protocol.received, 1)
 
     @defer.inlineCallbacks
@@ -396,8 +396,8 @@ class ResolverRegressionTests(TestCase):
         write_file(hosts, "")
         resolver = Resolver(reactor, servers=[s.address for s in silent], hosts_path=str(hosts))
         t0 = time.perf_counter()
-        yield self.assertFailure(resolver.resolve("slow.test", "ip4", True, 0.4), ResolveError)
-        self.assertLess(time.perf_counter() - t0, 0.6)
+        yield self.assertFailure(resolver.resolve("slow.test", "ip4", True, 1.0), ResolveError)
+        self.assertLess(time.perf_counter() - t0, 1.6)  # one timeout, not two
 
     @defer.inlineCallbacks
     def test_cancelling_one_lookup_leaves_others_of_the_same_name_alone(self) -> Any:

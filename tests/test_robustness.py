@@ -98,16 +98,22 @@ def test_sigterm_with_a_thousand_probes_in_flight_stops_within_two_seconds(
 ) -> None:
     base = namespace.blackhole_ip.rsplit(".", 1)[0]  # a /28 of addresses that never answer
     config = tmp_path / "config.yml"
-    lines = ["defaults:\n  interval: 5s\ntargets:"]
-    lines += [f"  - address: {base}.{17 + i % 14}:{10000 + i}" for i in range(1000)]
+    # 1,100 targets whose probes time out just before they are due again: once the first
+    # interval has passed, some 1,080 are in flight at every moment, not only at a peak
+    lines = [
+        "modules:\n  slow: {prober: tcp, timeout: 4900ms}\n"
+        "limits:\n  max_concurrent_probes: 2000\n"
+        "defaults:\n  interval: 5s\n  module: slow\ntargets:"
+    ]
+    lines += [f"  - address: {base}.{17 + i % 14}:{10000 + i}" for i in range(1100)]
     config.write_text("\n".join(lines) + "\n")
     ex = procs.start_exporter(f"--config.file={config}")
 
     def busy() -> float | None:
         inflight = value(ex.metrics(), "netprobe_inflight_probes") or 0
-        return inflight if inflight >= 900 else None
+        return inflight if inflight >= 1000 else None
 
-    wait_for(busy, 15, "about 1,000 probes in flight")
+    wait_for(busy, 30, "1,000 probes in flight")
     t0 = time.monotonic()
     ex.proc.send_signal(signal.SIGTERM)
     code = ex.wait_exit(10)

@@ -152,9 +152,17 @@ def test_the_exporter_follows_its_target_files(
     )
     ex = procs.start_exporter(f"--config.file={config}")
     wait_for(lambda: f"127.0.0.1:{listener}" in _addresses(ex), 10, "the file's target")
+    wait_for(
+        lambda: (
+            [s.value for s in find(ex.metrics(), "netprobe_up", target=f"127.0.0.1:{listener}")]
+            == [1]
+        ),
+        10,
+        "the file's target up",
+    )
     samples = ex.metrics()
     (up,) = find(samples, "netprobe_up", target=f"127.0.0.1:{listener}")
-    assert up.labels["team"] == "a" and up.value == 1
+    assert up.labels["team"] == "a"
     assert value(samples, "netprobe_target_files_last_read_successful") == 1
 
     closed = closed_port()

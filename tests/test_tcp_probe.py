@@ -93,7 +93,7 @@ class _ProbeTestCase(TestCase):
         self.assertEqual(r.ip, ip)
         assert r.connect_duration is not None
         self.assertGreater(r.connect_duration, 0)
-        self.assertLess(r.connect_duration, 0.1)
+        self.assertLess(r.connect_duration, 1.0)  # loopback; room for a loaded machine
         self.assertGreaterEqual(r.duration, r.connect_duration)
         if sys.platform == "linux":
             self.assertIsNotNone(r.handshake_rtt)
@@ -297,10 +297,11 @@ class SilentDNSProbeTests(TestCase):
         self.assertIn(r.result, ("dns_error", "timeout"))
         self.assertFalse(r.success)
         self.assertIn("slow.test", r.detail)
-        self.assertLess(elapsed, 0.65)
+        # bounded by the timeout (upper bounds leave room for a loaded machine)
+        self.assertLess(elapsed, 1.5)
         self.assertGreaterEqual(elapsed, 0.45)
         self.assertGreaterEqual(r.duration, 0.45)
-        self.assertLess(r.duration, 0.65)
+        self.assertLess(r.duration, 1.5)
         self.assertGreaterEqual(self.silent.protocol.received, 1)
 
     @defer.inlineCallbacks
@@ -339,8 +340,8 @@ class NamespaceTests(TestCase):
         self.assertIsNone(r.connect_duration)
         self.assertEqual(r.ip, self.ns.blackhole_ip)
         self.assertGreaterEqual(r.duration, 0.45)
-        self.assertLess(r.duration, 0.8)
-        self.assertLess(elapsed, 0.8)
+        self.assertLess(r.duration, 1.5)
+        self.assertLess(elapsed, 1.5)
         self.assertEqual(reactor.getWriters(), [])
         self.assertEqual(self.ctx.engine.pending, 0)
 
@@ -352,8 +353,8 @@ class NamespaceTests(TestCase):
         self.assertEqual((r.result, r.success), ("unreachable", False), r.log)
         self.assertIn(errno.errorcode[errno.EHOSTUNREACH], r.detail)
         self.assertIsNone(r.connect_duration)
-        self.assertLess(r.duration, 0.3)
-        self.assertLess(elapsed, 0.3)
+        self.assertLess(r.duration, 0.5)  # the ICMP error, not the 0.5 s timeout
+        self.assertLess(elapsed, 1.0)
 
     @defer.inlineCallbacks
     def test_cancel_while_connecting(self) -> Any:
