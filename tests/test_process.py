@@ -141,6 +141,26 @@ def test_config_check_invalid_prints_one_line_per_error(tmp_path: Path) -> None:
     ]
 
 
+def test_config_check_also_checks_the_other_flags_a_start_would(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yml"
+    path.write_text(config_text("127.0.0.1:1"))
+    ok = ["--config.check", f"--config.file={path}"]
+    bad_shard = procutil.run_exporter(*ok, "--shard=3/2")
+    assert bad_shard.returncode == 1 and "--shard" in bad_shard.stderr, bad_shard
+    missing = tmp_path / "nowhere" / "web.yml"
+    no_web = procutil.run_exporter(*ok, f"--web.config.file={missing}")
+    assert no_web.returncode == 1 and str(missing) in no_web.stderr, no_web
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  u: plain\n")
+    bad_web = procutil.run_exporter(*ok, f"--web.config.file={web}")
+    assert bad_web.returncode == 1, bad_web
+    assert f"{web}:2: basic_auth_users.u: must be a bcrypt hash" in bad_web.stderr
+    web.write_text("http_server_config:\n  headers: {X-Frame-Options: deny}\n")
+    good_web = procutil.run_exporter(*ok, f"--web.config.file={web}")
+    assert good_web.returncode == 0, good_web
+    assert f"{web}: OK" in good_web.stdout and "1 targets" in good_web.stdout
+
+
 def test_listen_failure_exits_2(procs: Processes) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import signal
 import ssl
 import urllib.error
@@ -75,6 +76,25 @@ def test_tls_with_a_test_ca(procs: Processes, tmp_path: Path) -> None:
     old.maximum_version = ssl.TLSVersion.TLSv1_1  # below the default min_version TLS12
     with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
         _get(base + "/metrics", context=old)
+
+
+def test_relative_file_names_are_relative_to_the_web_config(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """As in the exporter-toolkit: the process's working directory does not matter."""
+    conf = tmp_path / "etc"
+    certs = make_certs(conf / "certs")
+    assert procs.workdir != conf
+    web = conf / "web.yml"
+    web.write_text(
+        "tls_server_config:\n"
+        f"  cert_file: {os.path.relpath(certs.leaf_chain, conf)}\n"
+        f"  key_file: {os.path.relpath(certs.leaf_key, conf)}\n"
+    )
+    assert not (procs.workdir / "certs").exists()
+    ex = procs.start_exporter(f"--web.config.file={web}")
+    trusting = ssl.create_default_context(cafile=str(certs.ca_cert))
+    assert _get(f"https://localhost:{ex.port}/-/healthy", context=trusting) == 200
 
 
 def test_client_certificates_when_required(procs: Processes, tmp_path: Path) -> None:

@@ -102,8 +102,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from netprobe_exporter.app import App, split_listen_address
     from netprobe_exporter.sources import parse_shard
 
-    if args.config_check:
-        return _check(args.config_file, args.targets)
     try:
         shard = parse_shard(args.shard)
     except ValueError as exc:
@@ -115,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"netprobe-exporter: --web.listen-address: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+    if args.config_check:  # after the flags above: a check passes only what a start would
+        return _check(args.config_file, args.targets, args.web_config_file)
 
     # Only now import the reactor: the epoll reactor is Twisted's default on Linux.
     from twisted.internet import reactor as _reactor
@@ -168,8 +168,18 @@ def _reload_from_signal(app: Any) -> None:
     app.reload().addErrback(lambda _: None)  # already logged
 
 
-def _check(config_file: str | None, targets: list[str]) -> int:
+def _check(config_file: str | None, targets: list[str], web_config_file: str | None) -> int:
     from netprobe_exporter.config import Config, load_config, with_extra_targets
+    from netprobe_exporter.webconfig import load_web_config
+
+    if web_config_file is not None:
+        try:
+            load_web_config(web_config_file)
+        except ConfigError as exc:
+            for line in exc.errors:
+                print(line, file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"{web_config_file}: OK")
 
     try:
         config = load_config(config_file) if config_file else Config()

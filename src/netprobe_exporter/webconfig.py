@@ -61,7 +61,8 @@ class WebConfig:
 
 
 def parse_web_config(text: str | bytes, filename: str) -> WebConfig:
-    c = Checker(filename)
+    # as the exporter-toolkit does, file names are relative to the web config's own directory
+    c = Checker(filename, base_dir=os.path.dirname(os.path.abspath(filename)))
     root = compose(text, filename, "YAML")
     if root is None:
         return WebConfig()

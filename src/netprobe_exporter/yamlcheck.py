@@ -106,8 +106,9 @@ def _withhold(node: yaml.Node | None, path: str, what: str) -> str:
 class Checker:
     """Reads values out of nodes; each reader returns None (and records why) on bad input."""
 
-    def __init__(self, filename: str) -> None:
+    def __init__(self, filename: str, base_dir: str | None = None) -> None:
         self.filename = filename
+        self.base_dir = base_dir  # where relative file names point (None: the working dir)
         self.errors: list[str] = []
         self.warnings: list[str] = []
 
@@ -255,6 +256,8 @@ class Checker:
         name = self.string(node, path)
         if name is None:
             return None
+        if self.base_dir is not None and name:
+            name = os.path.join(self.base_dir, name)  # an absolute name stays as it is
         if not os.access(name, os.R_OK) or not os.path.isfile(name):
             self.error(node, path, f'cannot read file "{name}"')
             return None
