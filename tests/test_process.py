@@ -452,6 +452,15 @@ def test_config_page_shows_the_running_config_without_secrets(
          "labels": {"team": "a"}, "buckets": doc["defaults"]["buckets"]}
     ]  # fmt: skip
     assert doc["modules"]["web"]["http"]["basic_auth"] == {"username": "u", "password": "<secret>"}
-    assert doc["probe_policy"]["allow"] == [{"network": "10.0.0.0/8"}, {"pattern": "*.example.org"}]
+    assert doc["probe_policy"]["allow"] == ["10.0.0.0/8", "*.example.org"]
+    assert doc["modules"]["tok"]["http"]["authorization"] == {
+        "type": "Bearer",
+        "credentials": "<secret>",
+    }
+    # what the page shows is a config: saved, it passes the check
+    saved = tmp_path / "saved.yml"
+    saved.write_text(text)
+    check = procutil.run_exporter("--config.check", f"--config.file={saved}")
+    assert check.returncode == 0, check
     assert doc["limits"]["max_targets"] == 100_000
     assert doc["limits"]["web_request_timeout"] == "10s"

@@ -12,6 +12,7 @@ import yaml
 
 from netprobe_exporter.durations import format_duration
 from netprobe_exporter.modules import Module, Secret
+from netprobe_exporter.policy import Rule
 from netprobe_exporter.yamlcheck import REDACTED, SECRET_KEYS, is_secret_header
 
 
@@ -41,6 +42,27 @@ def plain(value: Any) -> Any:
     return value
 
 
+def byte_size(n: int) -> str:
+    """A size the config parser reads back: ``10MiB``, ``1536B``."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n and n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n}B"
+
+
+def _http_section(section: dict[str, Any]) -> dict[str, Any]:
+    """Back into the keys the parser takes: the Authorization parts under ``authorization``."""
+    kind = section.pop("auth_type", "Bearer")
+    auth = {k: section.pop(k) for k in ("credentials", "credentials_file") if k in section}
+    if auth:
+        section["authorization"] = {"type": kind, **auth}
+    if section.get("body_size_limit"):
+        section["body_size_limit"] = byte_size(section["body_size_limit"])
+    else:
+        section.pop("body_size_limit", None)  # 0: no limit, the default
+    return section
+
+
 def module_doc(module: Module) -> dict[str, Any]:
     """A module in blackbox's layout: its prober, timeout and its own prober's section."""
     doc: dict[str, Any] = {"prober": module.prober}
@@ -48,8 +70,13 @@ def module_doc(module: Module) -> dict[str, Any]:
         doc["timeout"] = format_duration(module.timeout)
     section = getattr(module, module.prober, None)
     if section is not None:
-        doc[module.prober] = plain(section)
+        shown = plain(section)
+        doc[module.prober] = _http_section(shown) if module.prober == "http" else shown
     return doc
+
+
+def _rule(rule: Rule) -> str:
+    return str(rule.network) if rule.network is not None else str(rule.pattern)
 
 
 def config_yaml(config: Any) -> str:
@@ -67,6 +94,12 @@ def config_yaml(config: Any) -> str:
             spec[key] = format_duration(spec[key])
     for key in ("web_request_timeout", "web_idle_timeout"):
         doc["limits"][key] = format_duration(doc["limits"][key])
+    doc["limits"]["max_body_bytes"] = byte_size(config.limits.max_body_bytes)
+    policy = config.probe_policy
+    for key in ("allow", "deny"):
+        if getattr(policy, key):
+            doc["probe_policy"][key] = [_rule(r) for r in getattr(policy, key)]
+    doc["probe_policy"]["max_timeout"] = format_duration(policy.max_timeout)
     for key in ("interval",):
         doc["defaults"][key] = format_duration(config.defaults.interval)
     for target in doc["targets"]:
