@@ -208,11 +208,6 @@ def test_a_blackbox_style_file_with_only_tcp_modules_is_valid() -> None:
         ),
         (
             "modules:\n  t:\n    prober: tcp\n    tcp:\n      tls_config:\n"
-            "        ca_file: /nonexistent/ca.pem\n",
-            'modules.t.tcp.tls_config.ca_file: cannot read file "/nonexistent/ca.pem"',
-        ),
-        (
-            "modules:\n  t:\n    prober: tcp\n    tcp:\n      tls_config:\n"
             "        min_version: TLS14\n",
             'modules.t.tcp.tls_config.min_version: unknown TLS version "TLS14"',
         ),
@@ -338,6 +333,23 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_a_tls_or_credentials_file_missing_now_is_a_warning_as_in_blackbox() -> None:
+    config = parse(
+        "modules:\n  t:\n    prober: tcp\n    tcp:\n      tls_config:\n"
+        "        ca_file: /nonexistent/ca.pem\n"
+        "  h:\n    prober: http\n    http:\n      bearer_token_file: /nonexistent/token\n"
+    )
+    assert config.modules["t"].tcp is not None
+    assert config.modules["t"].tcp.tls_config.ca_file == "/nonexistent/ca.pem"
+    assert any(
+        "c.yml:6: modules.t.tcp.tls_config.ca_file: cannot read file" in w
+        and "/nonexistent/ca.pem" in w
+        and "its probes fail until it can" in w
+        for w in config.warnings
+    ), config.warnings
+    assert any("modules.h.http.bearer_token_file" in w for w in config.warnings)
 
 
 def test_tls_files_must_be_pem(tmp_path: Path) -> None:

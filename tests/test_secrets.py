@@ -75,23 +75,40 @@ def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
         assert reload.status == 400
         pages.append(reload.text)
         wait_for(lambda: "config reload rejected" in ex.stderr(), 5, "the rejection logged")
+        # files that cannot be read now are warnings (the probes fail until they can): the
+        # warnings withhold their names just the same
+        config.write_text(
+            "modules:\n"
+            f"  c: {{prober: http, http: {{tls_config: {{cert_file: {certs.leaf_cert}, "
+            f"key_file: /nonexistent/{KEY_NAME}}}}}}}\n"
+            f"  d: {{prober: http, http: {{basic_auth: {{username: u, password_file: "
+            f"/nonexistent/{PW_FILE_NAME}}}}}}}\n"
+        )
+        assert ex.post("/-/reload").status == 200
+        wait_for(lambda: ex.stderr().count("config warning") >= 2, 5, "the warnings logged")
         log = ex.stderr()
     for secret in secrets:
         assert secret not in log, f"{secret!r} in the log"
         for page in pages:
             assert secret not in page, f"{secret!r} in a page:\n{page[:2000]}"
-    assert "<secret>" in reload.text
+    assert "modules.a.http.bearer_token" in reload.text
+    warnings = [line for line in log.splitlines() if "config warning" in line]
+    assert all("<secret>" in line for line in warnings[-2:]), warnings
 
 
-def test_config_errors_withhold_secret_values() -> None:
+def test_config_errors_and_warnings_withhold_secret_values() -> None:
+    # a token file that cannot be read now: a warning, its name withheld
+    config = parse_config(
+        "modules:\n  m: {prober: http, http: {bearer_token_file: /no/such/tok-file-Jj3}}\n",
+        "c.yml",
+    )
+    text = "\n".join(config.warnings)
+    assert "c.yml:2: modules.m.http.bearer_token_file" in text
+    assert "tok-file-Jj3" not in text and "<secret>" in text
     try:
-        parse_config(
-            "modules:\n  m: {prober: http, http: {bearer_token_file: /no/such/tok-file-Jj3}}\n",
-            "c.yml",
-        )
+        parse_config("modules:\n  m: {prober: http, http: {bearer_token: [tok-Jj3]}}\n", "c.yml")
     except ConfigError as exc:
         text = "\n".join(exc.errors)
     else:
-        raise AssertionError("a missing token file is an error")
-    assert "c.yml:2: modules.m.http.bearer_token_file" in text
-    assert "tok-file-Jj3" not in text and "<secret>" in text
+        raise AssertionError("a list as a token is an error")
+    assert "c.yml:2: modules.m.http.bearer_token" in text and "tok-Jj3" not in text

@@ -26,7 +26,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
-from netprobe_exporter.modules import Module, TCPProbe
+from netprobe_exporter.modules import Module, TCPProbe, TLSConfig
 from netprobe_exporter.probes import ProbeContext, ProbeResult, tcp
 from netprobe_exporter.resolver import Resolver
 
@@ -164,6 +164,16 @@ class LoopbackTests(_ProbeTestCase):
                 yield sleep(0.01)
         conn.close()
         self.assertEqual(peer[0], "127.0.0.2")
+
+    @defer.inlineCallbacks
+    def test_a_tls_file_that_cannot_be_read_fails_the_probe_naming_it(self) -> Any:
+        """Such a file is only a warning at load (blackbox reads it per probe, too)."""
+        port = self.listen(socket.AF_INET, "127.0.0.1").getsockname()[1]
+        tls = TCPProbe(tls=True, tls_config=TLSConfig(ca_file="/nonexistent/ca.pem"))
+        r = yield self.probe(f"127.0.0.1:{port}", Module(name="t", prober="tcp", tcp=tls))
+        self.assertEqual((r.result, r.success), ("error", False))
+        self.assertIn("tls_config", r.detail)
+        self.assertIn("/nonexistent/ca.pem", r.detail)
 
     @defer.inlineCallbacks
     def test_source_ip_address_family_mismatch(self) -> Any:

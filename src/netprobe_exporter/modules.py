@@ -8,6 +8,7 @@ and are refused where used (``/probe`` answers 400, a continuous target is a con
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -257,7 +258,7 @@ def parse_tls_config(c: Checker, node: yaml.Node, path: str) -> TLSConfig:
     kw: dict[str, object] = {}
     for key in ("ca_file", "cert_file", "key_file"):
         if key in m:
-            kw[key] = c.readable_file(m[key], f"{path}.{key}")
+            kw[key] = c.probe_time_file(m[key], f"{path}.{key}")
     if "server_name" in m:
         kw["server_name"] = c.string(m["server_name"], f"{path}.server_name")
     if "insecure_skip_verify" in m:
@@ -275,7 +276,8 @@ def parse_tls_config(c: Checker, node: yaml.Node, path: str) -> TLSConfig:
         c.error(node, path, "cert_file and key_file must be set together")
     for key in ("ca_file", "cert_file", "key_file"):
         name = kw.get(key)
-        problem = _pem_problem(str(name), key) if isinstance(name, str) else None
+        readable = isinstance(name, str) and os.path.isfile(name) and os.access(name, os.R_OK)
+        problem = _pem_problem(str(name), key) if readable else None  # else: warned above
         if problem:
             c.error(m[key], f"{path}.{key}", f'"{name}": {problem}')
             kw[key] = None
@@ -359,7 +361,7 @@ def _http_auth(c: Checker, m: dict[str, yaml.Node], path: str, kw: dict[str, obj
             c.error(b["password_file"], sub, "only one of password and password_file may be set")
         password = c.text(b["password"], f"{sub}.password") if "password" in b else None
         pfile = (
-            c.readable_file(b["password_file"], f"{sub}.password_file")
+            c.probe_time_file(b["password_file"], f"{sub}.password_file")
             if ("password_file" in b)
             else None
         )
@@ -382,14 +384,14 @@ def _http_auth(c: Checker, m: dict[str, yaml.Node], path: str, kw: dict[str, obj
             cred = c.text(a["credentials"], f"{sub}.credentials")
             kw["credentials"] = Secret(cred) if cred is not None else None
         if "credentials_file" in a:
-            kw["credentials_file"] = c.readable_file(
+            kw["credentials_file"] = c.probe_time_file(
                 a["credentials_file"], f"{sub}.credentials_file"
             )
     elif "bearer_token" in m:
         tok = c.text(m["bearer_token"], f"{path}.bearer_token")
         kw["credentials"] = Secret(tok) if tok is not None else None
     elif "bearer_token_file" in m:
-        kw["credentials_file"] = c.readable_file(
+        kw["credentials_file"] = c.probe_time_file(
             m["bearer_token_file"], f"{path}.bearer_token_file"
         )
 

@@ -252,6 +252,16 @@ class Checker:
         out = [self.regex(item, f"{path}[{i}]") for i, item in enumerate(items)]
         return None if None in out else tuple(p for p in out if p is not None)
 
+    def probe_time_file(self, node: yaml.Node, path: str) -> str | None:
+        """A file a probe reads when it runs (as blackbox does): one that cannot be read now is
+        a warning, and the probes of its module fail, saying so, until it can."""
+        name = self.string(node, path)
+        if name is None:
+            return None
+        if not os.access(name, os.R_OK) or not os.path.isfile(name):
+            self.warn(node, path, f'cannot read file "{name}" now: its probes fail until it can')
+        return name
+
     def readable_file(self, node: yaml.Node, path: str) -> str | None:
         name = self.string(node, path)
         if name is None:
