@@ -76,6 +76,7 @@ def test_tls_with_a_test_ca(procs: Processes, tmp_path: Path) -> None:
     old.maximum_version = ssl.TLSVersion.TLSv1_1  # below the default min_version TLS12
     with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
         _get(base + "/metrics", context=old)
+    assert "level=warn" not in ex.stderr()  # e.g. Twisted's legacy context factory warning
 
 
 def test_relative_file_names_are_relative_to_the_web_config(

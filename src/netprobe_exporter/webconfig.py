@@ -22,10 +22,12 @@ import yaml
 from OpenSSL import SSL
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
 from netprobe_exporter.config import ConfigError, compose, read_file
 from netprobe_exporter.yamlcheck import Checker
@@ -142,11 +144,15 @@ def load_web_config(path: str) -> WebConfig:
     return parse_web_config(read_file(path), path)
 
 
+@implementer(IOpenSSLServerConnectionCreator)
 class ServerContext:
-    """An old-style context factory whose context follows reloads (asked once per connection)."""
+    """Server TLS connections from a context that follows reloads (taken once per connection)."""
 
     def __init__(self, tls: TLSServer) -> None:
         self.context = _context(tls)
+
+    def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        return SSL.Connection(self.context, None)
 
     def getContext(self) -> SSL.Context:
         return self.context
