@@ -17,6 +17,7 @@ KEY_NAME = "client-key-Wm42.pem"
 PW_FILE_NAME = "pw-file-Hk77.txt"
 WRONG_PASSWORD = "wrong-Pq93-password"
 HEADER_TOKEN = "hdr-Tk55-token"
+TOKEN_FILE_NAME = "token-file-Rb19.txt"
 
 
 def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
@@ -26,6 +27,7 @@ def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
     pw_file = tmp_path / PW_FILE_NAME
     pw_file.write_text(AUTH_PASSWORD)
     secrets = [AUTH_PASSWORD, TOKEN, KEY_NAME, PW_FILE_NAME, WRONG_PASSWORD, HEADER_TOKEN,
+               TOKEN_FILE_NAME,
                base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()]  # fmt: skip
     with http_server() as site:
         config = tmp_path / "config.yml"
@@ -59,6 +61,7 @@ def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
             pages.append(reply.text)
         assert "probe_success 1" in pages[2 + 0]  # the right password did get through
         assert "X-Plain: visible" in pages[0]  # only the credential headers are withheld
+        targets = {"c": f"127.0.0.1:{site.port}", "d": site.url("/auth"), "f": site.url("/auth")}
         # a reload whose errors would quote the secrets if they were echoed
         config.write_text(
             "modules:\n"
@@ -79,13 +82,30 @@ def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
         # warnings withhold their names just the same
         config.write_text(
             "modules:\n"
-            f"  c: {{prober: http, http: {{tls_config: {{cert_file: {certs.leaf_cert}, "
+            f"  c: {{prober: tcp, tcp: {{tls: true, tls_config: {{cert_file: {certs.leaf_cert}, "
             f"key_file: /nonexistent/{KEY_NAME}}}}}}}\n"
             f"  d: {{prober: http, http: {{basic_auth: {{username: u, password_file: "
             f"/nonexistent/{PW_FILE_NAME}}}}}}}\n"
+            f"  f: {{prober: http, http: {{bearer_token_file: /nonexistent/{TOKEN_FILE_NAME}}}}}\n"
+            "targets:\n"
+            + "".join(
+                f"  - {{address: '{targets[m]}', module: {m}, interval: 200ms}}\n"
+                for m in ("c", "d", "f")
+            )
         )
         assert ex.post("/-/reload").status == 200
-        wait_for(lambda: ex.stderr().count("config warning") >= 2, 5, "the warnings logged")
+        wait_for(lambda: ex.stderr().count("config warning") >= 3, 5, "the warnings logged")
+        # ... and so do the probes that fail for want of them (debug page, status page, log)
+        for module, why in (
+            ("c", "key_file: cannot read <secret>"),
+            ("d", "basic_auth.password_file: cannot read <secret>"),
+            ("f", "credentials_file: cannot read <secret>"),
+        ):
+            reply = ex.get(f"/probe?module={module}&debug=true&target={targets[module]}")
+            assert "probe_success 0" in reply.text and why in reply.text, reply.text
+            pages.append(reply.text)
+        wait_for(lambda: ex.stderr().count("probe failed") >= 6, 5, "failed probes logged")
+        pages.append(ex.get("/").text)
         log = ex.stderr()
     for secret in secrets:
         assert secret not in log, f"{secret!r} in the log"
@@ -93,7 +113,7 @@ def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
             assert secret not in page, f"{secret!r} in a page:\n{page[:2000]}"
     assert "modules.a.http.bearer_token" in reload.text
     warnings = [line for line in log.splitlines() if "config warning" in line]
-    assert all("<secret>" in line for line in warnings[-2:]), warnings
+    assert all("<secret>" in line for line in warnings[-3:]), warnings
 
 
 def test_config_errors_and_warnings_withhold_secret_values() -> None:

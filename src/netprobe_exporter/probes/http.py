@@ -46,7 +46,7 @@ from netprobe_exporter.addresses import URL, parse_url
 from netprobe_exporter.modules import HTTPProbe, Module
 from netprobe_exporter.probes import HTTPInfo, ProbeContext, ProbeResult, run_probe
 from netprobe_exporter.probes.connect import adopt, connect, resolve
-from netprobe_exporter.probes.tls import client_creator, handshake_info
+from netprobe_exporter.probes.tls import client_creator, handshake_info, read_config_file
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10
@@ -290,15 +290,14 @@ def _headers(opts: HTTPProbe, ctx: ProbeContext) -> Headers:
     if opts.basic_auth is not None:
         password = opts.basic_auth.password.reveal() if opts.basic_auth.password else ""
         if opts.basic_auth.password_file:
-            with open(opts.basic_auth.password_file, encoding="utf-8") as fh:
-                password = fh.read().strip()
+            raw = read_config_file(opts.basic_auth.password_file, "basic_auth.password_file")
+            password = raw.decode("utf-8").strip()
         token = base64.b64encode(f"{opts.basic_auth.username}:{password}".encode()).decode()
         headers.setRawHeaders(b"Authorization", [f"Basic {token}".encode()])
     elif opts.credentials is not None or opts.credentials_file:
         cred = opts.credentials.reveal() if opts.credentials else ""
         if opts.credentials_file:
-            with open(opts.credentials_file, encoding="utf-8") as fh:
-                cred = fh.read().strip()
+            cred = read_config_file(opts.credentials_file, "credentials_file").decode().strip()
         headers.setRawHeaders(b"Authorization", [f"{opts.auth_type} {cred}".encode()])
     return headers
 

@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 from netprobe_exporter.modules import TLSConfig
 from netprobe_exporter.probes import GO_ZERO_TIME, ProbeResult, TLSInfo
+from netprobe_exporter.yamlcheck import REDACTED
 
 _VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1_0,
@@ -30,9 +31,16 @@ _VERSIONS = {
 _NAMES = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"}
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        return fh.read()
+def read_config_file(path: str, key: str) -> bytes:
+    """A file a module names, read when a probe runs. The error names the key, and the path only
+    where it is not a secret (a key, password or token file's name is withheld like its
+    contents)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        shown = f'"{path}"' if key in ("ca_file", "cert_file") else REDACTED
+        raise ValueError(f"{key}: cannot read {shown} ({exc.strerror})") from None
 
 
 def _is_ip(name: str) -> bool:
@@ -74,7 +82,10 @@ def client_creator(cfg: TLSConfig, host: str) -> IOpenSSLClientConnectionCreator
         extra["lowerMaximumSecurityTo"] = _VERSIONS[cfg.max_version]
     client_cert = None
     if cfg.cert_file and cfg.key_file:
-        client_cert = ssl.PrivateCertificate.loadPEM(_read(cfg.cert_file) + _read(cfg.key_file))
+        client_cert = ssl.PrivateCertificate.loadPEM(
+            read_config_file(cfg.cert_file, "cert_file")
+            + read_config_file(cfg.key_file, "key_file")
+        )
     if cfg.insecure_skip_verify:
         kw: dict[str, Any] = dict(extra)
         if client_cert is not None:
@@ -84,7 +95,7 @@ def client_creator(cfg: TLSConfig, host: str) -> IOpenSSLClientConnectionCreator
     trust: Any = ssl.platformTrust()
     if cfg.ca_file:
         trust = ssl.trustRootFromCertificates(
-            [ssl.Certificate(c) for c in _load_certs(_read(cfg.ca_file))]
+            [ssl.Certificate(c) for c in _load_certs(read_config_file(cfg.ca_file, "ca_file"))]
         )
     return ssl.optionsForClientTLS(
         name, trustRoot=trust, clientCertificate=client_cert, extraCertificateOptions=extra
