@@ -372,8 +372,9 @@ def test_absurd_durations_are_refused() -> None:
 
 
 def test_format_duration_round_trips() -> None:
-    for s in (0.5, 15, 60, 5400, 0.001):
-        assert parse_duration(format_duration(s)) == pytest.approx(s)
+    for s in (0.5, 15, 60, 5400, 0.001, 0.0005, 0.0015, 1e-9, 2.0000005, 3600.001):
+        assert parse_duration(format_duration(s)) == s, format_duration(s)
+    assert format_duration(0.0005) == "500us" and format_duration(1e-9) == "1ns"
 
 
 @pytest.mark.parametrize(

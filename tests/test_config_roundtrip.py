@@ -57,6 +57,9 @@ modules:
       transport_protocol: tcp
       valid_rcodes: [NOERROR, NXDOMAIN]
       validate_answer_rrs: {fail_if_not_matches_regexp: ["IN\\\\tA"]}
+  quick:
+    prober: tcp
+    timeout: 1500us
   ping:
     prober: icmp
     icmp: {preferred_ip_protocol: ip4, payload_size: 56}

@@ -58,7 +58,10 @@ def format_duration(seconds: float) -> str:
     """Render seconds back in Prometheus style, for messages and /config."""
     if seconds == 0:
         return "0s"
-    ms = round(seconds * 1000)
+    ns = round(seconds * 10**9)
+    if ns % 10**6:  # below a millisecond's precision: whole micro- or nanoseconds, not rounded
+        return f"{ns // 1000}us" if ns % 1000 == 0 else f"{ns}ns"
+    ms = ns // 10**6
     if ms % 1000:
         return f"{ms}ms"
     out = []
