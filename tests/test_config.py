@@ -350,6 +350,10 @@ def test_a_tls_or_credentials_file_missing_now_is_a_warning_as_in_blackbox() -> 
         for w in config.warnings
     ), config.warnings
     assert any("modules.h.http.bearer_token_file" in w for w in config.warnings)
+    # an empty name is no file at all, as in blackbox: no warning, the system roots
+    empty = parse("modules:\n  t:\n    prober: tcp\n    tcp:\n      tls_config: {ca_file: ''}\n")
+    assert not empty.warnings and empty.modules["t"].tcp is not None
+    assert empty.modules["t"].tcp.tls_config.ca_file is None
 
 
 def test_tls_files_must_be_pem(tmp_path: Path) -> None:

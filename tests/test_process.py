@@ -155,6 +155,19 @@ def test_config_check_also_checks_the_other_flags_a_start_would(tmp_path: Path) 
     bad_web = procutil.run_exporter(*ok, f"--web.config.file={web}")
     assert bad_web.returncode == 1, bad_web
     assert f"{web}:2: basic_auth_users.u: must be a bcrypt hash" in bad_web.stderr
+    # a certificate that is no certificate fails the check as it fails a start
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    web.write_text(f"tls_server_config:\n  cert_file: {junk}\n  key_file: {junk}\n")
+    bad_tls = procutil.run_exporter(*ok, f"--web.config.file={web}")
+    assert bad_tls.returncode == 1 and f"{web}: tls_server_config:" in bad_tls.stderr, bad_tls
+    # both files' errors in one run
+    broken = tmp_path / "broken.yml"
+    broken.write_text("targets:\n  - address: 127.0.0.1:1\n    interval: 5x\n")
+    both = procutil.run_exporter("--config.check", f"--config.file={broken}",
+                                 f"--web.config.file={web}")  # fmt: skip
+    assert both.returncode == 1 and "tls_server_config" in both.stderr, both
+    assert '"5x" is not a duration' in both.stderr, both
     web.write_text("http_server_config:\n  headers: {X-Frame-Options: deny}\n")
     good_web = procutil.run_exporter(*ok, f"--web.config.file={web}")
     assert good_web.returncode == 0, good_web

@@ -169,17 +169,8 @@ def _reload_from_signal(app: Any) -> None:
 
 
 def _check(config_file: str | None, targets: list[str], web_config_file: str | None) -> int:
+    web_ok = web_config_file is None or _check_web(web_config_file)
     from netprobe_exporter.config import Config, load_config, with_extra_targets
-    from netprobe_exporter.webconfig import load_web_config
-
-    if web_config_file is not None:
-        try:
-            load_web_config(web_config_file)
-        except ConfigError as exc:
-            for line in exc.errors:
-                print(line, file=sys.stderr)
-            return EXIT_CONFIG
-        print(f"{web_config_file}: OK")
 
     try:
         config = load_config(config_file) if config_file else Config()
@@ -205,4 +196,24 @@ def _check(config_file: str | None, targets: list[str], web_config_file: str | N
         print(f"warning: {warning}", file=sys.stderr)
     from_files = f", {len(files.files)} target files" if config.target_files else ""
     print(f"{config.source}: OK ({len(config.modules)} modules, {total} targets{from_files})")
-    return EXIT_OK
+    return EXIT_OK if web_ok else EXIT_CONFIG
+
+
+def _check_web(path: str) -> bool:
+    """The web config as a start reads it, its TLS certificate and key loaded too."""
+    from netprobe_exporter.webconfig import ServerContext, load_web_config
+
+    try:
+        web = load_web_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return False
+    if web.tls is not None:
+        try:
+            ServerContext(web.tls)
+        except Exception as exc:  # OpenSSL's errors for a bad certificate, key or CA file
+            print(f"{path}: tls_server_config: {exc}", file=sys.stderr)
+            return False
+    print(f"{path}: OK")
+    return True

@@ -256,8 +256,8 @@ class Checker:
         """A file a probe reads when it runs (as blackbox does): one that cannot be read now is
         a warning, and the probes of its module fail, saying so, until it can."""
         name = self.string(node, path)
-        if name is None:
-            return None
+        if not name:
+            return None  # empty: not set, as in blackbox
         if not os.access(name, os.R_OK) or not os.path.isfile(name):
             self.warn(node, path, f'cannot read file "{name}" now: its probes fail until it can')
         return name
