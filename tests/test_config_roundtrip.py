@@ -37,6 +37,10 @@ modules:
     prober: http
     http:
       basic_auth: {username: u, password: p}
+  empty_auth:
+    prober: http
+    http:
+      basic_auth: {}
   bearer:
     prober: http
     http:
@@ -103,6 +107,7 @@ def test_what_is_read_back_is_the_running_config_but_for_secrets() -> None:
     assert back.limits == running.limits
     assert back.modules.keys() == running.modules.keys()
     with_secrets = {"web", "basic", "bearer"}
+    assert back.modules["empty_auth"] == running.modules["empty_auth"]
     for name in running.modules.keys() - with_secrets:
         assert back.modules[name] == running.modules[name], name
 

@@ -71,7 +71,11 @@ def module_doc(module: Module) -> dict[str, Any]:
     section = getattr(module, module.prober, None)
     if section is not None:
         shown = plain(section)
-        doc[module.prober] = _http_section(shown) if module.prober == "http" else shown
+        if module.prober == "http":
+            shown = _http_section(shown)
+            if module.http is not None and module.http.basic_auth is not None:
+                shown.setdefault("basic_auth", {"username": ""})  # set, if empty: still sent
+        doc[module.prober] = shown
     return doc
 
 
