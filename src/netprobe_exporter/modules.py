@@ -8,14 +8,13 @@ and are refused where used (``/probe`` answers 400, a continuous target is a con
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 
 import yaml
 
 from netprobe_exporter.addresses import parse_host
-from netprobe_exporter.yamlcheck import Checker
+from netprobe_exporter.yamlcheck import Checker, is_readable_file
 
 DEFAULT_TIMEOUT = 5.0
 RUNNABLE_PROBERS = ("tcp", "http", "dns", "icmp")
@@ -276,7 +275,7 @@ def parse_tls_config(c: Checker, node: yaml.Node, path: str) -> TLSConfig:
         c.error(node, path, "cert_file and key_file must be set together")
     for key in ("ca_file", "cert_file", "key_file"):
         name = kw.get(key)
-        readable = isinstance(name, str) and os.path.isfile(name) and os.access(name, os.R_OK)
+        readable = isinstance(name, str) and is_readable_file(name)
         problem = _pem_problem(str(name), key) if readable else None  # else: warned above
         if problem:
             c.error(m[key], f"{path}.{key}", f'"{name}": {problem}')

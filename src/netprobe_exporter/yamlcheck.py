@@ -86,6 +86,10 @@ def is_secret_path(path: str) -> bool:
     return last in SECRET_KEYS or (parent.endswith(".headers") and is_secret_header(last))
 
 
+def is_readable_file(name: str) -> bool:
+    return os.path.isfile(name) and os.access(name, os.R_OK)
+
+
 def show(node: yaml.Node) -> str:
     if isinstance(node, yaml.ScalarNode):
         return f'"{node.value}"'
@@ -258,7 +262,7 @@ class Checker:
         name = self.string(node, path)
         if not name:
             return None  # empty: not set, as in blackbox
-        if not os.access(name, os.R_OK) or not os.path.isfile(name):
+        if not is_readable_file(name):
             self.warn(node, path, f'cannot read file "{name}" now: its probes fail until it can')
         return name
 
@@ -268,7 +272,7 @@ class Checker:
             return None
         if self.base_dir is not None and name:
             name = os.path.join(self.base_dir, name)  # an absolute name stays as it is
-        if not os.access(name, os.R_OK) or not os.path.isfile(name):
+        if not is_readable_file(name):
             self.error(node, path, f'cannot read file "{name}"')
             return None
         return name

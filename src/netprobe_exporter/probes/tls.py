@@ -20,7 +20,7 @@ from zope.interface import implementer
 
 from netprobe_exporter.modules import TLSConfig
 from netprobe_exporter.probes import GO_ZERO_TIME, ProbeResult, TLSInfo
-from netprobe_exporter.yamlcheck import REDACTED
+from netprobe_exporter.yamlcheck import REDACTED, is_secret_path
 
 _VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1_0,
@@ -39,7 +39,7 @@ def read_config_file(path: str, key: str) -> bytes:
         with open(path, "rb") as fh:
             return fh.read()
     except OSError as exc:
-        shown = f'"{path}"' if key in ("ca_file", "cert_file") else REDACTED
+        shown = REDACTED if is_secret_path(key) else f'"{path}"'
         raise ValueError(f"{key}: cannot read {shown} ({exc.strerror})") from None
 
 
