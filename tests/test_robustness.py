@@ -93,21 +93,35 @@ def namespace() -> Iterator[RoutedNamespace]:
         ns.destroy()
 
 
+def _blackholed(
+    procs: Processes,
+    tmp_path: Path,
+    namespace: RoutedNamespace,
+    count: int,
+    timeout: str,
+    interval: str,
+    max_concurrent: int,
+) -> Exporter:
+    """An exporter probing ``count`` targets in the namespace's black hole (a /28 of addresses
+    that never answer) with a tcp module of ``timeout`` every ``interval``."""
+    base = namespace.blackhole_ip.rsplit(".", 1)[0]
+    lines = [
+        f"modules:\n  slow: {{prober: tcp, timeout: {timeout}}}\n"
+        f"limits:\n  max_concurrent_probes: {max_concurrent}\n"
+        f"defaults:\n  interval: {interval}\n  module: slow\ntargets:"
+    ]
+    lines += [f"  - address: {base}.{17 + i % 14}:{10000 + i}" for i in range(count)]
+    config = tmp_path / "config.yml"
+    config.write_text("\n".join(lines) + "\n")
+    return procs.start_exporter(f"--config.file={config}")
+
+
 def test_sigterm_with_a_thousand_probes_in_flight_stops_within_two_seconds(
     procs: Processes, tmp_path: Path, namespace: RoutedNamespace
 ) -> None:
-    base = namespace.blackhole_ip.rsplit(".", 1)[0]  # a /28 of addresses that never answer
-    config = tmp_path / "config.yml"
     # 1,100 targets whose probes time out just before they are due again: once the first
     # interval has passed, some 1,080 are in flight at every moment, not only at a peak
-    lines = [
-        "modules:\n  slow: {prober: tcp, timeout: 4900ms}\n"
-        "limits:\n  max_concurrent_probes: 2000\n"
-        "defaults:\n  interval: 5s\n  module: slow\ntargets:"
-    ]
-    lines += [f"  - address: {base}.{17 + i % 14}:{10000 + i}" for i in range(1100)]
-    config.write_text("\n".join(lines) + "\n")
-    ex = procs.start_exporter(f"--config.file={config}")
+    ex = _blackholed(procs, tmp_path, namespace, 1100, "4900ms", "5s", max_concurrent=2000)
 
     def busy() -> float | None:
         inflight = value(ex.metrics(), "netprobe_inflight_probes") or 0
@@ -125,16 +139,7 @@ def test_sigterm_with_a_thousand_probes_in_flight_stops_within_two_seconds(
 def test_max_concurrent_probes_bounds_the_probes_in_flight(
     procs: Processes, tmp_path: Path, namespace: RoutedNamespace
 ) -> None:
-    base = namespace.blackhole_ip.rsplit(".", 1)[0]
-    config = tmp_path / "config.yml"
-    lines = [
-        "modules:\n  slow: {prober: tcp, timeout: 1500ms}\n"
-        "limits:\n  max_concurrent_probes: 10\n"
-        "defaults:\n  interval: 2s\n  module: slow\ntargets:"
-    ]
-    lines += [f"  - address: {base}.{17 + i % 14}:{10000 + i}" for i in range(50)]
-    config.write_text("\n".join(lines) + "\n")
-    ex = procs.start_exporter(f"--config.file={config}")
+    ex = _blackholed(procs, tmp_path, namespace, 50, "1500ms", "2s", max_concurrent=10)
     seen: list[float] = []
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:
