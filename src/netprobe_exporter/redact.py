@@ -104,8 +104,7 @@ def config_yaml(config: Any) -> str:
         if getattr(policy, key):
             doc["probe_policy"][key] = [_rule(r) for r in getattr(policy, key)]
     doc["probe_policy"]["max_timeout"] = format_duration(policy.max_timeout)
-    for key in ("interval",):
-        doc["defaults"][key] = format_duration(config.defaults.interval)
+    doc["defaults"]["interval"] = format_duration(config.defaults.interval)
     for target in doc["targets"]:
         target["interval"] = format_duration(target["interval"])
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
