@@ -7,11 +7,12 @@ import contextlib
 import os
 import select
 import socket
+import ssl
 import time
 from pathlib import Path
 
 import bcrypt
-from procutil import Exporter, Processes, find, tcp_socket_states, wait_for
+from procutil import Exporter, Processes, find, http, tcp_socket_states, wait_for
 from servers import make_certs
 
 LIMITS = "limits:\n  web_request_timeout: 1s\n  web_idle_timeout: 2s\n  max_web_connections: 40\n"
@@ -40,6 +41,11 @@ def open_fds(ex: Exporter) -> int:
 def served_connections(port: int) -> int:
     """Server-side TCP sockets on ``port`` but the listener and those in TIME_WAIT."""
     return sum(1 for state in tcp_socket_states(port, local=True) if state not in ("0A", "06"))
+
+
+def established(port: int) -> int:
+    """Server-side TCP connections on ``port`` that neither side has begun to close."""
+    return sum(1 for state in tcp_socket_states(port, local=True) if state == "01")
 
 
 def closed_by_peer(s: socket.socket, wait: float) -> bytes | None:
@@ -149,12 +155,7 @@ def test_an_idle_connection_is_closed_after_web_idle_timeout(
     procs: Processes, tmp_path: Path, listener: int
 ) -> None:
     ex = start(procs, tmp_path, listener)
-    with socket.create_connection(("127.0.0.1", ex.port), timeout=5) as s:
-        t0 = time.monotonic()
-        assert closed_by_peer(s, 6.0) == b""
-        waited = time.monotonic() - t0
-    assert 1.5 <= waited <= 5.0, f"closed after {waited:.2f} s (web_idle_timeout 2s)"
-    # a keep-alive connection is idle between requests just the same
+    # a keep-alive connection, idle between requests
     with socket.create_connection(("127.0.0.1", ex.port), timeout=5) as s:
         s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
         s.settimeout(3)
@@ -163,6 +164,82 @@ def test_an_idle_connection_is_closed_after_web_idle_timeout(
         closed_by_peer(s, 6.0)
         waited = time.monotonic() - t0
     assert 1.5 <= waited <= 5.0, f"kept-alive connection closed after {waited:.2f} s"
+
+
+def _silent_exporter(procs: Processes, tmp_path: Path, limits: str) -> Exporter:
+    config = tmp_path / "c.yml"
+    config.write_text(f"limits:\n{limits}")
+    ex = procs.start_exporter(f"--config.file={config}")
+    wait_for(lambda: ex.get("/-/ready").status == 200, 10, "readiness")
+    wait_for(lambda: served_connections(ex.port) == 0, 5, "no other connection")
+    return ex
+
+
+def test_a_connection_that_never_sends_is_closed_after_web_request_timeout(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """The request deadline runs from the accept, not from a first byte that never comes."""
+    ex = _silent_exporter(procs, tmp_path, "  web_request_timeout: 1s\n  web_idle_timeout: 30s\n")
+    socks = [socket.create_connection(("127.0.0.1", ex.port), timeout=5) for _ in range(3)]
+    try:
+        t0 = time.monotonic()
+        final = outcomes(socks, t0 + 6.0)
+        waited = time.monotonic() - t0
+    finally:
+        for s in socks:
+            s.close()
+    assert final == [b"", b"", b""], f"{final} (None: still open after 6 s)"
+    assert 0.7 <= waited <= 4.0, f"closed after {waited:.2f} s (web_request_timeout 1s)"
+
+
+def test_silent_connections_at_the_limit_give_way_to_a_new_client(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """max_web_connections silent sockets: the oldest idle one is closed for a newcomer."""
+    ex = _silent_exporter(procs, tmp_path, "  max_web_connections: 4\n"
+                          "  web_request_timeout: 20s\n  web_idle_timeout: 30s\n")  # fmt: skip
+    silent = [socket.create_connection(("127.0.0.1", ex.port), timeout=5) for _ in range(4)]
+    try:
+        wait_for(lambda: established(ex.port) == 4, 5, "4 connections held")
+        for i in range(3):  # each newcomer takes an idle one's place, again and again
+            t0 = time.monotonic()
+            reply = http(ex.url + "/-/healthy", timeout=3.0)
+            assert reply.status == 200, reply
+            assert time.monotonic() - t0 < 2.0, f"answered after {time.monotonic() - t0:.2f} s"
+            silent.append(socket.create_connection(("127.0.0.1", ex.port), timeout=5))
+            wait_for(lambda: established(ex.port) == 4, 5, f"4 held again ({i})")
+        closed = outcomes(silent, time.monotonic() + 1.0)
+    finally:
+        for s in silent:
+            s.close()
+    # oldest first: the three first silent ones went, the others are still open (None)
+    assert closed == [b"", b"", b"", None, None, None, None], closed
+
+
+def test_at_the_limit_a_newcomer_is_refused_only_when_every_connection_is_busy(
+    procs: Processes, tmp_path: Path
+) -> None:
+    ex = _silent_exporter(procs, tmp_path, "  max_web_connections: 4\n"
+                          "  web_request_timeout: 20s\n  web_idle_timeout: 30s\n")  # fmt: skip
+    busy = [socket.create_connection(("127.0.0.1", ex.port), timeout=5) for _ in range(4)]
+    try:
+        for s in busy:  # half a request each: in a request, so not to be evicted
+            s.sendall(b"GET /-/healthy HTTP/1.1\r\n")
+        wait_for(lambda: served_connections(ex.port) == 4, 5, "4 connections held")
+        time.sleep(0.3)  # the server has read the partial requests
+        try:
+            with socket.create_connection(("127.0.0.1", ex.port), timeout=5) as s:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+                got = closed_by_peer(s, 3.0)
+        except ConnectionResetError:  # aborted before connect() even returned
+            got = b""
+        assert got == b"", f"a newcomer over the limit got {got!r}, not a close"
+        assert outcomes(busy, time.monotonic() + 0.5) == [None] * 4  # all still open
+    finally:
+        for s in busy:
+            s.close()
+    assert "limits.max_web_connections reached" in ex.stderr()
 
 
 def test_an_oversized_request_body_is_refused_without_spooling_it(
@@ -238,8 +315,13 @@ def test_connections_over_the_limit_are_closed_under_tls_too(
     config = tmp_path / "c.yml"
     config.write_text("limits:\n  max_web_connections: 5\n  web_idle_timeout: 30s\n")
     ex = procs.start_exporter(f"--config.file={config}", f"--web.config.file={web}")
-    held = [socket.create_connection(("127.0.0.1", ex.port), timeout=5) for _ in range(5)]
+    trusting = ssl.create_default_context(cafile=str(certs.ca_cert))
+    held: list[socket.socket] = []
     try:
+        for _ in range(5):  # each in a request (half sent), so none is idle to make room
+            raw = socket.create_connection(("127.0.0.1", ex.port), timeout=5)
+            held.append(trusting.wrap_socket(raw, server_hostname="localhost"))
+            held[-1].sendall(b"GET /-/healthy HTTP/1.1\r\n")
         time.sleep(0.3)
         closed = []
         for _ in range(5):

@@ -3,9 +3,13 @@
 Twisted's ``HTTPChannel`` closes a connection only after ``timeOut`` seconds *without a byte*,
 so a client that trickles one header byte every few seconds (slowloris) keeps its connection,
 and its file descriptor, forever. Here a request's head and body must arrive within
-``web_request_timeout`` of its first byte, and at most ``max_web_connections`` are open at
-once: a connection beyond that is closed as soon as it is accepted. Probes never wait for the
-web server either way; what the bounds protect is the process's file descriptors and memory.
+``web_request_timeout`` of its first byte, and a new connection's first request within
+``web_request_timeout`` of the accept (a client that connects and says nothing is closed as
+soon as one that trickles bytes). At most ``max_web_connections`` are open at once: at the
+limit a new connection takes the place of the one idle longest (never sent a byte, or between
+requests), and is closed as soon as it is accepted only when every connection is in a request.
+Silent sockets thus cannot lock everyone out. Probes never wait for the web server either way;
+what the bounds protect is the process's file descriptors and memory.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ _TOO_LARGE_RESPONSE = _close_with(
 
 
 class BoundedChannel(http.HTTPChannel):
-    """An HTTPChannel that gives each request a deadline from its first byte to its last."""
+    """An HTTPChannel that gives each request a deadline from its first byte to its last (the
+    first request: from the accept), and tells its site when it is idle, so that the site can
+    close it to make room for a new connection."""
 
     site: BoundedSite
     _deadline: IDelayedCall | None = None
@@ -52,9 +58,16 @@ class BoundedChannel(http.HTTPChannel):
     _received = 0
     _closing = False
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.opened(self)
+        self._deadline = self.callLater(self.site.limits().web_request_timeout, self._too_slow)
+
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        if data:
+            self.site.busy(self)
         if self._handlingRequest:
             # Twisted buffers what comes while a request is handled, without bound when the
             # client does not read its response either: the same cap applies to that
@@ -74,7 +87,9 @@ class BoundedChannel(http.HTTPChannel):
 
     def requestDone(self, request: http.Request) -> None:
         self._received = 0
-        super().requestDone(request)
+        super().requestDone(request)  # replays pipelined data, which may start the next request
+        if self.persistent and not self._handlingRequest and not self._received:
+            self.site.idle(self)
 
     # A client that stops reading its response leaves the send buffer full: Twisted pauses us
     # and (the idle timeout being off while a request runs) would wait forever.
@@ -93,10 +108,18 @@ class BoundedChannel(http.HTTPChannel):
     def _stalled(self) -> None:
         self._abort("web client stopped reading: closed")
 
+    def evict(self) -> None:
+        """Close an idle connection to make room for a new one (clients reconnect)."""
+        self._cancel_deadline()
+        self._closing = True
+        if self.transport is not None:
+            self.transport.loseConnection()
+
     def _abort(self, why: str) -> None:
         self._stall = None
         self._cancel_deadline()
         self._closing = True
+        self.site.busy(self)
         log.debug(why)
         if self.transport is not None:
             cast(ITCPTransport, self.transport).abortConnection()
@@ -108,15 +131,20 @@ class BoundedChannel(http.HTTPChannel):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        self._close(_TIMEOUT_RESPONSE, "web client too slow: closed")
+        if self._received:
+            self._close(_TIMEOUT_RESPONSE, "web client too slow: closed")
+        else:  # connected and said nothing: there is no request to answer
+            self._close(b"", "web client silent since connecting: closed")
 
     def _close(self, response: bytes, why: str) -> None:
         self._cancel_deadline()
         self._closing = True
+        self.site.busy(self)
         peer = self.transport.getPeer() if self.transport is not None else None
         log.debug(why, peer=str(peer))
         if self.transport is not None:
-            self.transport.write(response)
+            if response:
+                self.transport.write(response)
             self.transport.loseConnection()
 
     def _cancel_deadline(self) -> None:
@@ -129,7 +157,7 @@ class BoundedChannel(http.HTTPChannel):
         if self._stall is not None and self._stall.active():
             self._stall.cancel()
         self._stall = None
-        self.site.open_connections -= 1
+        self.site.closed(self)
         super().connectionLost(reason)
 
 
@@ -151,13 +179,37 @@ class BoundedSite(Site):
     def __init__(self, resource: Resource, limits: Callable[[], Limits], **kw: Any) -> None:
         super().__init__(resource, **kw)
         self.limits = limits
-        self.open_connections = 0
-        #: connections refused because max_web_connections were open (for the log)
+        #: every open connection, and (in the order they fell idle) those not in a request
+        self._open: set[BoundedChannel] = set()
+        self._idle: dict[BoundedChannel, None] = {}
+        #: connections refused because max_web_connections were open and busy (for the log)
         self.refused_connections = 0
+        #: idle connections closed to make room for a new one (for the log)
+        self.evicted_connections = 0
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    def opened(self, channel: BoundedChannel) -> None:
+        self._open.add(channel)
+        self._idle[channel] = None
+
+    def busy(self, channel: BoundedChannel) -> None:
+        self._idle.pop(channel, None)
+
+    def idle(self, channel: BoundedChannel) -> None:
+        if channel in self._open:
+            self._idle.pop(channel, None)
+            self._idle[channel] = None  # to the end: the oldest idle one goes first
+
+    def closed(self, channel: BoundedChannel) -> None:
+        self._open.discard(channel)
+        self._idle.pop(channel, None)
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
         limits = self.limits()
-        if self.open_connections >= limits.max_web_connections:
+        if len(self._open) >= limits.max_web_connections and not self._make_room(limits):
             self.refused_connections += 1
             if self.refused_connections == 1 or self.refused_connections % 1000 == 0:
                 log.warn(
@@ -168,8 +220,22 @@ class BoundedSite(Site):
             return _Refused()
         channel = super().buildProtocol(addr)
         channel.timeOut = limits.web_idle_timeout
-        self.open_connections += 1
         return channel
+
+    def _make_room(self, limits: Limits) -> bool:
+        """Close the connection idle longest; False when every connection is in a request."""
+        while len(self._open) >= limits.max_web_connections and self._idle:
+            oldest = next(iter(self._idle))
+            self.closed(oldest)  # counted out now: its socket closes within a reactor turn
+            oldest.evict()
+            self.evicted_connections += 1
+            if self.evicted_connections == 1 or self.evicted_connections % 1000 == 0:
+                log.info(
+                    "idle web connection closed to make room: limits.max_web_connections reached",
+                    limit=limits.max_web_connections,
+                    evicted=self.evicted_connections,
+                )
+        return len(self._open) < limits.max_web_connections
 
     def log(self, request: http.Request) -> None:
         log.debug(
