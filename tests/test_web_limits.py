@@ -323,7 +323,7 @@ def test_connections_over_the_limit_are_closed_under_tls_too(
             held.append(trusting.wrap_socket(raw, server_hostname="localhost"))
             held[-1].sendall(b"GET /-/healthy HTTP/1.1\r\n")
         time.sleep(0.3)
-        closed = []
+        closed: list[bytes | None] = []
         for _ in range(5):
             try:
                 s = socket.create_connection(("127.0.0.1", ex.port), timeout=5)

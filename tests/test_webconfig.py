@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import os
+import select
 import signal
+import socket
 import ssl
+import statistics
+import threading
+import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import pytest
 from procutil import Processes, wait_for
+from procutil import http as send
 from servers import Certs, make_certs
+from twisted.internet.testing import MemoryReactor
+from twisted.web.resource import Resource
 
+from netprobe_exporter import webconfig
 from netprobe_exporter.config import ConfigError
 from netprobe_exporter.webconfig import parse_web_config
 
@@ -128,17 +139,146 @@ def test_bad_web_configs_name_the_key(text: str, error: str) -> None:
     assert any(error in e for e in info.value.errors), info.value.errors
 
 
-def test_a_wrong_user_is_checked_like_a_wrong_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An unknown user goes through bcrypt too (against a dummy hash): same cost, no oracle."""
-    from netprobe_exporter import webconfig
+def _auth(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
-    calls: list[bytes] = []
-    real = webconfig.bcrypt.checkpw
-    monkeypatch.setattr(webconfig.bcrypt, "checkpw",
-                        lambda pw, h: calls.append(h) or real(pw, h))  # fmt: skip
-    assert webconfig._DUMMY.startswith(b"$2b$10$")  # the same cost as real hashes
-    webconfig.bcrypt.checkpw(b"x", webconfig._DUMMY)
-    assert calls == [webconfig._DUMMY]
+
+def _timed_status(ex: Any, user: str, password: str) -> tuple[float, int]:
+    t0 = time.monotonic()
+    status = ex.get("/-/healthy", headers={"Authorization": _auth(user, password)}).status
+    return time.monotonic() - t0, status
+
+
+def test_an_unknown_user_costs_what_a_wrong_password_costs(
+    procs: Processes, tmp_path: Path
+) -> None:
+    """With a cost-12 user, an unknown user must not answer four times as fast (an oracle)."""
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(12)).decode()
+    ex = _start(procs, tmp_path, f"basic_auth_users:\n  prom: '{hashed}'\n")
+    wrong: list[float] = []
+    unknown: list[float] = []
+    for i in range(4):  # interleaved, so a burst of load elsewhere hits both alike
+        took, status = _timed_status(ex, "prom", f"wrong{i}")
+        assert status == 401
+        wrong.append(took)
+        took, status = _timed_status(ex, f"nobody{i}", "s3cret")
+        assert status == 401
+        unknown.append(took)
+    w, u = statistics.median(wrong), statistics.median(unknown)
+    assert u >= 0.6 * w, f"unknown user {u * 1000:.0f} ms, wrong password {w * 1000:.0f} ms"
+    assert webconfig.hash_cost(webconfig.dummy_hash(12)) == 12
+
+
+def test_the_dummy_hash_has_the_highest_configured_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    users = {
+        "a": bcrypt.hashpw(b"a", bcrypt.gensalt(5)),
+        "b": bcrypt.hashpw(b"b", bcrypt.gensalt(6)),
+    }
+    guard = webconfig.Guard(Resource(), MemoryReactor(), webconfig.WebConfig(users=users))
+    cost = guard._dummy_cost
+    assert cost == 6
+    checked: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def checkpw(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", checkpw)
+    assert webconfig._check(b"x", None, cost, []) is False  # an unknown user
+    assert webconfig._check(b"x", None, cost, [True]) is False  # the client went away: no check
+    assert [webconfig.hash_cost(h) for h in checked] == [6]
+
+
+def _flood(port: int, stop: threading.Event, deadline: float, seen: Counter[int]) -> None:
+    """Keep 200 wrong-password requests in flight (each on its own connection), at most ~300
+    new ones a second, until ``stop`` or ``deadline``; count the status codes."""
+    live: dict[socket.socket, bytes] = {}
+    sent = 0
+    while not stop.is_set() and time.monotonic() < deadline and sent < 20_000:
+        while len(live) < 200:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            auth = _auth("prom", f"guess{sent}")
+            s.sendall(f"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      f"Authorization: {auth}\r\n\r\n".encode())  # fmt: skip
+            s.setblocking(False)
+            live[s] = b""
+            sent += 1
+        readable, _, _ = select.select(list(live), [], [], 0.1)
+        for s in readable:
+            try:
+                chunk = s.recv(4096)
+            except (BlockingIOError, ConnectionResetError):
+                chunk = b""
+            if chunk:
+                live[s] += chunk
+                continue
+            head = live.pop(s)
+            s.close()
+            seen[int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.1 ") else 0] += 1
+        time.sleep(len(readable) / 300)
+    for s in live:
+        s.close()
+
+
+def _first_login_from(port: int, source: str, user: str, password: str, within: float) -> float:
+    """Seconds until ``user`` (never logged in) gets a 200, retrying a 429 every 0.1 s."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < within:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5,
+                                          source_address=(source, 0))  # fmt: skip
+        try:
+            conn.request("GET", "/-/healthy", headers={"Authorization": _auth(user, password)})
+            status = conn.getresponse().status
+        finally:
+            conn.close()
+        if status == 200:
+            return time.monotonic() - t0
+        assert status == 429, status
+        time.sleep(0.1)
+    pytest.fail(f"{user} refused for {within:g} s")
+
+
+def test_a_wrong_password_flood_delays_neither_reloads_nor_known_logins(
+    procs: Processes, tmp_path: Path
+) -> None:
+    prom = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(10)).decode()
+    alice = bcrypt.hashpw(b"alice-pw", bcrypt.gensalt(10)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prom: '{prom}'\n  alice: '{alice}'\n")
+    config = tmp_path / "c.yml"
+    config.write_text("defaults: {interval: 1h}\ntargets: []\n")
+    ex = procs.start_exporter(f"--config.file={config}", f"--web.config.file={web}")
+    login = {"Authorization": _auth("prom", "s3cret")}
+    assert ex.get("/-/ready", headers=login).status == 200  # prom's login is now remembered
+    stop, seen = threading.Event(), Counter[int]()
+    flood = threading.Thread(target=_flood, args=(ex.port, stop, time.monotonic() + 30, seen))
+    flood.start()
+    try:
+        time.sleep(1.0)  # the flood is on: the bcrypt queue is full
+        t0 = time.monotonic()
+        try:
+            reply = send(ex.url + "/-/reload", method="POST", headers=login, timeout=10)
+        except TimeoutError:
+            pytest.fail("POST /-/reload not answered within 10 s under the flood")
+        reload_took = time.monotonic() - t0
+        assert reply.status == 200, reply
+        loaded = sum(1 for r in ex.log_records() if r.get("msg") == "config loaded")
+        t0 = time.monotonic()
+        ex.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: sum(1 for r in ex.log_records() if r.get("msg") == "config loaded")
+                 > loaded, 10, "the SIGHUP reload")  # fmt: skip
+        sighup_took = time.monotonic() - t0
+        # still remembered after the SIGHUP re-read an unchanged web config
+        assert ex.get("/-/healthy", headers=login).status == 200
+        first_login = _first_login_from(ex.port, "127.0.0.2", "alice", "alice-pw", 5.0)
+    finally:
+        stop.set()
+        flood.join(10)
+    assert reload_took <= 2.0, f"POST /-/reload took {reload_took:.2f} s under the flood"
+    assert sighup_took <= 2.0, f"a SIGHUP reload took {sighup_took:.2f} s under the flood"
+    assert first_login <= 3.0, f"a first login took {first_login:.2f} s"
+    assert set(seen) <= {401, 429} and seen[429] > 0, seen  # the excess refused at once
 
 
 def test_sighup_rereads_the_web_config_and_keeps_it_when_bad(

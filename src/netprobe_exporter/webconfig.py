@@ -1,9 +1,13 @@
 """``--web.config.file``: TLS, basic auth and response headers, in Prometheus exporter-toolkit's
 ``web-config.yml`` format.
 
-Passwords are bcrypt hashes. Checking one costs ~60-70 ms of CPU, so it runs in a thread (not
-on the reactor) and verified (user, password) pairs are remembered, as a digest; an unknown user
-is checked against a dummy hash, so a wrong user costs what a wrong password costs.
+Passwords are bcrypt hashes. Checking one costs ~60-70 ms of CPU at cost 10 (four times that
+at cost 12), so it runs in a thread pool of its own (not on the reactor, and not in the
+reactor's pool, where reloads and target-file reads must never queue behind a flood of wrong
+passwords), and verified (user, password) pairs are remembered, as a digest, so a known client
+never waits for that pool. Checks waiting or running are bounded: past the bound a request is
+refused at once with 429. An unknown user is checked against a dummy hash of the configured
+hashes' highest cost, so a wrong user costs what a wrong password costs.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
@@ -41,7 +46,31 @@ _VERSIONS = {"TLS10": SSL.TLS1_VERSION, "TLS11": SSL.TLS1_1_VERSION,
 log = Logger()
 #: a bcrypt hash as bcrypt itself accepts it: $2a$, $2b$ or $2y$, a two-digit cost, 53 characters
 _BCRYPT = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
-_DUMMY = bcrypt.hashpw(b"not a password", bcrypt.gensalt(10))
+#: threads checking passwords. bcrypt releases the GIL, so one thread takes one core: on a
+#: small (2-core) host the other stays for the reactor and config work, whatever the flood
+BCRYPT_THREADS = 1
+#: password checks waiting or running at once; more are refused at once (429). With one thread
+#: that is a worst wait of 8 checks: ~0.5 s at cost 10, ~2 s at cost 12
+MAX_PENDING_CHECKS = 8
+#: of those, at most this many for one client address, so that one flooding address leaves
+#: room for the others' first logins
+MAX_PENDING_PER_CLIENT = 2
+_dummies: dict[int, bytes] = {}
+_dummies_lock = threading.Lock()
+
+
+def hash_cost(hashed: bytes) -> int:
+    """The cost of a hash that matched ``_BCRYPT``: ``$2b$12$…`` is 12."""
+    return int(hashed[4:6])
+
+
+def dummy_hash(cost: int) -> bytes:
+    """A hash of ``cost`` that no password matches in practice, made once per cost (a cost-12
+    one takes ~0.25 s: call this off the reactor)."""
+    with _dummies_lock:
+        if cost not in _dummies:
+            _dummies[cost] = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(cost))
+        return _dummies[cost]
 
 
 @dataclass(frozen=True)
@@ -192,9 +221,17 @@ class Guard(Resource):
         super().__init__()
         self._inner = inner
         self._reactor = reactor
-        self._verified: set[bytes] = set()
-        self._lock = threading.Lock()
+        #: digest of a verified (user, password, hash) -> that hash
+        self._verified: dict[bytes, bytes] = {}
         self._secret = os.urandom(16)
+        self._pool = ThreadPool(minthreads=1, maxthreads=BCRYPT_THREADS, name="bcrypt")
+        reactor.callWhenRunning(self._pool.start)
+        reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        #: checks waiting or running, in all and per client address (touched on the reactor)
+        self._pending = 0
+        self._pending_by_client: dict[str, int] = {}
+        self.refused_checks = 0
+        self._dummy_cost = 0
         self.config = config
 
     @property
@@ -203,11 +240,14 @@ class Guard(Resource):
 
     @config.setter
     def config(self, config: WebConfig) -> None:
-        # a reload may change or remove a password: what was verified against the old hashes
-        # must be checked again
-        with self._lock:
-            self._config = config
-            self._verified = set()
+        self._config = config
+        # a pair verified against a hash that is gone (a password changed, a user removed) must
+        # be checked again; those whose hash is still configured stay verified
+        hashes = set(config.users.values())
+        self._verified = {k: h for k, h in self._verified.items() if h in hashes}
+        self._dummy_cost = max((hash_cost(h) for h in hashes), default=0)
+        if self._dummy_cost:  # made now, in the pool, not by the first unknown user's check
+            self._pool.callInThread(dummy_hash, self._dummy_cost)
 
     def getChildWithDefault(self, path: bytes, request: Request) -> Any:
         # the tree below is the real one; authorisation happens in render()
@@ -218,23 +258,31 @@ class Guard(Resource):
             request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
         if not self.config.users:
             return self._pass(request)
+        if not request.getHeader(b"authorization"):
+            return _unauthorized(request)  # no password to check: no need for bcrypt
         user, password = _credentials(request)
-        hashed = self.config.users.get(user.decode("utf-8", "replace"), _DUMMY)
-        key = hmac.new(self._secret, b"\0".join((user, password, hashed)), hashlib.sha256).digest()
-        with self._lock:
-            known = key in self._verified
-        if known:
-            return self._pass(request)
+        hashed = self.config.users.get(user.decode("utf-8", "replace"))
+        key = b""
+        if hashed is not None:
+            key = hmac.new(self._secret, b"\0".join((user, password, hashed)),
+                           hashlib.sha256).digest()  # fmt: skip
+            if key in self._verified:  # checked on the reactor: never queued behind a flood
+                return self._pass(request)
+        client = request.getClientAddress()
+        host = str(getattr(client, "host", client))
+        if not self._admit(host):
+            return self._refuse(request)
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
         d: Deferred[bool] = threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), bcrypt.checkpw, password, hashed
+            self._reactor, self._pool, _check, password, hashed, self._dummy_cost, gone
         )
 
         def decided(ok: bool) -> None:
-            if request.finished or request._disconnected:
+            if gone or request.finished:
                 return
-            if ok and hashed is not _DUMMY:
-                with self._lock:
-                    self._verified.add(key)
+            if ok and hashed is not None:
+                self._verified[key] = hashed
                 result = self._pass(request)
                 if result is not NOT_DONE_YET:
                     request.write(result)
@@ -249,8 +297,35 @@ class Guard(Resource):
             return False
 
         d.addErrback(broken)
+        d.addBoth(self._done, host)
         d.addCallback(decided)
         return NOT_DONE_YET
+
+    def _admit(self, host: str) -> bool:
+        """Take a place in the bcrypt queue for ``host``, if there is one."""
+        mine = self._pending_by_client.get(host, 0)
+        if self._pending >= MAX_PENDING_CHECKS or mine >= MAX_PENDING_PER_CLIENT:
+            return False
+        self._pending += 1
+        self._pending_by_client[host] = mine + 1
+        return True
+
+    def _done(self, result: bool, host: str) -> bool:
+        self._pending -= 1
+        left = self._pending_by_client.pop(host) - 1
+        if left:
+            self._pending_by_client[host] = left
+        return result
+
+    def _refuse(self, request: Request) -> bytes:
+        self.refused_checks += 1
+        if self.refused_checks == 1 or self.refused_checks % 1000 == 0:
+            log.warn("password check refused: too many at once", limit=MAX_PENDING_CHECKS,
+                     per_client=MAX_PENDING_PER_CLIENT, refused=self.refused_checks)  # fmt: skip
+        request.setResponseCode(429)
+        request.setHeader(b"retry-after", b"1")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"Too many password checks at once; retry\n"
 
     def _pass(self, request: Request) -> Any:
         request.prepath, request.postpath = (
@@ -263,6 +338,17 @@ class Guard(Resource):
             request.prepath.append(segment)
             resource = resource.getChildWithDefault(segment, request)
         return resource.render(request)
+
+
+def _check(password: bytes, hashed: bytes | None, dummy_cost: int, gone: list[bool]) -> bool:
+    """In the bcrypt pool: does ``password`` match? An unknown user (``hashed`` None) costs the
+    same, against the dummy hash; a client that went away while queued costs nothing."""
+    if gone:
+        return False
+    if hashed is None:
+        bcrypt.checkpw(password, dummy_hash(dummy_cost))
+        return False
+    return bool(bcrypt.checkpw(password, hashed))
 
 
 def _credentials(request: Request) -> tuple[bytes, bytes]:
