@@ -150,3 +150,34 @@ class SchedulerDeadlineTests(SynchronousTestCase):
         held.callback(timeout_result(10.0))  # at 1.5: it runs for the slot of 1.0
         (budget,) = budgets[waiting.address]
         self.assertAlmostEqual(budget, 0.5 - 0.01, delta=STEP)
+
+    def test_a_probe_that_could_start_only_at_the_edge_of_its_next_slot_skips(self) -> None:
+        blocker = Target("192.0.2.1:80", "tcp_connect", 10.0)
+        waiting = Target("192.0.2.2:80", "tcp_connect", 1.0)
+        clock = Clock()
+        held: Deferred[ProbeResult] = Deferred()
+        started: list[tuple[str, float]] = []
+        skips: list[int] = []
+
+        def run(target: Target, budget: float) -> Deferred[ProbeResult]:
+            started.append((target.address, clock.seconds()))
+            if target is blocker:
+                return held
+            d: Deferred[ProbeResult] = Deferred()
+            d.callback(timeout_result(0.0))
+            return d
+
+        sched = Scheduler(
+            clock, run, lambda t, r: None, on_skip=lambda t, n: skips.append(n), max_inflight=1
+        )
+        self.addCleanup(sched.stop)
+        sched.update([blocker])
+        clock.advance(0)
+        sched.update([blocker, waiting])  # due at 0; waits behind the blocker
+        clock.advance(0.995)
+        held.callback(timeout_result(0.995))  # 5 ms before its next slot: no time for a probe
+        self.assertEqual(skips, [1])
+        self.assertEqual([a for a, _ in started], [blocker.address])
+        clock.advance(0.005)  # its next slot: it runs then, on time
+        self.assertEqual(started[1:], [(waiting.address, 1.0)])
+        self.assertEqual(skips, [1])

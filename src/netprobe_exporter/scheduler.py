@@ -213,7 +213,7 @@ class Scheduler:
             if entry.queued:  # it runs for this slot now, with this slot's deadline
                 entry.queued_due = due
             log.debug(
-                "previous probe still running: slot skipped",
+                "previous probe still running or waiting: slot skipped",
                 target=entry.target.address,
                 module=entry.target.module,
             )
