@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from netns import RoutedNamespace, routed_namespace_or_skip
-from procutil import Exporter, Processes, value, wait_for
+from procutil import Exporter, Processes, find, value, wait_for
 
 
 def raw_request(port: int, request: bytes, half_close: bool = False) -> bytes:
@@ -146,5 +146,29 @@ def test_max_concurrent_probes_bounds_the_probes_in_flight(
         seen.append(value(ex.metrics(), "netprobe_inflight_probes") or 0)
         time.sleep(0.1)
     assert max(seen) == 10, seen  # reached, never passed
-    # 50 probes of 1.5 s per 2 s cannot fit in 10 slots: the rest wait and then skip
-    assert (value(ex.metrics(), "netprobe_scheduler_skipped_probes_total") or 0) > 0
+    # 50 probes of 1.5 s per 2 s cannot fit in 10 slots: the rest wait, which their lag shows,
+    # and then get only what is left before their next slot
+    samples = ex.metrics()
+    starts = value(samples, "netprobe_scheduler_lag_seconds_count") or 0
+    prompt = value(samples, "netprobe_scheduler_lag_seconds_bucket", le="0.25") or 0
+    assert starts - prompt > 0, (starts, prompt)
+
+
+def test_a_black_holed_target_gets_one_probe_per_interval(
+    procs: Processes, tmp_path: Path, namespace: RoutedNamespace
+) -> None:
+    """interval 1 s with the 5 s timeout (capped to the interval): each probe times out before
+    the next slot, so the count grows by one per second and no slot is skipped."""
+    ex = _blackholed(procs, tmp_path, namespace, 1, "5s", "1s", max_concurrent=10)
+
+    def probes() -> float:
+        return sum(s.value for s in find(ex.metrics(), "netprobe_probes_total"))
+
+    wait_for(lambda: probes() >= 1, 10, "the first timeout")
+    t0, before = time.monotonic(), probes()
+    time.sleep(8)
+    t1, after = time.monotonic(), probes()
+    expected = t1 - t0
+    assert abs((after - before) - expected) <= 1.2, (after - before, expected)
+    assert value(ex.metrics(), "netprobe_scheduler_skipped_probes_total") == 0
+    assert value(ex.metrics(), "netprobe_probes_total", result="timeout") == after

@@ -36,7 +36,7 @@ class Harness:
             max_inflight=max_inflight,
         )
 
-    def run(self, target: Target) -> Deferred[ProbeResult]:
+    def run(self, target: Target, budget: float) -> Deferred[ProbeResult]:
         self.starts.append((self.clock.seconds(), target.address))
         if self.instant:
             d: Deferred[ProbeResult] = Deferred()
@@ -201,7 +201,7 @@ class SchedulerTests(SynchronousTestCase):
         clock = Clock()
         results: list[ProbeResult] = []
 
-        def broken(target: Target) -> Deferred[ProbeResult]:
+        def broken(target: Target, budget: float) -> Deferred[ProbeResult]:
             raise RuntimeError("boom")
 
         sched = Scheduler(clock, broken, lambda t, r: results.append(r))
@@ -229,7 +229,7 @@ class SchedulerTests(SynchronousTestCase):
         results: list[str] = []
         blocker: Deferred[ProbeResult] = Deferred()
 
-        def run(target: Target) -> Deferred[ProbeResult]:
+        def run(target: Target, budget: float) -> Deferred[ProbeResult]:
             if target.address == "10.0.0.0:80":
                 return blocker
             d: Deferred[ProbeResult] = Deferred()

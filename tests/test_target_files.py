@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 from procutil import Processes, closed_port, find, run_exporter, value, wait_for
+from twisted.internet import reactor, task
+from twisted.trial.unittest import TestCase
 
+from netprobe_exporter.app import App
 from netprobe_exporter.config import ConfigError, Target, parse_config
-from netprobe_exporter.targetfiles import file_targets, read_target_file, scan
+from netprobe_exporter.metrics import TargetSeries
+from netprobe_exporter.targetfiles import SETTLE, file_targets, read_target_file, scan
 
 
 def config_for(tmp_path: Path, extra: str = "") -> str:
@@ -117,8 +122,8 @@ def test_scan_reads_what_changed_and_keeps_a_bad_files_last_good_targets(tmp_pat
     again = scan(cfg, first.files)
     assert not again.changed and again.files == first.files
 
-    one.write_text("- targets: [127.0.0.1:10, nope]\n")  # a bad edit
-    os.utime(one, ns=(time.time_ns(), time.time_ns() + 10**9))
+    one.write_text("- targets: [127.0.0.1:10, nope]\n")  # a bad edit, made a while ago
+    os.utime(one, ns=(time.time_ns(), time.time_ns() - 2 * 10**9))
     bad = scan(cfg, again.files)
     assert bad.changed and not bad.healthy
     assert bad.errors[0].startswith(f"{one}:1: [0].targets[1]:")
@@ -211,6 +216,7 @@ def test_a_full_reread_keeps_a_broken_files_targets_unless_its_entry_changed(
     one.write_text("- targets: [127.0.0.1:10]\n")
     good = scan(cfg, {})
     one.write_text("- targets: [broken\n")
+    os.utime(one, ns=(time.time_ns(), time.time_ns() - 2 * 10**9))  # made a while ago
     reread = scan(cfg, good.files, force=True)  # what a reload does
     assert reread.errors and [t.address for t in file_targets(reread)] == ["127.0.0.1:10"]
     other = parse_config(config_for(tmp_path).replace("interval: 2s", "interval: 3s"), "c.yml")
@@ -233,3 +239,109 @@ def test_an_alias_bomb_in_a_target_file_is_refused_quickly(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as info:  # the default limit holds too
         read_target_file(str(bomb), cfg.target_files[0], cfg)
     assert info.value.errors == [f"{bomb}: over limits.max_targets (100000) targets"]
+
+
+def _truncate(path: Path) -> None:
+    with path.open("w"):
+        pass  # what `> file` or open(O_TRUNC) does before the new content is written
+
+
+def test_a_file_rewritten_in_place_is_read_only_once_it_has_settled(tmp_path: Path) -> None:
+    cfg = parse_config(config_for(tmp_path), "c.yml")
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    one = sd / "one.yml"
+    one.write_text("- targets: [127.0.0.1:10, 127.0.0.1:11]\n")
+    first = scan(cfg, {})
+    kept = ["127.0.0.1:10", "127.0.0.1:11"]
+
+    _truncate(one)
+    empty = scan(cfg, first.files)  # a look while the file is empty: too fresh to read
+    assert not empty.changed and [t.address for t in file_targets(empty)] == kept
+    one.write_text("- targets: [127.0.0.1:10, 127.0.0.1:11, 127.0.0.1:12]\n")
+    rewritten = scan(cfg, empty.files)  # changed again since the last look: still waits
+    assert not rewritten.changed and [t.address for t in file_targets(rewritten)] == kept
+    settled = scan(cfg, rewritten.files)  # the same at two looks in a row: read
+    assert settled.changed and settled.healthy
+    assert [t.address for t in file_targets(settled)] == [*kept, "127.0.0.1:12"]
+
+    # a file that is really emptied loses its targets, one look later
+    _truncate(one)
+    once = scan(cfg, settled.files)
+    assert len(file_targets(once)) == 3
+    assert file_targets(scan(cfg, once.files)) == []
+
+    # a change whose mtime is SETTLE old is read at the first look; one dated in the future
+    # (a clock that is off) at the second
+    one.write_text("- targets: [127.0.0.1:13]\n")
+    stamp = one.stat().st_mtime_ns
+    seen = scan(cfg, settled.files, now=stamp / 1e9 + SETTLE)
+    assert [t.address for t in file_targets(seen)] == ["127.0.0.1:13"]
+    os.utime(one, ns=(stamp, stamp + 3600 * 10**9))
+    ahead = scan(cfg, seen.files, force=True)  # a reload is a look too
+    assert [t.address for t in file_targets(ahead)] == ["127.0.0.1:13"]
+    one.write_text("- targets: [127.0.0.1:14]\n")
+    os.utime(one, ns=(stamp, stamp + 3600 * 10**9 + 1))
+    later = scan(cfg, ahead.files)
+    assert [t.address for t in file_targets(later)] == ["127.0.0.1:13"]
+    assert [t.address for t in file_targets(scan(cfg, later.files))] == ["127.0.0.1:14"]
+
+
+class RewrittenInPlaceTests(TestCase):
+    """The running exporter, looking at a target file while it is rewritten in place."""
+
+    def setUp(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.addCleanup(self.listener.close)
+        self.target = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        root = Path(self.mktemp()).resolve()
+        root.mkdir()
+        self.file = root / "targets.yml"
+        self.config = root / "config.yml"
+        # the watcher's own timer never fires here: the test makes every look itself
+        self.config.write_text(
+            f"target_files:\n  - files: [{root}/*.yml]\n    interval: 100ms\n"
+            "    refresh_interval: 1h\n"
+        )
+        self.app = App(reactor, config_file=str(self.config), process_metrics=False)
+        self.addCleanup(self.app.stop)
+
+    def probes(self, target: str) -> tuple[TargetSeries, int] | None:
+        for key, s in self.app.store.series.items():
+            if key[0] == target:
+                return s, sum(s.results.values())
+        return None
+
+    async def look(self) -> None:
+        d = self.app.refresh_files()
+        assert d is not None, "the watcher could not look"
+        await d
+
+    async def test_series_survive_a_truncate_and_rewrite(self) -> None:
+        self.file.write_text(f"- targets: ['{self.target}']\n")
+        self.app.apply(self.app.read_config())
+        for _ in range(100):  # two probes at 100 ms, however busy the machine
+            await task.deferLater(reactor, 0.05, lambda: None)
+            seen = self.probes(self.target)
+            if seen is not None and seen[1] >= 2:
+                break
+        before = self.probes(self.target)
+        assert before is not None and before[1] >= 2, before
+        series, count = before
+
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        added = f"127.0.0.1:{closed.getsockname()[1]}"
+        closed.close()
+        _truncate(self.file)
+        for look in range(4):
+            if look == 1:  # the first look saw the file empty; now the new content is in
+                self.file.write_text(f"- targets: ['{self.target}', '{added}']\n")
+            await self.look()
+            now = self.probes(self.target)
+            assert now is not None, f"the file's target was dropped at look {look}"
+            assert now[0] is series and now[1] >= count, f"its series was reset at look {look}"
+            count = now[1]
+        assert self.probes(added) is not None, "the rewritten file was never read"

@@ -256,10 +256,11 @@ class App:
         return self.config is not None and self.scheduler.running
 
     # probing
-    def _run(self, target: Target) -> Deferred[ProbeResult]:
+    def _run(self, target: Target, budget: float) -> Deferred[ProbeResult]:
+        """Start one probe; ``budget`` is the time left before the target's next slot."""
         assert self.config is not None
         module = self.config.modules[target.module]
-        timeout = min(module.continuous_timeout, target.interval)
+        timeout = min(module.continuous_timeout, budget)
         return self.probers[module.prober](self.ctx, target.address, module, timeout)
 
     def _on_result(self, target: Target, result: ProbeResult) -> None:

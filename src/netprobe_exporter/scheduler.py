@@ -5,10 +5,15 @@
   nor a reload fires everything at once. A target kept by a reload keeps its cadence.
 - Cadence: the next run is due one interval after the previous *due* time, not after the probe
   ends, so probe duration and reactor delays do not make the schedule drift.
+- Deadline: a probe gets the time left until ``deadline_margin()`` before its next due time
+  (``run(target, budget)``), not a whole interval from when it actually started. A probe that
+  started late, or waited in the queue, therefore still ends and is recorded before its next
+  slot comes, and a target that never answers gets exactly one probe per interval.
 - Overlap: a target whose previous probe is still running (or still queued) skips that slot;
-  skips are counted, never stacked.
+  skips are counted, never stacked. A queued probe whose next slot comes stands for that slot.
 - Concurrency: at most ``max_inflight`` probes run at once; due probes beyond that wait in a FIFO
-  queue and their lag (start time - due time) shows the wait.
+  queue and their lag (start time - due time) shows the wait. One that could start only within
+  the margin before its next slot skips instead.
 """
 
 from __future__ import annotations
@@ -32,6 +37,16 @@ from netprobe_exporter.probes import ProbeResult
 log = Logger()
 
 TargetKey = tuple[str, str]
+
+#: how long before its next due time a probe must have ended, at most. Room for the timer
+#: rounding (a slot may fire 0.5 ms early) and for a prober's own timer armed a little after
+#: the budget was computed; both timers then fire in time order even on a late reactor.
+DEADLINE_MARGIN = 0.01
+
+
+def deadline_margin(interval: float) -> float:
+    """The margin for ``interval``: 10 ms, or a tenth of shorter intervals."""
+    return min(DEADLINE_MARGIN, interval / 10)
 
 
 def stable_hash(target: Target) -> int:
@@ -122,7 +137,7 @@ class Scheduler:
     def __init__(
         self,
         reactor: IReactorTime,
-        run: Callable[[Target], Deferred[ProbeResult]],
+        run: Callable[[Target, float], Deferred[ProbeResult]],
         on_result: Callable[[Target, ProbeResult], None],
         on_lag: Callable[[float], None] = lambda lag: None,
         on_skip: Callable[[Target, int], None] = lambda target, n: None,
@@ -195,8 +210,10 @@ class Scheduler:
             self._on_skip(entry.target, missed)
         if entry.running is not None or entry.queued:
             self._on_skip(entry.target, 1)
+            if entry.queued:  # it runs for this slot now, with this slot's deadline
+                entry.queued_due = due
             log.debug(
-                "previous probe still running: slot skipped",
+                "previous probe still running or waiting: slot skipped",
                 target=entry.target.address,
                 module=entry.target.module,
             )
@@ -209,11 +226,18 @@ class Scheduler:
         self._start(entry, due, now)
 
     def _start(self, entry: _Entry, due: float, now: float) -> None:
+        target = entry.target
+        margin = deadline_margin(target.interval)
+        budget = entry.due - margin - now  # entry.due is already the next slot's
+        if budget <= margin:
+            self._on_skip(target, 1)  # too late to probe before the next slot: that one will
+            log.debug("probe could not start before its next slot: slot skipped",
+                      target=target.address, module=target.module)  # fmt: skip
+            return
         self._on_lag(max(0.0, now - due))
         self.inflight += 1
-        target = entry.target
         try:
-            d = self._run(target)
+            d = self._run(target, budget)
         except Exception:
             d = defer.fail()
         entry.running = d

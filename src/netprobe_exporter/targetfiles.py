@@ -6,7 +6,10 @@ Prometheus' ``file_sd_configs`` reads it, so one file can feed both. Each entry 
 ``labels`` come on top (labels starting with ``__`` are Prometheus' meta labels and ignored).
 
 Files are watched by polling: a ``stat`` per file every ``refresh_interval``; only a file whose
-inode, mtime or size changed is read again. A file that fails to read or validate keeps the
+inode, mtime or size changed is read again, and only once it has settled: its mtime is at least
+``SETTLE`` old, or it shows the same inode, mtime and size at two looks in a row (a reload is a
+look too). Until then the file keeps its targets, so a file truncated and rewritten in place is
+never read in between, empty or half written. A file that fails to read or validate keeps the
 targets it had (as Prometheus keeps a file's last good state) and its error is reported, naming
 file, line and key; a file that is gone takes its targets with it. Scanning blocks (glob, stat,
 read, parse), so it runs off the reactor thread.
@@ -14,8 +17,10 @@ read, parse), so it runs off the reactor thread.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -35,6 +40,10 @@ from netprobe_exporter.yamlcheck import Checker
 #: (inode, mtime in ns, size): a file whose stamp is unchanged is not read again
 Stamp = tuple[int, int, int]
 
+#: seconds a changed file's mtime must lie in the past before it is read at the first look;
+#: a writer that truncates and rewrites a file in place has this long to finish
+SETTLE = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class FileState:
@@ -44,6 +53,8 @@ class FileState:
     targets: tuple[Target, ...]
     #: why the last read failed (the targets are then those of the last good read), or None
     error: str | None = None
+    #: the stamp seen at the last look when it differed from ``stamp`` and was too fresh to read
+    pending: Stamp | None = None
 
 
 #: path -> state, for every file the globs matched at the last scan
@@ -70,12 +81,28 @@ def _stamp(path: str) -> Stamp | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def scan(config: Config, previous: Mapping[str, FileState], force: bool = False) -> Scan:
-    """Glob every entry's patterns, re-read what changed (everything if ``force``).
+def _settled(stamp: Stamp, old: FileState, now: float) -> bool:
+    """Whether a changed file may be read: old enough, or unchanged since the last look.
 
-    A file that fails keeps the targets of its last good read under the same entry. Blocks
-    (glob, stat, read, parse), so it is not for the reactor thread.
+    The second rule covers a clock that is off (an mtime in the future never ages).
     """
+    return stamp == old.stamp or stamp == old.pending or now - stamp[1] / 1e9 >= SETTLE
+
+
+def scan(
+    config: Config,
+    previous: Mapping[str, FileState],
+    force: bool = False,
+    now: float | None = None,
+) -> Scan:
+    """Glob every entry's patterns, re-read what changed and settled (everything if ``force``).
+
+    A file that fails keeps the targets of its last good read under the same entry; one that
+    changed but has not settled (see ``SETTLE``) keeps them until a later look. ``now`` is the
+    wall-clock time the mtimes are compared with. Blocks (glob, stat, read, parse), so it is
+    not for the reactor thread.
+    """
+    now = time.time() if now is None else now
     files: Files = {}
     errors: list[str] = []
     changed = False
@@ -92,6 +119,9 @@ def scan(config: Config, previous: Mapping[str, FileState], force: bool = False)
                     old = None  # the entry changed: what it read before does not apply
                 if old is not None and old.stamp == stamp and not force:
                     files[path] = old
+                    continue
+                if old is not None and not _settled(stamp, old, now):
+                    files[path] = dataclasses.replace(old, pending=stamp)  # look again later
                     continue
                 changed = True
                 try:
