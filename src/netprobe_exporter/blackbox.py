@@ -211,7 +211,13 @@ def debug_output(
     begin = {"probe": module.prober, "timeout_seconds": go_float(timeout)}
     head = [(started, "info", "Beginning probe", begin)]
     lines = []
-    for ts, level, msg, fields in head + (r.log or []):
+    entries = list(r.log or [])
+    if r.log_dropped:  # the log was full: say how much is missing, where it is missing
+        entries.insert(r.log_dropped_at, (0.0, "", f"… {r.log_dropped} more lines", {}))
+    for ts, level, msg, fields in head + entries:
+        if not level:
+            lines.append(msg + "\n")
+            continue
         extra = "".join(f" {k}={_logfmt(v)}" for k, v in fields.items())
         lines.append(
             f"ts={_ts(ts)} module={_logfmt(module.name)} target={_logfmt(target)} "
