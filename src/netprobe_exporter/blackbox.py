@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.metrics import escape_label_value
 from netprobe_exporter.modules import Module
 from netprobe_exporter.probes import ProbeResult
@@ -211,6 +212,7 @@ def debug_output(
     begin = {"probe": module.prober, "timeout_seconds": go_float(timeout)}
     head = [(started, "info", "Beginning probe", begin)]
     lines = []
+    shown = redact_url(target)
     entries = list(r.log or [])
     if r.log_dropped:  # the log was full: say how much is missing, where it is missing
         entries.insert(r.log_dropped_at, (0.0, "", f"… {r.log_dropped} more lines", {}))
@@ -220,7 +222,7 @@ def debug_output(
             continue
         extra = "".join(f" {k}={_logfmt(v)}" for k, v in fields.items())
         lines.append(
-            f"ts={_ts(ts)} module={_logfmt(module.name)} target={_logfmt(target)} "
+            f"ts={_ts(ts)} module={_logfmt(module.name)} target={_logfmt(shown)} "
             f"level={level} msg={_logfmt(msg)}{extra}\n"
         )
     return (

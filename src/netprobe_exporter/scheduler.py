@@ -197,7 +197,7 @@ class Scheduler:
             self._on_skip(entry.target, 1)
             log.debug(
                 "previous probe still running: slot skipped",
-                target=entry.target.address,
+                target=entry.target.display_address,
                 module=entry.target.module,
             )
             return
@@ -234,7 +234,10 @@ class Scheduler:
             self._drain()
             return None
         log.failure(
-            "prober failed unexpectedly", reason, target=target.address, module=target.module
+            "prober failed unexpectedly",
+            reason,
+            target=target.display_address,
+            module=target.module,
         )
         result = ProbeResult(
             success=False,

@@ -42,7 +42,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from netprobe_exporter import __version__
-from netprobe_exporter.addresses import URL, parse_url
+from netprobe_exporter.addresses import URL, parse_url, redact_url
 from netprobe_exporter.modules import HTTPProbe, Module
 from netprobe_exporter.probes import HTTPInfo, ProbeContext, ProbeResult, run_probe
 from netprobe_exporter.probes.connect import adopt, connect, resolve
@@ -302,6 +302,21 @@ def _headers(opts: HTTPProbe, ctx: ProbeContext) -> Headers:
     return headers
 
 
+def _with_userinfo(headers: Headers, opts: HTTPProbe, url: URL) -> Headers:
+    """A hop's headers: a URL's userinfo is sent as Basic auth, as Go's http.Client does.
+
+    Like Go, it gives way to an ``Authorization`` set in the module's ``headers`` and takes
+    the place of ``basic_auth`` and ``authorization`` (which Go adds later, only when no
+    Authorization is set yet). A relative redirect keeps the URL's userinfo, so it is sent again.
+    """
+    hop = headers.copy()
+    if url.username is None or any(n.lower() == "authorization" for n, _ in opts.headers):
+        return hop
+    token = base64.b64encode(f"{url.username}:{url.password or ''}".encode()).decode()
+    hop.setRawHeaders(b"Authorization", [f"Basic {token}".encode()])
+    return hop
+
+
 def _server_name(opts: HTTPProbe, url: URL) -> str:
     for name, value in opts.headers:
         if name.lower() == "host":
@@ -341,12 +356,13 @@ async def _exchange(
             pool=HTTPConnectionPool(ctx.reactor, persistent=False),
         )  # fmt: skip
         producer = FileBodyProducer(io.BytesIO(body.encode())) if body else None
-        result.note("Making HTTP request", url=current.text, host=current.netloc)
+        result.note("Making HTTP request", url=current.display, host=current.netloc)
         try:
             try:
                 response: IResponse = await agent.request(
-                    method.encode(), current.text.encode(), headers.copy(), producer
-                )
+                    method.encode(), current.request_text.encode(),
+                    _with_userinfo(headers, opts, current), producer,
+                )  # fmt: skip
             except (ProbeFailure, defer.CancelledError):
                 raise
             except Exception as exc:
@@ -358,7 +374,8 @@ async def _exchange(
             redirect = response.code in REDIRECTS and bool(location)
             if redirect:
                 info.redirects += 1
-                result.note("Received redirect", location=location[0].decode("latin-1"))
+                shown = redact_url(location[0].decode("latin-1"))
+                result.note("Received redirect", location=shown)
             if not redirect or not opts.follow_redirects or info.redirects > MAX_REDIRECTS:
                 if redirect and not opts.follow_redirects:
                     result.note("Not following redirect")
