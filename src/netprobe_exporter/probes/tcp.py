@@ -68,10 +68,12 @@ class _Conversation(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.overflow or self.timed_out:
             return
-        parts = (self._buffer + data).split(b"\n")
+        joined = self._buffer + data
+        parts = joined.split(b"\n")
         self._buffer = parts.pop()
         self._lines.extend(p.removesuffix(b"\r") for p in parts)
-        self._buffered += len(data)
+        # a line's dropped "\r" is not held: unread bytes are what the lines (+ "\n") hold
+        self._buffered += len(data) - joined.count(b"\r\n")
         if len(self._buffer) > MAX_LINE or self._unread() > MAX_BUFFERED:
             # blackbox's line scanner gives up on a line over 64 KiB: a read error, not a
             # regex failure; a peer that floods us past the pause (TLS may have more
