@@ -271,7 +271,7 @@ class App:
             # state changes only: one line per transition, not one per probe
             log.info(
                 "target up" if after else "target down",
-                target=target.address,
+                target=target.display_address,
                 module=target.module,
                 result=result.result,
                 detail=result.detail,
@@ -279,7 +279,7 @@ class App:
         elif not result.success:
             log.debug(
                 "probe failed",
-                target=target.address,
+                target=target.display_address,
                 module=target.module,
                 result=result.result,
                 detail=result.detail,

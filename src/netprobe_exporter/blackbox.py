@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.metrics import escape_label_value
 from netprobe_exporter.modules import Module
 from netprobe_exporter.probes import ProbeResult
@@ -211,10 +212,17 @@ def debug_output(
     begin = {"probe": module.prober, "timeout_seconds": go_float(timeout)}
     head = [(started, "info", "Beginning probe", begin)]
     lines = []
-    for ts, level, msg, fields in head + (r.log or []):
+    shown = redact_url(target)
+    entries = list(r.log or [])
+    if r.log_dropped:  # the log was full: say how much is missing, where it is missing
+        entries.insert(r.log_dropped_at, (0.0, "", f"… {r.log_dropped} more lines", {}))
+    for ts, level, msg, fields in head + entries:
+        if not level:
+            lines.append(msg + "\n")
+            continue
         extra = "".join(f" {k}={_logfmt(v)}" for k, v in fields.items())
         lines.append(
-            f"ts={_ts(ts)} module={_logfmt(module.name)} target={_logfmt(target)} "
+            f"ts={_ts(ts)} module={_logfmt(module.name)} target={_logfmt(shown)} "
             f"level={level} msg={_logfmt(msg)}{extra}\n"
         )
     return (

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from netprobe_exporter.addresses import parse_dns_server, parse_host, parse_host_port, parse_url
+from netprobe_exporter.addresses import (
+    parse_dns_server,
+    parse_host,
+    parse_host_port,
+    parse_url,
+    redact_url,
+)
 from netprobe_exporter.modules import DEFAULT_TIMEOUT, Module, builtin_modules, parse_module
 from netprobe_exporter.policy import ProbePolicy, parse_rule
 from netprobe_exporter.yamlcheck import Checker, is_null, scalar, show
@@ -53,8 +59,17 @@ class Target:
 
     @property
     def key(self) -> tuple[str, str]:
-        """What makes a target unique: two entries with the same key are a config error."""
-        return (self.address, self.module)
+        """What makes a target unique: two entries with the same key are a config error.
+
+        The address as shown, so two targets that differ only in a URL's password (which
+        labels and pages show as ``xxxxx``) cannot give two series the same labels.
+        """
+        return (self.display_address, self.module)
+
+    @property
+    def display_address(self) -> str:
+        """The address wherever it is shown (``target`` label, pages, logs): no password."""
+        return redact_url(self.address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +289,7 @@ def _targets(
             c.error(
                 anode,
                 f"{path}.address",
-                f'duplicate target "{address}" with module "{module_name}" '
+                f'duplicate target "{target.display_address}" with module "{module_name}" '
                 f"(first at targets[{seen[target.key]}])",
             )
             continue

@@ -90,7 +90,7 @@ class TargetSeries:
     )
 
     def __init__(self, target: Target) -> None:
-        pairs = [("target", target.address), ("module", target.module), *target.labels]
+        pairs = [("target", target.display_address), ("module", target.module), *target.labels]
         self.target = target
         self.labels = label_string(pairs)
         # the status page's recent history, a ring allocated whole so that memory stays flat:

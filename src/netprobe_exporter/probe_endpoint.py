@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
 from netprobe_exporter import blackbox, exposition
+from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.config import Config, target_address_error
 from netprobe_exporter.metrics import ExporterStats
 from netprobe_exporter.modules import Module
@@ -167,7 +168,7 @@ class ProbeEndpoint(Endpoint):
         def failed(reason: Failure) -> None:
             if reason.check(CancelledError):
                 return  # the client went away
-            log.failure("probe failed unexpectedly", reason, target=target, module=name)
+            log.failure("probe failed unexpectedly", reason, target=redact_url(target), module=name)
             if not request.finished:
                 request.write(plain(request, 500, "internal error\n"))
                 request.finish()

@@ -7,9 +7,11 @@ import dataclasses
 import ipaddress
 import re
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import yaml
 
+from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.durations import format_duration
 from netprobe_exporter.modules import Module, Secret
 from netprobe_exporter.policy import Rule
@@ -88,7 +90,7 @@ def config_yaml(config: Any) -> str:
     doc: dict[str, Any] = {
         "defaults": plain(config.defaults),
         "modules": {name: module_doc(m) for name, m in sorted(config.modules.items())},
-        "targets": [plain(t) for t in config.targets],
+        "targets": [{**plain(t), "address": t.display_address} for t in config.targets],
         "probe_policy": plain(config.probe_policy),
         "limits": plain(config.limits),
         "target_files": [plain(spec) for spec in config.target_files],
@@ -108,3 +110,14 @@ def config_yaml(config: Any) -> str:
     for target in doc["targets"]:
         target["interval"] = format_duration(target["interval"])
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def request_uri(uri: str) -> str:
+    """A request's URI for the log: a ``target`` parameter's URL password shown as ``xxxxx``."""
+    path, sep, query = uri.partition("?")
+    if not sep or "target" not in query:
+        return uri
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if all(k != "target" or redact_url(v) == v for k, v in pairs):
+        return uri
+    return f"{path}?{urlencode([(k, redact_url(v) if k == 'target' else v) for k, v in pairs])}"

@@ -214,7 +214,7 @@ class Scheduler:
                 entry.queued_due = due
             log.debug(
                 "previous probe still running or waiting: slot skipped",
-                target=entry.target.address,
+                target=entry.target.display_address,
                 module=entry.target.module,
             )
             return
@@ -232,7 +232,7 @@ class Scheduler:
         if budget <= margin:
             self._on_skip(target, 1)  # too late to probe before the next slot: that one will
             log.debug("probe could not start before its next slot: slot skipped",
-                      target=target.address, module=target.module)  # fmt: skip
+                      target=target.display_address, module=target.module)  # fmt: skip
             return
         self._on_lag(max(0.0, now - due))
         self.inflight += 1
@@ -258,7 +258,10 @@ class Scheduler:
             self._drain()
             return None
         log.failure(
-            "prober failed unexpectedly", reason, target=target.address, module=target.module
+            "prober failed unexpectedly",
+            reason,
+            target=target.display_address,
+            module=target.module,
         )
         result = ProbeResult(
             success=False,

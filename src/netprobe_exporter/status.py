@@ -68,7 +68,7 @@ def _row(s: TargetSeries, now: float) -> str:
     why = f"<br><small>{html.escape(s.detail)}</small>" if s.detail and last != "success" else ""
     labels = ", ".join(f"{k}={v}" for k, v in t.labels)
     return (
-        f'<tr><td class="n">{html.escape(t.address)}</td><td>{html.escape(t.module)}</td>'
+        f'<tr><td class="n">{html.escape(t.display_address)}</td><td>{html.escape(t.module)}</td>'
         f'<td>{html.escape(labels)}</td><td class="{state}">{state}</td>'
         f"<td>{html.escape(last)}{why}</td><td>{_ms(last_seconds)}</td>"
         f"<td>{_ms(s.last_connect)}</td><td>{_ago(s.last_probe_ts, now)}</td>"
@@ -78,9 +78,10 @@ def _row(s: TargetSeries, now: float) -> str:
 
 def _probe_link(series: list[TargetSeries]) -> str:
     """A /probe of the first target with its own module: one click to its blackbox view."""
-    if not series:
+    # a target with a password in its URL is left out: the link would show the password
+    t = next((s.target for s in series if s.target.display_address == s.target.address), None)
+    if t is None:
         return ""
-    t = series[0].target
     query = urlencode({"target": t.address, "module": t.module})
     return f'<a href="probe?{html.escape(query)}&amp;debug=true">probe (debug)</a>'
 
@@ -94,7 +95,7 @@ def render(store: MetricsStore, config_source: str, state: str = "all",
     for s in series:
         counts[_state(s)] += 1
     order = {"down": 0, "pending": 1, "up": 2}
-    series.sort(key=lambda s: (order[_state(s)], s.target.address, s.target.module))
+    series.sort(key=lambda s: (order[_state(s)], s.target.display_address, s.target.module))
     if state != "all":
         series = [s for s in series if _state(s) == state]
     nav = " ".join(f'<a href="?state={name}">{name}</a>' for name in STATES)

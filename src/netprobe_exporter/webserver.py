@@ -26,6 +26,7 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from netprobe_exporter import redact
 from netprobe_exporter.config import Limits
 
 log = Logger()
@@ -241,6 +242,6 @@ class BoundedSite(Site):
         log.debug(
             "http request",
             method=request.method.decode("latin-1"),
-            path=request.uri.decode("latin-1"),
+            path=redact.request_uri(request.uri.decode("latin-1")),
             code=request.code,
         )

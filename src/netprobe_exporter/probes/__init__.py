@@ -30,6 +30,11 @@ RESULTS = (
     "error",
 )
 
+#: a debug log keeps at most this many entries and about this many bytes of their text; past
+#: either, entries are only counted (a flooding peer must not grow it, nor the answer, unbounded)
+MAX_LOG_LINES = 2000
+MAX_LOG_BYTES = 512 * 1024
+
 #: Go's zero time as a Unix timestamp: blackbox's value for "no verified chain"
 GO_ZERO_TIME = -62135596800.0
 
@@ -112,17 +117,42 @@ class ProbeResult:
     detail: str = ""
     #: step-by-step notes (time, level, message, fields), kept only when debugging
     log: list[tuple[float, str, str, dict[str, Any]]] | None = None
+    #: notes not kept because the log was full (``MAX_LOG_LINES`` / ``MAX_LOG_BYTES``)
+    log_dropped: int = 0
+    #: where in ``log`` the dropped notes would have been
+    log_dropped_at: int = 0
+    _log_bytes: int = 0
 
     def note(self, msg: str, level: str = "info", **fields: Any) -> None:
-        """Record a step for ``/probe?debug=true``; free when not debugging."""
+        """Record a step for ``/probe?debug=true``; free when not debugging, bounded when."""
+        if self.log is None:
+            return
+        if self.log_dropped or len(self.log) >= MAX_LOG_LINES:
+            self._drop()  # once one is dropped, later ones are too: no gaps in the middle
+            return
+        size = len(msg) + sum(len(k) + len(str(v)) + 2 for k, v in fields.items())
+        if self._log_bytes + size > MAX_LOG_BYTES:
+            self._drop()
+            return
+        self._log_bytes += size
+        self.log.append((time.time(), level, msg, fields))
+
+    def outcome(self, msg: str, level: str, **fields: Any) -> None:
+        """Record how the probe ended: kept even when the log is full, as it says the most."""
         if self.log is not None:
             self.log.append((time.time(), level, msg, fields))
+
+    def _drop(self) -> None:
+        assert self.log is not None
+        if not self.log_dropped:
+            self.log_dropped_at = len(self.log)
+        self.log_dropped += 1
 
     def fail(self, result: str, detail: str) -> ProbeResult:
         self.success = False
         self.result = result
         self.detail = detail
-        self.note(detail, "error")
+        self.outcome(detail, "error")
         return self
 
 
@@ -187,9 +217,9 @@ def run_probe(
             result.fail("error", f"internal error: {exc!r}")
         result.duration = time.perf_counter() - started
         if result.success:
-            result.note("Probe succeeded", duration_seconds=result.duration)
+            result.outcome("Probe succeeded", "info", duration_seconds=result.duration)
         else:
-            result.note("Probe failed", "error", duration_seconds=result.duration)
+            result.outcome("Probe failed", "error", duration_seconds=result.duration)
         return result
 
     return Deferred.fromCoroutine(body())

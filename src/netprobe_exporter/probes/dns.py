@@ -332,12 +332,34 @@ async def _run(
         if opts.transport_protocol == "tcp" and transport is not None:
             transport.abortConnection()
     try:
-        response = dns.Message()
-        response.fromStr(raw)
-    except Exception as exc:
-        result.fail("protocol_error", f"unparsable DNS answer: {exc}")
+        response = _decode(raw)
+    except _Failed as exc:
+        result.fail(exc.result, str(exc))
         return
     _check(response, opts, result)
+
+
+def _decode(raw: bytes) -> dns.Message:
+    """Parse an answer, or raise _Failed saying how it is malformed.
+
+    Twisted's parser raises a bare ``EOFError`` on a short message, and stops quietly when the
+    records end before the header's counts say; miekg/dns (blackbox) refuses such a message
+    unless it is flagged truncated, and so do we.
+    """
+    what = f"malformed DNS response ({len(raw)} bytes)"
+    if len(raw) < 12:
+        raise _Failed("protocol_error", f"{what}: shorter than a DNS header (12 bytes)")
+    response = dns.Message()
+    try:
+        response.fromStr(raw)
+    except Exception as exc:
+        raise _Failed("protocol_error", f"{what}: {str(exc) or type(exc).__name__}") from None
+    counts = struct.unpack("!4H", raw[4:12])
+    found = (len(response.queries), len(response.answers), len(response.authority),
+             len(response.additional))  # fmt: skip
+    if found != counts and not response.trunc:
+        raise _Failed("protocol_error", f"{what}: records end before the header's counts")
+    return response
 
 
 def _check(response: dns.Message, opts: DNSProbe, result: ProbeResult) -> None:

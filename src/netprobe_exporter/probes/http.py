@@ -42,7 +42,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from netprobe_exporter import __version__
-from netprobe_exporter.addresses import URL, parse_url
+from netprobe_exporter.addresses import URL, parse_url, redact_url
 from netprobe_exporter.modules import HTTPProbe, Module
 from netprobe_exporter.probes import HTTPInfo, ProbeContext, ProbeResult, run_probe
 from netprobe_exporter.probes.connect import adopt, connect, resolve
@@ -50,6 +50,10 @@ from netprobe_exporter.probes.tls import client_creator, handshake_info, read_co
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10
+#: a response's status line and headers may take this many bytes (Go's default
+#: ``MaxResponseHeaderBytes``, so blackbox's) and this many lines; past either the probe fails
+MAX_RESPONSE_HEADER_BYTES = 1 << 20
+MAX_RESPONSE_HEADER_LINES = 10_000
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 
 
@@ -73,6 +77,8 @@ class _Hop:
     inner: IProtocol | None = None
     #: the protocol the reactor's transport talks to (TLS or the timing wrapper)
     outer: Any = None
+    #: why the response head was refused (too big), when it was
+    head_error: str | None = None
 
     def abort(self) -> None:
         """Drop the connection if it is still open: no socket outlives its probe.
@@ -91,6 +97,9 @@ class _Timing(ProtocolWrapper):
         super().__init__(factory, wrapped)
         self._hop = hop
         self._tls = False
+        #: bytes and lines of the response head so far; None once its blank line has come
+        self._head: list[int] | None = [0, 0]
+        self._tail = b""
 
     def makeConnection(self, transport: Any) -> None:
         if self._hop.tls_start == 0.0:
@@ -106,7 +115,37 @@ class _Timing(ProtocolWrapper):
     def dataReceived(self, data: bytes) -> None:
         if self._hop.response_start == 0.0:
             self._hop.response_start = time.perf_counter()
+        if self._head is not None and not self._head_ok(data):
+            return
         super().dataReceived(data)
+
+    def _head_ok(self, data: bytes) -> bool:
+        """Count the response head (up to its blank line); refuse it past the limits.
+
+        Twisted's parser bounds one header line but not how many come: an endless stream of
+        headers would grow memory until the timeout.
+        """
+        assert self._head is not None
+        seen = self._tail + data
+        ends = [i + len(m) for m in (b"\n\n", b"\n\r\n") if (i := seen.find(m)) >= 0]
+        part = seen[: min(ends)] if ends else seen
+        self._head[0] += len(part) - len(self._tail)
+        self._head[1] += part.count(b"\n") - self._tail.count(b"\n")
+        if ends:
+            self._head = None  # later bytes are the body (or a 1xx's successor: Twisted's)
+            return True
+        self._tail = seen[-2:]
+        size, lines = self._head
+        if size <= MAX_RESPONSE_HEADER_BYTES and lines <= MAX_RESPONSE_HEADER_LINES:
+            return True
+        self._hop.head_error = (
+            f"http: server response headers exceeded {MAX_RESPONSE_HEADER_BYTES} bytes"
+            if size > MAX_RESPONSE_HEADER_BYTES
+            else f"http: server response headers exceeded {MAX_RESPONSE_HEADER_LINES} lines"
+        )
+        self._head = None
+        cast(Any, self.transport).abortConnection()
+        return False
 
 
 class _TimingFactory(WrappingFactory):
@@ -302,6 +341,21 @@ def _headers(opts: HTTPProbe, ctx: ProbeContext) -> Headers:
     return headers
 
 
+def _with_userinfo(headers: Headers, opts: HTTPProbe, url: URL) -> Headers:
+    """A hop's headers: a URL's userinfo is sent as Basic auth, as Go's http.Client does.
+
+    Like Go, it gives way to an ``Authorization`` set in the module's ``headers`` and takes
+    the place of ``basic_auth`` and ``authorization`` (which Go adds later, only when no
+    Authorization is set yet). A relative redirect keeps the URL's userinfo, so it is sent again.
+    """
+    hop = headers.copy()
+    if url.username is None or any(n.lower() == "authorization" for n, _ in opts.headers):
+        return hop
+    token = base64.b64encode(f"{url.username}:{url.password or ''}".encode()).decode()
+    hop.setRawHeaders(b"Authorization", [f"Basic {token}".encode()])
+    return hop
+
+
 def _server_name(opts: HTTPProbe, url: URL) -> str:
     for name, value in opts.headers:
         if name.lower() == "host":
@@ -341,12 +395,13 @@ async def _exchange(
             pool=HTTPConnectionPool(ctx.reactor, persistent=False),
         )  # fmt: skip
         producer = FileBodyProducer(io.BytesIO(body.encode())) if body else None
-        result.note("Making HTTP request", url=current.text, host=current.netloc)
+        result.note("Making HTTP request", url=current.display, host=current.netloc)
         try:
             try:
                 response: IResponse = await agent.request(
-                    method.encode(), current.text.encode(), headers.copy(), producer
-                )
+                    method.encode(), current.request_text.encode(),
+                    _with_userinfo(headers, opts, current), producer,
+                )  # fmt: skip
             except (ProbeFailure, defer.CancelledError):
                 raise
             except Exception as exc:
@@ -358,7 +413,8 @@ async def _exchange(
             redirect = response.code in REDIRECTS and bool(location)
             if redirect:
                 info.redirects += 1
-                result.note("Received redirect", location=location[0].decode("latin-1"))
+                shown = redact_url(location[0].decode("latin-1"))
+                result.note("Received redirect", location=shown)
             if not redirect or not opts.follow_redirects or info.redirects > MAX_REDIRECTS:
                 if redirect and not opts.follow_redirects:
                     result.note("Not following redirect")
@@ -399,6 +455,8 @@ def _add_phases(info: HTTPInfo, hop: _Hop, result: ProbeResult) -> None:
 
 
 def _classify(exc: Exception, hop: _Hop) -> ProbeFailure:
+    if hop.head_error is not None:
+        return ProbeFailure("protocol_error", hop.head_error)
     reasons: list[Failure] = []
     if isinstance(exc, ResponseFailed | defer.FirstError) or hasattr(exc, "reasons"):
         reasons = list(getattr(exc, "reasons", []))

@@ -32,6 +32,13 @@ from netprobe_exporter.probes.tls import creator_or_fail, handshake_info, tls_co
 MAX_LINE = 64 * 1024
 #: unread data we hold for a conversation before calling the peer a flood
 MAX_BUFFERED = 1024 * 1024
+#: unread bytes (each line counts its newline) or lines at which we stop reading the socket
+#: until the probe has caught up: TCP flow control holds back a peer that pours out lines
+PAUSE_BYTES = 256 * 1024
+PAUSE_LINES = 16 * 1024
+#: lines an ``expect`` step looks at per reactor turn, so timers (the probe's own timeout)
+#: and other connections get their turn however fast a peer sends
+LINES_PER_TURN = 1024
 
 
 class ConversationFailed(Exception):
@@ -44,7 +51,8 @@ class ConversationFailed(Exception):
 class _Conversation(Protocol):
     """Line-oriented reader/writer whose steps are awaited by the probe coroutine."""
 
-    def __init__(self) -> None:
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
         self._buffer = b""
         self._lines: list[bytes] = []
         self._waiting: Deferred[list[bytes] | None] | None = None
@@ -53,24 +61,34 @@ class _Conversation(Protocol):
         self.eof = False
         self.timed_out = False
         self.overflow = False
+        self._paused = False
         self._buffered = 0
         self._consumed = 0
 
     def dataReceived(self, data: bytes) -> None:
-        if self.overflow:
+        if self.overflow or self.timed_out:
             return
-        parts = (self._buffer + data).split(b"\n")
+        joined = self._buffer + data
+        parts = joined.split(b"\n")
         self._buffer = parts.pop()
         self._lines.extend(p.removesuffix(b"\r") for p in parts)
-        self._buffered += len(data)
-        if len(self._buffer) > MAX_LINE or self._buffered - self._consumed > MAX_BUFFERED:
+        # a line's dropped "\r" is not held: unread bytes are what the lines (+ "\n") hold
+        self._buffered += len(data) - joined.count(b"\r\n")
+        if len(self._buffer) > MAX_LINE or self._unread() > MAX_BUFFERED:
             # blackbox's line scanner gives up on a line over 64 KiB: a read error, not a
-            # regex failure; a peer that floods us is cut off the same way
+            # regex failure; a peer that floods us past the pause (TLS may have more
+            # decrypted data in hand) is cut off the same way
             self.overflow = True
             self._lines.clear()
             self._buffer = b""
             cast(Any, self.transport).abortConnection()
+        elif not self._paused and (self._unread() > PAUSE_BYTES or len(self._lines) > PAUSE_LINES):
+            self._paused = True
+            cast(Any, self.transport).pauseProducing()
         self._wake()
+
+    def _unread(self) -> int:
+        return self._buffered - self._consumed
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self.eof = True
@@ -88,28 +106,45 @@ class _Conversation(Protocol):
             d, self._handshake = self._handshake, None
             d.callback(None)
 
-    def _take(self) -> list[bytes]:
-        lines, self._lines = self._lines, []
+    def _take(self) -> list[bytes] | None:
+        """Up to ``LINES_PER_TURN`` lines, None when there are none or the probe timed out."""
+        if self.timed_out or not self._lines:
+            return None
+        lines = self._lines[:LINES_PER_TURN]
+        del self._lines[:LINES_PER_TURN]
         self._consumed += sum(len(line) + 1 for line in lines)
+        if self._paused and self._unread() <= PAUSE_BYTES // 2 and not self._lines:
+            self._paused = False
+            if not self.eof and self.transport is not None:
+                cast(Any, self.transport).resumeProducing()
         return lines
 
     def _wake(self) -> None:
-        if self._waiting is not None and (self._lines or self.eof):
+        if self._waiting is not None and (self._lines or self.eof or self.timed_out):
             d, self._waiting = self._waiting, None
-            d.callback(self._take() if self._lines else None)
+            d.callback(self._take())
 
     def read_lines(self) -> Deferred[list[bytes] | None]:
-        """Fire with every complete line received so far (waiting for one), None at the end.
+        """Fire with the next lines received (waiting for one), None at the end or timeout.
 
-        Lines come in batches, not one Deferred each: a peer pouring out short lines would
-        otherwise keep the reactor busy on bookkeeping instead of its other work.
+        Lines come in batches of at most ``LINES_PER_TURN``, and a batch already in hand is
+        handed over on the next reactor turn: a peer pouring out short lines would otherwise
+        keep the reactor on our bookkeeping, the probe's timeout and everything else waiting.
         """
-        if self._lines:
-            return defer.succeed(self._take())
-        if self.eof:
+        if self.timed_out or (self.eof and not self._lines):
             return defer.succeed(None)
-        self._waiting = Deferred()
-        return self._waiting
+        if not self._lines:
+            self._waiting = Deferred()
+            return self._waiting
+        d: Deferred[list[bytes] | None] = Deferred(lambda _: call.cancel())
+        call = self._reactor.callLater(0, self._hand_over, d)
+        return d
+
+    def _hand_over(self, d: Deferred[list[bytes] | None]) -> None:
+        if self._lines or self.eof or self.timed_out:
+            d.callback(self._take())
+        else:  # an overflow dropped what there was; its connectionLost will wake us
+            self._waiting = d
 
     def unread(self, lines: list[bytes]) -> None:
         """Put back lines a step did not use, for the next step."""
@@ -228,7 +263,7 @@ async def _converse(
     result: ProbeResult,
 ) -> None:
     opts = module.tcp
-    proto = _Conversation()
+    proto = _Conversation(ctx.reactor)
     factory: Any = Factory.forProtocol(lambda: proto)
     handshake = None
     if opts.tls:
