@@ -120,6 +120,41 @@ def test_a_long_label_name_or_value_is_refused_by_length_not_quoted() -> None:
     ]
 
 
+def test_addresses_and_module_names_are_label_values_too(tmp_path: Path) -> None:
+    long_url = "http://127.0.0.1/" + "p" * 2000
+    text = f"targets:\n  - {{address: '{long_url}', module: http_2xx}}\n"
+    assert errors(text) == [
+        "config.yml:2: targets[0].address: the address (the target label) has 2017 characters, "
+        "more than limits.label_value_length_limit (1024)"
+    ]
+    name = "m" * 2000
+    assert errors(f"modules:\n  ? {name}\n  : {{prober: tcp}}\n") == [
+        "config.yml:2: modules: the name (the module label) has 2000 characters, more than "
+        "limits.label_value_length_limit (1024)"
+    ]
+    with pytest.raises(ConfigError) as info:
+        with_extra_targets(parse_config("targets: []\n"), ["127.0.0.1:1" + "0" * 2000])
+    assert info.value.errors == [
+        "--target: the address (the target label) has 2011 characters, more than "
+        "limits.label_value_length_limit (1024)"
+    ]
+    cfg = parse_config(_sd_config(tmp_path, "{}"))
+    path = tmp_path / "t.yml"
+    path.write_text(f"- targets: ['127.0.0.1:1', '{'h' * 3000}:1']\n")
+    with pytest.raises(ConfigError) as info:
+        read_target_file(str(path), cfg.target_files[0], cfg)
+    assert info.value.errors == [
+        f"{path}:1: [0].targets[1]: the address (the target label) has 3002 characters, more "
+        "than limits.label_value_length_limit (1024)"
+    ]
+
+
+def test_a_long_value_of_the_wrong_type_is_not_echoed_whole() -> None:
+    assert errors(f"targets: {'x' * 100_000}\n") == [
+        f'config.yml:1: targets: must be a list, not "{"x" * 64}…" (100000 characters)'
+    ]
+
+
 def test_too_many_series_is_refused() -> None:
     # a tcp target with the default 15 buckets: 67 series (FACTS.md); three are 201
     three = "".join(f"  - address: 127.0.0.1:{p}\n" for p in range(1, 4))

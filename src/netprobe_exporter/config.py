@@ -122,6 +122,15 @@ class Limits:
             )
         return None
 
+    def too_long(self, value: str, what: str = "value") -> str | None:
+        """Why ``value``, which becomes a label value, is refused, or None when it is not."""
+        if len(value) > self.label_value_length_limit:
+            return (
+                f"{what} has {len(value)} characters, more than limits.label_value_length_limit "
+                f"({self.label_value_length_limit})"
+            )
+        return None
+
     def too_many_labels(self, count: int) -> str | None:
         if count > self.label_limit:
             return f"{count} labels, more than limits.label_limit ({self.label_limit})"
@@ -195,10 +204,8 @@ def labels_of(
         elif not isinstance(vnode, yaml.ScalarNode):
             c.error(vnode, sub, f"label value must be a string, not {show(vnode, sub)}")
             ok = False
-        elif len(vnode.value) > limits.label_value_length_limit:
-            c.error(vnode, sub, f"value has {len(vnode.value)} characters, more than "
-                                f"limits.label_value_length_limit "
-                                f"({limits.label_value_length_limit})")  # fmt: skip
+        elif (too_long := limits.too_long(vnode.value)) is not None:
+            c.error(vnode, sub, too_long)
             ok = False
         else:
             out[name] = "" if is_null(vnode) else str(vnode.value)
@@ -347,7 +354,7 @@ def _targets(
             c.error(item, f"{path}.address", "missing")
             continue
         anode = m["address"]
-        address = c.string(anode, f"{path}.address")
+        address = target_address(c, anode, f"{path}.address", limits)
         module_name: str | None = defaults.module
         mnode: yaml.Node = item
         if "module" in m:
@@ -386,6 +393,17 @@ def _targets(
         seen[target.key] = i
         out.append(target)
     return out
+
+
+def target_address(c: Checker, node: yaml.Node, path: str, limits: Limits) -> str | None:
+    """A target's address: a string, and as short as a label value (it is the ``target``
+    label of every series of the target)."""
+    address = c.string(node, path)
+    too_long = limits.too_long(address or "", "the address (the target label)")
+    if too_long is not None:
+        c.error(node, path, too_long)
+        return None
+    return address
 
 
 def _policy(c: Checker, node: yaml.Node) -> ProbePolicy:
@@ -594,6 +612,10 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
                 if not name:
                     c.error(knode, "modules", "module names must be non-empty strings")
                     continue
+                too_long = limits.too_long(name, "the name (the module label)")
+                if too_long is not None:
+                    c.error(knode, "modules", too_long)
+                    continue
                 if name in seen:
                     c.error(knode, f"modules.{name}", "duplicate module")
                     continue
@@ -649,7 +671,8 @@ def with_extra_targets(
     known = {t.key for t in config.targets}
     extra: list[Target] = []
     for address in addresses:
-        problem = validate(address, module)
+        problem = config.limits.too_long(address, "the address (the target label)")
+        problem = problem or validate(address, module)
         if problem is not None:
             errors.append(f"--target: {problem}")
             continue

@@ -29,6 +29,7 @@ from netprobe_exporter.config import (
     compose,
     merged_labels,
     read_file,
+    target_address,
     target_address_error,
     target_series,
 )
@@ -149,7 +150,7 @@ def read_target_file(path: str, spec: TargetFiles, config: Config) -> tuple[Targ
             c.error(group, f"{where}.targets", "missing")
             continue
         for j, tnode in enumerate(c.sequence(m["targets"], f"{where}.targets") or []):
-            address = c.string(tnode, f"{where}.targets[{j}]")
+            address = target_address(c, tnode, f"{where}.targets[{j}]", limits)
             if address is None:
                 continue
             problem = target_address_error(address, module)

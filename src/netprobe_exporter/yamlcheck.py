@@ -129,12 +129,18 @@ def kind(node: yaml.Node) -> str:
     return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
 
 
+_SHOWN = 64
+
+
 def show(node: yaml.Node, path: str) -> str:
     """``node`` for an error about the value at ``path``: quoted, or only its kind where the
     value may be a credential (under a key of SECRET_SUBTREES)."""
-    if isinstance(node, yaml.ScalarNode) and not is_secret_subtree(path):
-        return f'"{node.value}"'
-    return kind(node)
+    if not isinstance(node, yaml.ScalarNode) or is_secret_subtree(path):
+        return kind(node)
+    text = str(node.value)
+    if len(text) > _SHOWN:  # an error line is no place for a whole pasted file
+        return f'"{text[:_SHOWN]}…" ({len(text)} characters)'
+    return f'"{text}"'
 
 
 def scalar(node: yaml.Node) -> Any:
