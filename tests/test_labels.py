@@ -39,8 +39,8 @@ def labels(n: int, prefix: str = "l") -> str:
 
 def test_the_defaults_and_their_keys() -> None:
     limits = parse_config("targets: []\n").limits
-    assert (limits.label_limit, limits.label_name_length_limit) == (30, 128)
-    assert (limits.label_value_length_limit, limits.sample_limit) == (1024, 10_000_000)
+    assert (limits.label_limit, limits.label_name_length_limit) == (30, 64)
+    assert (limits.label_value_length_limit, limits.sample_limit) == (256, 10_000_000)
     cfg = parse_config(
         "limits: {label_limit: 3, label_name_length_limit: 8, label_value_length_limit: 9,"
         " sample_limit: 500}\n"
@@ -106,9 +106,9 @@ def test_a_long_label_name_or_value_is_refused_by_length_not_quoted() -> None:
     got = errors(text)
     assert got == [
         f'config.yml:4: targets[0].labels: label name "{"n" * 32}…" has 5000 characters, more '
-        "than limits.label_name_length_limit (128)",
+        "than limits.label_name_length_limit (64)",
         "config.yml:6: targets[1].labels.team: value has 6291456 characters, more than "
-        "limits.label_value_length_limit (1024)",
+        "limits.label_value_length_limit (256)",
     ]
     # raised, the limits let them through (up to a ceiling of their own)
     text = text.replace(name, "n" * 200).replace(big, "v" * 2000)
@@ -125,18 +125,18 @@ def test_addresses_and_module_names_are_label_values_too(tmp_path: Path) -> None
     text = f"targets:\n  - {{address: '{long_url}', module: http_2xx}}\n"
     assert errors(text) == [
         "config.yml:2: targets[0].address: the address (the target label) has 2017 characters, "
-        "more than limits.label_value_length_limit (1024)"
+        "more than limits.label_value_length_limit (256)"
     ]
     name = "m" * 2000
     assert errors(f"modules:\n  ? {name}\n  : {{prober: tcp}}\n") == [
         "config.yml:2: modules: the name (the module label) has 2000 characters, more than "
-        "limits.label_value_length_limit (1024)"
+        "limits.label_value_length_limit (256)"
     ]
     with pytest.raises(ConfigError) as info:
         with_extra_targets(parse_config("targets: []\n"), ["127.0.0.1:1" + "0" * 2000])
     assert info.value.errors == [
         "--target: the address (the target label) has 2011 characters, more than "
-        "limits.label_value_length_limit (1024)"
+        "limits.label_value_length_limit (256)"
     ]
     cfg = parse_config(_sd_config(tmp_path, "{}"))
     path = tmp_path / "t.yml"
@@ -145,7 +145,7 @@ def test_addresses_and_module_names_are_label_values_too(tmp_path: Path) -> None
         read_target_file(str(path), cfg.target_files[0], cfg)
     assert info.value.errors == [
         f"{path}:1: [0].targets[1]: the address (the target label) has 3002 characters, more "
-        "than limits.label_value_length_limit (1024)"
+        "than limits.label_value_length_limit (256)"
     ]
 
 
@@ -311,7 +311,7 @@ def test_a_reload_with_a_6_mib_label_value_is_refused_and_health_keeps_answering
         poller.join(15)
     assert reload.status == 400
     assert "targets[0].labels.x: value has 6291456 characters, more than " in reload.text
-    assert "limits.label_value_length_limit (1024)" in reload.text
+    assert "limits.label_value_length_limit (256)" in reload.text
     assert len(reload.body) < 2000 and len(ex.stderr()) < 100_000  # the value is not echoed
     assert answers and all(status == 200 for status, _ in answers), answers
     assert max(s for _, s in answers) < 2.0, answers  # 2 s: a loaded machine, not a stall

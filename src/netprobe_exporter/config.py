@@ -98,13 +98,17 @@ class Limits:
     web_request_timeout: float = 10.0
     #: open web connections; more are closed as they arrive, so slow clients cannot take every fd
     max_web_connections: int = 512
+    # Labels: a target's label string is kept once and repeated on each of its series lines.
+    # At these defaults it is at most 30 * (64 + 256 + 4) ≈ 9.7 KB, so even max_targets of
+    # them hold under 1 GB; real fleets use a handful of short labels (a DNS name fits 256).
     #: labels per target from ``labels:`` (defaults, entry and file_sd group merged)
     label_limit: int = 30
     #: characters in a label name
-    label_name_length_limit: int = 128
-    #: characters in a label value: every series line of the target repeats it
-    label_value_length_limit: int = 1024
-    #: continuous series in all, estimated from each target's prober and buckets
+    label_name_length_limit: int = 64
+    #: characters in a label value, the target's address and module name included
+    label_value_length_limit: int = 256
+    #: continuous series in all, estimated from each target's prober and buckets: 100 per
+    #: target at max_targets (a tcp target with the default buckets has 67, an http one 160)
     sample_limit: int = 10_000_000
 
     def too_many_targets(self, count: int) -> str | None:
