@@ -83,6 +83,10 @@ limits:
   web_request_timeout: 5s
   web_idle_timeout: 1m
   max_web_connections: 64
+  label_limit: 12
+  label_name_length_limit: 40
+  label_value_length_limit: 300
+  sample_limit: 50000
 """
 
 
@@ -90,6 +94,15 @@ def test_config_output_parses_back_to_the_same_config() -> None:
     shown = config_yaml(parse_config(RICH, "rich.yml"))
     again = config_yaml(parse_config(shown, "shown.yml"))
     assert again == shown
+
+
+def test_config_shows_every_limit() -> None:
+    shown = config_yaml(parse_config(RICH, "rich.yml"))
+    for line in ("label_limit: 12", "label_name_length_limit: 40",
+                 "label_value_length_limit: 300", "sample_limit: 50000"):  # fmt: skip
+        assert f"\n  {line}\n" in shown, shown
+    defaults = config_yaml(parse_config("targets: []\n"))
+    assert "\n  label_limit: 30\n" in defaults and "\n  sample_limit: 10000000\n" in defaults
 
 
 def test_secrets_stay_hidden_in_the_output() -> None:

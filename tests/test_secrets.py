@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import base64
 import shutil
+import signal
 from pathlib import Path
 
-from procutil import Processes, wait_for
+import pytest
+from procutil import Processes, run_exporter, wait_for
 from servers import AUTH_PASSWORD, AUTH_USER, http_server, make_certs
 
 from netprobe_exporter.config import ConfigError, parse_config
+from netprobe_exporter.webconfig import parse_web_config
 
 TOKEN = "tok-Zq81-bearer"
 KEY_NAME = "client-key-Wm42.pem"
@@ -132,3 +135,113 @@ def test_config_errors_and_warnings_withhold_secret_values() -> None:
     else:
         raise AssertionError("a list as a token is an error")
     assert "c.yml:2: modules.m.http.bearer_token" in text and "tok-Jj3" not in text
+
+
+# A value of the wrong kind under a secret-holding key is, as often as not, the credential
+# itself, typed where a mapping was wanted: errors there say what kind of value it was.
+WRONG_KIND = "Wk-73-hunter2"
+MODULE_ERRORS = {
+    f'{{prober: http, http: {{basic_auth: "bob:{WRONG_KIND}"}}}}':
+        "http.basic_auth: must be a mapping, not a string",
+    f"{{prober: http, http: {{basic_auth: {{bob:{WRONG_KIND}}}}}}}":
+        "http.basic_auth.<a key of 17 characters>: unknown key",
+    f"{{prober: http, http: {{basic_auth: {{username: u, password: {{x: {WRONG_KIND}}}}}}}}}":
+        "http.basic_auth.password: must be a string, not a mapping",
+    f'{{prober: http, http: {{authorization: "Bearer {WRONG_KIND}"}}}}':
+        "http.authorization: must be a mapping, not a string",
+    f"{{prober: http, http: {{authorization: {{credentials: [{WRONG_KIND}]}}}}}}":
+        "http.authorization.credentials: must be a string, not a list",
+    f'{{prober: http, http: {{headers: "Authorization: Bearer {WRONG_KIND}"}}}}':
+        "http.headers: must be a mapping of strings, not a string",
+    f"{{prober: http, http: {{headers: {{X-Api-Key: [{WRONG_KIND}]}}}}}}":
+        "http.headers.X-Api-Key: must be a string, not a list",
+    f'{{prober: http, http: {{headers: {{"Token {WRONG_KIND}": [x]}}}}}}':
+        "http.headers.<a key of 19 characters>: must be a string, not a list",
+    f"{{prober: http, http: {{tls_config: {WRONG_KIND}}}}}":
+        "http.tls_config: must be a mapping, not a string",
+    f"{{prober: tcp, tcp: {{tls_config: {WRONG_KIND}}}}}":
+        "tcp.tls_config: must be a mapping, not a string",
+    f"{{prober: dns, dns: {{query_name: x., tls_config: [{WRONG_KIND}]}}}}":
+        "dns.tls_config: must be a mapping, not a list",
+    f"{{prober: http, http: {{tls_config: {{insecure_skip_verify: {WRONG_KIND}}}}}}}":
+        "http.tls_config.insecure_skip_verify: must be true or false, not a string",
+    f"{{prober: http, http: {{bearer_token: {{t: {WRONG_KIND}}}}}}}":
+        "http.bearer_token: must be a string, not a mapping",
+    f"{{prober: http, http: {{oauth2: {WRONG_KIND}}}}}":
+        "http.oauth2: is not supported yet",
+}  # fmt: skip
+WEB_ERRORS = {
+    f'basic_auth_users: "prom:{WRONG_KIND}"\n':
+        "basic_auth_users: must be a mapping of strings, not a string",
+    f"basic_auth_users: {{prom: [{WRONG_KIND}]}}\n":
+        "basic_auth_users.prom: must be a string, not a list",
+    f"basic_auth_users: {{prom:{WRONG_KIND}}}\n":
+        "basic_auth_users.<a key of 18 characters>: must be a string, not empty",
+    f'http_server_config: {{headers: "X-Token: {WRONG_KIND}"}}\n':
+        "http_server_config.headers: must be a mapping of strings, not a string",
+    f"http_server_config: {{headers: {{X-Token: [{WRONG_KIND}]}}}}\n":
+        "http_server_config.headers.X-Token: must be a string, not a list",
+    f"tls_server_config: {WRONG_KIND}\n":
+        "tls_server_config: must be a mapping, not a string",
+}  # fmt: skip
+
+
+def _module_config() -> tuple[str, list[str]]:
+    """A config with each bad module of MODULE_ERRORS, and the errors expected (by line)."""
+    lines = ["modules:"]
+    expected = []
+    for i, (module, error) in enumerate(MODULE_ERRORS.items()):
+        lines.append(f"  m{i}: {module}")
+        expected.append(f":{i + 2}: modules.m{i}.{error}")
+    return "\n".join(lines) + "\n", expected
+
+
+def test_wrong_kinds_of_value_under_secret_keys_are_described_not_shown() -> None:
+    text, expected = _module_config()
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "c.yml")
+    got = info.value.errors
+    assert len(got) == len(expected), got
+    for line, tail in zip(got, expected, strict=True):
+        assert line == f"c.yml{tail}"
+    for web, error in WEB_ERRORS.items():
+        with pytest.raises(ConfigError) as info:
+            parse_web_config(web, "w.yml")
+        assert info.value.errors == [f"w.yml:1: {error}"]
+    # elsewhere a value is still quoted: it helps and is no secret
+    with pytest.raises(ConfigError) as info:
+        parse_config('targets: "127.0.0.1:1"\n', "c.yml")
+    assert info.value.errors == ['c.yml:1: targets: must be a list, not "127.0.0.1:1"']
+
+
+def test_wrong_kinds_under_secret_keys_stay_out_of_check_reload_and_log(
+    procs: Processes, tmp_path: Path
+) -> None:
+    config, web = tmp_path / "config.yml", tmp_path / "web.yml"
+    config.write_text("modules:\n  ok: {prober: tcp}\n")
+    web.write_text("basic_auth_users: {}\n")
+    ex = procs.start_exporter(f"--config.file={config}", f"--web.config.file={web}")
+    wait_for(lambda: ex.get("/-/ready").status == 200, 10, "readiness")
+    bad, expected = _module_config()
+    config.write_text(bad)
+    check = run_exporter(f"--config.file={config}", "--config.check")
+    assert check.returncode == 1
+    reload = ex.post("/-/reload")
+    assert reload.status == 400
+    wait_for(lambda: ex.stderr().count("config reload rejected") >= len(expected), 5, "the log")
+    for tail in expected:
+        assert f"{config}{tail}" in check.stderr, check.stderr
+        assert f"{config}{tail}" in reload.text, reload.text
+        assert f"{config}{tail}" in ex.stderr()
+    outputs = [check.stdout + check.stderr, reload.text]
+    for i, text in enumerate(WEB_ERRORS):
+        web.write_text(text)
+        checked = run_exporter(f"--web.config.file={web}", "--config.check")
+        assert checked.returncode == 1 and checked.stderr.startswith(f"{web}:1: "), checked
+        outputs.append(checked.stdout + checked.stderr)
+        ex.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda n=i + 1: ex.stderr().count("web config rejected") >= n, 5, "the log")
+    assert ex.get("/-/healthy").status == 200  # the previous web config is kept
+    outputs.append(ex.stderr())
+    for text in outputs:
+        assert WRONG_KIND not in text, text

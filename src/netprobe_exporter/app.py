@@ -25,6 +25,7 @@ from netprobe_exporter.config import (
     Limits,
     Target,
     load_config,
+    over_limits,
     with_extra_targets,
 )
 from netprobe_exporter.metrics import MetricsStore
@@ -131,9 +132,7 @@ class App:
         return source if count == 1 else ShardedSource(source, index, count)
 
     def _too_many(self, config: Config, files: Scan) -> str | None:
-        return config.limits.too_many_targets(
-            len(static_source(config, file_targets(files)).targets())
-        )
+        return over_limits(config, static_source(config, file_targets(files)).targets())
 
     def apply(self, config: Config, files: Scan | None = None) -> None:
         """Run ``config``; ``files`` is its target files' scan (made here, blocking, if None)."""

@@ -170,7 +170,12 @@ def _reload_from_signal(app: Any) -> None:
 
 def _check(config_file: str | None, targets: list[str], web_config_file: str | None) -> int:
     web_ok = web_config_file is None or _check_web(web_config_file)
-    from netprobe_exporter.config import Config, load_config, with_extra_targets
+    from netprobe_exporter.config import (
+        Config,
+        load_config,
+        series_total,
+        with_extra_targets,
+    )
 
     try:
         config = load_config(config_file) if config_file else Config()
@@ -185,8 +190,9 @@ def _check(config_file: str | None, targets: list[str], web_config_file: str | N
     files = scan(config, {})
     for line in files.errors:
         print(line, file=sys.stderr)
-    total = len(static_source(config, file_targets(files)).targets())
-    too_many = config.limits.too_many_targets(total)
+    every = static_source(config, file_targets(files)).targets()
+    total, series = len(every), series_total(every, config.modules)
+    too_many = config.limits.too_many_targets(total) or config.limits.too_many_series(series)
     if too_many is not None:
         print(f"target_files: {too_many}", file=sys.stderr)
         return EXIT_CONFIG
@@ -195,7 +201,10 @@ def _check(config_file: str | None, targets: list[str], web_config_file: str | N
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     from_files = f", {len(files.files)} target files" if config.target_files else ""
-    print(f"{config.source}: OK ({len(config.modules)} modules, {total} targets{from_files})")
+    print(
+        f"{config.source}: OK ({len(config.modules)} modules, {total} targets{from_files}, "
+        f"{series} series of limits.sample_limit {config.limits.sample_limit})"
+    )
     return EXIT_OK if web_ok else EXIT_CONFIG
 
 

@@ -12,7 +12,7 @@ import glob
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import yaml
@@ -26,6 +26,7 @@ from netprobe_exporter.addresses import (
 )
 from netprobe_exporter.modules import DEFAULT_TIMEOUT, Module, builtin_modules, parse_module
 from netprobe_exporter.policy import ProbePolicy, parse_rule
+from netprobe_exporter.probes import RESULTS
 from netprobe_exporter.yamlcheck import Checker, is_null, scalar, show
 
 __all__ = ["DEFAULT_TIMEOUT", "Config", "ConfigError", "Defaults", "Module", "Target"]
@@ -45,6 +46,8 @@ _MAX_NODES = 1_000_000
 #: a config file larger than this is refused before it is parsed (parsing costs ~0.1 s per MiB)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _SOON = "is not supported yet"
+#: phases of netprobe_http_duration_seconds (metrics.HTTP_PHASES)
+_HTTP_PHASES = 5
 #: libyaml's composer is ~3x faster than the pure-Python one and refuses nesting beyond 1,000
 YAML_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -110,11 +113,46 @@ class Limits:
     web_request_timeout: float = 10.0
     #: open web connections; more are closed as they arrive, so slow clients cannot take every fd
     max_web_connections: int = 512
+    # Labels: a target's label string is kept once and repeated on each of its series lines.
+    # At these defaults it is at most 30 * (64 + 256 + 4) ≈ 9.7 KB, so even max_targets of
+    # them hold under 1 GB; real fleets use a handful of short labels (a DNS name fits 256).
+    #: labels per target from ``labels:`` (defaults, entry and file_sd group merged)
+    label_limit: int = 30
+    #: characters in a label name
+    label_name_length_limit: int = 64
+    #: characters in a label value, the target's address and module name included
+    label_value_length_limit: int = 256
+    #: continuous series in all, estimated from each target's prober and buckets: 100 per
+    #: target at max_targets (a tcp target with the default buckets has 67, an http one 160)
+    sample_limit: int = 10_000_000
 
     def too_many_targets(self, count: int) -> str | None:
         """Why ``count`` continuous targets are refused, or None when they are not."""
         if count > self.max_targets:
             return f"{count} targets exceed limits.max_targets ({self.max_targets})"
+        return None
+
+    def too_many_series(self, count: int) -> str | None:
+        """Why targets with ``count`` series in all are refused, or None when they are not."""
+        if count > self.sample_limit:
+            return (
+                f"{count} series (estimated from each target's prober and buckets), more than "
+                f"limits.sample_limit ({self.sample_limit})"
+            )
+        return None
+
+    def too_long(self, value: str, what: str = "value") -> str | None:
+        """Why ``value``, which becomes a label value, is refused, or None when it is not."""
+        if len(value) > self.label_value_length_limit:
+            return (
+                f"{what} has {len(value)} characters, more than limits.label_value_length_limit "
+                f"({self.label_value_length_limit})"
+            )
+        return None
+
+    def too_many_labels(self, count: int) -> str | None:
+        if count > self.label_limit:
+            return f"{count} labels, more than limits.label_limit ({self.label_limit})"
         return None
 
 
@@ -139,24 +177,41 @@ class ConfigError(Exception):
         self.errors = errors
 
 
+def brief(text: str, keep: int = 32) -> str:
+    """``text`` for an error message: a long one cut to its first ``keep`` characters."""
+    return text if len(text) <= keep else f"{text[:keep]}…"
+
+
 def labels_of(
-    c: Checker, node: yaml.Node, path: str, skip_meta: bool = False
+    c: Checker, node: yaml.Node, path: str, limits: Limits, skip_meta: bool = False
 ) -> dict[str, str] | None:
-    """A ``labels:`` mapping, validated; ``skip_meta`` drops Prometheus' ``__`` meta labels
-    (as file_sd groups carry them) instead of refusing them."""
+    """A ``labels:`` mapping, validated and held to ``limits``; ``skip_meta`` drops Prometheus'
+    ``__`` meta labels (as file_sd groups carry them) instead of refusing them.
+
+    Every series line of a target repeats its labels, so their count and length are bounded
+    here, before anything is built from them; a refused name or value is never quoted whole.
+    """
     if is_null(node):
         return {}
     if not isinstance(node, yaml.MappingNode):
-        c.error(node, path, f"must be a mapping of label names to values, not {show(node)}")
+        c.error(node, path, f"must be a mapping of label names to values, not {show(node, path)}")
+        return None
+    pairs = [(k, v) for k, v in node.value if not (skip_meta and _is_meta(k))]
+    too_many = limits.too_many_labels(len(pairs))
+    if too_many is not None:
+        c.error(node, path, too_many)
         return None
     out: dict[str, str] = {}
     ok = True
-    for knode, vnode in node.value:
+    for knode, vnode in pairs:
         name = str(knode.value) if isinstance(knode, yaml.ScalarNode) else ""
         sub = f"{path}.{name}"
-        if skip_meta and name.startswith("__"):
-            continue
-        if not LABEL_NAME.match(name) or name.startswith("__"):
+        if len(name) > limits.label_name_length_limit:
+            c.error(knode, path, f'label name "{brief(name)}" has {len(name)} characters, more '
+                                 f"than limits.label_name_length_limit "
+                                 f"({limits.label_name_length_limit})")  # fmt: skip
+            ok = False
+        elif not LABEL_NAME.match(name) or name.startswith("__"):
             c.error(knode, path, f'"{name}" is not a valid label name')
             ok = False
         elif name in RESERVED_LABELS:
@@ -166,11 +221,38 @@ def labels_of(
             c.error(knode, sub, "duplicate label")
             ok = False
         elif not isinstance(vnode, yaml.ScalarNode):
-            c.error(vnode, sub, f"label value must be a string, not {show(vnode)}")
+            c.error(vnode, sub, f"label value must be a string, not {show(vnode, sub)}")
+            ok = False
+        elif (too_long := limits.too_long(vnode.value)) is not None:
+            c.error(vnode, sub, too_long)
             ok = False
         else:
             out[name] = "" if is_null(vnode) else str(vnode.value)
     return out if ok else None
+
+
+def _is_meta(knode: yaml.Node) -> bool:
+    return isinstance(knode, yaml.ScalarNode) and str(knode.value).startswith("__")
+
+
+def merged_labels(
+    c: Checker,
+    node: yaml.Node,
+    path: str,
+    base: tuple[tuple[str, str], ...],
+    limits: Limits,
+    skip_meta: bool = False,
+) -> tuple[tuple[str, str], ...] | None:
+    """``base`` labels with those of ``node`` on top, the union held to ``limits.label_limit``."""
+    own = labels_of(c, node, path, limits, skip_meta)
+    if own is None:
+        return None
+    merged = {**dict(base), **own}
+    too_many = limits.too_many_labels(len(merged))
+    if too_many is not None:
+        c.error(node, path, f"{too_many} (with those it inherits)")
+        return None
+    return tuple(sorted(merged.items()))
 
 
 def _buckets(c: Checker, node: yaml.Node, path: str) -> tuple[float, ...] | None:
@@ -184,7 +266,7 @@ def _buckets(c: Checker, node: yaml.Node, path: str) -> tuple[float, ...] | None
             with contextlib.suppress(ValueError):
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            c.error(item, f"{path}[{i}]", f"must be a number, not {show(item)}")
+            c.error(item, f"{path}[{i}]", f"must be a number, not {show(item, path)}")
             return None
         if not math.isfinite(value) or value <= 0:
             c.error(item, f"{path}[{i}]", f"{value} must be a positive finite number")
@@ -214,7 +296,43 @@ def target_address_error(address: str, module: Module) -> str | None:
     return None
 
 
-def _defaults(c: Checker, node: yaml.Node) -> Defaults:
+def target_series(buckets: int, module: Module) -> int:
+    """The most series a target with ``buckets`` bounds can show at /metrics (exposition's
+    TARGET_FAMILIES; tests/test_labels.py checks the two agree), known before any probe ran:
+    what ``limits.sample_limit`` holds a config to."""
+    h = buckets + 3  # a bucket per bound and +Inf, _sum, _count
+    # up, probes_total by result, 3 last_* gauges, target_info; connect and probe histograms
+    n = 5 + len(RESULTS) + 2 * h
+    tls = 2  # tls_cert_expiry and tls_version_info
+    if module.prober == "tcp":
+        starttls = any(q.starttls for q in module.tcp.query_response)
+        n += h + (tls if module.tcp.tls or starttls else 0)
+    elif module.prober == "http":  # handshake, 5 phases, status code; TLS by URL or redirect
+        n += h + _HTTP_PHASES * h + 1 + tls
+    elif module.prober == "dns":
+        n += h + (h if module.dns.transport_protocol == "tcp" else 0)
+        n += tls if module.dns.dns_over_tls else 0
+    elif module.prober == "icmp":
+        n += h
+    return n
+
+
+def series_total(targets: Iterable[Target], modules: Mapping[str, Module]) -> int:
+    """Series of ``targets`` in all: one estimate per (module, buckets) kind, so it is cheap
+    enough for the reactor thread even at limits.max_targets."""
+    kinds: dict[tuple[str, int], int] = {}
+    for t in targets:
+        kind = (t.module, len(t.buckets))
+        kinds[kind] = kinds.get(kind, 0) + 1
+    total = 0
+    for (name, buckets), n in kinds.items():
+        module = modules.get(name)
+        if module is not None:
+            total += n * target_series(buckets, module)
+    return total
+
+
+def _defaults(c: Checker, node: yaml.Node, limits: Limits) -> Defaults:
     m = c.mapping(
         node,
         "defaults",
@@ -230,15 +348,14 @@ def _defaults(c: Checker, node: yaml.Node) -> Defaults:
     if "module" in m:
         kw["module"] = c.string(m["module"], "defaults.module")
     if "labels" in m:
-        labels = labels_of(c, m["labels"], "defaults.labels")
-        kw["labels"] = tuple(sorted(labels.items())) if labels is not None else None
+        kw["labels"] = merged_labels(c, m["labels"], "defaults.labels", (), limits)
     if "buckets" in m:
         kw["buckets"] = _buckets(c, m["buckets"], "defaults.buckets")
     return Defaults(**{k: (v if v is not None else getattr(d, k)) for k, v in kw.items()})  # type: ignore[arg-type]
 
 
 def _targets(
-    c: Checker, node: yaml.Node, defaults: Defaults, modules: dict[str, Module]
+    c: Checker, node: yaml.Node, defaults: Defaults, modules: dict[str, Module], limits: Limits
 ) -> list[Target]:
     items = c.sequence(node, "targets")
     out: list[Target] = []
@@ -256,7 +373,7 @@ def _targets(
             c.error(item, f"{path}.address", "missing")
             continue
         anode = m["address"]
-        address = c.string(anode, f"{path}.address")
+        address = target_address(c, anode, f"{path}.address", limits)
         module_name: str | None = defaults.module
         mnode: yaml.Node = item
         if "module" in m:
@@ -265,10 +382,9 @@ def _targets(
         interval: float | None = defaults.interval
         if "interval" in m:
             interval = c.duration(m["interval"], f"{path}.interval", MIN_INTERVAL)
-        labels: dict[str, str] | None = dict(defaults.labels)
+        labels: tuple[tuple[str, str], ...] | None = defaults.labels
         if "labels" in m:
-            own = labels_of(c, m["labels"], f"{path}.labels")
-            labels = None if own is None else {**dict(defaults.labels), **own}
+            labels = merged_labels(c, m["labels"], f"{path}.labels", defaults.labels, limits)
         buckets: tuple[float, ...] | None = defaults.buckets
         if "buckets" in m:
             buckets = _buckets(c, m["buckets"], f"{path}.buckets")
@@ -284,7 +400,7 @@ def _targets(
         if problem is not None:
             c.error(anode if module.runnable else mnode, f"{path}.address", problem)
             continue
-        target = Target(address, module_name, interval, tuple(sorted(labels.items())), buckets)
+        target = Target(address, module_name, interval, labels, buckets)
         if target.key in seen:
             c.error(
                 anode,
@@ -296,6 +412,17 @@ def _targets(
         seen[target.key] = i
         out.append(target)
     return out
+
+
+def target_address(c: Checker, node: yaml.Node, path: str, limits: Limits) -> str | None:
+    """A target's address: a string, and as short as a label value (it is the ``target``
+    label of every series of the target)."""
+    address = c.string(node, path)
+    too_long = limits.too_long(address or "", "the address (the target label)")
+    if too_long is not None:
+        c.error(node, path, too_long)
+        return None
+    return address
 
 
 def _policy(c: Checker, node: yaml.Node) -> ProbePolicy:
@@ -333,7 +460,12 @@ _FILE_SD_SUFFIXES = (".json", ".yml", ".yaml")
 
 
 def _target_files(
-    c: Checker, node: yaml.Node, defaults: Defaults, modules: dict[str, Module], base: str
+    c: Checker,
+    node: yaml.Node,
+    defaults: Defaults,
+    modules: dict[str, Module],
+    base: str,
+    limits: Limits,
 ) -> list[TargetFiles]:
     out: list[TargetFiles] = []
     for i, item in enumerate(c.sequence(node, "target_files") or []):
@@ -375,9 +507,7 @@ def _target_files(
                 m["refresh_interval"], f"{path}.refresh_interval", 1.0
             )
         if "labels" in m:
-            own = labels_of(c, m["labels"], f"{path}.labels")
-            kw["labels"] = None if own is None else tuple(sorted({**dict(defaults.labels),
-                                                                  **own}.items()))  # fmt: skip
+            kw["labels"] = merged_labels(c, m["labels"], f"{path}.labels", defaults.labels, limits)
         if "buckets" in m:
             kw["buckets"] = _buckets(c, m["buckets"], f"{path}.buckets")
         if None in kw.values() or not module_name:
@@ -391,6 +521,11 @@ def _limits(c: Checker, node: yaml.Node) -> Limits:
         "max_targets": (1, 10_000_000),
         "max_concurrent_probes": (1, 1_000_000),
         "max_web_connections": (1, 1_000_000),
+        # raised, these stay bounded too: a config cannot lift them out of reach
+        "label_limit": (1, 1000),
+        "label_name_length_limit": (1, 1024),
+        "label_value_length_limit": (1, 1 << 20),
+        "sample_limit": (1, 1_000_000_000),
     }
     times = ("web_idle_timeout", "web_request_timeout")
     m = c.mapping(node, "limits", dict.fromkeys([*ints, *times, "max_body_bytes"]))
@@ -483,7 +618,9 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
     )  # fmt: skip
     if top is None:
         raise ConfigError(c.errors)
-    defaults = _defaults(c, top["defaults"]) if "defaults" in top else Defaults()
+    # first: the label limits apply to every labels: below
+    limits = _limits(c, top["limits"]) if "limits" in top else Limits()
+    defaults = _defaults(c, top["defaults"], limits) if "defaults" in top else Defaults()
     modules = builtin_modules()
     if "modules" in top:
         mnode = top["modules"]
@@ -494,6 +631,10 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
                 if not name:
                     c.error(knode, "modules", "module names must be non-empty strings")
                     continue
+                too_long = limits.too_long(name, "the name (the module label)")
+                if too_long is not None:
+                    c.error(knode, "modules", too_long)
+                    continue
                 if name in seen:
                     c.error(knode, f"modules.{name}", "duplicate module")
                     continue
@@ -502,17 +643,19 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
                 if module is not None:
                     modules[name] = module
         elif not is_null(mnode):
-            c.error(mnode, "modules", f"must be a mapping of module names, not {show(mnode)}")
+            what = f"must be a mapping of module names, not {show(mnode, 'modules')}"
+            c.error(mnode, "modules", what)
     if "defaults" in top and defaults.module not in modules:
         c.error(top["defaults"], "defaults.module", f'unknown module "{defaults.module}"')
-    targets = _targets(c, top["targets"], defaults, modules) if "targets" in top else []
+    targets = _targets(c, top["targets"], defaults, modules, limits) if "targets" in top else []
     policy = _policy(c, top["probe_policy"]) if "probe_policy" in top else ProbePolicy()
-    limits = _limits(c, top["limits"]) if "limits" in top else Limits()
     files: list[TargetFiles] = []
     if "target_files" in top:
         base = os.path.dirname(filename)
-        files = _target_files(c, top["target_files"], defaults, modules, base)
+        files = _target_files(c, top["target_files"], defaults, modules, base, limits)
     too_many = limits.too_many_targets(len(targets))
+    if too_many is None and targets:
+        too_many = limits.too_many_series(series_total(targets, modules))
     if too_many is not None:
         c.error(top["targets"], "targets", too_many)
     if c.errors:
@@ -521,6 +664,14 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
         defaults, modules, tuple(targets), filename, tuple(c.warnings), policy, limits,
         tuple(files),
     )  # fmt: skip
+
+
+def over_limits(config: Config, targets: Sequence[Target]) -> str | None:
+    """Why ``targets`` (config, ``--target`` and target files together) are refused, or None."""
+    limits = config.limits
+    return limits.too_many_targets(len(targets)) or limits.too_many_series(
+        series_total(targets, config.modules)
+    )
 
 
 def load_config(path: str) -> Config:
@@ -539,7 +690,8 @@ def with_extra_targets(
     known = {t.key for t in config.targets}
     extra: list[Target] = []
     for address in addresses:
-        problem = validate(address, module)
+        problem = config.limits.too_long(address, "the address (the target label)")
+        problem = problem or validate(address, module)
         if problem is not None:
             errors.append(f"--target: {problem}")
             continue
@@ -551,6 +703,9 @@ def with_extra_targets(
             known.add(t.key)
             extra.append(t)
     too_many = config.limits.too_many_targets(len(config.targets) + len(extra))
+    if too_many is None and extra:
+        total = series_total((*config.targets, *extra), config.modules)
+        too_many = config.limits.too_many_series(total)
     if too_many is not None:
         errors.append(f"--target: {too_many}")
     if errors:

@@ -27,13 +27,16 @@ from dataclasses import dataclass
 from netprobe_exporter.config import (
     Config,
     ConfigError,
+    Limits,
     Target,
     TargetFiles,
     check_node_count,
     compose,
-    labels_of,
+    merged_labels,
     read_file,
+    target_address,
     target_address_error,
+    target_series,
 )
 from netprobe_exporter.yamlcheck import Checker
 
@@ -153,27 +156,31 @@ def read_target_file(path: str, spec: TargetFiles, config: Config) -> tuple[Targ
     if root is None:
         return ()  # an empty file is an empty list of groups
     check_node_count(root, path)
-    limit = config.limits.max_targets
+    limits = config.limits
     c = Checker(path)
     module = config.modules[spec.module]
+    # every target of the file has the entry's buckets: one series estimate for them all
+    per_target = target_series(len(spec.buckets), module)
+    most = min(limits.max_targets, limits.sample_limit // per_target)
     out: list[Target] = []
     for i, group in enumerate(c.sequence(root, "") or []):
         where = f"[{i}]"
         m = c.mapping(group, where, {"targets": None, "labels": None})
         if m is None:
             continue
-        labels = dict(spec.labels)
+        frozen = spec.labels
         if "labels" in m:
-            own = labels_of(c, m["labels"], f"{where}.labels", skip_meta=True)
-            if own is None:
+            merged = merged_labels(
+                c, m["labels"], f"{where}.labels", spec.labels, limits, skip_meta=True
+            )
+            if merged is None:
                 continue
-            labels.update(own)
-        frozen = tuple(sorted(labels.items()))
+            frozen = merged
         if "targets" not in m:
             c.error(group, f"{where}.targets", "missing")
             continue
         for j, tnode in enumerate(c.sequence(m["targets"], f"{where}.targets") or []):
-            address = c.string(tnode, f"{where}.targets[{j}]")
+            address = target_address(c, tnode, f"{where}.targets[{j}]", limits)
             if address is None:
                 continue
             problem = target_address_error(address, module)
@@ -181,8 +188,15 @@ def read_target_file(path: str, spec: TargetFiles, config: Config) -> tuple[Targ
                 c.error(tnode, f"{where}.targets[{j}]", problem)
                 continue
             out.append(Target(address, spec.module, spec.interval, frozen, spec.buckets))
-            if len(out) > limit:  # aliases can repeat a list without end: stop counting here
-                raise ConfigError([f"{path}: over limits.max_targets ({limit}) targets"])
+            if len(out) > most:  # aliases can repeat a list without end: stop counting here
+                raise ConfigError([_over(path, len(out), per_target, limits)])
     if c.errors:
         raise ConfigError(c.errors)
     return tuple(out)
+
+
+def _over(path: str, count: int, per_target: int, limits: Limits) -> str:
+    """Which limit a file's ``count`` targets (so far) pass."""
+    if count > limits.max_targets:
+        return f"{path}: over limits.max_targets ({limits.max_targets}) targets"
+    return f"{path}: {limits.too_many_series(count * per_target)}"

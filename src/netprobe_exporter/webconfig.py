@@ -35,7 +35,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from netprobe_exporter.config import ConfigError, compose, read_file
-from netprobe_exporter.yamlcheck import Checker
+from netprobe_exporter.yamlcheck import Checker, key_path
 
 CLIENT_AUTH = (
     "NoClientCert", "RequestClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven",
@@ -110,7 +110,7 @@ def parse_web_config(text: str | bytes, filename: str) -> WebConfig:
             c.string_map(top["basic_auth_users"], "basic_auth_users") or {}
         ).items():
             if not _BCRYPT.match(value):
-                c.error(top["basic_auth_users"], f"basic_auth_users.{name}",
+                c.error(top["basic_auth_users"], key_path("basic_auth_users", name),
                         "must be a bcrypt hash ($2a$/$2b$/$2y$…)")  # fmt: skip
             users[name] = value.encode()
     headers: tuple[tuple[str, str], ...] = ()

@@ -86,14 +86,61 @@ def is_secret_path(path: str) -> bool:
     return last in SECRET_KEYS or (parent.endswith(".headers") and is_secret_header(last))
 
 
+#: keys whose whole value may hold a credential, wherever it sits: a value of the wrong kind
+#: under one (``basic_auth: "bob:hunter2"``, a token pasted in place of a mapping) is the
+#: credential itself, so errors there describe the kind of value, never the value
+SECRET_SUBTREES = SECRET_KEYS | frozenset({
+    "basic_auth", "authorization", "headers", "oauth2", "tls_config", "proxy_connect_header",
+    "tls_server_config", "basic_auth_users",
+})  # fmt: skip
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def is_secret_subtree(path: str) -> bool:
+    """Whether ``path`` is, or is below, a key of SECRET_SUBTREES."""
+    return any(part in SECRET_SUBTREES for part in _INDEX.sub("", path).split("."))
+
+
+#: an HTTP token (RFC 9110): what header names, user names and config keys are made of
+_KEY_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z@-]{1,128}$")
+
+
+def key_path(path: str, key: str) -> str:
+    """``path.key`` for an error, the key withheld where it may be a credential: under a
+    secret-holding key, one that is no plausible name (``basic_auth: {bob:hunter2}`` is a
+    mapping whose only key is ``bob:hunter2``)."""
+    if is_secret_subtree(path) and not _KEY_NAME.match(key):
+        return f"{path}.<a key of {len(key)} characters>"
+    return f"{path}.{key}" if path else key
+
+
 def is_readable_file(name: str) -> bool:
     return os.path.isfile(name) and os.access(name, os.R_OK)
 
 
-def show(node: yaml.Node) -> str:
+_KINDS = {NULL: "empty", STR: "a string", INT: "a number", BOOL: "true or false",
+          "tag:yaml.org,2002:float": "a number"}  # fmt: skip
+
+
+def kind(node: yaml.Node) -> str:
+    """What sort of value ``node`` is (``a string``, ``a list``), without its content."""
     if isinstance(node, yaml.ScalarNode):
-        return f'"{node.value}"'
+        return _KINDS.get(node.tag, "a scalar")
     return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+
+
+_SHOWN = 64
+
+
+def show(node: yaml.Node, path: str) -> str:
+    """``node`` for an error about the value at ``path``: quoted, or only its kind where the
+    value may be a credential (under a key of SECRET_SUBTREES)."""
+    if not isinstance(node, yaml.ScalarNode) or is_secret_subtree(path):
+        return kind(node)
+    text = str(node.value)
+    if len(text) > _SHOWN:  # an error line is no place for a whole pasted file
+        return f'"{text[:_SHOWN]}…" ({len(text)} characters)'
+    return f'"{text}"'
 
 
 def scalar(node: yaml.Node) -> Any:
@@ -137,7 +184,7 @@ class Checker:
         if is_null(node):
             return {}
         if not isinstance(node, yaml.MappingNode):
-            self.error(node, path, f"must be a mapping, not {show(node)}")
+            self.error(node, path, f"must be a mapping, not {show(node, path)}")
             return None
         out: dict[str, yaml.Node] = {}
         for knode, vnode in node.value:
@@ -145,7 +192,7 @@ class Checker:
             if not isinstance(key, str):
                 self.error(knode, path, "keys must be strings")
                 continue
-            sub = f"{path}.{key}" if path else key
+            sub = key_path(path, key)
             if key not in allowed:
                 self.error(knode, sub, "unknown key")
             elif allowed[key] is not None:
@@ -158,21 +205,21 @@ class Checker:
 
     def string(self, node: yaml.Node, path: str) -> str | None:
         if not isinstance(node, yaml.ScalarNode) or node.tag != STR:
-            self.error(node, path, f"must be a string, not {show(node)}")
+            self.error(node, path, f"must be a string, not {show(node, path)}")
             return None
         return str(node.value)
 
     def text(self, node: yaml.Node, path: str) -> str | None:
         """A scalar read as text, whatever YAML type it resolved to (e.g. ``send: 123``)."""
         if not isinstance(node, yaml.ScalarNode) or node.tag == NULL:
-            self.error(node, path, f"must be a string, not {show(node)}")
+            self.error(node, path, f"must be a string, not {show(node, path)}")
             return None
         return str(node.value)
 
     def boolean(self, node: yaml.Node, path: str) -> bool | None:
         if isinstance(node, yaml.ScalarNode) and node.tag == BOOL:
             return bool(scalar(node))
-        self.error(node, path, f"must be true or false, not {show(node)}")
+        self.error(node, path, f"must be true or false, not {show(node, path)}")
         return None
 
     def integer(self, node: yaml.Node, path: str, lo: int, hi: int) -> int | None:
@@ -182,12 +229,12 @@ class Checker:
                 return value
             self.error(node, path, f"{value} is out of range {lo}-{hi}")
             return None
-        self.error(node, path, f"must be an integer, not {show(node)}")
+        self.error(node, path, f"must be an integer, not {show(node, path)}")
         return None
 
     def duration(self, node: yaml.Node, path: str, minimum: float = 0.0) -> float | None:
         if not isinstance(node, yaml.ScalarNode):
-            self.error(node, path, f"must be a duration, not {show(node)}")
+            self.error(node, path, f"must be a duration, not {show(node, path)}")
             return None
         try:
             value = parse_duration(str(node.value))
@@ -205,7 +252,7 @@ class Checker:
         m = _BYTES.match(str(node.value)) if isinstance(node, yaml.ScalarNode) else None
         if m is None:
             self.error(
-                node, path, f"{show(node)} is not a size with a unit (e.g. 512B, 1KB, 10MiB)"
+                node, path, f"{show(node, path)} is not a size with a unit (e.g. 512B, 1KB, 10MiB)"
             )
             return None
         return int(m.group(1)) * _BYTE_UNITS[m.group(2)[0]]
@@ -214,7 +261,7 @@ class Checker:
         if is_null(node):
             return []
         if not isinstance(node, yaml.SequenceNode):
-            self.error(node, path, f"must be a list, not {show(node)}")
+            self.error(node, path, f"must be a list, not {show(node, path)}")
             return None
         return list(node.value)
 
@@ -229,12 +276,12 @@ class Checker:
         if is_null(node):
             return {}
         if not isinstance(node, yaml.MappingNode):
-            self.error(node, path, f"must be a mapping of strings, not {show(node)}")
+            self.error(node, path, f"must be a mapping of strings, not {show(node, path)}")
             return None
         out: dict[str, str] = {}
         for knode, vnode in node.value:
             key = str(knode.value) if isinstance(knode, yaml.ScalarNode) else ""
-            value = self.text(vnode, f"{path}.{key}")
+            value = self.text(vnode, key_path(path, key))
             if key and value is not None:
                 out[key] = value
         return out
