@@ -97,6 +97,11 @@ class TargetFiles:
     refresh_interval: float = 5.0
 
 
+#: characters a target's address may always have, whatever label_value_length_limit says:
+#: URLs of 2,000 characters and more are in real use (browsers and proxies take about that)
+ADDRESS_LENGTH_LIMIT = 2048
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Resource bounds (the ``limits:`` section): what one process will take on at most."""
@@ -147,6 +152,22 @@ class Limits:
             return (
                 f"{what} has {len(value)} characters, more than limits.label_value_length_limit "
                 f"({self.label_value_length_limit})"
+            )
+        return None
+
+    @property
+    def address_length_limit(self) -> int:
+        """Characters in a target's address: a URL may be longer than a label value should
+        be (a long query string), so addresses get at least ``ADDRESS_LENGTH_LIMIT``."""
+        return max(self.label_value_length_limit, ADDRESS_LENGTH_LIMIT)
+
+    def too_long_address(self, address: str) -> str | None:
+        """Why ``address`` (the ``target`` label of its series) is refused, or None."""
+        if len(address) > self.address_length_limit:
+            return (
+                f"the address (the target label) has {len(address)} characters, more than "
+                f"{self.address_length_limit} (the larger of {ADDRESS_LENGTH_LIMIT} and "
+                "limits.label_value_length_limit)"
             )
         return None
 
@@ -418,7 +439,7 @@ def target_address(c: Checker, node: yaml.Node, path: str, limits: Limits) -> st
     """A target's address: a string, and as short as a label value (it is the ``target``
     label of every series of the target)."""
     address = c.string(node, path)
-    too_long = limits.too_long(address or "", "the address (the target label)")
+    too_long = limits.too_long_address(address or "")
     if too_long is not None:
         c.error(node, path, too_long)
         return None
@@ -690,7 +711,7 @@ def with_extra_targets(
     known = {t.key for t in config.targets}
     extra: list[Target] = []
     for address in addresses:
-        problem = config.limits.too_long(address, "the address (the target label)")
+        problem = config.limits.too_long_address(address)
         problem = problem or validate(address, module)
         if problem is not None:
             errors.append(f"--target: {problem}")
