@@ -145,6 +145,8 @@ class App:
         self.extra_targets = list(extra_targets)
         self.wall = wall
         self.store = MetricsStore()
+        if web_config_file is not None:
+            self.store.stats.web_reload_success_ts = wall()
         self.config: Config | None = None
         self.self_probe: str | None = None
         self.ports: list[IListeningPort] = []
@@ -430,23 +432,40 @@ class App:
         return site
 
     def reload_web_config(self) -> None:
-        """Re-read --web.config.file (on SIGHUP); a bad one is logged and the old one kept."""
+        """Re-read --web.config.file (on SIGHUP); a bad one is logged and the old one kept.
+
+        It succeeds or fails on its own, whatever the main config's reload does: any error
+        (an invalid file, a certificate or key OpenSSL cannot use) is logged and sets
+        ``netprobe_web_config_last_reload_successful`` to 0; nothing is swapped before the
+        new TLS context is built.
+        """
         if self.web_config_file is None or self.guard is None:
             return
+        path = self.web_config_file
         try:
-            new = load_web_config(self.web_config_file)
+            new = load_web_config(path)
+            if (new.tls is None) != (self.web_config.tls is None):
+                raise ConfigError(
+                    [f"{path}: TLS cannot be switched on or off by a reload; restart"]
+                )
+            tls = None
+            if new.tls is not None and self.tls_context is not None:
+                tls = ServerContext(new.tls).context
         except ConfigError as exc:
-            for line in exc.errors:
-                log.error("web config rejected, previous one kept", error=line)
+            errors = exc.errors
+        except Exception as exc:  # OpenSSL's errors for an unusable certificate, key or CA file
+            errors = [f"{path}: tls_server_config: {describe(exc)}"]
+        else:
+            if tls is not None and self.tls_context is not None:
+                self.tls_context.context = tls
+            self.web_config = self.guard.config = new
+            self.store.stats.web_reload_successful = 1.0
+            self.store.stats.web_reload_success_ts = self.wall()
+            log.info("web config loaded", file=path)
             return
-        if (new.tls is None) != (self.web_config.tls is None):
-            log.error("web config: TLS cannot be switched on or off by a reload; restart",
-                      file=self.web_config_file)  # fmt: skip
-            return
-        if new.tls is not None and self.tls_context is not None:
-            self.tls_context.context = ServerContext(new.tls).context
-        self.web_config = self.guard.config = new
-        log.info("web config loaded", file=self.web_config_file)
+        self.store.stats.web_reload_successful = 0.0
+        for line in errors:
+            log.error("web config rejected, previous one kept", error=line)
 
     def _listener(self) -> Callable[..., Any]:
         """listenTCP, or listenSSL with the web config's TLS settings."""
