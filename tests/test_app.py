@@ -6,12 +6,13 @@ import importlib
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from procutil import parse_samples, value
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.internet.address import IPv4Address
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
@@ -131,11 +132,12 @@ class FailedReloadTests(TestCase):
         self.app = App(reactor, config_file=str(self.config), process_metrics=False)
         self.addCleanup(self.app.stop)
         self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
 
     async def request(self, method: bytes, path: str) -> tuple[int, str]:
-        port = self.app.ports[0].getHost().port
+        port = cast(IPv4Address, self.app.ports[0].getHost()).port
         url = f"http://127.0.0.1:{port}{path}".encode()
         response = await Agent(reactor).request(method, url)
         return response.code, (await readBody(response)).decode()
