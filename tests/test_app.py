@@ -10,8 +10,8 @@ from typing import Any, cast
 
 from procutil import parse_samples, value
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
