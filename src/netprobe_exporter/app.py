@@ -69,20 +69,19 @@ def self_probe_address(host: str, port: int) -> str:
 
 
 @contextlib.contextmanager
-def building_long_lived_state() -> Iterator[None]:
+def no_full_collections() -> Iterator[None]:
     """Build a config's state (nodes, targets, series) without full garbage collections.
 
     Each full collection walks every tracked object and holds the GIL meanwhile; the hundreds
     of thousands of objects a 50,000-target reload builds trigger several, of 0.1-0.4 s each,
-    whichever thread allocates. Young collections go on as usual; the oldest one waits, and
-    what the build leaves alive (the new state) is frozen out of later full collections too,
-    as ``gc.freeze`` is meant for. Freed state still goes by reference counting.
+    whichever thread allocates. Young collections go on as usual; only the oldest one waits.
+    A build that succeeds then calls ``gc.freeze()``, so that the new state it leaves alive is
+    not walked by later full collections either (freed state still goes by reference count).
     """
     t0, t1, t2 = gc.get_threshold()
     gc.set_threshold(t0, t1, 1 << 30)
     try:
         yield
-        gc.freeze()
     finally:
         gc.set_threshold(t0, t1, t2)
 
@@ -310,8 +309,11 @@ class App:
         self, config: Config, previous: Scan
     ) -> tuple[Scan, str | None, _FilesPlan | None]:
         """Off the reactor: scan the files and, when they changed, plan the new target set."""
-        with building_long_lived_state():
-            return self._scan_and_plan(config, previous)
+        with no_full_collections():
+            prepared = self._scan_and_plan(config, previous)
+            if prepared[2] is not None:  # new state was built (most looks find no change)
+                gc.freeze()
+            return prepared
 
     def _scan_and_plan(
         self, config: Config, previous: Scan
@@ -336,10 +338,12 @@ class App:
         return self._reload_lock.run(self._reload)
 
     def _load(self) -> _Plan:
-        with building_long_lived_state():
+        with no_full_collections():
             config = self.read_config()
             # every file is read again; one that fails now keeps its last good targets
-            return self._prepare(config, scan(config, self._seen.files, force=True))
+            plan = self._prepare(config, scan(config, self._seen.files, force=True))
+            gc.freeze()
+            return plan
 
     def _reload(self) -> Deferred[None]:
         d: Deferred[_Plan] = threads.deferToThreadPool(
