@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import importlib
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
+from procutil import parse_samples, value
 from twisted.internet import reactor, task
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
 
 from netprobe_exporter.app import App, self_probe_address, split_listen_address
-from netprobe_exporter.config import ConfigError
+from netprobe_exporter.config import ConfigError, Target
 from netprobe_exporter.metrics import TargetSeries
+from netprobe_exporter.scheduler import stable_hash
 
 
 def sleep(seconds: float) -> Deferred[None]:
@@ -114,3 +122,76 @@ def test_listen_address_forms() -> None:
     assert self_probe_address("::", 9716) == "[::1]:9716"
     assert self_probe_address("::1", 1) == "[::1]:1"
     assert self_probe_address("10.1.2.3", 1) == "10.1.2.3:1"
+
+
+class FailedReloadTests(TestCase):
+    """A reload that fails after validation, whatever the cause, changes nothing running."""
+
+    def setUp(self) -> None:
+        self.config = Path(self.mktemp())
+        self.app = App(reactor, config_file=str(self.config), process_metrics=False)
+        self.addCleanup(self.app.stop)
+        self.events: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    async def request(self, method: bytes, path: str) -> tuple[int, str]:
+        port = cast(IPv4Address, self.app.ports[0].getHost()).port
+        url = f"http://127.0.0.1:{port}{path}".encode()
+        response = await Agent(reactor).request(method, url)
+        return response.code, (await readBody(response)).decode()
+
+    async def check_fault(self, patch_target: str, fault: Callable[..., Any]) -> None:
+        denied = "127.0.0.1:9"
+        self.config.write_text(
+            "targets:\n  - address: 127.0.0.1:9\n    interval: 1h\n"
+            "probe_policy:\n  deny: [127.0.0.0/8]\n"
+        )
+        self.app.listen(["127.0.0.1:0"])
+        self.app.apply(self.app.read_config())
+        running = self.app.config
+        code, body = await self.request(b"GET", f"/probe?module=tcp_connect&target={denied}")
+        self.assertEqual(code, 403, body)
+        # the new config drops probe_policy and adds a target whose setup fails
+        self.config.write_text(
+            "targets:\n  - address: 127.0.0.1:9\n    interval: 1h\n"
+            "  - address: 127.0.0.1:10\n    interval: 1h\n"
+        )
+        module, name = patch_target.split(":")
+        self.patch(importlib.import_module(module), name, fault)
+        code, body = await self.request(b"POST", "/-/reload")
+        self.assertEqual(code, 500, body)
+        self.assertIn("MemoryError", body)
+        self.assertTrue(self.app.config is running, "part of the new config was swapped in")
+        self.assertEqual([t.address for t in self.app.scheduler.targets], [denied])
+        self.assertEqual([k[0] for k in self.app.store.series], [denied])
+        code, body = await self.request(b"GET", f"/probe?module=tcp_connect&target={denied}")
+        self.assertEqual(code, 403, body)  # the old probe_policy is still whole
+        code, body = await self.request(b"GET", "/metrics")
+        self.assertEqual(value(parse_samples(body), "netprobe_config_last_reload_successful"), 0)
+        logged = [e for e in self.events if e.get("log_level") == LogLevel.error]
+        self.assertTrue(
+            any("MemoryError" in str(e.get("error")) for e in logged),
+            [e.get("log_format") for e in self.events],
+        )
+
+    async def test_series_setup_failure(self) -> None:
+        real = TargetSeries
+
+        def series(target: Target) -> TargetSeries:
+            if target.address == "127.0.0.1:10":
+                raise MemoryError
+            return real(target)
+
+        await self.check_fault("netprobe_exporter.metrics:TargetSeries", series)
+
+    async def test_schedule_setup_failure(self) -> None:
+        real = stable_hash
+
+        def failing(target: Target) -> int:
+            if target.address == "127.0.0.1:10":
+                raise MemoryError("cannot allocate the schedule")
+            return real(target)
+
+        await self.check_fault("netprobe_exporter.scheduler:stable_hash", failing)

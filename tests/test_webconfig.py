@@ -20,7 +20,7 @@ from typing import Any
 
 import bcrypt
 import pytest
-from procutil import Processes, wait_for
+from procutil import Processes, parse_samples, value, wait_for
 from procutil import http as send
 from servers import Certs, make_certs
 from twisted.internet.testing import MemoryReactor
@@ -298,3 +298,55 @@ def test_sighup_rereads_the_web_config_and_keeps_it_when_bad(
     wait_for(lambda: "web config rejected" in ex.stderr(), 5, "the rejection logged")
     assert _get(ex.url + "/metrics", ("prom", "n3w")) == 200  # the old one stays
     assert "basic_auth_users.prom" in ex.stderr()
+
+
+def _https_metrics(port: int, certs: Certs) -> str:
+    context = ssl.create_default_context(cafile=str(certs.ca_cert))
+    url = f"https://localhost:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10, context=context) as resp:
+        return str(resp.read().decode())
+
+
+def test_sighup_with_an_unusable_certificate_still_reloads_the_config(
+    procs: Processes, tmp_path: Path
+) -> None:
+    certs = make_certs(tmp_path / "certs")
+    web, config = tmp_path / "web.yml", tmp_path / "config.yml"
+    web.write_text(_tls_config(certs))
+    config.write_text("targets:\n  - address: 127.0.0.1:9\n    interval: 1h\n")
+    ex = procs.start_exporter(f"--web.config.file={web}", f"--config.file={config}")
+    samples = parse_samples(_https_metrics(ex.port, certs))
+    assert value(samples, "netprobe_web_config_last_reload_successful") == 1
+    not_pem = tmp_path / "not-a-cert.pem"
+    not_pem.write_text("this is no certificate\n")
+    web.write_text(_tls_config(certs).replace(str(certs.leaf_chain), str(not_pem)))
+    config.write_text(config.read_text() + "  - address: 127.0.0.1:10\n    interval: 1h\n")
+    ex.proc.send_signal(signal.SIGHUP)
+
+    def reloaded() -> bool:
+        text = _https_metrics(ex.port, certs)  # the old certificate still serves
+        return 'netprobe_targets{module="tcp_connect"} 2' in text
+
+    wait_for(reloaded, 10, "the main config reloaded")
+    samples = parse_samples(_https_metrics(ex.port, certs))
+    assert value(samples, "netprobe_config_last_reload_successful") == 1
+    assert value(samples, "netprobe_web_config_last_reload_successful") == 0
+    rejected = [
+        r for r in ex.log_records() if r.get("msg") == "web config rejected, previous one kept"
+    ]
+    assert len(rejected) == 1, ex.stderr()
+    assert "tls_server_config" in rejected[0]["error"]
+    assert "Traceback" not in ex.stderr() and "Unhandled" not in ex.stderr()
+    web.write_text(_tls_config(certs))  # usable again: the web config reloads on its own
+    ex.proc.send_signal(signal.SIGHUP)
+    wait_for(
+        lambda: (
+            value(
+                parse_samples(_https_metrics(ex.port, certs)),
+                "netprobe_web_config_last_reload_successful",
+            )
+            == 1
+        ),
+        10,
+        "netprobe_web_config_last_reload_successful 1",
+    )

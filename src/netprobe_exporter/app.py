@@ -5,9 +5,11 @@ This is the only module that knows all the others; each of them knows little of 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -28,11 +30,11 @@ from netprobe_exporter.config import (
     over_limits,
     with_extra_targets,
 )
-from netprobe_exporter.metrics import MetricsStore
+from netprobe_exporter.metrics import MetricsStore, SeriesPlan
 from netprobe_exporter.probe_endpoint import ProbeEndpoint
 from netprobe_exporter.probes import ProbeContext, ProbeResult, registry
 from netprobe_exporter.resolver import Resolver
-from netprobe_exporter.scheduler import Scheduler
+from netprobe_exporter.scheduler import SchedulePlan, Scheduler
 from netprobe_exporter.sources import ShardedSource, TargetSource, static_source
 from netprobe_exporter.targetfiles import Scan, file_targets, scan
 from netprobe_exporter.webconfig import Guard, ServerContext, WebConfig, load_web_config
@@ -67,6 +69,58 @@ def self_probe_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@contextlib.contextmanager
+def no_full_collections() -> Iterator[None]:
+    """Build a config's state (nodes, targets, series) without full garbage collections.
+
+    Each full collection walks every tracked object and holds the GIL meanwhile; the hundreds
+    of thousands of objects a 50,000-target reload builds trigger several, of 0.1-0.4 s each,
+    whichever thread allocates. Young collections go on as usual; only the oldest one waits.
+    A build that succeeds then calls ``gc.freeze()``, so that the new state it leaves alive is
+    not walked by later full collections either (freed state still goes by reference count).
+    """
+    t0, t1, t2 = gc.get_threshold()
+    gc.set_threshold(t0, t1, 1 << 30)
+    try:
+        yield
+    finally:
+        gc.set_threshold(t0, t1, t2)
+
+
+class ReloadFailed(Exception):
+    """A reload that failed for a reason other than an invalid config (its text says which)."""
+
+
+def describe(exc: BaseException | None) -> str:
+    """An exception as one line for logs and answers: its kind, and its message if any."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    """A config ready to run: everything built, nothing yet swapped in."""
+
+    config: Config
+    #: the target files' scan as read, and the one used (empty when it has too many targets)
+    seen: Scan
+    files: Scan
+    files_problem: str | None
+    targets: int
+    series: SeriesPlan
+    schedule: SchedulePlan
+    ctx: ProbeContext
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _FilesPlan:
+    """A changed target files' set ready to run."""
+
+    targets: int
+    series: SeriesPlan
+    schedule: SchedulePlan
+
+
 class App:
     def __init__(
         self,
@@ -91,6 +145,8 @@ class App:
         self.extra_targets = list(extra_targets)
         self.wall = wall
         self.store = MetricsStore()
+        if web_config_file is not None:
+            self.store.stats.web_reload_success_ts = wall()
         self.config: Config | None = None
         self.self_probe: str | None = None
         self.ports: list[IListeningPort] = []
@@ -138,31 +194,53 @@ class App:
         """Run ``config``; ``files`` is its target files' scan (made here, blocking, if None)."""
         if files is None:
             files = scan(config, self._seen.files, force=True)
-        self._seen = files
-        self._report_files(files)
+        self._commit(self._prepare(config, files))
+
+    def _prepare(self, config: Config, files: Scan) -> _Plan:
+        """Everything a switch to ``config`` needs, built without changing anything running.
+
+        Whatever can fail (or take long: series and schedules for 100,000 targets) happens
+        here, off the reactor thread on a reload; it only reads the running state, which the
+        reload lock keeps from changing meanwhile.
+        """
         problem = self._too_many(config, files)
-        if problem is not None:
-            log.error("target files ignored", error=problem)
-            self.store.stats.target_files_ok = 0.0
-            files = Scan({})
-        self.files = files
-        targets = self.source(config, files).targets()
+        used = Scan({}) if problem is not None else files
+        targets = self.source(config, used).targets()
+        return _Plan(
+            config=config,
+            seen=files,
+            files=used,
+            files_problem=problem,
+            targets=len(targets),
+            series=self.store.plan(targets),
+            schedule=self.scheduler.plan(targets),
+            ctx=dataclasses.replace(self.ctx, max_body_bytes=config.limits.max_body_bytes),
+        )
+
+    def _commit(self, plan: _Plan) -> None:
+        """Swap ``plan`` in: assignments only (nothing here can fail), then report it."""
+        config = plan.config
+        self._seen = plan.seen
+        self.files = plan.files
         self.config = config
-        self.store.sync(targets)
-        limits = config.limits
-        self.scheduler.max_inflight = limits.max_concurrent_probes
-        self.ctx = dataclasses.replace(self.ctx, max_body_bytes=limits.max_body_bytes)
-        self.scheduler.update(targets)
+        self.store.commit(plan.series)
+        self.ctx = plan.ctx
+        self.scheduler.max_inflight = config.limits.max_concurrent_probes
+        self.scheduler.commit(plan.schedule)
         self.scheduler.drain()  # a raised max_concurrent_probes starts queued probes now
         stats = self.store.stats
         stats.reload_successful = 1.0
         stats.reload_success_ts = self.wall()
+        self._report_files(plan.seen)
+        if plan.files_problem is not None:
+            log.error("target files ignored", error=plan.files_problem)
+            stats.target_files_ok = 0.0
         for warning in config.warnings:
             log.warn("config warning", warning=warning)
         log.info(
             "config loaded",
             file=config.source,
-            targets=len(targets),
+            targets=plan.targets,
             modules=len(config.modules),
         )
         self._watch_files(config)
@@ -196,11 +274,12 @@ class App:
     def _refresh_files(self) -> Deferred[None]:
         config, previous = self.config, self._seen
         assert config is not None
-        d: Deferred[Scan] = threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), scan, config, previous.files
+        d: Deferred[tuple[Scan, str | None, _FilesPlan | None]] = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), self._prepare_files, config, previous
         )
 
-        def adopt(files: Scan) -> None:
+        def adopt(prepared: tuple[Scan, str | None, _FilesPlan | None]) -> None:
+            files, problem, plan = prepared
             if self.config is not config or not self.scheduler.running:
                 return  # a reload came first, or the exporter is stopping
             # Unchanged files are not read again next time, even when this change is refused
@@ -209,16 +288,15 @@ class App:
             if not files.changed:
                 return
             self._report_files(files)
-            problem = self._too_many(config, files)
             if problem is not None:
-                log.error("target file change ignored, previous targets kept", error=problem)
+                log.error("target files change ignored, previous targets kept", error=problem)
                 self.store.stats.target_files_ok = 0.0
                 return
+            assert plan is not None
             self.files = files
-            targets = self.source(config, files).targets()
-            self.store.sync(targets)
-            self.scheduler.update(targets)
-            log.info("target files changed", targets=len(targets), files=len(files.files))
+            self.store.commit(plan.series)
+            self.scheduler.commit(plan.schedule)
+            log.info("target files changed", targets=plan.targets, files=len(files.files))
 
         def failed(reason: Failure) -> None:
             log.failure("reading target files failed", reason)
@@ -226,29 +304,70 @@ class App:
         d.addCallbacks(adopt, failed)
         return d  # type: ignore[return-value]
 
+    def _prepare_files(
+        self, config: Config, previous: Scan
+    ) -> tuple[Scan, str | None, _FilesPlan | None]:
+        """Off the reactor: scan the files and, when they changed, plan the new target set."""
+        with no_full_collections():
+            prepared = self._scan_and_plan(config, previous)
+            if prepared[2] is not None:  # new state was built (most looks find no change)
+                gc.freeze()
+            return prepared
+
+    def _scan_and_plan(
+        self, config: Config, previous: Scan
+    ) -> tuple[Scan, str | None, _FilesPlan | None]:
+        files = scan(config, previous.files)
+        if not files.changed:
+            return files, None, None
+        problem = self._too_many(config, files)
+        if problem is not None:
+            return files, problem, None
+        targets = self.source(config, files).targets()
+        plan = _FilesPlan(len(targets), self.store.plan(targets), self.scheduler.plan(targets))
+        return files, None, plan
+
     def reload(self) -> Deferred[None]:
-        """Re-read the config off the reactor thread; an invalid one changes nothing."""
+        """Re-read the config off the reactor thread; one that fails changes nothing.
+
+        Reading, validating and building the new state (series, schedule) all happen in a
+        thread; the reactor only swaps the result in. Any failure before the swap, whatever
+        its kind, leaves the running config whole, is logged and counts as a failed reload.
+        """
         return self._reload_lock.run(self._reload)
 
-    def _load(self) -> tuple[Config, Scan]:
-        config = self.read_config()
-        # every file is read again; one that fails now keeps its last good targets
-        return config, scan(config, self._seen.files, force=True)
+    def _load(self) -> _Plan:
+        with no_full_collections():
+            config = self.read_config()
+            # every file is read again; one that fails now keeps its last good targets
+            plan = self._prepare(config, scan(config, self._seen.files, force=True))
+            gc.freeze()
+            return plan
 
     def _reload(self) -> Deferred[None]:
-        d: Deferred[tuple[Config, Scan]] = threads.deferToThreadPool(
+        d: Deferred[_Plan] = threads.deferToThreadPool(
             self.reactor, self.reactor.getThreadPool(), self._load
         )
+
+        def swap(plan: _Plan) -> None:
+            if self.config is not None and not self.scheduler.running:
+                raise ReloadFailed("the exporter is stopping")
+            self._commit(plan)
 
         def rejected(reason: Failure) -> Failure:
             self.store.stats.reload_successful = 0.0
             exc = reason.value
-            errors = exc.errors if isinstance(exc, ConfigError) else [str(exc)]
-            for line in errors:
-                log.error("config reload rejected, previous config kept", error=line)
-            return reason
+            if isinstance(exc, ConfigError):
+                for line in exc.errors:
+                    log.error("config reload rejected, previous config kept", error=line)
+                return reason
+            log.error("config reload failed, previous config kept", error=describe(exc))
+            if isinstance(exc, ReloadFailed):
+                return reason
+            return Failure(ReloadFailed(describe(exc)))
 
-        d.addCallbacks(lambda loaded: self.apply(*loaded), rejected)
+        d.addCallback(swap)
+        d.addErrback(rejected)
         return d  # type: ignore[return-value]
 
     def is_ready(self) -> bool:
@@ -317,23 +436,40 @@ class App:
         return site
 
     def reload_web_config(self) -> None:
-        """Re-read --web.config.file (on SIGHUP); a bad one is logged and the old one kept."""
+        """Re-read --web.config.file (on SIGHUP); a bad one is logged and the old one kept.
+
+        It succeeds or fails on its own, whatever the main config's reload does: any error
+        (an invalid file, a certificate or key OpenSSL cannot use) is logged and sets
+        ``netprobe_web_config_last_reload_successful`` to 0; nothing is swapped before the
+        new TLS context is built.
+        """
         if self.web_config_file is None or self.guard is None:
             return
+        path = self.web_config_file
         try:
-            new = load_web_config(self.web_config_file)
+            new = load_web_config(path)
+            if (new.tls is None) != (self.web_config.tls is None):
+                raise ConfigError(
+                    [f"{path}: TLS cannot be switched on or off by a reload; restart"]
+                )
+            tls = None
+            if new.tls is not None and self.tls_context is not None:
+                tls = ServerContext(new.tls).context
         except ConfigError as exc:
-            for line in exc.errors:
-                log.error("web config rejected, previous one kept", error=line)
+            errors = exc.errors
+        except Exception as exc:  # OpenSSL's errors for an unusable certificate, key or CA file
+            errors = [f"{path}: tls_server_config: {describe(exc)}"]
+        else:
+            if tls is not None and self.tls_context is not None:
+                self.tls_context.context = tls
+            self.web_config = self.guard.config = new
+            self.store.stats.web_reload_successful = 1.0
+            self.store.stats.web_reload_success_ts = self.wall()
+            log.info("web config loaded", file=path)
             return
-        if (new.tls is None) != (self.web_config.tls is None):
-            log.error("web config: TLS cannot be switched on or off by a reload; restart",
-                      file=self.web_config_file)  # fmt: skip
-            return
-        if new.tls is not None and self.tls_context is not None:
-            self.tls_context.context = ServerContext(new.tls).context
-        self.web_config = self.guard.config = new
-        log.info("web config loaded", file=self.web_config_file)
+        self.store.stats.web_reload_successful = 0.0
+        for line in errors:
+            log.error("web config rejected, previous one kept", error=line)
 
     def _listener(self) -> Callable[..., Any]:
         """listenTCP, or listenSSL with the web config's TLS settings."""

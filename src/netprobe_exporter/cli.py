@@ -163,9 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _reload_from_signal(app: Any) -> None:
+    """Reload the web config and the config, each on its own: one failing skips nothing."""
     log.info("reloading config", reason="SIGHUP")
-    app.reload_web_config()
-    app.reload().addErrback(lambda _: None)  # already logged
+    try:
+        app.reload_web_config()
+    finally:
+        app.reload().addErrback(lambda _: None)  # already logged
 
 
 def _check(config_file: str | None, targets: list[str], web_config_file: str | None) -> int:

@@ -27,7 +27,7 @@ from netprobe_exporter.addresses import (
 from netprobe_exporter.modules import DEFAULT_TIMEOUT, Module, builtin_modules, parse_module
 from netprobe_exporter.policy import ProbePolicy, parse_rule
 from netprobe_exporter.probes import RESULTS
-from netprobe_exporter.yamlcheck import Checker, is_null, scalar, show
+from netprobe_exporter.yamlcheck import YAML_LOADER, Checker, is_null, release, scalar, show
 
 __all__ = ["DEFAULT_TIMEOUT", "Config", "ConfigError", "Defaults", "Module", "Target"]
 
@@ -48,8 +48,6 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 _SOON = "is not supported yet"
 #: phases of netprobe_http_duration_seconds (metrics.HTTP_PHASES)
 _HTTP_PHASES = 5
-#: libyaml's composer is ~3x faster than the pure-Python one and refuses nesting beyond 1,000
-YAML_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,17 +617,24 @@ def compose(text: str | bytes, filename: str, kind: str) -> yaml.Node | None:
         raise ConfigError([f"{filename}:{line}: invalid {kind}: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{filename}: invalid {kind}: {exc}"]) from None
-    except RecursionError:  # only the pure-Python loader recurses; libyaml stops at depth 1,000
+    except RecursionError:  # the composer recurses per level of nesting
         raise ConfigError([f"{filename}: invalid {kind}: nested too deeply"]) from None
     return None if root is None or is_null(root) else root
 
 
 def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
     """Parse and validate a config document; raise ConfigError listing every problem."""
-    c = Checker(filename)
     root = compose(text, filename, "YAML")
     if root is None:
         raise ConfigError([f"{filename}: empty config: expected a mapping with modules or targets"])
+    try:
+        return _parse_root(root, filename)
+    finally:
+        release(root)
+
+
+def _parse_root(root: yaml.Node, filename: str) -> Config:
+    c = Checker(filename)
     check_node_count(root, filename)
     top = c.mapping(
         root,

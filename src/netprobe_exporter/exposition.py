@@ -232,6 +232,13 @@ def _exporter_families(store: MetricsStore, om: bool) -> str:
         _header("netprobe_config_last_reload_success_timestamp_seconds", "gauge",
                 "Unix time of the last successful config load.", om),
         f"netprobe_config_last_reload_success_timestamp_seconds {_num(st.reload_success_ts)}\n",
+        _header("netprobe_web_config_last_reload_successful", "gauge",
+                "1 if the last web config (TLS, basic auth) load succeeded, else 0.", om),
+        f"netprobe_web_config_last_reload_successful {_num(st.web_reload_successful)}\n",
+        _header("netprobe_web_config_last_reload_success_timestamp_seconds", "gauge",
+                "Unix time of the last successful web config load (0: none since start).", om),
+        f"netprobe_web_config_last_reload_success_timestamp_seconds "
+        f"{_num(st.web_reload_success_ts)}\n",
         _header("netprobe_target_files_last_read_successful", "gauge",
                 "1 if every target file read well at the last look, else 0.", om),
         f"netprobe_target_files_last_read_successful {_num(st.target_files_ok)}\n",

@@ -179,6 +179,9 @@ class ExporterStats:
     probe_requests: int = 0
     reload_successful: float = 0.0
     reload_success_ts: float = 0.0
+    #: the --web.config.file's last reload (1 with no file: there is nothing to fail)
+    web_reload_successful: float = 1.0
+    web_reload_success_ts: float = 0.0
     target_file_errors: int = 0
     target_files_ok: float = 1.0
 
@@ -194,6 +197,14 @@ class ExporterStats:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesPlan:
+    """The series of a config about to run, built before anything is swapped."""
+
+    series: dict[SeriesKey, TargetSeries]
+    modules: dict[str, int]
+
+
 class MetricsStore:
     """Target series keyed by identity, plus exporter stats."""
 
@@ -202,8 +213,12 @@ class MetricsStore:
         self.modules: dict[str, int] = {}
         self.stats = ExporterStats()
 
-    def sync(self, targets: Iterable[Target]) -> None:
-        """Make the series match ``targets``: kept ones keep their values, gone ones vanish."""
+    def plan(self, targets: Iterable[Target]) -> SeriesPlan:
+        """The series ``targets`` need: kept ones are the same objects, new ones are made here.
+
+        Reads ``self.series`` only, so a reload builds this off the reactor thread; ``commit``
+        then swaps it in at once.
+        """
         old = self.series
         new: dict[SeriesKey, TargetSeries] = {}
         modules: dict[str, int] = {}
@@ -211,8 +226,16 @@ class MetricsStore:
             key = series_key(t)
             new[key] = old.get(key) or TargetSeries(t)
             modules[t.module] = modules.get(t.module, 0) + 1
-        self.series = new
-        self.modules = modules
+        return SeriesPlan(new, modules)
+
+    def commit(self, plan: SeriesPlan) -> None:
+        """Swap in a planned set of series: kept ones keep their values, gone ones vanish."""
+        self.series = plan.series
+        self.modules = plan.modules
+
+    def sync(self, targets: Iterable[Target]) -> None:
+        """Make the series match ``targets`` in one step (``plan`` then ``commit``)."""
+        self.commit(self.plan(targets))
 
     def up(self, target: Target) -> float | None:
         """The target's ``netprobe_up`` value; None before its first probe or if unknown."""

@@ -23,6 +23,7 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -37,6 +38,8 @@ from netprobe_exporter.probes import ProbeResult
 log = Logger()
 
 TargetKey = tuple[str, str]
+#: timers armed or probes cancelled per reactor turn while a commit is carried out
+SLICE = 2000
 
 #: how long before its next due time a probe must have ended, at most. Room for the timer
 #: rounding (a slot may fire 0.5 ms early) and for a prober's own timer armed a little after
@@ -133,6 +136,23 @@ class _Timers:
         self._heap.clear()
 
 
+@dataclass(frozen=True, slots=True)
+class SchedulePlan:
+    """A target set's schedule, computed before anything is swapped (see ``Scheduler.plan``)."""
+
+    entries: dict[TargetKey, _Entry]
+    #: kept entries whose target changed but not its interval: (entry, new target)
+    retarget: list[tuple[_Entry, Target]]
+    #: entries to (re)arm, soonest first: (phase offset from the swap, entry, target)
+    arm: list[tuple[float, _Entry, Target]]
+    #: entries that leave: their probes are cancelled
+    removed: list[_Entry]
+
+
+def _first(item: tuple[float, _Entry, Target]) -> float:
+    return item[0]
+
+
 class Scheduler:
     def __init__(
         self,
@@ -155,6 +175,11 @@ class Scheduler:
         self.inflight = 0
         self.running = False
         self._draining = False
+        #: the commit whose slices are still to run: (generation, base time, arm, removed)
+        self._pending: (
+            tuple[int, float, list[tuple[float, _Entry, Target]], list[_Entry]] | None
+        ) = None
+        self._generation = 0
 
     @property
     def targets(self) -> list[Target]:
@@ -162,11 +187,19 @@ class Scheduler:
 
     def update(self, targets: Iterable[Target]) -> None:
         """Start, keep or stop targets so that exactly ``targets`` are scheduled."""
-        self.running = True
-        now = self._reactor.seconds()
+        self.commit(self.plan(targets))
+
+    def plan(self, targets: Iterable[Target]) -> SchedulePlan:
+        """What ``commit`` must do to schedule exactly ``targets``; changes nothing.
+
+        Only reads the current entries (never mutated in place by the reactor: ``commit``
+        and ``stop`` replace the dict), so a reload computes this off the reactor thread.
+        """
+        old = self._entries
+        entries: dict[TargetKey, _Entry] = {}
+        retarget: list[tuple[_Entry, Target]] = []
+        arm: list[tuple[float, _Entry, Target]] = []
         wanted = {t.key: t for t in targets}
-        for key in [k for k in self._entries if k not in wanted]:
-            self._remove(self._entries.pop(key))
         groups: dict[float, list[Target]] = {}
         for t in wanted.values():
             groups.setdefault(t.interval, []).append(t)
@@ -174,22 +207,71 @@ class Scheduler:
             group.sort(key=stable_hash)
             n = len(group)
             for rank, t in enumerate(group):
-                entry = self._entries.get(t.key)
+                entry = old.get(t.key)
                 if entry is not None and entry.target.interval == interval:
-                    entry.target = t  # labels or buckets may have changed; cadence stays
+                    if entry.target is not t:
+                        retarget.append((entry, t))  # labels or buckets changed; cadence stays
+                    entries[t.key] = entry
                     continue
                 if entry is None:
-                    entry = self._entries[t.key] = _Entry(t)
-                entry.target = t
-                entry.due = now + interval * rank / n
-                self._timers.add(entry, entry.due)
+                    entry = _Entry(t)
+                entries[t.key] = entry
+                arm.append((interval * rank / n, entry, t))
+        arm.sort(key=_first)
+        entries = {key: entries[key] for key in wanted}  # in the order targets came
+        removed = [e for k, e in old.items() if entries.get(k) is not e]
+        return SchedulePlan(entries, retarget, arm, removed)
+
+    def commit(self, plan: SchedulePlan) -> None:
+        """Swap in a plan: the target set changes at once; timers follow in bounded slices.
+
+        New (or re-timed) targets are armed and gone ones cancelled ``SLICE`` at a time per
+        reactor turn, soonest due first, so even 100,000 of them never hold the reactor for
+        long. Until its slice comes, a gone target's timer fires into nothing (``_fire`` only
+        runs current entries), and a new one is not yet due: phases start at the swap.
+        """
+        self.running = True
+        self._entries = plan.entries
+        for entry, t in plan.retarget:
+            entry.target = t
+        self._generation += 1
+        self._pending = (self._generation, self._reactor.seconds(), plan.arm, plan.removed)
+        self._work(self._generation, 0, 0)
+
+    def _work(self, generation: int, armed: int, removed: int) -> None:
+        """Do one slice of the pending commit, then yield the reactor until the next one."""
+        if self._pending is None or self._pending[0] != generation or not self.running:
+            return  # a later commit or a stop superseded it
+        _, base, arm, gone = self._pending
+        budget = SLICE
+        while armed < len(arm) and budget:
+            offset, entry, t = arm[armed]
+            armed += 1
+            budget -= 1
+            if self._entries.get(t.key) is not entry:
+                continue
+            entry.target = t
+            entry.due = base + offset
+            self._timers.add(entry, entry.due)
+        while removed < len(gone) and budget:
+            self._remove(gone[removed])
+            removed += 1
+            budget -= 1
+        if armed < len(arm) or removed < len(gone):
+            self._reactor.callLater(0, self._work, generation, armed, removed)
+        else:
+            self._pending = None
 
     def stop(self) -> None:
         """Cancel every timer and every probe in flight."""
         self.running = False
-        for entry in self._entries.values():
+        entries, self._entries = self._entries, {}
+        for entry in entries.values():
             self._remove(entry)
-        self._entries.clear()
+        if self._pending is not None:
+            for entry in self._pending[3]:
+                self._remove(entry)
+        self._pending = None
         self._queue.clear()
         self._timers.clear()
 
@@ -200,6 +282,8 @@ class Scheduler:
             entry.running.cancel()
 
     def _fire(self, entry: _Entry) -> None:
+        if self._entries.get(entry.target.key) is not entry:
+            return  # left the config; its removal slice has not come yet
         now = self._reactor.seconds()
         due = entry.due
         interval = entry.target.interval
@@ -286,7 +370,7 @@ class Scheduler:
             while self._queue and self.inflight < self.max_inflight and self.running:
                 entry = self._queue.popleft()
                 entry.queued = False
-                if entry.removed:
+                if entry.removed or self._entries.get(entry.target.key) is not entry:
                     continue
                 self._start(entry, entry.queued_due, self._reactor.seconds())
         finally:

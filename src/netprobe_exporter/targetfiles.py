@@ -24,6 +24,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import yaml
+
 from netprobe_exporter.config import (
     Config,
     ConfigError,
@@ -38,7 +40,7 @@ from netprobe_exporter.config import (
     target_address_error,
     target_series,
 )
-from netprobe_exporter.yamlcheck import Checker
+from netprobe_exporter.yamlcheck import Checker, release
 
 #: (inode, mtime in ns, size): a file whose stamp is unchanged is not read again
 Stamp = tuple[int, int, int]
@@ -155,6 +157,15 @@ def read_target_file(path: str, spec: TargetFiles, config: Config) -> tuple[Targ
     root = compose(read_file(path), path, "YAML or JSON")
     if root is None:
         return ()  # an empty file is an empty list of groups
+    try:
+        return _read_groups(root, path, spec, config)
+    finally:
+        release(root)
+
+
+def _read_groups(
+    root: yaml.Node, path: str, spec: TargetFiles, config: Config
+) -> tuple[Target, ...]:
     check_node_count(root, path)
     limits = config.limits
     c = Checker(path)

@@ -104,7 +104,8 @@ class Reload(Endpoint):
                 body = "config rejected, previous config still running:\n" + str(reason.value)
                 request.write(plain(request, 400, body + "\n"))
             else:
-                request.write(plain(request, 500, f"reload failed: {reason.getErrorMessage()}\n"))
+                body = "reload failed, previous config still running: " + reason.getErrorMessage()
+                request.write(plain(request, 500, body + "\n"))
             request.finish()
 
         self._reload().addCallbacks(ok, bad)
