@@ -6,13 +6,18 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import twisted
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from netprobe_exporter import __version__, logs
 from netprobe_exporter.config import ConfigError
+
+if TYPE_CHECKING:
+    from netprobe_exporter.app import App
 
 log = Logger()
 
@@ -99,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     listen: list[str] = args.listen or [":9716"]
 
-    from netprobe_exporter.app import App, split_listen_address
+    from netprobe_exporter.app import App, process_registry, split_listen_address
     from netprobe_exporter.sources import parse_shard
 
     try:
@@ -119,56 +124,94 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only now import the reactor: the epoll reactor is Twisted's default on Linux.
     from twisted.internet import reactor as _reactor
 
-    reactor: Any = _reactor
+    from netprobe_exporter.resolver import Resolver
+    from netprobe_exporter.webconfig import load_web_config
+
+    reactor = IReactorCore(_reactor)
     logs.setup(args.log_level, args.log_format)
     # Threads (config parsing) must not hold the GIL for long while probes are timed.
     sys.setswitchinterval(0.0005)
     try:
-        app = App(
-            reactor,
-            config_file=args.config_file,
-            extra_targets=args.targets,
-            timeout_offset=args.timeout_offset,
-            shard=shard,
-            web_config_file=args.web_config_file,
-        )
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
     except ConfigError as exc:
         for line in exc.errors:
             log.error("invalid web config", error=line)
         return EXIT_CONFIG
+    app = App(
+        reactor,
+        config_file=args.config_file,
+        extra_targets=args.targets,
+        resolver=Resolver(reactor),
+        metrics_registry=process_registry(),
+        timeout_offset=args.timeout_offset,
+        shard=shard,
+        web_config_file=args.web_config_file,
+        web_config=web_config,
+        listen=listen,
+    )
     try:
-        config = app.read_config() if args.config_file is not None or args.targets else None
+        if args.config_file is not None or args.targets:
+            # before listening; the embedded default needs the bound port, so it waits
+            app.manager.initial = app.manager.read_config()
     except ConfigError as exc:
         for line in exc.errors:
             log.error("invalid config", error=line)
         return EXIT_CONFIG
-    try:
-        app.listen(listen)
-    except Exception as exc:
-        log.error("cannot listen", error=str(exc))
-        return EXIT_LISTEN
-    if config is None:
-        config = app.read_config()  # embedded default: needs the bound port
-    app.apply(config)
-    log.info("started", version=__version__)
+    outcome = _start(reactor, app)
+    if outcome and outcome[0] != EXIT_OK:
+        return outcome[0]
+    from_threads = IReactorFromThreads(reactor)
 
-    def on_hup(signum: int, frame: Any) -> None:
-        reactor.callFromThread(_reload_from_signal, app)
+    def on_hup(signum: int, frame: object) -> None:
+        from_threads.callFromThread(_reload_from_signal, app)
 
     signal.signal(signal.SIGHUP, on_hup)
-    reactor.addSystemEventTrigger("before", "shutdown", app.stop)
+    reactor.addSystemEventTrigger("before", "shutdown", app.stopService)
     reactor.run()
+    if outcome and outcome[0] != EXIT_OK:
+        return outcome[0]
     log.info("stopped")
     return EXIT_OK
 
 
-def _reload_from_signal(app: Any) -> None:
+def _start(reactor: IReactorCore, app: App) -> list[int]:
+    """Open the listeners, then start the services; the list gets the outcome's exit code.
+
+    The endpoints in use (TCP, TLS) listen at once, so this all happens before the reactor
+    runs, as a start always has: a target's first probe is due within a second of listening.
+    """
+    app.privilegedStartService()
+    assert app.web.listening is not None
+    outcome: list[int] = []
+
+    def listened(_: None) -> None:
+        app.startService()
+        log.info("started", version=__version__)
+        outcome.append(EXIT_OK)
+
+    def cannot(reason: Failure) -> None:
+        log.error("cannot listen", error=str(reason.value))
+        outcome.append(EXIT_LISTEN)
+        if reactor.running:
+            reactor.stop()
+
+    def crashed(reason: Failure) -> None:
+        log.failure("start failed", reason)
+        outcome.append(EXIT_CONFIG)
+        if reactor.running:
+            reactor.stop()
+
+    app.web.listening.addCallbacks(listened, cannot).addErrback(crashed)
+    return outcome
+
+
+def _reload_from_signal(app: App) -> None:
     """Reload the web config and the config, each on its own: one failing skips nothing."""
     log.info("reloading config", reason="SIGHUP")
     try:
-        app.reload_web_config()
+        app.web.reload_web_config()
     finally:
-        app.reload().addErrback(lambda _: None)  # already logged
+        app.manager.reload().addErrback(lambda _: None)  # already logged
 
 
 def _check(config_file: str | None, targets: list[str], web_config_file: str | None) -> int:

@@ -26,7 +26,11 @@ import yaml
 from OpenSSL import SSL
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import (
+    IOpenSSLServerConnectionCreator,
+    IReactorCore,
+    IReactorFromThreads,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -217,7 +221,7 @@ def _context(tls: TLSServer) -> SSL.Context:
 class Guard(Resource):
     """Wraps the site's root: basic auth (when users are configured) and response headers."""
 
-    def __init__(self, inner: Resource, reactor: Any, config: WebConfig) -> None:
+    def __init__(self, inner: Resource, reactor: IReactorCore, config: WebConfig) -> None:
         super().__init__()
         self._inner = inner
         self._reactor = reactor
@@ -275,7 +279,13 @@ class Guard(Resource):
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
         d: Deferred[bool] = threads.deferToThreadPool(
-            self._reactor, self._pool, _check, password, hashed, self._dummy_cost, gone
+            IReactorFromThreads(self._reactor),
+            self._pool,
+            _check,
+            password,
+            hashed,
+            self._dummy_cost,
+            gone,
         )
 
         def decided(ok: bool) -> None:
