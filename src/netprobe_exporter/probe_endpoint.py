@@ -136,7 +136,13 @@ class ProbeEndpoint(Endpoint):
         self._per_source[source] = self._per_source.get(source, 0) + 1
         started = time.time()
         d = self._probers[module.prober](self._context(debug), target, module, timeout)
-        request.notifyFinish().addErrback(lambda _: d.cancel())
+        gone: list[bool] = []  # the client went away: nothing more is written
+
+        def client_gone(_: Failure) -> None:
+            gone.append(True)
+            d.cancel()
+
+        request.notifyFinish().addErrback(client_gone)
 
         def release(passthrough: object) -> object:
             self._running -= 1
@@ -152,24 +158,24 @@ class ProbeEndpoint(Endpoint):
         def answer(result: ProbeResult) -> None:
             self._stats.probe_requests += 1
             if result.policy_refused is not None:
-                if not request.finished and not request._disconnected:
+                if not request.finished and not gone:
                     body = f"target refused by probe_policy: {result.policy_refused}\n"
                     request.write(plain(request, 403, body))
                     request.finish()
                 return
             if debug:
                 body = blackbox.debug_output(module, target, timeout, result, started)
-                _write(request, body, "text/plain", gzip_ok=False)
+                _write(request, body, "text/plain", gzip_ok=False, gone=bool(gone))
             else:
                 gz = exposition.wants_gzip(_header(request, b"accept-encoding"))
                 body = blackbox.render(module.prober, result)
-                _write(request, body, exposition.TEXT.content_type, gzip_ok=gz)
+                _write(request, body, exposition.TEXT.content_type, gzip_ok=gz, gone=bool(gone))
 
         def failed(reason: Failure) -> None:
             if reason.check(CancelledError):
                 return  # the client went away
             log.failure("probe failed unexpectedly", reason, target=redact_url(target), module=name)
-            if not request.finished:
+            if not request.finished and not gone:
                 request.write(plain(request, 500, "internal error\n"))
                 request.finish()
 
@@ -187,8 +193,8 @@ def _header(request: Request, name: bytes) -> str | None:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
-def _write(request: Request, body: str, content_type: str, gzip_ok: bool) -> None:
-    if request.finished or request._disconnected:
+def _write(request: Request, body: str, content_type: str, gzip_ok: bool, gone: bool) -> None:
+    if request.finished or gone:
         return
     data = body.encode("utf-8")
     request.setHeader(b"content-type", content_type.encode())

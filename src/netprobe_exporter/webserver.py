@@ -58,6 +58,8 @@ class BoundedChannel(http.HTTPChannel):
     _stall: IDelayedCall | None = None
     _received = 0
     _closing = False
+    #: between a request's last byte and its response's end (what HTTPChannel buffers for)
+    _in_request = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -69,7 +71,7 @@ class BoundedChannel(http.HTTPChannel):
             return
         if data:
             self.site.busy(self)
-        if self._handlingRequest:
+        if self._in_request:
             # Twisted buffers what comes while a request is handled, without bound when the
             # client does not read its response either: the same cap applies to that
             self._received += len(data)
@@ -88,8 +90,10 @@ class BoundedChannel(http.HTTPChannel):
 
     def requestDone(self, request: http.Request) -> None:
         self._received = 0
+        if self.persistent:  # else the connection closes: still in a request until it does
+            self._in_request = False
         super().requestDone(request)  # replays pipelined data, which may start the next request
-        if self.persistent and not self._handlingRequest and not self._received:
+        if self.persistent and not self._in_request and not self._received:
             self.site.idle(self)
 
     # A client that stops reading its response leaves the send buffer full: Twisted pauses us
@@ -128,6 +132,7 @@ class BoundedChannel(http.HTTPChannel):
     def allContentReceived(self) -> None:
         self._cancel_deadline()
         self._received = 0
+        self._in_request = True  # before the request runs: it may end within the call
         super().allContentReceived()
 
     def _too_slow(self) -> None:
