@@ -78,11 +78,14 @@ class Recorder:
         return Done()
 
 
-def manager(tmp_path: Path, text: str) -> tuple[ConfigManager, Path, ExporterStats]:
+def manager(
+    tmp_path: Path, text: str, clock: MemoryReactorClock | None = None
+) -> tuple[ConfigManager, Path, ExporterStats]:
     path = tmp_path / "config.yml"
     path.write_text(text)
     stats = ExporterStats()
-    m = ConfigManager(MemoryReactorClock(), inline, stats, lambda: WALL, config_file=str(path))
+    clock = clock or MemoryReactorClock()
+    m = ConfigManager(clock, inline, stats, lambda: WALL, config_file=str(path))
     return m, path, stats
 
 
@@ -142,12 +145,12 @@ def test_manager_reload_is_all_or_nothing_across_subscribers(tmp_path: Path) -> 
 def test_manager_watches_target_files_on_its_clock(tmp_path: Path) -> None:
     files = tmp_path / "files"
     files.mkdir()
+    clock = MemoryReactorClock()
     m, _, _ = manager(
         tmp_path,
         f"target_files:\n  - files: [{files}/*.yml]\n    refresh_interval: 10s\n",
+        clock,
     )
-    clock = m._clock
-    assert isinstance(clock, MemoryReactorClock)
     recorder = Recorder([], "a")
     m.subscribe(recorder)
     m.startService()

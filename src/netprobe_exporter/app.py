@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from twisted.application.service import MultiService
@@ -29,8 +29,8 @@ from twisted.python.failure import Failure
 from netprobe_exporter.config import Config
 from netprobe_exporter.configmanager import (
     ConfigManager,
+    Offload,
     ReloadFailed,
-    T,
     describe,
     no_full_collections,
 )
@@ -48,6 +48,8 @@ from netprobe_exporter.webservice import (
     split_listen_address,
 )
 
+T = TypeVar("T")
+
 __all__ = [
     "LISTEN_BACKLOG",
     "App",
@@ -59,14 +61,15 @@ __all__ = [
 ]
 
 
-def thread_offload(reactor: IReactorCore) -> Callable[..., Deferred[Any]]:
-    """Run blocking work (config reads, reload builds) in the reactor's thread pool."""
+class ThreadOffload:
+    """Runs blocking work (config reads, reload builds) in the reactor's thread pool."""
 
-    def offload(f: Callable[..., T], /, *args: Any) -> Deferred[T]:
-        pool = IReactorThreads(reactor).getThreadPool()
-        return threads.deferToThreadPool(IReactorFromThreads(reactor), pool, f, *args)
+    def __init__(self, reactor: IReactorCore) -> None:
+        self._reactor = reactor
 
-    return offload
+    def __call__(self, f: Callable[..., T], /, *args: Any) -> Deferred[T]:
+        pool = IReactorThreads(self._reactor).getThreadPool()
+        return threads.deferToThreadPool(IReactorFromThreads(self._reactor), pool, f, *args)
 
 
 def process_registry() -> CollectorRegistry:
@@ -96,7 +99,7 @@ class App(MultiService):
         store: MetricsStore | None = None,
         metrics_registry: CollectorRegistry | None = None,
         probers: Mapping[str, Prober] | None = None,
-        offload: Callable[..., Deferred[Any]] | None = None,
+        offload: Offload | None = None,
     ) -> None:
         super().__init__()
         if web_config is None and web_config_file is not None:
@@ -112,7 +115,7 @@ class App(MultiService):
         self.probing = ProbingService(clock, ctx, found, self.store, wall)
         self.manager = ConfigManager(
             clock,
-            offload or thread_offload(reactor),
+            offload or ThreadOffload(reactor),
             self.store.stats,
             wall,
             config_file=config_file,
