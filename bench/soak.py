@@ -30,8 +30,8 @@ from pathlib import Path
 
 from common import exporter, loopback_targets, rss_bytes, samples, total, write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from netns import RoutedNamespace
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.netns import RoutedNamespace
 
 _TARGET = re.compile(r'target="([^"]*)"')
 _RESULT = re.compile(r'result="([^"]*)"')

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import blackbox
-import procutil
 import pytest
+
+from tests.support import blackbox, procutil
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from procutil import parse_samples, value
 from twisted.internet import reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -16,10 +15,11 @@ from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
-from netprobe_exporter.app import App, self_probe_address, split_listen_address
+from netprobe_exporter.app import App
 from netprobe_exporter.config import ConfigError, Target
 from netprobe_exporter.metrics import TargetSeries
 from netprobe_exporter.scheduler import stable_hash
+from tests.support.procutil import parse_samples, value
 
 
 def sleep(seconds: float) -> Deferred[None]:
@@ -111,17 +111,6 @@ class AppTests(TestCase):
         self.assertTrue(self.app.is_ready())
         await self.app.stop()
         self.assertFalse(self.app.is_ready())
-
-
-def test_listen_address_forms() -> None:
-    assert split_listen_address(":9716") == ("", 9716)
-    assert split_listen_address("127.0.0.1:0") == ("127.0.0.1", 0)
-    assert split_listen_address("[::]:9716") == ("::", 9716)
-    assert split_listen_address("[::1]:80") == ("::1", 80)
-    assert self_probe_address("", 9716) == "127.0.0.1:9716"
-    assert self_probe_address("::", 9716) == "[::1]:9716"
-    assert self_probe_address("::1", 1) == "[::1]:1"
-    assert self_probe_address("10.1.2.3", 1) == "10.1.2.3:1"
 
 
 class FailedReloadTests(TestCase):

@@ -9,9 +9,6 @@ import time
 import zlib
 from typing import Any
 
-from procutil import tcp_socket_states
-from servers import Conn, make_certs, tcp_server
-from test_resolver import SilentDNSServer, temp_path, write_file
 from twisted.internet import defer, task
 from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
@@ -19,6 +16,9 @@ from twisted.trial.unittest import TestCase
 from netprobe_exporter.config import parse_config
 from netprobe_exporter.probes import ProbeContext, http, tcp
 from netprobe_exporter.resolver import Resolver
+from tests.support.loopback import SilentDNSServer, temp_path, write_file
+from tests.support.procutil import tcp_socket_states
+from tests.support.servers import Conn, make_certs, tcp_server
 
 reactor: Any = _reactor
 

@@ -6,8 +6,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from servers import make_certs
-from test_resolver import SilentDNSServer, temp_path, write_file
 from twisted.internet import defer, ssl
 from twisted.internet import reactor as _reactor
 from twisted.internet.error import CannotListenError
@@ -20,6 +18,8 @@ from netprobe_exporter.config import parse_config
 from netprobe_exporter.probes import ProbeContext
 from netprobe_exporter.probes import dns as dns_prober
 from netprobe_exporter.resolver import Resolver
+from tests.support.loopback import SilentDNSServer, temp_path, write_file
+from tests.support.servers import make_certs
 
 reactor: Any = _reactor
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import pytest
-from netns import RoutedNamespace, routed_namespace_or_skip
-from test_resolver import SilentDNSServer, temp_path, write_file
 from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
@@ -18,6 +15,7 @@ from netprobe_exporter.config import parse_config
 from netprobe_exporter.probes import ProbeContext
 from netprobe_exporter.probes import icmp as icmp_prober
 from netprobe_exporter.resolver import Resolver
+from tests.support.loopback import SilentDNSServer, temp_path, write_file
 
 reactor: Any = _reactor
 
@@ -86,40 +84,3 @@ class LoopbackICMPTests(_Base):
     def test_bad_target_is_an_error(self) -> Any:
         r = yield self.probe("not a host")
         self.assertEqual(r.result, "error")
-
-
-class NamespaceICMPTests(_Base):
-    def setUp(self) -> None:
-        super().setUp()
-        self.ns: RoutedNamespace = routed_namespace_or_skip()
-        self.addCleanup(self.ns.destroy)
-
-    @defer.inlineCallbacks
-    def test_answering_host(self) -> Any:
-        r = yield self.probe(self.ns.ns_ip)
-        self.assertEqual(r.result, "success", r.detail)
-
-    @defer.inlineCallbacks
-    def test_blackholed_host_is_a_timeout_and_leaves_nothing_pending(self) -> Any:
-        t0 = time.perf_counter()
-        r = yield self.probe(self.ns.blackhole_ip, timeout=0.4)
-        self.assertEqual(r.result, "timeout")
-        self.assertLess(time.perf_counter() - t0, 1.5)
-        self.assertNotIn("probe_icmp_reply_hop_limit", render("icmp", r))
-        sock = next(iter(self.ctx.icmp._sockets.values()))
-        self.assertEqual(sock.pending, {})
-
-
-def test_no_icmp_socket_allowed_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Neither an unprivileged datagram socket nor a raw one: say how to allow one."""
-    real = icmp_prober.socket.socket
-
-    def refuse(family: int, kind: int, proto: int = 0) -> Any:
-        if proto in (icmp_prober.socket.IPPROTO_ICMP, icmp_prober.socket.IPPROTO_ICMPV6):
-            raise PermissionError(13, "Permission denied")
-        return real(family, kind, proto)
-
-    monkeypatch.setattr(icmp_prober.socket, "socket", refuse)
-    with pytest.raises(OSError) as info:
-        icmp_prober.IcmpSocket(reactor, icmp_prober.socket.AF_INET, None)
-    assert "ping_group_range" in str(info.value) and "CAP_NET_RAW" in str(info.value)

@@ -11,8 +11,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from servers import POLL, Conn, tcp_server
-from test_resolver import SilentDNSServer, temp_path, write_file
 from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
@@ -20,6 +18,8 @@ from twisted.trial.unittest import TestCase
 from netprobe_exporter.config import parse_config
 from netprobe_exporter.probes import ProbeContext, dns, http
 from netprobe_exporter.resolver import Resolver
+from tests.support.loopback import SilentDNSServer, temp_path, write_file
+from tests.support.servers import POLL, Conn, tcp_server
 
 reactor: Any = _reactor
 HTTP_TIMEOUT = 5.0

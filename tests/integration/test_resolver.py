@@ -1,257 +1,31 @@
-"""The resolver: hosts file, family preference and fallback, resolv.conf, DNS over real sockets.
+"""The resolver: family preference and fallback, timeouts, DNS over real sockets.
 
-Every DNS query goes to a twisted.names server these tests start on 127.0.0.1; the system's
-nameserver is never used (every Resolver gets explicit ``servers`` and a temporary hosts file).
-``LocalDNSServer`` and ``SilentDNSServer`` are also used by test_tcp_probe.
+Every DNS query goes to a twisted.names server these tests start on 127.0.0.1 (see
+``tests/support/loopback.py``); the system's nameserver is never used (every Resolver gets explicit
+``servers`` and a temporary hosts file).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import DatagramProtocol
-from twisted.names import common, dns, error, server
+from twisted.names import dns
 from twisted.trial.unittest import TestCase
 
-from netprobe_exporter.resolver import HostsFile, ResolveError, Resolver, read_nameservers
+from netprobe_exporter.resolver import ResolveError, Resolver
+from tests.support.loopback import (
+    LocalDNSServer,
+    SilentDNSServer,
+    leftover_timers,
+    sleep,
+    temp_path,
+    write_file,
+)
 
 reactor: Any = _reactor
-
-_LISTEN_TRIES = 20
-
-
-class _RecordResolver(common.ResolverBase):
-    """Answers A and AAAA from a dict, NXDOMAIN for unknown names, and counts the queries."""
-
-    def __init__(self, records: Mapping[str, Sequence[str]]) -> None:
-        super().__init__()
-        self.records = {k.lower().rstrip("."): list(v) for k, v in records.items()}
-        self.queries: list[tuple[str, int]] = []
-
-    def _lookup(
-        self, name: bytes, cls: int, type: int, timeout: Any
-    ) -> Deferred[tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]]:
-        text = name.decode("ascii", "replace")
-        self.queries.append((text, type))
-        ips = self.records.get(text.lower().rstrip("."))
-        if ips is None:
-            return defer.fail(error.DNSNameError(text))
-        answers: list[dns.RRHeader] = []
-        for ip in ips:
-            version = ipaddress.ip_address(ip).version
-            if type == dns.A and version == 4:
-                payload: Any = dns.Record_A(ip, 60)
-            elif type == dns.AAAA and version == 6:
-                payload = dns.Record_AAAA(ip, 60)
-            else:
-                continue
-            answers.append(dns.RRHeader(name, type, dns.IN, 60, payload, auth=True))
-        return defer.succeed((answers, [], []))
-
-
-class LocalDNSServer:
-    """A twisted.names server on 127.0.0.1 (UDP and TCP, same port) serving ``records``."""
-
-    def __init__(self, records: Mapping[str, Sequence[str]]) -> None:
-        self.resolver = _RecordResolver(records)
-        factory = server.DNSServerFactory(authorities=[self.resolver])
-        factory.noisy = False
-        self._ports: list[Any] = []
-        for _ in range(_LISTEN_TRIES):
-            udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
-            port: int = udp.getHost().port
-            try:
-                tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
-            except CannotListenError:
-                udp.stopListening()
-                continue
-            self._ports = [udp, tcp]
-            self.port = port
-            return
-        raise RuntimeError("could not bind a DNS server on 127.0.0.1")
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
-
-    @property
-    def queries(self) -> list[tuple[str, int]]:
-        return self.resolver.queries
-
-    def stop(self) -> Deferred[Any]:
-        ports, self._ports = self._ports, []
-        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
-
-
-class _Drop(DatagramProtocol):
-    def __init__(self) -> None:
-        self.received = 0
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.received += 1
-
-
-class SilentDNSServer:
-    """A UDP socket on 127.0.0.1 that reads queries and never answers."""
-
-    def __init__(self) -> None:
-        self.protocol = _Drop()
-        self._port = reactor.listenUDP(0, self.protocol, interface="127.0.0.1")
-        self.port: int = self._port.getHost().port
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
-
-    def stop(self) -> Deferred[Any]:
-        return defer.maybeDeferred(self._port.stopListening)
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-def leftover_timers() -> list[str]:
-    """Active timers other than trial's own test timeout and calls due now (callLater(0))."""
-    soon = reactor.seconds() + 0.01
-    return [
-        repr(c)
-        for c in reactor.getDelayedCalls()
-        if c.active() and c.getTime() > soon and "onTimeout" not in repr(c.func)
-    ]
-
-
-def temp_path(case: TestCase) -> Path:
-    """A fresh path in a private temp directory removed after the test.
-
-    (``TestCase.mktemp`` would create directories under the current directory when run by pytest.)
-    """
-    d = Path(tempfile.mkdtemp(prefix="netprobe-test-"))
-    case.addCleanup(shutil.rmtree, d, True)
-    return d / "file"
-
-
-def write_file(path: Path, text: str, mtime: float | None = None) -> None:
-    path.write_text(text, encoding="utf-8")
-    if mtime is not None:
-        os.utime(path, (mtime, mtime))
-
-
-HOSTS = """\
-# a comment line
-127.0.0.1   localhost
-::1         localhost ip6-localhost   # trailing comment
-127.0.1.1   alpha alpha.example.org   ALIAS-A
-192.0.2.10  dual
-2001:db8::10 dual
-2001:db8::20 only6
-fe80::1%lo  linklocal
-not-an-ip   broken
-192.0.2.30                           # an address without names
-   # indented comment 192.0.2.99 commented
-"""
-
-
-class HostsFileTests(TestCase):
-    def setUp(self) -> None:
-        self.path = temp_path(self)
-        write_file(self.path, HOSTS)
-        self.hosts = HostsFile(str(self.path))
-
-    def test_multiple_names_per_line(self) -> None:
-        for name in ("alpha", "alpha.example.org", "alias-a"):
-            self.assertEqual(self.hosts.lookup(name), ["127.0.1.1"], name)
-
-    def test_case_insensitive_and_trailing_dot(self) -> None:
-        self.assertEqual(self.hosts.lookup("ALPHA"), ["127.0.1.1"])
-        self.assertEqual(self.hosts.lookup("alpha.example.org."), ["127.0.1.1"])
-
-    def test_ipv6_and_dual_entries(self) -> None:
-        self.assertEqual(self.hosts.lookup("localhost"), ["127.0.0.1", "::1"])
-        self.assertEqual(self.hosts.lookup("ip6-localhost"), ["::1"])
-        self.assertEqual(self.hosts.lookup("dual"), ["192.0.2.10", "2001:db8::10"])
-        self.assertEqual(self.hosts.lookup("only6"), ["2001:db8::20"])
-        self.assertEqual(self.hosts.lookup("linklocal"), ["fe80::1"])
-
-    def test_comments_and_garbage_ignored(self) -> None:
-        self.assertEqual(self.hosts.lookup("commented"), [])
-        self.assertEqual(self.hosts.lookup("comment"), [])
-        self.assertEqual(self.hosts.lookup("broken"), [])
-        self.assertEqual(self.hosts.lookup("192.0.2.99"), [])
-        self.assertEqual(self.hosts.lookup("nosuchname"), [])
-
-    def test_missing_file_is_empty(self) -> None:
-        hosts = HostsFile(str(self.path) + ".missing")
-        self.assertEqual(hosts.lookup("localhost"), [])
-
-    def test_reread_when_mtime_changes(self) -> None:
-        base = time.time() - 100
-        write_file(self.path, "127.0.0.1 myhost\n", mtime=base)
-        self.assertEqual(self.hosts.lookup("myhost"), ["127.0.0.1"])
-        write_file(self.path, "127.0.0.9 myhost\n127.0.0.8 other\n", mtime=base + 10)
-        self.assertEqual(self.hosts.lookup("myhost"), ["127.0.0.9"])
-        self.assertEqual(self.hosts.lookup("other"), ["127.0.0.8"])
-
-    def test_not_reread_while_mtime_unchanged(self) -> None:
-        base = time.time() - 100
-        write_file(self.path, "127.0.0.1 myhost\n", mtime=base)
-        self.assertEqual(self.hosts.lookup("myhost"), ["127.0.0.1"])
-        # same mtime: the cached parse is kept (proves the mtime, not every call, drives re-reads)
-        write_file(self.path, "127.0.0.2 myhost\n", mtime=base)
-        self.assertEqual(self.hosts.lookup("myhost"), ["127.0.0.1"])
-
-    def test_file_appearing_later_is_read(self) -> None:
-        missing = temp_path(self)
-        hosts = HostsFile(str(missing))
-        self.assertEqual(hosts.lookup("late"), [])
-        write_file(missing, "127.0.0.7 late\n")
-        self.assertEqual(hosts.lookup("late"), ["127.0.0.7"])
-
-
-class ReadNameserversTests(TestCase):
-    def test_parse(self) -> None:
-        path = temp_path(self)
-        write_file(
-            path,
-            "# generated\n"
-            "search example.org\n"
-            "nameserver 127.0.0.53\n"
-            "; nameserver 192.0.2.1\n"
-            "# nameserver 192.0.2.2\n"
-            "nameserver\n"
-            "nameserver not-an-address\n"
-            "  nameserver   ::1   \n"
-            "options edns0 trust-ad\n"
-            "nameserver 192.0.2.53 # trailing comment\n",
-        )
-        self.assertEqual(
-            read_nameservers(str(path)),
-            [("127.0.0.53", 53), ("::1", 53), ("192.0.2.53", 53)],
-        )
-
-    def test_missing_file(self) -> None:
-        self.assertEqual(read_nameservers(str(temp_path(self))), [])
-
-    def test_no_nameserver_is_a_resolve_error(self) -> Deferred[Any]:
-        """No servers given and none in resolv.conf: a ResolveError, and no socket is opened."""
-        conf = temp_path(self)
-        write_file(conf, "search example.org\n")
-        hosts = temp_path(self)
-        write_file(hosts, "")
-        r = Resolver(reactor, hosts_path=str(hosts), resolv_conf=str(conf))
-        d = r.resolve("name.example.org", "ip4", True, 1.0)
-        return self.assertFailure(d, ResolveError)
 
 
 class ResolverTests(TestCase):

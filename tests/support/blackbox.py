@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import procutil
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from servers import AUTH_PASSWORD, AUTH_USER, HEADER_NAME, POST_BODY, Certs
+
+from tests.support import procutil
+from tests.support.servers import AUTH_PASSWORD, AUTH_USER, HEADER_NAME, POST_BODY, Certs
 
 BLACKBOX = "prometheus-blackbox-exporter"
 START_TIMEOUT = 10.0
@@ -265,3 +266,72 @@ def parse_metrics(text: str) -> dict[str, Family]:
 
 def same_value(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+# what is compared, per metric family (c)
+
+#: value-exact (integral and categorical values; label sets included)
+EXACT = frozenset(
+    {
+        "probe_success",
+        "probe_failed_due_to_regex",
+        "probe_ip_protocol",
+        "probe_ip_addr_hash",
+        "probe_http_status_code",
+        "probe_http_content_length",
+        "probe_http_uncompressed_body_length",
+        "probe_http_redirects",
+        "probe_http_ssl",
+        "probe_http_version",
+        "probe_ssl_earliest_cert_expiry",
+        "probe_ssl_last_chain_expiry_timestamp_seconds",
+        "probe_tls_version_info",
+        "probe_ssl_last_chain_info",
+        "probe_http_last_modified_timestamp_seconds",
+    }
+)
+#: timings: the same label sets (e.g. every ``phase``), every value finite and >= 0
+DURATIONS = frozenset(
+    {"probe_duration_seconds", "probe_dns_lookup_time_seconds", "probe_http_duration_seconds"}
+)
+# any other family: the same label sets
+
+
+def _fmt(labels: frozenset[tuple[str, str]]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels)) + "}" if labels else ""
+
+
+def _samples(f: Family) -> str:
+    return ", ".join(f"{_fmt(k)} {v!r}" for k, v in sorted(f.samples.items(), key=str))
+
+
+def compare(ref: dict[str, Family], got: dict[str, Family]) -> list[str]:
+    """Every way ``got`` (ours) is not compatible with ``ref`` (blackbox), as lines."""
+    problems: list[str] = []
+    for name, want in sorted(ref.items()):
+        have = got.get(name)
+        if have is None:
+            problems.append(f"{name}: missing (blackbox: {_samples(want)})")
+            continue
+        if have.type != want.type:
+            problems.append(f"{name}: type {have.type!r}, blackbox {want.type!r}")
+        if set(have.samples) != set(want.samples):
+            problems.append(
+                f"{name}: label sets differ: ours {_samples(have)} / blackbox {_samples(want)}"
+            )
+            continue
+        if name in EXACT:
+            for labels, v in want.samples.items():
+                if not same_value(have.samples[labels], v):
+                    problems.append(
+                        f"{name}{_fmt(labels)}: ours {have.samples[labels]!r}, blackbox {v!r}"
+                    )
+        elif name in DURATIONS:
+            for labels, v in have.samples.items():
+                if not (math.isfinite(v) and v >= 0):
+                    problems.append(f"{name}{_fmt(labels)}: ours {v!r} is not a duration")
+    # stricter than "blackbox's families are present": a drop-in emits no probe_* family that
+    # blackbox would not (e.g. TLS metrics after a failed handshake)
+    for name in sorted(set(got) - set(ref)):
+        problems.append(f"{name}: ours only ({_samples(got[name])})")
+    return problems

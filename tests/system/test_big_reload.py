@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from procutil import Exporter, Processes, Sample, http, value
+from tests.support.procutil import Exporter, Processes, Sample, http, value
 
 BIG = 50_000
 LIVE = 100  # probed every 500 ms throughout: the scheduler's lag is measured on these

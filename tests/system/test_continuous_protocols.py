@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procutil import Processes, Sample, require_binary, wait_for
-from procutil import value as sample_value
-from servers import http_server, make_certs, tls_server
+
+from tests.support.procutil import Processes, Sample, require_binary, wait_for
+from tests.support.procutil import value as sample_value
+from tests.support.servers import http_server, make_certs, tls_server
 
 Scraped = tuple[list[Sample], str, dict[str, str]]
 

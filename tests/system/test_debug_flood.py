@@ -12,21 +12,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from procutil import Exporter, Processes, http, value, wait_for
-from servers import Conn, tcp_server
-from twisted.internet import defer
 from twisted.internet import reactor as _reactor
-from twisted.trial.unittest import TestCase
 
-from netprobe_exporter.config import parse_config
-from netprobe_exporter.probes import MAX_LOG_LINES, ProbeContext, tcp
-from netprobe_exporter.resolver import Resolver
+from netprobe_exporter.probes import MAX_LOG_LINES
+from tests.support.procutil import Exporter, Processes, http, value, wait_for
+from tests.support.servers import Conn, tcp_server
 
 reactor: Any = _reactor
 
+
 FLOOD_BYTES = 10 << 20
+
+
 PROBE_TIMEOUT = 3.0
 #: a loaded two-core machine may add a few seconds; the unbounded log took about a minute
+
+
 MARGIN = 4.0
 
 
@@ -110,28 +111,3 @@ def test_debug_probe_of_a_line_flood_is_bounded_and_on_time(tmp_path: Path) -> N
     assert grown_mib < 100, f"peak RSS grew {grown_mib:.0f} MiB"
     assert worst and max(worst) < 2.0, f"/-/healthy took up to {max(worst):.1f}s"
     assert skipped == 0, f"{skipped} continuous probes skipped"
-
-
-class FlowControlTests(TestCase):
-    """Reading a flood under flow control must still read a long, honest conversation whole."""
-
-    @defer.inlineCallbacks
-    def test_a_match_after_many_crlf_lines_is_found(self) -> Any:
-        lines = 400_000  # past the pause threshold many times over, in bytes and in lines
-
-        def chatty(conn: Conn) -> None:
-            try:
-                for _ in range(lines // 4096):
-                    conn.send(b"noise\r\n" * 4096)
-                conn.send(b"READY\r\n")
-                conn.drain(timeout=10.0)
-            except OSError:
-                pass
-
-        module = parse_config(
-            "modules:\n  m: {prober: tcp, tcp: {query_response: [{expect: '^READY$'}]}}\n", "m.yml"
-        ).modules["m"]
-        ctx = ProbeContext(reactor, Resolver(reactor, servers=[], hosts_path="/dev/null"))
-        with tcp_server(chatty) as server:
-            r = yield tcp.probe(ctx, server.address, module, 20.0)
-        self.assertEqual(r.result, "success", r.detail)

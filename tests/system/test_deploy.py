@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from procutil import require_binary
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+from tests.support.procutil import require_binary
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

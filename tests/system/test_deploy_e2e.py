@@ -16,12 +16,13 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-import procutil
 import pytest
-from procutil import Processes, wait_for
-from servers import http_server, make_certs, tls_server
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+from tests.support import procutil
+from tests.support.procutil import Processes, wait_for
+from tests.support.servers import http_server, make_certs, tls_server
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def _get(url: str) -> Any:

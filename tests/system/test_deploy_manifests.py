@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from procutil import require_binary
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+from tests.support.procutil import require_binary
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBE = DEPLOY / "kubernetes"
 CORE = ["configmap.yaml", "deployment.yaml", "service.yaml", "statefulset-sharded.yaml"]
 

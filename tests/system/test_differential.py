@@ -8,51 +8,21 @@ blackbox's (see ``compare()``).
 
 Needs ``/usr/bin/prometheus-blackbox-exporter`` (Debian ``prometheus-blackbox-exporter``): with
 CI set a missing binary is a failure, otherwise a skip. The blackhole cases need root and
-iproute2 (a network namespace, see ``netns.py``): skipped without, failed under CI.
+iproute2 (a network namespace, see ``tests/support/netns.py``): skipped without, failed under CI.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import blackbox
-import netns
-import procutil
 import pytest
-from blackbox import Family, parse_metrics, probe_response
-from procutil import Exporter
-from servers import LAST_MODIFIED_UNIX, Targets, all_targets
 
-# what is compared, per metric family (c)
-
-#: value-exact (integral and categorical values; label sets included)
-EXACT = frozenset(
-    {
-        "probe_success",
-        "probe_failed_due_to_regex",
-        "probe_ip_protocol",
-        "probe_ip_addr_hash",
-        "probe_http_status_code",
-        "probe_http_content_length",
-        "probe_http_uncompressed_body_length",
-        "probe_http_redirects",
-        "probe_http_ssl",
-        "probe_http_version",
-        "probe_ssl_earliest_cert_expiry",
-        "probe_ssl_last_chain_expiry_timestamp_seconds",
-        "probe_tls_version_info",
-        "probe_ssl_last_chain_info",
-        "probe_http_last_modified_timestamp_seconds",
-    }
-)
-#: timings: the same label sets (e.g. every ``phase``), every value finite and >= 0
-DURATIONS = frozenset(
-    {"probe_duration_seconds", "probe_dns_lookup_time_seconds", "probe_http_duration_seconds"}
-)
-# any other family: the same label sets
+from tests.support import blackbox, netns, procutil
+from tests.support.blackbox import Family, compare, parse_metrics, probe_response
+from tests.support.procutil import Exporter
+from tests.support.servers import LAST_MODIFIED_UNIX, Targets, all_targets
 
 # the matrix
 
@@ -197,46 +167,6 @@ def namespace() -> Iterator[netns.RoutedNamespace]:
 
 
 # comparison
-
-
-def _fmt(labels: frozenset[tuple[str, str]]) -> str:
-    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels)) + "}" if labels else ""
-
-
-def _samples(f: Family) -> str:
-    return ", ".join(f"{_fmt(k)} {v!r}" for k, v in sorted(f.samples.items(), key=str))
-
-
-def compare(ref: dict[str, Family], got: dict[str, Family]) -> list[str]:
-    """Every way ``got`` (ours) is not compatible with ``ref`` (blackbox), as lines."""
-    problems: list[str] = []
-    for name, want in sorted(ref.items()):
-        have = got.get(name)
-        if have is None:
-            problems.append(f"{name}: missing (blackbox: {_samples(want)})")
-            continue
-        if have.type != want.type:
-            problems.append(f"{name}: type {have.type!r}, blackbox {want.type!r}")
-        if set(have.samples) != set(want.samples):
-            problems.append(
-                f"{name}: label sets differ: ours {_samples(have)} / blackbox {_samples(want)}"
-            )
-            continue
-        if name in EXACT:
-            for labels, v in want.samples.items():
-                if not blackbox.same_value(have.samples[labels], v):
-                    problems.append(
-                        f"{name}{_fmt(labels)}: ours {have.samples[labels]!r}, blackbox {v!r}"
-                    )
-        elif name in DURATIONS:
-            for labels, v in have.samples.items():
-                if not (math.isfinite(v) and v >= 0):
-                    problems.append(f"{name}{_fmt(labels)}: ours {v!r} is not a duration")
-    # stricter than "blackbox's families are present": a drop-in emits no probe_* family that
-    # blackbox would not (e.g. TLS metrics after a failed handshake)
-    for name in sorted(set(got) - set(ref)):
-        problems.append(f"{name}: ours only ({_samples(got[name])})")
-    return problems
 
 
 def _body(resp: procutil.Response) -> str:

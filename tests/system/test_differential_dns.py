@@ -8,12 +8,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import blackbox
 import pytest
-from blackbox import parse_metrics, probe_response
-from procutil import Exporter
-from servers import Certs, make_certs
-from test_differential import compare
+
+from tests.support import blackbox
+from tests.support.blackbox import compare, parse_metrics, probe_response
+from tests.support.procutil import Exporter
+from tests.support.servers import Certs, make_certs
 
 ZONE = "example.test"
 MODULES = {
@@ -76,7 +76,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 @pytest.fixture(scope="module")
 def servers(certs: Certs) -> Iterator[tuple[str, str]]:
     """(plain address, DNS-over-TLS address) of one zone server process."""
-    here = Path(__file__).parent
+    here = Path(__file__).resolve().parents[1] / "support"
     proc = subprocess.Popen(
         [sys.executable, str(here / "dns_zone_server.py"), "120", str(certs.leaf_cert),
          str(certs.leaf_key)],

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import blackbox
-import netns
 import pytest
-from blackbox import parse_metrics, probe_response
-from procutil import Exporter
-from test_differential import compare
+
+from tests.support import blackbox, netns
+from tests.support.blackbox import compare, parse_metrics, probe_response
+from tests.support.procutil import Exporter
 
 MODULES = {
     "icmp4": {"prober": "icmp", "icmp": {"preferred_ip_protocol": "ip4"}},

@@ -17,8 +17,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from procutil import Exporter, Processes, find, value, wait_for
-from servers import Conn, holding_server, tcp_server
+
+from tests.support.procutil import Exporter, Processes, find, value, wait_for
+from tests.support.servers import Conn, holding_server, tcp_server
 
 INTERVAL = 2.0  # fault targets: probe every 2 s with a 1 s timeout
 HEALTHY_INTERVAL = 0.2

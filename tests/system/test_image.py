@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procutil import free_port, http, require_binary, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.procutil import free_port, http, require_binary, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 BASE = "localhost/netprobe-test-base:bookworm"
 IMAGE = "localhost/netprobe-exporter:test"
 STORAGE = ["--storage-driver", "vfs"]

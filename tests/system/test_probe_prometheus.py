@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import blackbox
-import procutil
 import pytest
-import servers
 import yaml
-from procutil import Exporter, Processes, wait_for
+
+from tests.support import blackbox, procutil, servers
+from tests.support.procutil import Exporter, Processes, wait_for
 
 pytestmark = pytest.mark.prometheus
 

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import procutil
 import pytest
 import yaml
-from procutil import Exporter, Processes, find, value, wait_for
+
+from tests.support import procutil
+from tests.support.procutil import Exporter, Processes, find, value, wait_for
 
 INTERVAL = "200ms"
 PROBE_COUNTER = "netprobe_probes_total"

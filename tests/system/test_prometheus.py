@@ -13,9 +13,10 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-import procutil
 import pytest
-from procutil import Exporter, Processes, wait_for
+
+from tests.support import procutil
+from tests.support.procutil import Exporter, Processes, wait_for
 
 pytestmark = pytest.mark.prometheus
 

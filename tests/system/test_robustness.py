@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns import RoutedNamespace, routed_namespace_or_skip
-from procutil import Exporter, Processes, find, value, wait_for
+
+from tests.support.netns import RoutedNamespace, routed_namespace_or_skip
+from tests.support.procutil import Exporter, Processes, find, value, wait_for
 
 
 def raw_request(port: int, request: bytes, half_close: bool = False) -> bytes:

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procutil import Exporter, Processes, find, wait_for
-from servers import AUTH_PASSWORD, AUTH_USER, HTTPServer, http_server
+
+from tests.support.procutil import Exporter, Processes, find, wait_for
+from tests.support.servers import AUTH_PASSWORD, AUTH_USER, HTTPServer, http_server
 
 BASIC = "Basic " + base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()
 

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import bcrypt
-from procutil import Exporter, Processes, find, http, tcp_socket_states, wait_for
-from servers import make_certs
+
+from tests.support.procutil import Exporter, Processes, find, http, tcp_socket_states, wait_for
+from tests.support.servers import make_certs
 
 LIMITS = "limits:\n  web_request_timeout: 1s\n  web_idle_timeout: 2s\n  max_web_connections: 40\n"
 PROBE_INTERVAL = 0.1

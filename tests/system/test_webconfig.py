@@ -20,17 +20,15 @@ from typing import Any
 
 import bcrypt
 import pytest
-from procutil import Processes, parse_samples, value, wait_for
-from procutil import http as send
-from servers import Certs, make_certs
-from twisted.internet.testing import MemoryReactor
-from twisted.web.resource import Resource
 
 from netprobe_exporter import webconfig
-from netprobe_exporter.config import ConfigError
-from netprobe_exporter.webconfig import parse_web_config
+from tests.support.procutil import Processes, parse_samples, value, wait_for
+from tests.support.procutil import http as send
+from tests.support.servers import Certs, make_certs
 
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()  # cost 4: fast tests
+
+
 PATHS = ["/metrics", "/probe?module=tcp_connect&target=127.0.0.1:9", "/", "/-/healthy"]
 
 
@@ -123,22 +121,6 @@ def test_client_certificates_when_required(procs: Processes, tmp_path: Path) -> 
     assert _get(base + "/metrics", context=with_cert) == 200
 
 
-@pytest.mark.parametrize(
-    ("text", "error"),
-    [
-        ("basic_auth_users:\n  u: plain\n", "w.yml:2: basic_auth_users.u: must be a bcrypt hash"),
-        ("tls_server_config:\n  key_file: /nope\n", "tls_server_config.cert_file: missing"),
-        ("tls_server_config:\n  cert_file: /etc/hostname\n  key_file: /etc/hostname\n"
-         "  client_auth_type: Sometimes\n", '"Sometimes" is not one of'),
-        ("bogus: 1\n", "w.yml:1: bogus: unknown key"),
-    ],
-)  # fmt: skip
-def test_bad_web_configs_name_the_key(text: str, error: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        parse_web_config(text, "w.yml")
-    assert any(error in e for e in info.value.errors), info.value.errors
-
-
 def _auth(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -167,27 +149,6 @@ def test_an_unknown_user_costs_what_a_wrong_password_costs(
     w, u = statistics.median(wrong), statistics.median(unknown)
     assert u >= 0.6 * w, f"unknown user {u * 1000:.0f} ms, wrong password {w * 1000:.0f} ms"
     assert webconfig.hash_cost(webconfig.dummy_hash(12)) == 12
-
-
-def test_the_dummy_hash_has_the_highest_configured_cost(monkeypatch: pytest.MonkeyPatch) -> None:
-    users = {
-        "a": bcrypt.hashpw(b"a", bcrypt.gensalt(5)),
-        "b": bcrypt.hashpw(b"b", bcrypt.gensalt(6)),
-    }
-    guard = webconfig.Guard(Resource(), MemoryReactor(), webconfig.WebConfig(users=users))
-    cost = guard._dummy_cost
-    assert cost == 6
-    checked: list[bytes] = []
-    real = bcrypt.checkpw
-
-    def checkpw(password: bytes, hashed: bytes) -> bool:
-        checked.append(hashed)
-        return real(password, hashed)
-
-    monkeypatch.setattr(bcrypt, "checkpw", checkpw)
-    assert webconfig._check(b"x", None, cost, []) is False  # an unknown user
-    assert webconfig._check(b"x", None, cost, [True]) is False  # the client went away: no check
-    assert [webconfig.hash_cost(h) for h in checked] == [6]
 
 
 def _flood(port: int, stop: threading.Event, deadline: float, seen: Counter[int]) -> None:

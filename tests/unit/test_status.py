@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from procutil import Processes, closed_port, wait_for
-
 from netprobe_exporter import status
 from netprobe_exporter.config import Target
 from netprobe_exporter.metrics import HISTORY, MetricsStore
@@ -45,27 +41,3 @@ def test_rows_are_ordered_down_first_escaped_and_carry_recent_history() -> None:
     assert "3 targets: 1 up, 1 down, 1 pending" in page
     only_down = "".join(status.render(store, "c.yml", "down", now=141.0))
     assert "a.example:80" in only_down and "b.example:80" not in only_down
-
-
-def test_the_page_is_served_and_filtered(procs: Processes, tmp_path: Path, listener: int) -> None:
-    closed = closed_port()
-    config = tmp_path / "c.yml"
-    config.write_text(
-        "targets:\n"
-        f"  - {{address: '127.0.0.1:{listener}', interval: 200ms}}\n"
-        f"  - {{address: '127.0.0.1:{closed}', interval: 200ms}}\n"
-    )
-    ex = procs.start_exporter(f"--config.file={config}")
-
-    def page() -> str | None:
-        reply = ex.get("/")
-        assert reply.status == 200
-        return reply.text if "1 up, 1 down" in reply.text else None
-
-    text = wait_for(page, 10, "both targets probed")
-    assert text.index(f"127.0.0.1:{closed}") < text.index(f"127.0.0.1:{listener}")
-    assert "connection refused" in text.lower() or "refused" in text
-    down = ex.get("/?state=down").text
-    assert f"127.0.0.1:{closed}" in down and f"127.0.0.1:{listener}" not in down
-    bad = ex.get("/?state=sideways")
-    assert bad.status == 400 and "state must be one of" in bad.text

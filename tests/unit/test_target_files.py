@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from procutil import Processes, closed_port, find, run_exporter, value, wait_for
-from twisted.internet import reactor, task
-from twisted.trial.unittest import TestCase
 
-from netprobe_exporter.app import App
 from netprobe_exporter.config import ConfigError, Target, parse_config
-from netprobe_exporter.metrics import TargetSeries
 from netprobe_exporter.targetfiles import SETTLE, file_targets, read_target_file, scan
 
 
@@ -139,73 +133,6 @@ def test_scan_reads_what_changed_and_keeps_a_bad_files_last_good_targets(tmp_pat
     assert [t.address for t in file_targets(gone)] == ["127.0.0.1:10", "127.0.0.1:12"]
 
 
-def _addresses(ex: object) -> set[str]:
-    samples = ex.metrics()  # type: ignore[attr-defined]
-    return {s.labels["target"] for s in find(samples, "netprobe_probes_total", result="success")}
-
-
-def test_the_exporter_follows_its_target_files(
-    procs: Processes, tmp_path: Path, listener: int
-) -> None:
-    sd = tmp_path / "sd"
-    sd.mkdir()
-    targets = sd / "targets.yml"
-    targets.write_text(f"- targets: ['127.0.0.1:{listener}']\n  labels: {{team: a}}\n")
-    config = tmp_path / "config.yml"
-    config.write_text(
-        "target_files:\n  - files: [sd/*.yml]\n    interval: 500ms\n    refresh_interval: 1s\n"
-    )
-    ex = procs.start_exporter(f"--config.file={config}")
-    wait_for(lambda: f"127.0.0.1:{listener}" in _addresses(ex), 10, "the file's target")
-    wait_for(
-        lambda: (
-            [s.value for s in find(ex.metrics(), "netprobe_up", target=f"127.0.0.1:{listener}")]
-            == [1]
-        ),
-        10,
-        "the file's target up",
-    )
-    samples = ex.metrics()
-    (up,) = find(samples, "netprobe_up", target=f"127.0.0.1:{listener}")
-    assert up.labels["team"] == "a"
-    assert value(samples, "netprobe_target_files_last_read_successful") == 1
-
-    closed = closed_port()
-    targets.write_text(f"- targets: ['127.0.0.1:{listener}', '127.0.0.1:{closed}']\n"
-                       "  labels: {team: a}\n")  # fmt: skip
-    wait_for(lambda: find(ex.metrics(), "netprobe_up", target=f"127.0.0.1:{closed}"), 10,
-             "the added target")  # fmt: skip
-
-    targets.write_text("- targets: [not a target]\n")
-    wait_for(
-        lambda: value(ex.metrics(), "netprobe_target_files_last_read_successful") == 0, 10,
-        "the bad file noticed",
-    )  # fmt: skip
-    assert f"{targets}:1: [0].targets[0]" in ex.stderr()
-    assert (value(ex.metrics(), "netprobe_target_file_read_errors_total") or 0) >= 1
-    assert find(ex.metrics(), "netprobe_up", target=f"127.0.0.1:{closed}"), "targets kept"
-
-    targets.unlink()
-    wait_for(lambda: not find(ex.metrics(), "netprobe_up", target=f"127.0.0.1:{listener}"), 10,
-             "the targets gone with their file")  # fmt: skip
-    assert value(ex.metrics(), "netprobe_target_files_last_read_successful") == 1
-    assert ex.proc.poll() is None
-
-
-def test_config_check_reads_the_target_files(tmp_path: Path) -> None:
-    (tmp_path / "t").mkdir()
-    (tmp_path / "t" / "good.yml").write_text("- targets: ['127.0.0.1:1', '127.0.0.1:2']\n")
-    config = tmp_path / "config.yml"
-    config.write_text("target_files:\n  - files: [t/good.yml]\n")
-    ok = run_exporter(f"--config.file={config}", "--config.check")
-    assert ok.returncode == 0 and "2 targets, 1 target files" in ok.stdout, ok
-    (tmp_path / "t" / "bad.yml").write_text("- targets: ['127.0.0.1']\n")
-    config.write_text("target_files:\n  - files: ['t/*.yml']\n")
-    bad = run_exporter(f"--config.file={config}", "--config.check")
-    assert bad.returncode == 1
-    assert f"{tmp_path}/t/bad.yml:1: [0].targets[0]:" in bad.stderr, bad.stderr
-
-
 def test_a_full_reread_keeps_a_broken_files_targets_unless_its_entry_changed(
     tmp_path: Path,
 ) -> None:
@@ -285,63 +212,3 @@ def test_a_file_rewritten_in_place_is_read_only_once_it_has_settled(tmp_path: Pa
     later = scan(cfg, ahead.files)
     assert [t.address for t in file_targets(later)] == ["127.0.0.1:13"]
     assert [t.address for t in file_targets(scan(cfg, later.files))] == ["127.0.0.1:14"]
-
-
-class RewrittenInPlaceTests(TestCase):
-    """The running exporter, looking at a target file while it is rewritten in place."""
-
-    def setUp(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.addCleanup(self.listener.close)
-        self.target = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        root = Path(self.mktemp()).resolve()
-        root.mkdir()
-        self.file = root / "targets.yml"
-        self.config = root / "config.yml"
-        # the watcher's own timer never fires here: the test makes every look itself
-        self.config.write_text(
-            f"target_files:\n  - files: [{root}/*.yml]\n    interval: 100ms\n"
-            "    refresh_interval: 1h\n"
-        )
-        self.app = App(reactor, config_file=str(self.config), process_metrics=False)
-        self.addCleanup(self.app.stop)
-
-    def probes(self, target: str) -> tuple[TargetSeries, int] | None:
-        for key, s in self.app.store.series.items():
-            if key[0] == target:
-                return s, sum(s.results.values())
-        return None
-
-    async def look(self) -> None:
-        d = self.app.refresh_files()
-        assert d is not None, "the watcher could not look"
-        await d
-
-    async def test_series_survive_a_truncate_and_rewrite(self) -> None:
-        self.file.write_text(f"- targets: ['{self.target}']\n")
-        self.app.apply(self.app.read_config())
-        for _ in range(100):  # two probes at 100 ms, however busy the machine
-            await task.deferLater(reactor, 0.05, lambda: None)
-            seen = self.probes(self.target)
-            if seen is not None and seen[1] >= 2:
-                break
-        before = self.probes(self.target)
-        assert before is not None and before[1] >= 2, before
-        series, count = before
-
-        closed = socket.socket()
-        closed.bind(("127.0.0.1", 0))
-        added = f"127.0.0.1:{closed.getsockname()[1]}"
-        closed.close()
-        _truncate(self.file)
-        for look in range(4):
-            if look == 1:  # the first look saw the file empty; now the new content is in
-                self.file.write_text(f"- targets: ['{self.target}', '{added}']\n")
-            await self.look()
-            now = self.probes(self.target)
-            assert now is not None, f"the file's target was dropped at look {look}"
-            assert now[0] is series and now[1] >= count, f"its series was reset at look {look}"
-            count = now[1]
-        assert self.probes(added) is not None, "the rewritten file was never read"
