@@ -2,9 +2,10 @@
 
 ``start_blackbox()`` runs the binary on a free 127.0.0.1 port with a config written by
 ``write_config()``; ``probe()`` asks any blackbox-compatible exporter for one probe and
-``parse_metrics()`` reads the answer with prometheus_client's parser. ``module_matrix()`` is
-the module set of the differential tests, one config for both exporters (blackbox syntax:
-only a top-level ``modules:``).
+``parse_metrics()`` reads the answer with tests.support.metrics (prometheus_client's parser).
+``module_matrix()`` is the module set of the differential tests, one config for both exporters
+(blackbox syntax: only a top-level ``modules:``). ``compare()`` lists every way our answer is not
+compatible with blackbox's.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import procutil
+from tests.support.metrics import families
 from tests.support.servers import AUTH_PASSWORD, AUTH_USER, HEADER_NAME, POST_BODY, Certs
 
 BLACKBOX = "prometheus-blackbox-exporter"
@@ -254,7 +255,7 @@ def parse_metrics(text: str) -> dict[str, Family]:
     Samples are keyed by their own name (for the gauges of /probe it is the family name).
     """
     out: dict[str, Family] = {}
-    for fam in text_string_to_metric_families(text):
+    for fam in families(text):
         for s in fam.samples:
             labels: LabelSet = frozenset(s.labels.items())
             family = out.setdefault(s.name, Family(s.name, fam.type, {}))

@@ -24,6 +24,11 @@ from typing import IO, TypeVar
 
 import pytest
 
+# re-exported: the process tests read metrics through these
+from tests.support.metrics import Sample, parse_samples
+from tests.support.metrics import find as find
+from tests.support.metrics import value as value
+
 T = TypeVar("T")
 
 START_TIMEOUT = 10.0
@@ -136,63 +141,11 @@ def http(
         return Response(err.code, hdrs, body)
 
 
-# the exposition format
-
-Labels = frozenset[tuple[str, str]]
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+# the exposition format (parsed by tests.support.metrics)
 
 
 def _unescape(value: str) -> str:
     return value.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
-
-
-@dataclass(frozen=True)
-class Sample:
-    name: str
-    labels: dict[str, str]
-    value: float
-
-
-def parse_samples(text: str) -> list[Sample]:
-    """Every sample line of a text-format or OpenMetrics exposition (comments skipped)."""
-    out: list[Sample] = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if m is None:
-            raise AssertionError(f"unparsable sample line: {line!r}")
-        name, raw_labels, value = m.groups()
-        labels: dict[str, str] = {}
-        if raw_labels:
-            pos = 0
-            while pos < len(raw_labels):
-                lm = _LABEL.match(raw_labels, pos)
-                if lm is None:
-                    raise AssertionError(f"unparsable labels in {line!r}")
-                labels[lm.group(1)] = _unescape(lm.group(2))
-                pos = lm.end()
-        out.append(Sample(name, labels, float(value)))
-    return out
-
-
-def find(samples: Sequence[Sample], name: str, **labels: str) -> list[Sample]:
-    """Samples named ``name`` whose labels include ``labels``."""
-    return [
-        s
-        for s in samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    ]
-
-
-def value(samples: Sequence[Sample], name: str, **labels: str) -> float | None:
-    """The value of the single matching sample, None if there is none."""
-    found = find(samples, name, **labels)
-    if not found:
-        return None
-    assert len(found) == 1, f"{name}{labels} matches {len(found)} samples: {found}"
-    return found[0].value
 
 
 def type_lines(text: str) -> list[str]:
