@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import threading
 import time
@@ -33,9 +32,6 @@ from common import exporter, loopback_targets, rss_bytes, samples, total, write_
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.netns import RoutedNamespace
 
-_TARGET = re.compile(r'target="([^"]*)"')
-_RESULT = re.compile(r'result="([^"]*)"')
-
 
 def per_target(text: str) -> tuple[dict[str, float], dict[str, Counter[str]]]:
     """Probes per target, and per target the counts by result."""
@@ -44,11 +40,10 @@ def per_target(text: str) -> tuple[dict[str, float], dict[str, Counter[str]]]:
     for name, labels, value in samples(text):
         if name != "netprobe_probes_total":
             continue
-        target = _TARGET.search(labels)
-        result = _RESULT.search(labels)
-        if target and result:
-            counts[target.group(1)] += value
-            by_result[target.group(1)][result.group(1)] += int(value)
+        target, result = labels.get("target"), labels.get("result")
+        if target is not None and result is not None:
+            counts[target] += value
+            by_result[target][result] += int(value)
     return counts, by_result
 
 
