@@ -1,4 +1,4 @@
-"""Run the test DNS zone (test_dns_probe._ZoneServer) in a process of its own.
+"""Run the test DNS zone (tests.support.dns_zone._ZoneServer) in a process of its own.
 
 Prints the ``127.0.0.1:PORT`` it serves on (UDP and TCP), and with a certificate and key also
 the port it serves DNS over TLS on, then serves until stdin closes or the time limit: the
@@ -9,6 +9,7 @@ test process. Arguments: ``[SECONDS [CERT_FILE KEY_FILE]]``.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from twisted.internet import reactor, stdio
 from twisted.internet.protocol import Protocol
@@ -21,17 +22,16 @@ class _StopOnEOF(Protocol):
 
 
 def main() -> None:
-    import test_dns_probe
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script
+    from tests.support import dns_zone
 
-    server = test_dns_probe._ZoneServer()
+    server = dns_zone._ZoneServer()
     print(server.address, flush=True)
     if len(sys.argv) > 3:
-        from pathlib import Path
-
         from twisted.internet import ssl
         from twisted.names import server as names_server
 
-        factory = names_server.DNSServerFactory(authorities=[test_dns_probe._Zone()])
+        factory = names_server.DNSServerFactory(authorities=[dns_zone._Zone()])
         factory.noisy = False
         pem = Path(sys.argv[3]).read_bytes() + Path(sys.argv[2]).read_bytes()
         options = ssl.PrivateCertificate.loadPEM(pem).options()
