@@ -80,7 +80,6 @@ MODULES = """modules:
 CONNECT = "netprobe_connect_duration_seconds"
 HANDSHAKE = "netprobe_tcp_handshake_rtt_seconds"
 QS = (0.5, 0.99)
-_LE = re.compile(r'(?:^|,)le="([^"]*)"')
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,16 +232,8 @@ class Wrk:
 
 
 def target_hist(text: str, name: str, target: str) -> list[tuple[float, float]]:
-    """Cumulative ``(le, count)`` of one target's histogram. (common.histogram is for unlabelled
-    histograms: its ``le="`` split would match inside ``module="``.)"""
-    sel = f'target="{target}"'
-    out = []
-    for n, labels, v in samples(text):
-        if n == f"{name}_bucket" and sel in labels:
-            m = _LE.search(labels)
-            if m:
-                out.append((math.inf if m.group(1) == "+Inf" else float(m.group(1)), v))
-    return sorted(out)
+    """Cumulative ``(le, count)`` of one target's histogram."""
+    return histogram(text, name, target=target)
 
 
 def _us(seconds: float | None) -> float | None:
@@ -269,8 +260,8 @@ def bucket_errors(text0: str, text1: str, name: str, target: str, d: float) -> d
         lower = cum[k0 - k] if k <= k0 else cum[0]
         abs_hist.append((k * STEP, cum[k0 + k] - lower))
     abs_hist.append((math.inf, n))
-    s0 = total(text0, f"{name}_sum", f'target="{target}"')
-    s1 = total(text1, f"{name}_sum", f'target="{target}"')
+    s0 = total(text0, f"{name}_sum", target=target)
+    s1 = total(text1, f"{name}_sum", target=target)
     out: dict[str, Any] = {"n": int(n), "method": "buckets"}
     for q in QS:
         tag = f"p{round(q * 100)}"
@@ -423,8 +414,8 @@ def run_phase(
             }
         elapsed = t1 - t0
         probes = total(text1, "netprobe_probes_total") - total(text0, "netprobe_probes_total")
-        ok = total(text1, "netprobe_probes_total", 'result="success"') - total(
-            text0, "netprobe_probes_total", 'result="success"'
+        ok = total(text1, "netprobe_probes_total", result="success") - total(
+            text0, "netprobe_probes_total", result="success"
         )
         skipped = total(text1, "netprobe_scheduler_skipped_probes_total") - total(
             text0, "netprobe_scheduler_skipped_probes_total"
@@ -433,8 +424,8 @@ def run_phase(
         lag1 = histogram(text1, "netprobe_scheduler_lag_seconds")
         result["continuous"] = cont
         failed = {
-            res: total(text1, "netprobe_probes_total", f'result="{res}"')
-            - total(text0, "netprobe_probes_total", f'result="{res}"')
+            res: total(text1, "netprobe_probes_total", result=res)
+            - total(text0, "netprobe_probes_total", result=res)
             for res in ("timeout", "refused", "unreachable", "error")
         }
         result["ours_background"] = {

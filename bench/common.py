@@ -10,7 +10,6 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import re
 import select
 import signal
 import socket
@@ -24,8 +23,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 RESULTS = Path(__file__).parent / "results"
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 
 
 def _drain(ports_out: Connection, count: int, stop_at: float) -> None:
@@ -145,28 +145,33 @@ def exporter(config_text: str, *extra: str) -> Iterator[Exporter]:
             log.close()
 
 
-def samples(text: str) -> list[tuple[str, str, float]]:
-    out = []
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            m = _SAMPLE.match(line)
-            if m:
-                out.append((m.group(1), m.group(2) or "", float(m.group(3))))
-    return out
+def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Every ``(name, labels, value)`` of a text exposition, read by prometheus_client's parser
+    (the one the tests use too, through tests/support/metrics.py)."""
+    return [
+        (s.name, dict(s.labels), float(s.value))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
 
 
-def total(text: str, name: str, label_filter: str = "") -> float:
-    return sum(v for n, lbl, v in samples(text) if n == name and label_filter in lbl)
+def _matches(labels: dict[str, str], want: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in want.items())
 
 
-def histogram(text: str, name: str) -> list[tuple[float, float]]:
-    """Cumulative ``(le, count)`` pairs of an unlabelled histogram."""
-    out = []
+def total(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples named ``name`` whose labels include ``labels``."""
+    return sum(v for n, lbl, v in samples(text) if n == name and _matches(lbl, labels))
+
+
+def histogram(text: str, name: str, **labels: str) -> list[tuple[float, float]]:
+    """Cumulative ``(le, count)`` pairs of a histogram, summed over the series with ``labels``."""
+    sums: dict[float, float] = {}
     for n, lbl, v in samples(text):
-        if n == f"{name}_bucket":
-            le = re.search(r'(?:^|,)le="([^"]*)"', lbl).group(1)  # type: ignore[union-attr]
-            out.append((float("inf") if le == "+Inf" else float(le), v))
-    return sorted(out)
+        if n == f"{name}_bucket" and _matches(lbl, labels):
+            le = float(lbl["le"])  # "+Inf" reads as inf
+            sums[le] = sums.get(le, 0.0) + v
+    return sorted(sums.items())
 
 
 def quantile(q: float, before: Sequence[tuple[float, float]],

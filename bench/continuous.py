@@ -67,8 +67,8 @@ def main() -> None:
             rss = ex.rss_bytes()
     t0_text, t1_text = text0.decode(), text1.decode()
     probes = total(t1_text, "netprobe_probes_total") - total(t0_text, "netprobe_probes_total")
-    ok = total(t1_text, "netprobe_probes_total", 'result="success"') - total(
-        t0_text, "netprobe_probes_total", 'result="success"'
+    ok = total(t1_text, "netprobe_probes_total", result="success") - total(
+        t0_text, "netprobe_probes_total", result="success"
     )
     skipped = total(t1_text, "netprobe_scheduler_skipped_probes_total") - total(
         t0_text, "netprobe_scheduler_skipped_probes_total"

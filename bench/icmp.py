@@ -27,6 +27,7 @@ from common import (
     rss_bytes,
     samples,
     table,
+    total,
     write_json,
 )
 from tundelay import DelayRig
@@ -34,13 +35,12 @@ from tundelay import DelayRig
 BUCKETS = [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1]
 
 
-def merged_histogram(text: str, name: str, label_filter: str) -> list[tuple[float, float]]:
-    """Sum a labelled histogram's buckets over the series whose labels contain the filter."""
+def merged_histogram(text: str, name: str, prefix: str) -> list[tuple[float, float]]:
+    """Sum a labelled histogram's buckets over the series whose target starts with ``prefix``."""
     sums: dict[float, float] = {}
     for n, labels, v in samples(text):
-        if n == f"{name}_bucket" and label_filter in labels:
-            le_text = labels.rsplit('le="', 1)[1].rstrip('"')
-            le = float("inf") if le_text == "+Inf" else float(le_text)
+        if n == f"{name}_bucket" and labels.get("target", "").startswith(prefix):
+            le = float(labels["le"])  # "+Inf" reads as inf
             sums[le] = sums.get(le, 0.0) + v
     return sorted(sums.items())
 
@@ -103,9 +103,9 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
 
-    def delta(name: str, flt: str = "") -> float:
+    def delta(name: str, **labels: str) -> float:
         def tot(t: str) -> float:
-            return sum(v for n, lbl, v in samples(t) if n == name and flt in lbl)
+            return total(t, name, **labels)
 
         return tot(text1) - tot(text0)
 
@@ -113,17 +113,15 @@ def main() -> None:
     probes = delta("netprobe_probes_total")
     lag0 = histogram(text0, "netprobe_scheduler_lag_seconds")
     lag1 = histogram(text1, "netprobe_scheduler_lag_seconds")
-    rtt0 = merged_histogram(text0, "netprobe_icmp_rtt_seconds", 'target="127.')
-    rtt1 = merged_histogram(text1, "netprobe_icmp_rtt_seconds", 'target="127.')
-    lost_answering = delta("netprobe_probes_total", 'result="timeout"') - sum(
-        delta("netprobe_probes_total", f'target="{s}",module="ping",result="timeout"')
-        for s in silent
+    rtt0 = merged_histogram(text0, "netprobe_icmp_rtt_seconds", "127.")
+    rtt1 = merged_histogram(text1, "netprobe_icmp_rtt_seconds", "127.")
+    lost_answering = delta("netprobe_probes_total", result="timeout") - sum(
+        delta("netprobe_probes_total", target=s, module="ping", result="timeout") for s in silent
     )
     lost_silent = sum(
-        delta("netprobe_probes_total", f'target="{s}",module="ping",result="timeout"')
-        for s in silent
+        delta("netprobe_probes_total", target=s, module="ping", result="timeout") for s in silent
     )
-    sent_silent = sum(delta("netprobe_probes_total", f'target="{s}"') for s in silent)
+    sent_silent = sum(delta("netprobe_probes_total", target=s) for s in silent)
     result = {
         "targets": args.targets, "silent_targets": args.silent, "interval_s": args.interval,
         "window_s": round(elapsed, 2),

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import threading
 import time
@@ -30,11 +29,8 @@ from pathlib import Path
 
 from common import exporter, loopback_targets, rss_bytes, samples, total, write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from netns import RoutedNamespace
-
-_TARGET = re.compile(r'target="([^"]*)"')
-_RESULT = re.compile(r'result="([^"]*)"')
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.netns import RoutedNamespace
 
 
 def per_target(text: str) -> tuple[dict[str, float], dict[str, Counter[str]]]:
@@ -44,11 +40,10 @@ def per_target(text: str) -> tuple[dict[str, float], dict[str, Counter[str]]]:
     for name, labels, value in samples(text):
         if name != "netprobe_probes_total":
             continue
-        target = _TARGET.search(labels)
-        result = _RESULT.search(labels)
-        if target and result:
-            counts[target.group(1)] += value
-            by_result[target.group(1)][result.group(1)] += int(value)
+        target, result = labels.get("target"), labels.get("result")
+        if target is not None and result is not None:
+            counts[target] += value
+            by_result[target][result] += int(value)
     return counts, by_result
 
 

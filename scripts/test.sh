@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Install what the test suite needs, then run lint, type checks and every test.
-# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k scheduler`).
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k scheduler`); one tier alone:
+#   bash scripts/test.sh tests/unit          # in-memory, no network needed (under a minute)
+#   bash scripts/test.sh tests/integration   # real loopback sockets, in-process
+#   bash scripts/test.sh tests/system        # subprocesses, Prometheus, blackbox, netns, image
+# (or `-m unit` / `-m integration` / `-m system`, the markers tests/conftest.py sets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,0 +1,1 @@
+"""Integration tier: the real reactor on real loopback sockets, in-process."""

@@ -1,0 +1,1 @@
+"""System tier: subprocesses, real Prometheus and blackbox_exporter, namespaces, image, deploy."""

@@ -1,0 +1,1 @@
+"""Unit tier: in-memory transports and clocks only; no sockets, subprocesses or root."""
