@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import make_certs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
@@ -25,6 +24,7 @@ from netprobe_exporter.probes import ProbeContext
 from netprobe_exporter.probing import ProbingService
 from netprobe_exporter.webconfig import WebConfig, load_web_config
 from netprobe_exporter.webservice import LISTEN_BACKLOG, WebService
+from tests.support.servers import make_certs
 
 WALL = 1_700_000_000.0
 
