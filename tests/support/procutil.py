@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -67,9 +68,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def closed_port() -> int:
-    """A port nobody listens on: connects to it are refused."""
-    return free_port()
+    """A port nobody listens on: connects to it are refused.
+
+    It lies below the kernel's ephemeral range, so no process that binds port 0 (another
+    exporter, Prometheus, a test server) can take it meanwhile, and no outgoing connection can
+    use it as its source port (which would make a connect to it a TCP self-connect)."""
+    low, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(10001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no closed port found below the ephemeral range")
 
 
 @contextlib.contextmanager
