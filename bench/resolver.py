@@ -11,6 +11,7 @@ lookup, median over the rounds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -83,10 +84,8 @@ def main() -> None:
 
             return defer.Deferred.fromCoroutine(body())
 
-        try:
+        with contextlib.suppress(SystemExit):  # react() exits when main_task is done
             task.react(main_task)
-        except SystemExit:
-            pass
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
