@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import twisted
 from twisted.logger import Logger
 
-from netprobe_exporter import __version__, logs
+from netprobe_exporter import __version__, logs, python_version
 from netprobe_exporter.config import ConfigError
 
 log = Logger()
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def version_text() -> str:
-    py = ".".join(map(str, sys.version_info[:3]))
+    py = python_version()
     return f"netprobe-exporter, version {__version__} (python {py}, twisted {twisted.__version__})"
 
 
