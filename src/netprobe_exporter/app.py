@@ -110,7 +110,7 @@ class App(MultiService):
         self.store = store if store is not None else MetricsStore()
         self.registry = metrics_registry
         clock = IReactorTime(reactor)
-        ctx = ProbeContext(reactor, resolver or Resolver(reactor))
+        ctx = ProbeContext(reactor, resolver or Resolver(clock))
         found = dict(probers) if probers is not None else registry()
         self.probing = ProbingService(clock, ctx, found, self.store, wall)
         self.manager = ConfigManager(

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 import time
-from typing import Any
 
 import yaml
 
 from netprobe_exporter.addresses import redact_url
+from netprobe_exporter.logs import logfmt_value as _logfmt
 from netprobe_exporter.metrics import escape_label_value
 from netprobe_exporter.modules import Module
 from netprobe_exporter.probes import ProbeResult
@@ -187,13 +186,6 @@ def render(prober: str, r: ProbeResult) -> str:
             lbl = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(labels.items()))
             lines.append(f"{name}{{{lbl}}} {go_float(value)}\n")
     return "".join(lines)
-
-
-def _logfmt(value: Any) -> str:
-    text = str(value)
-    if text and not re.search(r'[\s="\\]', text) and text.isprintable():
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _ts(t: float) -> str:

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import twisted
-from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from netprobe_exporter import __version__, logs
+from netprobe_exporter import __version__, logs, python_version
 from netprobe_exporter.config import ConfigError
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def version_text() -> str:
-    py = ".".join(map(str, sys.version_info[:3]))
+    py = python_version()
     return f"netprobe-exporter, version {__version__} (python {py}, twisted {twisted.__version__})"
 
 
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reactor,
         config_file=args.config_file,
         extra_targets=args.targets,
-        resolver=Resolver(reactor),
+        resolver=Resolver(IReactorTime(reactor)),
         metrics_registry=process_registry(),
         timeout_offset=args.timeout_offset,
         shard=shard,

@@ -17,7 +17,7 @@ from prometheus_client import exposition as text_exposition
 from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.utils import floatToGoString
 
-from netprobe_exporter.metrics import Histogram, MetricsStore, TargetSeries
+from netprobe_exporter.metrics import Histogram, MetricsStore, TargetSeries, escape_label_value
 
 CHUNK_TARGETS = 200
 
@@ -212,7 +212,8 @@ def _exporter_families(store: MetricsStore, om: bool) -> str:
         _header("netprobe_build_info", "gauge", "Version of the exporter and its runtime.", om),
         f"netprobe_build_info{{{st.build_labels}}} 1\n",
         _header("netprobe_targets", "gauge", "Continuous-mode targets, by module.", om),
-        *(f'netprobe_targets{{module="{m}"}} {n}\n' for m, n in sorted(store.modules.items())),
+        *(f'netprobe_targets{{module="{escape_label_value(m)}"}} {n}\n'
+          for m, n in sorted(store.modules.items())),
         _header("netprobe_inflight_probes", "gauge", "Probes running now.", om),
         f"netprobe_inflight_probes {st.inflight_source()}\n",
         _header("netprobe_scheduler_lag_seconds", "histogram",

@@ -39,12 +39,28 @@ _NAMES = {
 _OURS = "netprobe_exporter"
 
 
-def _logfmt_value(value: Any) -> str:
+#: escapes inside a quoted logfmt value: one event stays one line, whatever it carries
+_LOGFMT_ESCAPES = {
+    **{c: f"\\u{c:04x}" for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)},
+    ord("\\"): "\\\\",
+    ord('"'): '\\"',
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+_LOGFMT_QUOTE = frozenset(' ="\\')
+
+
+def logfmt_value(value: Any) -> str:
+    """A value as logfmt writes it: bare if it can be, else quoted with control characters,
+    quotes and backslashes escaped (``\\n``, ``\\t``, ``\\u001b``, as go-logfmt does).
+
+    The one escaper for every logfmt line we write: the exporter's log and /probe's debug page.
+    """
     text = value if isinstance(value, str) else str(value)
-    if text and not any(c in text for c in ' ="\\\n\t') and text.isprintable():
+    if text and text.isprintable() and _LOGFMT_QUOTE.isdisjoint(text):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+    return '"' + text.translate(_LOGFMT_ESCAPES) + '"'
 
 
 def event_fields(event: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +89,7 @@ def event_fields(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def format_logfmt(event: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_logfmt_value(v)}" for k, v in event_fields(event).items()) + "\n"
+    return " ".join(f"{k}={logfmt_value(v)}" for k, v in event_fields(event).items()) + "\n"
 
 
 def format_json(event: dict[str, Any]) -> str:

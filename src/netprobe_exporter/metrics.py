@@ -7,7 +7,6 @@ stream. Nothing here knows of sockets: it consumes ``ProbeResult`` values.
 
 from __future__ import annotations
 
-import sys
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 
 import twisted
 
-from netprobe_exporter import __version__
+from netprobe_exporter import __version__, python_version
 from netprobe_exporter.config import Target
 from netprobe_exporter.probes import RESULTS, ProbeResult
 
@@ -191,7 +190,7 @@ class ExporterStats:
         self.build_labels = label_string(
             [
                 ("version", __version__),
-                ("python", ".".join(map(str, sys.version_info[:3]))),
+                ("python", python_version()),
                 ("twisted", twisted.__version__),
             ]
         )

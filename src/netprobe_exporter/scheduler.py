@@ -24,7 +24,6 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -153,14 +152,18 @@ def _first(item: tuple[float, _Entry, Target]) -> float:
     return item[0]
 
 
+def _ignore(*_: object) -> None:
+    """The default for a hook nobody listens to."""
+
+
 class Scheduler:
     def __init__(
         self,
         reactor: IReactorTime,
         run: Callable[[Target, float], Deferred[ProbeResult]],
         on_result: Callable[[Target, ProbeResult], None],
-        on_lag: Callable[[float], None] = lambda lag: None,
-        on_skip: Callable[[Target, int], None] = lambda target, n: None,
+        on_lag: Callable[[float], None] = _ignore,
+        on_skip: Callable[[Target, int], None] = _ignore,
         max_inflight: int = 1024,
     ) -> None:
         self._reactor = reactor
@@ -276,8 +279,7 @@ class Scheduler:
         self._timers.clear()
 
     def _remove(self, entry: _Entry) -> None:
-        entry.removed = True
-        entry.slot = None
+        entry.removed = True  # its timer slot skips it (entries leave _Timers lazily)
         if entry.running is not None:
             entry.running.cancel()
 
@@ -325,22 +327,22 @@ class Scheduler:
         except Exception:
             d = defer.fail()
         entry.running = d
-        d.addCallbacks(self._done, self._failed, callbackArgs=(entry, target, now),
+        d.addCallbacks(self._done, self._failed, callbackArgs=(entry, target),
                        errbackArgs=(entry, target, now))  # fmt: skip
 
-    def _done(self, result: ProbeResult, entry: _Entry, target: Target, _started: float) -> None:
+    def _done(self, result: ProbeResult, entry: _Entry, target: Target) -> None:
         self.inflight -= 1
         entry.running = None
         if not entry.removed:
             self._on_result(target, result)
         self._drain()
 
-    def _failed(self, reason: Failure, entry: _Entry, target: Target, started: float) -> Any:
+    def _failed(self, reason: Failure, entry: _Entry, target: Target, started: float) -> None:
         if reason.check(defer.CancelledError) and (entry.removed or not self.running):
             self.inflight -= 1
             entry.running = None
             self._drain()
-            return None
+            return
         log.failure(
             "prober failed unexpectedly",
             reason,
@@ -353,8 +355,7 @@ class Scheduler:
             duration=self._reactor.seconds() - started,
             detail=f"internal error: {reason.getErrorMessage()}",
         )
-        self._done(result, entry, target, started)
-        return None
+        self._done(result, entry, target)
 
     def drain(self) -> None:
         """Start queued probes while there is room (after ``max_inflight`` was raised)."""

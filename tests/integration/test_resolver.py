@@ -12,11 +12,15 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import DatagramProtocol
 from twisted.names import dns
 from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.resolver import ResolveError, Resolver
 from tests.support.loopback import (
+    _LISTEN_TRIES,
     LocalDNSServer,
     SilentDNSServer,
     leftover_timers,
@@ -186,3 +190,166 @@ class ResolverRegressionTests(TestCase):
         yield self.assertFailure(first, defer.CancelledError)
         ip = yield second
         self.assertEqual(ip, "127.0.0.7")
+
+
+class _Scripted(DatagramProtocol):
+    """A UDP server on 127.0.0.1 that answers each query with what ``script`` makes of it."""
+
+    def __init__(self, script: Any) -> None:
+        self.script = script
+        self.queries: list[dns.Message] = []
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        query = dns.Message()
+        query.fromStr(datagram)
+        self.queries.append(query)
+        for reply in self.script(query):
+            assert self.transport is not None
+            self.transport.write(reply, addr)
+
+
+def _reply(
+    query: dns.Message, ip: str | None, *, name: bytes | None = None, qid: int | None = None,
+    answer: int = 1, trunc: int = 0,
+) -> bytes:  # fmt: skip
+    """A reply to ``query``, or to another id / name, optionally not flagged as a response."""
+    q = query.queries[0]
+    asked = name if name is not None else q.name.name
+    m = dns.Message(id=query.id if qid is None else qid, answer=answer, recDes=1, trunc=trunc)
+    m.queries = [dns.Query(asked, q.type, q.cls)]
+    if ip is not None:
+        m.answers = [dns.RRHeader(asked, dns.A, dns.IN, 60, dns.Record_A(ip, 60))]
+    return m.toStr()
+
+
+class ResolverOwnClientTests(TestCase):
+    """The DNS client's own checks: what counts as the answer, TCP after truncation, send
+    failures."""
+
+    def setUp(self) -> None:
+        hosts = temp_path(self)
+        write_file(hosts, "")
+        self.hosts = str(hosts)
+
+    def scripted(self, script: Any) -> tuple[_Scripted, tuple[str, int]]:
+        proto = _Scripted(script)
+        port = reactor.listenUDP(0, proto, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return proto, ("127.0.0.1", port.getHost().port)
+
+    @defer.inlineCallbacks
+    def test_only_the_reply_to_the_question_asked_is_taken(self) -> Any:
+        """Replies with the query's id but another question, another id, no response flag or
+        no valid message at all are ignored; the real answer after them is taken."""
+
+        def script(query: dns.Message) -> list[bytes]:
+            return [
+                _reply(query, "127.0.0.66", name=b"other.test"),
+                _reply(query, "127.0.0.67", qid=(query.id + 1) % 65536),
+                _reply(query, "127.0.0.68", answer=0),
+                b"\x00" * 3,
+                _reply(query, "127.0.0.11"),
+            ]
+
+        proto, address = self.scripted(script)
+        resolver = Resolver(reactor, servers=[address], hosts_path=self.hosts)
+        got = yield resolver.resolve("a-only.test", "ip4", False, 2.0)
+        self.assertEqual(got, "127.0.0.11")
+        self.assertEqual(len(proto.queries), 1)
+
+    @defer.inlineCallbacks
+    def test_a_reply_from_another_port_is_ignored(self) -> Any:
+        """A well-formed answer to the query coming from elsewhere than the nameserver is not
+        the answer (an off-path spoofer that guessed the id)."""
+        spoofer = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+        self.addCleanup(spoofer.stopListening)
+        real: list[Any] = []
+
+        def script(query: dns.Message) -> list[bytes]:
+            spoofer.write(_reply(query, "127.0.0.66"), real[0])
+            return []
+
+        class Recorder(_Scripted):
+            def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+                real.append(addr)
+                super().datagramReceived(datagram, addr)
+                reactor.callLater(0.05, self.answer_late, addr)
+
+            def answer_late(self, addr: Any) -> None:
+                assert self.transport is not None
+                self.transport.write(_reply(self.queries[-1], "127.0.0.11"), addr)
+
+        proto = Recorder(script)
+        port = reactor.listenUDP(0, proto, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        address = ("127.0.0.1", port.getHost().port)
+        resolver = Resolver(reactor, servers=[address], hosts_path=self.hosts)
+        got = yield resolver.resolve("a-only.test", "ip4", False, 2.0)
+        self.assertEqual(got, "127.0.0.11")
+
+    @defer.inlineCallbacks
+    def test_truncated_answer_is_asked_again_over_tcp(self) -> Any:
+        dns_server = LocalDNSServer({"big.test": ["127.0.0.31"]})
+        self.addCleanup(dns_server.stop)
+        # UDP answers come back truncated, empty; TCP on the same port has the records
+        dns_server._ports[0].stopListening()
+        udp: list[Any] = []
+        for _ in range(_LISTEN_TRIES):
+            try:
+                proto = _Scripted(lambda q: [_reply(q, None, trunc=1)])
+                udp.append(reactor.listenUDP(dns_server.port, proto, interface="127.0.0.1"))
+                break
+            except CannotListenError:
+                yield sleep(0.05)
+        self.assertTrue(udp, "could not take the UDP port back")
+        self.addCleanup(udp[0].stopListening)
+        resolver = Resolver(reactor, servers=[dns_server.address], hosts_path=self.hosts)
+        got = yield resolver.resolve("big.test", "ip4", False, 2.0)
+        self.assertEqual(got, "127.0.0.31")
+        self.assertEqual(dns_server.queries, [("big.test", dns.A)])  # the TCP query
+
+    @defer.inlineCallbacks
+    def test_cancel_or_timeout_while_asking_over_tcp_leaves_nothing_behind(self) -> Any:
+        """A TCP nameserver that accepts and never answers: the deadline still holds, and a
+        cancel closes the connection and the timer."""
+        from twisted.internet.protocol import Factory, Protocol
+
+        tcp = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(tcp.stopListening)
+        port = tcp.getHost().port
+        udp = reactor.listenUDP(
+            port, _Scripted(lambda q: [_reply(q, None, trunc=1)]), interface="127.0.0.1"
+        )
+        self.addCleanup(udp.stopListening)
+        resolver = Resolver(reactor, servers=[("127.0.0.1", port)], hosts_path=self.hosts)
+        t0 = time.perf_counter()
+        f = yield self.assertFailure(resolver.resolve("big.test", "ip4", False, 0.3), ResolveError)
+        self.assertIn("DNS timeout", str(f))
+        self.assertLess(time.perf_counter() - t0, 1.3)
+        d = resolver.resolve("big.test", "ip4", False, 5.0)
+        yield sleep(0.1)
+        d.cancel()
+        yield self.assertFailure(d, defer.CancelledError)
+        yield sleep(0.01)  # the connection's close is delivered on the next turn
+        self.assertEqual(leftover_timers(), [], "timers left after cancel")
+
+    @defer.inlineCallbacks
+    def test_a_nameserver_the_query_cannot_be_sent_to_hands_over_to_the_next(self) -> Any:
+        dns_server = LocalDNSServer({"a-only.test": ["127.0.0.11"]})
+        self.addCleanup(dns_server.stop)
+        unsendable = ("127.0.0.1", 0)  # sendto fails at once (EINVAL)
+        resolver = Resolver(
+            reactor, servers=[unsendable, dns_server.address], hosts_path=self.hosts
+        )
+        got = yield resolver.resolve("a-only.test", "ip4", False, 2.0)
+        self.assertEqual(got, "127.0.0.11")
+        alone = Resolver(reactor, servers=[unsendable], hosts_path=self.hosts)
+        f = yield self.assertFailure(alone.resolve("a-only.test", "ip4", False, 2.0), ResolveError)
+        self.assertIn("a-only.test", str(f))
+        self.assertIn("not sent", str(f))
+
+    def test_a_name_that_cannot_be_encoded_is_a_resolve_error(self) -> Deferred[Any]:
+        resolver = Resolver(reactor, servers=[("127.0.0.1", 9)], hosts_path=self.hosts)
+        return self.assertFailure(
+            resolver.resolve("x" * 64 + ".test", "ip4", False, 1.0), ResolveError
+        )

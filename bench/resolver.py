@@ -1,0 +1,103 @@
+"""CPU per name lookup: our Resolver against twisted.names' client.Resolver, same server.
+
+The test DNS zone (tests/dns_zone_server.py) runs in a process of its own on 127.0.0.1, so
+the CPU counted here is the client's alone. Each round does --lookups sequential A lookups
+of one name (not in the hosts file) with each resolver in turn; the table gives CPU µs per
+lookup, median over the rounds.
+
+    python bench/resolver.py --lookups 2000 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common import table, write_json
+from twisted.internet import defer, task
+from twisted.names import client
+
+from netprobe_exporter.resolver import Resolver
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+NAME = "www.example.test"
+
+
+def start_zone() -> tuple[subprocess.Popen[str], tuple[str, int]]:
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    proc = subprocess.Popen(
+        [sys.executable, str(TESTS / "dns_zone_server.py"), "600"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    host, port = proc.stdout.readline().strip().rsplit(":", 1)
+    return proc, (host, int(port))
+
+
+async def cpu_per_lookup(lookup: Callable[[], defer.Deferred[Any]], count: int) -> float:
+    for _ in range(50):  # warm up
+        await lookup()
+    t0 = time.process_time()
+    for _ in range(count):
+        await lookup()
+    return (time.process_time() - t0) / count * 1e6
+
+
+async def run(reactor: Any, server: tuple[str, int], lookups: int, rounds: int) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".hosts") as hosts:
+        ours = Resolver(reactor, servers=[server], hosts_path=hosts.name)
+        theirs = client.Resolver(servers=[server], reactor=reactor)
+        candidates: dict[str, Callable[[], defer.Deferred[Any]]] = {
+            "netprobe Resolver.resolve": lambda: ours.resolve(NAME, "ip4", False, 2.0),
+            "twisted.names client.Resolver.lookupAddress": lambda: theirs.lookupAddress(
+                NAME, timeout=(2.0,)
+            ),
+        }
+        figures: dict[str, list[float]] = {k: [] for k in candidates}
+        for _ in range(rounds):
+            for label, lookup in candidates.items():
+                figures[label].append(await cpu_per_lookup(lookup, lookups))
+    return {k: {"median_us": statistics.median(v), "rounds_us": v} for k, v in figures.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lookups", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    proc, server = start_zone()
+    try:
+        result: dict[str, Any] = {}
+
+        def main_task(reactor: Any) -> defer.Deferred[None]:
+            async def body() -> None:
+                result.update(await run(reactor, server, args.lookups, args.rounds))
+
+            return defer.Deferred.fromCoroutine(body())
+
+        with contextlib.suppress(SystemExit):  # react() exits when main_task is done
+            task.react(main_task)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(10)
+    rows: list[list[object]] = [["resolver", "CPU µs / lookup (median)", "rounds"]]
+    for label, fig in result.items():
+        rows.append(
+            [label, f"{fig['median_us']:.0f}", " ".join(f"{x:.0f}" for x in fig["rounds_us"])]
+        )
+    print(table(rows))
+    write_json("resolver", {"lookups": args.lookups, "rounds": args.rounds, **result})
+
+
+if __name__ == "__main__":
+    main()
