@@ -24,6 +24,7 @@ from typing import Any
 
 from common import table, write_json
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
 from twisted.names import client
 
 from netprobe_exporter.resolver import Resolver
@@ -52,7 +53,9 @@ async def cpu_per_lookup(lookup: Callable[[], defer.Deferred[Any]], count: int) 
     return (time.process_time() - t0) / count * 1e6
 
 
-async def run(reactor: Any, server: tuple[str, int], lookups: int, rounds: int) -> dict[str, Any]:
+async def run(
+    reactor: IReactorTime, server: tuple[str, int], lookups: int, rounds: int
+) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".hosts") as hosts:
         ours = Resolver(reactor, servers=[server], hosts_path=hosts.name)
         theirs = client.Resolver(servers=[server], reactor=reactor)
@@ -78,7 +81,7 @@ def main() -> None:
     try:
         result: dict[str, Any] = {}
 
-        def main_task(reactor: Any) -> defer.Deferred[None]:
+        def main_task(reactor: IReactorTime) -> defer.Deferred[None]:
             async def body() -> None:
                 result.update(await run(reactor, server, args.lookups, args.rounds))
 

@@ -10,7 +10,6 @@ import zlib
 from typing import Any
 
 from twisted.internet import defer, task
-from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.config import parse_config
@@ -18,9 +17,8 @@ from netprobe_exporter.probes import ProbeContext, http, tcp
 from netprobe_exporter.resolver import Resolver
 from tests.support.loopback import SilentDNSServer, temp_path, write_file
 from tests.support.procutil import tcp_socket_states
+from tests.support.reactor import reactor
 from tests.support.servers import Conn, make_certs, tcp_server
-
-reactor: Any = _reactor
 
 
 def established_to(port: int) -> int:

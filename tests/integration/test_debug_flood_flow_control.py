@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.config import parse_config
 from netprobe_exporter.probes import ProbeContext, tcp
 from netprobe_exporter.resolver import Resolver
+from tests.support.reactor import reactor
 from tests.support.servers import Conn, tcp_server
-
-reactor: Any = _reactor
 
 
 class FlowControlTests(TestCase):

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, ssl
-from twisted.internet import reactor as _reactor
 from twisted.names import server
 from twisted.trial.unittest import TestCase
 
@@ -18,9 +17,8 @@ from netprobe_exporter.probes import dns as dns_prober
 from netprobe_exporter.resolver import Resolver
 from tests.support.dns_zone import ZONE, _Zone, _ZoneServer
 from tests.support.loopback import SilentDNSServer, temp_path, write_file
+from tests.support.reactor import reactor
 from tests.support.servers import make_certs
-
-reactor: Any = _reactor
 
 MODULES = parse_config(
     f"""

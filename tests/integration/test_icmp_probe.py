@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from twisted.internet import defer
-from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.blackbox import render
@@ -16,8 +15,7 @@ from netprobe_exporter.probes import ProbeContext
 from netprobe_exporter.probes import icmp as icmp_prober
 from netprobe_exporter.resolver import Resolver
 from tests.support.loopback import SilentDNSServer, temp_path, write_file
-
-reactor: Any = _reactor
+from tests.support.reactor import reactor
 
 MODULES = parse_config(
     """

@@ -12,16 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.config import parse_config
 from netprobe_exporter.probes import ProbeContext, dns, http
 from netprobe_exporter.resolver import Resolver
 from tests.support.loopback import SilentDNSServer, temp_path, write_file
+from tests.support.reactor import reactor
 from tests.support.servers import POLL, Conn, tcp_server
 
-reactor: Any = _reactor
 HTTP_TIMEOUT = 5.0
 
 

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
@@ -28,8 +27,7 @@ from tests.support.loopback import (
     temp_path,
     write_file,
 )
-
-reactor: Any = _reactor
+from tests.support.reactor import reactor
 
 
 class ResolverTests(TestCase):

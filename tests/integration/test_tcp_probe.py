@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
@@ -27,8 +26,7 @@ from tests.support.loopback import (
     temp_path,
     write_file,
 )
-
-reactor: Any = _reactor
+from tests.support.reactor import reactor
 
 
 def module(preferred: str = "ip6", fallback: bool = True, source: str | None = None) -> Module:

@@ -9,12 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet import reactor as _reactor
 from twisted.internet.error import CannotListenError
 from twisted.names import dns, error, server
 from twisted.names.common import ResolverBase
 
-reactor: Any = _reactor
+from tests.support.reactor import reactor
 
 ZONE = "example.test"
 

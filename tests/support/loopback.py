@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, task
-from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.names import common, dns, error, server
 from twisted.trial.unittest import TestCase
 
-reactor: Any = _reactor
+from tests.support.reactor import reactor
 
 _LISTEN_TRIES = 20
 

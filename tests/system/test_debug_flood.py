@@ -10,16 +10,10 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
-
-from twisted.internet import reactor as _reactor
 
 from netprobe_exporter.probes import MAX_LOG_LINES
 from tests.support.procutil import Exporter, Processes, http, value, wait_for
 from tests.support.servers import Conn, tcp_server
-
-reactor: Any = _reactor
-
 
 FLOOD_BYTES = 10 << 20
 

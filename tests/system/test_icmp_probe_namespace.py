@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from twisted.internet import defer
-from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.blackbox import render
@@ -18,8 +17,7 @@ from netprobe_exporter.probes import icmp as icmp_prober
 from netprobe_exporter.resolver import Resolver
 from tests.support.loopback import SilentDNSServer, temp_path, write_file
 from tests.support.netns import RoutedNamespace, routed_namespace_or_skip
-
-reactor: Any = _reactor
+from tests.support.reactor import reactor
 
 MODULES = parse_config(
     """

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet import reactor as _reactor
 from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.modules import Module, TCPProbe
@@ -21,8 +20,7 @@ from tests.support.loopback import (
     write_file,
 )
 from tests.support.netns import RoutedNamespace, routed_namespace_or_skip
-
-reactor: Any = _reactor
+from tests.support.reactor import reactor
 
 
 def module(preferred: str = "ip6", fallback: bool = True, source: str | None = None) -> Module:

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet import reactor as _reactor
 
 from netprobe_exporter.probes import icmp as icmp_prober
-
-reactor: Any = _reactor
+from tests.support.reactor import reactor
 
 
 def test_no_icmp_socket_allowed_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.resolver import HostsFile, ResolveError, Resolver, read_nameservers
 from tests.support.loopback import temp_path, write_file
-
-reactor: Any = _reactor
+from tests.support.reactor import reactor
 
 HOSTS = """\
 # a comment line
