@@ -28,6 +28,7 @@ from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.modules import Module, TCPProbe, TLSConfig
 from netprobe_exporter.probes import ProbeContext, ProbeResult, tcp
+from netprobe_exporter.probes.connect import engine_of
 from netprobe_exporter.resolver import Resolver
 
 reactor: Any = _reactor
@@ -37,7 +38,7 @@ def module(preferred: str = "ip6", fallback: bool = True, source: str | None = N
     return Module(
         name="tcp_connect",
         prober="tcp",
-        tcp=TCPProbe(
+        options=TCPProbe(
             preferred_ip_protocol=preferred,
             ip_protocol_fallback=fallback,
             source_ip_address=source,
@@ -170,7 +171,7 @@ class LoopbackTests(_ProbeTestCase):
         """Such a file is only a warning at load (blackbox reads it per probe, too)."""
         port = self.listen(socket.AF_INET, "127.0.0.1").getsockname()[1]
         tls = TCPProbe(tls=True, tls_config=TLSConfig(ca_file="/nonexistent/ca.pem"))
-        r = yield self.probe(f"127.0.0.1:{port}", Module(name="t", prober="tcp", tcp=tls))
+        r = yield self.probe(f"127.0.0.1:{port}", Module(name="t", prober="tcp", options=tls))
         self.assertEqual((r.result, r.success), ("error", False))
         self.assertIn("tls_config", r.detail)
         self.assertIn("/nonexistent/ca.pem", r.detail)
@@ -208,7 +209,7 @@ class LoopbackTests(_ProbeTestCase):
         self.assertEqual(bad, [])
         self.assertLess(elapsed, 5.0)
         self.assertEqual(reactor.getWriters(), [])
-        self.assertEqual(self.ctx.engine.pending, 0)
+        self.assertEqual(engine_of(self.ctx).pending, 0)
 
 
 class HostsFileProbeTests(_ProbeTestCase):
@@ -353,7 +354,7 @@ class NamespaceTests(TestCase):
         self.assertLess(r.duration, 1.5)
         self.assertLess(elapsed, 1.5)
         self.assertEqual(reactor.getWriters(), [])
-        self.assertEqual(self.ctx.engine.pending, 0)
+        self.assertEqual(engine_of(self.ctx).pending, 0)
 
     @defer.inlineCallbacks
     def test_unreachable(self) -> Any:
@@ -370,7 +371,7 @@ class NamespaceTests(TestCase):
     def test_cancel_while_connecting(self) -> Any:
         d = tcp.probe(self.ctx, f"{self.ns.blackhole_ip}:80", module(), 5.0)
         yield sleep(0.05)
-        engine = self.ctx.engine
+        engine = engine_of(self.ctx)
         self.assertEqual(engine.pending, 1)
         connector = next(iter(engine._pending.values()))
         self.assertIn(engine, reactor.getReaders())
@@ -386,7 +387,7 @@ class NamespaceTests(TestCase):
         """The same through the name path (hosts file → blackholed address)."""
         d = tcp.probe(self.ctx, "blackholed:80", module(), 5.0)
         yield sleep(0.05)
-        engine = self.ctx.engine
+        engine = engine_of(self.ctx)
         self.assertEqual(engine.pending, 1)
         d.cancel()
         yield self.assertFailure(d, defer.CancelledError)
