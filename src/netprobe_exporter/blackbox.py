@@ -34,10 +34,21 @@ _CORE = (
     BlackboxFamily("probe_ip_addr_hash", "Specifies the hash of IP address. It's useful to "
                    "detect if the IP address changes."),
 )  # fmt: skip
-_HEADER = {
-    f.name: f"# HELP {f.name} {f.help}\n# TYPE {f.name} gauge\n"
-    for f in (*_CORE, *(b for spec in PROBERS.values() for b in spec.blackbox_families))
-}
+
+
+def _header(name: str) -> str:
+    """A family's HELP and TYPE lines, from the core's or its prober's declaration."""
+    text = _HEADERS.get(name)
+    if text is None:
+        declared = (*_CORE, *(b for spec in PROBERS.values() for b in spec.blackbox_families))
+        _HEADERS.update(
+            (f.name, f"# HELP {f.name} {f.help}\n# TYPE {f.name} gauge\n") for f in declared
+        )
+        text = _HEADERS[name]
+    return text
+
+
+_HEADERS: dict[str, str] = {}
 
 
 def go_float(value: float) -> str:
@@ -115,7 +126,7 @@ def render(r: ProbeResult) -> str:
     """The text exposition (0.0.4) of a probe result, families sorted as Go's registry does."""
     lines: list[str] = []
     for name, samples in sorted(families(r).items()):
-        lines.append(_HEADER[name])
+        lines.append(_header(name))
         if len(samples) > 1:
             samples = sorted(samples, key=lambda s: sorted(s[0].items()))
         for labels, value in samples:

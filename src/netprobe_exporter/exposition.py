@@ -19,6 +19,7 @@ from prometheus_client.utils import floatToGoString
 
 from netprobe_exporter.metrics import Histogram, MetricsStore, TargetSeries, prober_families
 from netprobe_exporter.probes import Family
+from netprobe_exporter.probes.all import PROBERS
 
 CHUNK_TARGETS = 200
 
@@ -229,6 +230,15 @@ def target_families() -> list[tuple[str, str, str, Row]]:
 
 
 TARGET_FAMILIES = target_families()
+_families_for: tuple[str, ...] = tuple(PROBERS)
+
+
+def _current_families() -> list[tuple[str, str, str, Row]]:
+    """TARGET_FAMILIES, made again if a prober registered since (one tuple per render)."""
+    global TARGET_FAMILIES, _families_for
+    if tuple(PROBERS) != _families_for:
+        TARGET_FAMILIES, _families_for = target_families(), tuple(PROBERS)
+    return TARGET_FAMILIES
 
 
 def _exporter_families(store: MetricsStore, om: bool) -> str:
@@ -277,7 +287,7 @@ def _exporter_families(store: MetricsStore, om: bool) -> str:
 def render(store: MetricsStore, fmt: Format, registry: CollectorRegistry | None) -> Iterator[str]:
     """Yield the exposition in chunks of at most CHUNK_TARGETS targets' lines."""
     om = fmt.openmetrics
-    for name, kind, help_text, row in TARGET_FAMILIES:
+    for name, kind, help_text, row in _current_families():
         series = list(store.series.values())
         header = _header(name, kind, help_text, om)  # only for families with samples
         for i in range(0, len(series), CHUNK_TARGETS):

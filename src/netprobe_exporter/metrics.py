@@ -67,7 +67,7 @@ def prober_families() -> dict[str, Family]:
 
 
 #: label values of the labelled histogram families (``phase``), by family name
-_LABEL_VALUES = {name: f.label_values for name, f in prober_families().items() if f.label_values}
+_LABEL_VALUES = {name: f.label_values for name, f in prober_families().items()}
 
 
 class TargetSeries(SeriesSink):
@@ -133,7 +133,10 @@ class TargetSeries(SeriesSink):
             hists = self.histograms = {}
         found = hists.get(family)
         if found is None:
-            count = len(_LABEL_VALUES.get(family, ())) or 1
+            declared = _LABEL_VALUES.get(family)
+            if declared is None:  # a prober registered after this module was imported
+                declared = _LABEL_VALUES[family] = prober_families()[family].label_values
+            count = len(declared) or 1
             found = hists[family] = [Histogram(self.buckets) for _ in range(count)]
         found[label].observe(value)
 

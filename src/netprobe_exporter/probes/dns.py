@@ -491,8 +491,8 @@ def _check(response: dns.Message, opts: DNSProbe, result: ProbeResult) -> None:
     if opts.query_type == "SOA":
         info.serial = 0.0
         for rr in response.answers:
-            if rr.type == dns.SOA:
-                info.serial = float(rr.payload.serial)  # type: ignore[union-attr]
+            if isinstance(rr.payload, dns.Record_SOA):
+                info.serial = float(rr.payload.serial)
     valid = opts.valid_rcodes or ("NOERROR",)
     if response.rCode not in {RCODES[r] for r in valid}:
         name = _RCODE_NAMES.get(response.rCode, str(response.rCode))

@@ -31,6 +31,7 @@ from netprobe_exporter.probes import (
     Family,
     ProbeContext,
     ProbeFailure,
+    ProbeReactor,
     ProbeResult,
     ProberSpec,
     options_of,
@@ -119,7 +120,7 @@ FAILED_DUE_TO_REGEX = BlackboxFamily(
 class _Conversation(Protocol):
     """Line-oriented reader/writer whose steps are awaited by the probe coroutine."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: ProbeReactor) -> None:
         self._reactor = reactor
         self._buffer = b""
         self._lines: list[bytes] = []
