@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from twisted.application.service import MultiService
@@ -35,7 +35,13 @@ from netprobe_exporter.configmanager import (
     no_full_collections,
 )
 from netprobe_exporter.metrics import MetricsStore
-from netprobe_exporter.probes import AddressResolver, ProbeContext, Prober, registry
+from netprobe_exporter.probes import (
+    AddressResolver,
+    ProbeContext,
+    Prober,
+    ProbeReactor,
+    registry,
+)
 from netprobe_exporter.probing import ProbingService
 from netprobe_exporter.resolver import Resolver
 from netprobe_exporter.scheduler import Scheduler
@@ -110,7 +116,8 @@ class App(MultiService):
         self.store = store if store is not None else MetricsStore()
         self.registry = metrics_registry
         clock = IReactorTime(reactor)
-        ctx = ProbeContext(reactor, resolver or Resolver(clock))
+        # the running reactor provides every interface a prober uses (ProbeReactor)
+        ctx = ProbeContext(cast(ProbeReactor, reactor), resolver or Resolver(clock))
         found = dict(probers) if probers is not None else registry()
         self.probing = ProbingService(clock, ctx, found, self.store, wall)
         self.manager = ConfigManager(

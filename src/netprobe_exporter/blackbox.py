@@ -17,45 +17,37 @@ import yaml
 from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.logs import logfmt_value as _logfmt
 from netprobe_exporter.metrics import escape_label_value
-from netprobe_exporter.modules import Module
-from netprobe_exporter.probes import ProbeResult
+from netprobe_exporter.model import Module, ProbeResult, Sample
+from netprobe_exporter.probes import BlackboxFamily
+from netprobe_exporter.probes.all import PROBERS
 from netprobe_exporter.redact import module_doc
 
-Sample = tuple[dict[str, str], float]
-
-_HELP = {
-    "probe_success": "Displays whether or not the probe was a success",
-    "probe_duration_seconds": "Returns how long the probe took to complete in seconds",
-    "probe_dns_lookup_time_seconds": "Returns the time taken for probe dns lookup in seconds",
-    "probe_ip_protocol": "Specifies whether probe ip protocol is IP4 or IP6",
-    "probe_ip_addr_hash": "Specifies the hash of IP address. It's useful to detect if the IP "
-    "address changes.",
-    "probe_failed_due_to_regex": "Indicates if probe failed due to regex",
-    "probe_ssl_earliest_cert_expiry": "Returns last SSL chain expiry in unixtime",
-    "probe_ssl_last_chain_expiry_timestamp_seconds": "Returns last SSL chain expiry in timestamp",
-    "probe_ssl_last_chain_info": "Contains SSL leaf certificate information",
-    "probe_tls_version_info": "Returns the TLS version used or NaN when unknown",
-    "probe_http_duration_seconds": "Duration of http request by phase, summed over all redirects",
-    "probe_http_content_length": "Length of http content response",
-    "probe_http_uncompressed_body_length": "Length of uncompressed response body",
-    "probe_http_redirects": "The number of redirects",
-    "probe_http_ssl": "Indicates if SSL was used for the final redirect",
-    "probe_http_status_code": "Response HTTP status code",
-    "probe_http_version": "Returns the version of HTTP of the probe response",
-    "probe_http_last_modified_timestamp_seconds": "Returns the Last-Modified HTTP response "
-    "header in unixtime",
-    "probe_dns_duration_seconds": "Duration of DNS request by phase",
-    "probe_dns_answer_rrs": "Returns number of entries in the answer resource record list",
-    "probe_dns_authority_rrs": "Returns number of entries in the authority resource record list",
-    "probe_dns_additional_rrs": "Returns number of entries in the additional resource record list",
-    "probe_dns_query_succeeded": "Displays whether or not the query was executed successfully",
-    "probe_dns_serial": "Returns the serial number of the zone",
-    "probe_icmp_duration_seconds": "Duration of icmp request by phase",
-    "probe_icmp_reply_hop_limit": "Replied packet hop limit (TTL for ipv4)",
-}
+#: the families every prober's answer may have; the probers declare their own
+_CORE = (
+    BlackboxFamily("probe_success", "Displays whether or not the probe was a success"),
+    BlackboxFamily("probe_duration_seconds",
+                   "Returns how long the probe took to complete in seconds"),
+    BlackboxFamily("probe_dns_lookup_time_seconds",
+                   "Returns the time taken for probe dns lookup in seconds"),
+    BlackboxFamily("probe_ip_protocol", "Specifies whether probe ip protocol is IP4 or IP6"),
+    BlackboxFamily("probe_ip_addr_hash", "Specifies the hash of IP address. It's useful to "
+                   "detect if the IP address changes."),
+)  # fmt: skip
 
 
-_HEADER = {name: f"# HELP {name} {text}\n# TYPE {name} gauge\n" for name, text in _HELP.items()}
+def _header(name: str) -> str:
+    """A family's HELP and TYPE lines, from the core's or its prober's declaration."""
+    text = _HEADERS.get(name)
+    if text is None:
+        declared = (*_CORE, *(b for spec in PROBERS.values() for b in spec.blackbox_families))
+        _HEADERS.update(
+            (f.name, f"# HELP {f.name} {f.help}\n# TYPE {f.name} gauge\n") for f in declared
+        )
+        text = _HEADERS[name]
+    return text
+
+
+_HEADERS: dict[str, str] = {}
 
 
 def go_float(value: float) -> str:
@@ -114,69 +106,26 @@ def _ns(seconds: float) -> float:
     return round(seconds, 9)
 
 
-def families(prober: str, r: ProbeResult) -> dict[str, list[Sample]]:
+def families(r: ProbeResult) -> dict[str, list[Sample]]:
     """Every family blackbox would emit for this result, by name."""
     out: dict[str, list[Sample]] = {
         "probe_success": [({}, 1.0 if r.success else 0.0)],
         "probe_duration_seconds": [({}, _ns(r.duration))],
     }
-    if prober in ("tcp", "http"):
-        out["probe_failed_due_to_regex"] = [({}, 1.0 if r.failed_due_to_regex else 0.0)]
     if r.resolve_attempted:
         out["probe_dns_lookup_time_seconds"] = [({}, _ns(r.resolve_duration or 0.0))]
         out["probe_ip_protocol"] = [({}, float(r.ip_protocol))]
         out["probe_ip_addr_hash"] = [({}, ip_hash(r.ip) if r.ip else 0.0)]
-    h = r.http
-    if prober == "http" and h is not None:
-        out["probe_http_content_length"] = [({}, float(h.content_length))]
-        out["probe_http_uncompressed_body_length"] = [({}, float(h.body_length))]
-        out["probe_http_redirects"] = [({}, float(h.redirects))]
-        out["probe_http_ssl"] = [({}, 1.0 if h.ssl else 0.0)]
-        out["probe_http_status_code"] = [({}, float(h.status_code))]
-        out["probe_http_version"] = [({}, h.version)]
-        if h.phases:
-            out["probe_http_duration_seconds"] = [
-                ({"phase": p}, _ns(v)) for p, v in h.phases.items()
-            ]
-        if h.last_modified is not None:
-            out["probe_http_last_modified_timestamp_seconds"] = [({}, h.last_modified)]
-    d = r.dns
-    if prober == "dns" and d is not None:
-        out["probe_dns_duration_seconds"] = [({"phase": p}, _ns(v)) for p, v in d.phases.items()]
-        out["probe_dns_answer_rrs"] = [({}, float(d.answer_rrs))]
-        out["probe_dns_authority_rrs"] = [({}, float(d.authority_rrs))]
-        out["probe_dns_additional_rrs"] = [({}, float(d.additional_rrs))]
-        out["probe_dns_query_succeeded"] = [({}, 1.0 if d.query_succeeded else 0.0)]
-        if d.serial is not None:
-            out["probe_dns_serial"] = [({}, d.serial)]
-    if prober == "icmp" and r.icmp is not None:
-        out["probe_icmp_duration_seconds"] = [({"phase": p}, _ns(v)) for p, v in r.icmp.items()]
-        if r.success and r.icmp_hop_limit is not None:
-            out["probe_icmp_reply_hop_limit"] = [({}, float(r.icmp_hop_limit))]
-    t = r.tls
-    if t is not None and (prober != "http" or (h is not None and h.ssl)):
-        out["probe_ssl_earliest_cert_expiry"] = [({}, t.earliest_expiry)]
-        out["probe_ssl_last_chain_expiry_timestamp_seconds"] = [({}, t.last_chain_expiry)]
-        out["probe_tls_version_info"] = [({"version": t.version}, 1.0)]
-        out["probe_ssl_last_chain_info"] = [
-            (
-                {
-                    "fingerprint_sha256": t.fingerprint_sha256,
-                    "issuer": t.issuer,
-                    "subject": t.subject,
-                    "subjectalternative": t.subject_alternative,
-                },
-                1.0,
-            )
-        ]
+    if r.details is not None:
+        r.details.blackbox(out, r)
     return out
 
 
-def render(prober: str, r: ProbeResult) -> str:
+def render(r: ProbeResult) -> str:
     """The text exposition (0.0.4) of a probe result, families sorted as Go's registry does."""
     lines: list[str] = []
-    for name, samples in sorted(families(prober, r).items()):
-        lines.append(_HEADER[name])
+    for name, samples in sorted(families(r).items()):
+        lines.append(_header(name))
         if len(samples) > 1:
             samples = sorted(samples, key=lambda s: sorted(s[0].items()))
         for labels, value in samples:
@@ -219,6 +168,6 @@ def debug_output(
         )
     return (
         "Logs for the probe:\n" + "".join(lines)
-        + "\n\n\nMetrics that would have been returned:\n" + render(module.prober, r)
+        + "\n\n\nMetrics that would have been returned:\n" + render(r)
         + "\n\n\nModule configuration:\n" + module_yaml(module)
     )  # fmt: skip

@@ -17,24 +17,25 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from netprobe_exporter.addresses import (
-    parse_dns_server,
-    parse_host,
-    parse_host_port,
-    parse_url,
-    redact_url,
+from netprobe_exporter.model import (
+    ADDRESS_LENGTH_LIMIT,
+    DEFAULT_BUCKETS,
+    DEFAULT_TIMEOUT,
+    RESULTS,
+    Limits,
+    Module,
+    Target,
 )
-from netprobe_exporter.modules import DEFAULT_TIMEOUT, Module, builtin_modules, parse_module
+from netprobe_exporter.modules import builtin_modules, parse_module
 from netprobe_exporter.policy import ProbePolicy, parse_rule
-from netprobe_exporter.probes import RESULTS
+from netprobe_exporter.probes.all import PROBERS
 from netprobe_exporter.yamlcheck import YAML_LOADER, Checker, is_null, release, scalar, show
 
-__all__ = ["DEFAULT_TIMEOUT", "Config", "ConfigError", "Defaults", "Module", "Target"]
+__all__ = [
+    "ADDRESS_LENGTH_LIMIT", "DEFAULT_BUCKETS", "DEFAULT_TIMEOUT", "Config", "ConfigError",
+    "Defaults", "Limits", "Module", "Target",
+]  # fmt: skip
 
-DEFAULT_BUCKETS: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-)  # fmt: skip
 DEFAULT_INTERVAL = 15.0
 MIN_INTERVAL = 0.1
 #: label names the exporter sets itself; a user label may not take them
@@ -46,31 +47,6 @@ _MAX_NODES = 1_000_000
 #: a config file larger than this is refused before it is parsed (parsing costs ~0.1 s per MiB)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _SOON = "is not supported yet"
-#: phases of netprobe_http_duration_seconds (metrics.HTTP_PHASES)
-_HTTP_PHASES = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    address: str
-    module: str
-    interval: float
-    labels: tuple[tuple[str, str], ...] = ()
-    buckets: tuple[float, ...] = DEFAULT_BUCKETS
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """What makes a target unique: two entries with the same key are a config error.
-
-        The address as shown, so two targets that differ only in a URL's password (which
-        labels and pages show as ``xxxxx``) cannot give two series the same labels.
-        """
-        return (self.display_address, self.module)
-
-    @property
-    def display_address(self) -> str:
-        """The address wherever it is shown (``target`` label, pages, logs): no password."""
-        return redact_url(self.address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,86 +69,6 @@ class TargetFiles:
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     #: how often the files are looked at (a stat each); changed ones are read again
     refresh_interval: float = 5.0
-
-
-#: characters a target's address may always have, whatever label_value_length_limit says:
-#: URLs of 2,000 characters and more are in real use (browsers and proxies take about that)
-ADDRESS_LENGTH_LIMIT = 2048
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Resource bounds (the ``limits:`` section): what one process will take on at most."""
-
-    #: continuous targets (config plus ``--target``); more is a config error, not a slow death
-    max_targets: int = 100_000
-    #: continuous probes running at once; due probes beyond it wait, then skip their slot
-    max_concurrent_probes: int = 1024
-    #: bytes of an HTTP body kept for the body regular expressions (more fails the probe)
-    max_body_bytes: int = 16 * 1024 * 1024
-    #: a web connection that sends nothing for this long is closed
-    web_idle_timeout: float = 60.0
-    #: a request's head and body must arrive within this long of its first byte (slowloris)
-    web_request_timeout: float = 10.0
-    #: open web connections; more are closed as they arrive, so slow clients cannot take every fd
-    max_web_connections: int = 512
-    # Labels: a target's label string is kept once and repeated on each of its series lines.
-    # At these defaults it is at most 30 * (64 + 256 + 4) ≈ 9.7 KB, so even max_targets of
-    # them hold under 1 GB; real fleets use a handful of short labels (a DNS name fits 256).
-    #: labels per target from ``labels:`` (defaults, entry and file_sd group merged)
-    label_limit: int = 30
-    #: characters in a label name
-    label_name_length_limit: int = 64
-    #: characters in a label value, the target's address and module name included
-    label_value_length_limit: int = 256
-    #: continuous series in all, estimated from each target's prober and buckets: 100 per
-    #: target at max_targets (a tcp target with the default buckets has 67, an http one 160)
-    sample_limit: int = 10_000_000
-
-    def too_many_targets(self, count: int) -> str | None:
-        """Why ``count`` continuous targets are refused, or None when they are not."""
-        if count > self.max_targets:
-            return f"{count} targets exceed limits.max_targets ({self.max_targets})"
-        return None
-
-    def too_many_series(self, count: int) -> str | None:
-        """Why targets with ``count`` series in all are refused, or None when they are not."""
-        if count > self.sample_limit:
-            return (
-                f"{count} series (estimated from each target's prober and buckets), more than "
-                f"limits.sample_limit ({self.sample_limit})"
-            )
-        return None
-
-    def too_long(self, value: str, what: str = "value") -> str | None:
-        """Why ``value``, which becomes a label value, is refused, or None when it is not."""
-        if len(value) > self.label_value_length_limit:
-            return (
-                f"{what} has {len(value)} characters, more than limits.label_value_length_limit "
-                f"({self.label_value_length_limit})"
-            )
-        return None
-
-    @property
-    def address_length_limit(self) -> int:
-        """Characters in a target's address: a URL may be longer than a label value should
-        be (a long query string), so addresses get at least ``ADDRESS_LENGTH_LIMIT``."""
-        return max(self.label_value_length_limit, ADDRESS_LENGTH_LIMIT)
-
-    def too_long_address(self, address: str) -> str | None:
-        """Why ``address`` (the ``target`` label of its series) is refused, or None."""
-        if len(address) > self.address_length_limit:
-            return (
-                f"the address (the target label) has {len(address)} characters, more than "
-                f"{self.address_length_limit} (the larger of {ADDRESS_LENGTH_LIMIT} and "
-                "limits.label_value_length_limit)"
-            )
-        return None
-
-    def too_many_labels(self, count: int) -> str | None:
-        if count > self.label_limit:
-            return f"{count} labels, more than limits.label_limit ({self.label_limit})"
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,39 +197,21 @@ def target_address_error(address: str, module: Module) -> str | None:
     """Why ``address`` cannot be probed with ``module``, or None if it can."""
     if not module.runnable:
         return f'module "{module.name}" uses prober "{module.prober}", which {_SOON}'
-    try:
-        if module.prober == "tcp":
-            parse_host_port(address)
-        elif module.prober == "http":
-            parse_url(address)
-        elif module.prober == "dns":
-            parse_dns_server(address)
-        elif module.prober == "icmp":
-            parse_host(address)
-    except ValueError as exc:
-        return str(exc)
-    return None
+    return PROBERS[module.prober].check_address(address)
+
+
+#: series every target has whatever its prober: up, probes_total by result, the connect and
+#: probe histograms, three last_* gauges and target_info (metrics' core families)
+def _core_series(buckets: int) -> int:
+    return 5 + len(RESULTS) + 2 * (buckets + 3)
 
 
 def target_series(buckets: int, module: Module) -> int:
     """The most series a target with ``buckets`` bounds can show at /metrics (exposition's
-    TARGET_FAMILIES; tests/test_labels.py checks the two agree), known before any probe ran:
-    what ``limits.sample_limit`` holds a config to."""
-    h = buckets + 3  # a bucket per bound and +Inf, _sum, _count
-    # up, probes_total by result, 3 last_* gauges, target_info; connect and probe histograms
-    n = 5 + len(RESULTS) + 2 * h
-    tls = 2  # tls_cert_expiry and tls_version_info
-    if module.prober == "tcp":
-        starttls = any(q.starttls for q in module.tcp.query_response)
-        n += h + (tls if module.tcp.tls or starttls else 0)
-    elif module.prober == "http":  # handshake, 5 phases, status code; TLS by URL or redirect
-        n += h + _HTTP_PHASES * h + 1 + tls
-    elif module.prober == "dns":
-        n += h + (h if module.dns.transport_protocol == "tcp" else 0)
-        n += tls if module.dns.dns_over_tls else 0
-    elif module.prober == "icmp":
-        n += h
-    return n
+    families; tests/test_labels.py checks the two agree), known before any probe ran: what
+    ``limits.sample_limit`` holds a config to."""
+    families = PROBERS[module.prober].module_families(module.options)
+    return _core_series(buckets) + sum(f.series(buckets) for f in families)
 
 
 def series_total(targets: Iterable[Target], modules: Mapping[str, Module]) -> int:

@@ -17,7 +17,15 @@ from prometheus_client import exposition as text_exposition
 from prometheus_client.openmetrics import exposition as om_exposition
 from prometheus_client.utils import floatToGoString
 
-from netprobe_exporter.metrics import Histogram, MetricsStore, TargetSeries, escape_label_value
+from netprobe_exporter.metrics import (
+    Histogram,
+    MetricsStore,
+    TargetSeries,
+    escape_label_value,
+    prober_families,
+)
+from netprobe_exporter.probes import Family
+from netprobe_exporter.probes.all import PROBERS
 
 CHUNK_TARGETS = 200
 
@@ -126,84 +134,117 @@ def _hist_row(name: str, attr: str) -> Row:
     return row
 
 
-def _handshake_row(s: TargetSeries) -> str:
-    h = s.handshake
-    if h is None:
-        return ""
-    return _histogram_lines("netprobe_tcp_handshake_rtt_seconds", s.labels, h, _les(h.bounds))
-
-
-def _dns_row(s: TargetSeries) -> str:
-    h = s.dns_lookup
-    if h is None:
-        return ""
-    return _histogram_lines("netprobe_dns_lookup_duration_seconds", s.labels, h, _les(h.bounds))
-
-
-def _icmp_row(s: TargetSeries) -> str:
-    h = s.icmp_rtt
-    if h is None:
-        return ""
-    return _histogram_lines("netprobe_icmp_rtt_seconds", s.labels, h, _les(h.bounds))
-
-
-def _http_phases_row(s: TargetSeries) -> str:
-    if s.http_phases is None:
-        return ""
-    name = "netprobe_http_duration_seconds"
-    return "".join(
-        _histogram_lines(name, f'{s.labels},phase="{phase}"', h, _les(h.bounds))
-        for phase, h in s.http_phases.items()
-    )
-
-
-def _tls_version_row(s: TargetSeries) -> str:
-    if s.tls_version is None:
-        return ""
-    return f'netprobe_tls_version_info{{{s.labels},version="{s.tls_version}"}} 1\n'
-
-
 def _info_row(s: TargetSeries) -> str:
     if s.ip is None:
         return ""
     return f'netprobe_target_info{{{s.labels},ip="{s.ip}"}} 1\n'
 
 
-TARGET_FAMILIES: list[tuple[str, str, str, Row]] = [
-    ("netprobe_up", "gauge", "1 if the last probe of the target succeeded, else 0.",
+def _family_histogram_row(f: Family) -> Row:
+    name = f.name
+
+    def row(s: TargetSeries) -> str:
+        hists = s.histograms
+        found = None if hists is None else hists.get(name)
+        if found is None:
+            return ""
+        h = found[0]
+        return _histogram_lines(name, s.labels, h, _les(h.bounds))
+
+    return row
+
+
+def _family_labelled_histogram_row(f: Family) -> Row:
+    name = f.name
+    suffixes = [f',{f.label}="{value}"' for value in f.label_values]
+
+    def row(s: TargetSeries) -> str:
+        hists = s.histograms
+        found = None if hists is None else hists.get(name)
+        if found is None:
+            return ""
+        return "".join(
+            _histogram_lines(name, s.labels + suffix, h, _les(h.bounds))
+            for suffix, h in zip(suffixes, found, strict=True)
+        )
+
+    return row
+
+
+def _family_gauge_row(f: Family) -> Row:
+    name = f.name
+
+    def row(s: TargetSeries) -> str:
+        gauges = s.gauges
+        value = None if gauges is None else gauges.get(name)
+        return "" if value is None else f"{name}{{{s.labels}}} {_num(value)}\n"
+
+    return row
+
+
+def _family_info_row(f: Family) -> Row:
+    name, label = f.name, f.label
+
+    def row(s: TargetSeries) -> str:
+        infos = s.infos
+        value = None if infos is None else infos.get(name)
+        return "" if value is None else f'{name}{{{s.labels},{label}="{value}"}} 1\n'
+
+    return row
+
+
+def family_row(f: Family) -> Row:
+    """How a prober's declared family is written for one target."""
+    if f.kind == "histogram":
+        return _family_labelled_histogram_row(f) if f.label_values else _family_histogram_row(f)
+    if f.kind == "info":
+        return _family_info_row(f)
+    return _family_gauge_row(f)
+
+
+#: every target has these, whatever its prober (config.target_series counts them)
+CORE_FAMILIES: list[tuple[int, str, str, str, Row]] = [
+    (10, "netprobe_up", "gauge", "1 if the last probe of the target succeeded, else 0.",
      _gauge_row("netprobe_up", "up")),
-    ("netprobe_probes_total", "counter", "Probes run, by result.", _results_row),
-    ("netprobe_connect_duration_seconds", "histogram",
+    (20, "netprobe_probes_total", "counter", "Probes run, by result.", _results_row),
+    (30, "netprobe_connect_duration_seconds", "histogram",
      "Time to establish the TCP connection, successful connects only.",
      _hist_row("netprobe_connect_duration_seconds", "connect")),
-    ("netprobe_tcp_handshake_rtt_seconds", "histogram",
-     "The kernel's smoothed RTT right after the TCP handshake (TCP_INFO), immune to "
-     "scheduling delays in the exporter; successful connects only.", _handshake_row),
-    ("netprobe_probe_duration_seconds", "histogram", "Duration of the whole probe, every result.",
+    (50, "netprobe_probe_duration_seconds", "histogram",
+     "Duration of the whole probe, every result.",
      _hist_row("netprobe_probe_duration_seconds", "probe")),
-    ("netprobe_last_connect_duration_seconds", "gauge", "The last successful connect time.",
+    (60, "netprobe_last_connect_duration_seconds", "gauge", "The last successful connect time.",
      _gauge_row("netprobe_last_connect_duration_seconds", "last_connect")),
-    ("netprobe_last_probe_timestamp_seconds", "gauge", "Unix time the last probe finished.",
+    (70, "netprobe_last_probe_timestamp_seconds", "gauge", "Unix time the last probe finished.",
      _gauge_row("netprobe_last_probe_timestamp_seconds", "last_probe_ts")),
-    ("netprobe_last_success_timestamp_seconds", "gauge", "Unix time of the last successful probe.",
+    (80, "netprobe_last_success_timestamp_seconds", "gauge",
+     "Unix time of the last successful probe.",
      _gauge_row("netprobe_last_success_timestamp_seconds", "last_success_ts")),
-    ("netprobe_target_info", "gauge", "The address the target's last probe went to.", _info_row),
-    ("netprobe_http_duration_seconds", "histogram",
-     "HTTP request time by phase, summed over redirects; exchanges that got a response.",
-     _http_phases_row),
-    ("netprobe_dns_lookup_duration_seconds", "histogram",
-     "DNS modules: time from sending the query to its answer, queries that got one.", _dns_row),
-    ("netprobe_icmp_rtt_seconds", "histogram",
-     "icmp modules: echo round trip from the kernel's receive timestamp, replies only (loss "
-     "shows as netprobe_probes_total{result=\"timeout\"}).", _icmp_row),
-    ("netprobe_http_status_code", "gauge", "Status code of the last HTTP response (0: none).",
-     _gauge_row("netprobe_http_status_code", "http_status")),
-    ("netprobe_tls_cert_expiry_timestamp_seconds", "gauge",
-     "Earliest NotAfter (Unix time) of the certificates the peer presented last.",
-     _gauge_row("netprobe_tls_cert_expiry_timestamp_seconds", "tls_expiry")),
-    ("netprobe_tls_version_info", "gauge", "TLS version of the last handshake.",
-     _tls_version_row),
+    (90, "netprobe_target_info", "gauge", "The address the target's last probe went to.",
+     _info_row),
 ]  # fmt: skip
+
+
+def target_families() -> list[tuple[str, str, str, Row]]:
+    """The core families and every registered prober's, in exposition order."""
+    rows = list(CORE_FAMILIES)
+    for f in prober_families().values():
+        kind = "gauge" if f.kind == "info" else f.kind
+        rows.append((f.order, f.name, kind, f.help, family_row(f)))
+    rows.sort(key=lambda r: r[0])
+    return [(name, kind, help_text, row) for _, name, kind, help_text, row in rows]
+
+
+TARGET_FAMILIES = target_families()
+_families_for: tuple[str, ...] = tuple(PROBERS)
+
+
+def _current_families() -> list[tuple[str, str, str, Row]]:
+    """TARGET_FAMILIES, made again if a prober registered since (one tuple per render)."""
+    global TARGET_FAMILIES, _families_for
+    if tuple(PROBERS) != _families_for:
+        TARGET_FAMILIES, _families_for = target_families(), tuple(PROBERS)
+    return TARGET_FAMILIES
 
 
 def _exporter_families(store: MetricsStore, om: bool) -> str:
@@ -253,7 +294,7 @@ def _exporter_families(store: MetricsStore, om: bool) -> str:
 def render(store: MetricsStore, fmt: Format, registry: CollectorRegistry | None) -> Iterator[str]:
     """Yield the exposition in chunks of at most CHUNK_TARGETS targets' lines."""
     om = fmt.openmetrics
-    for name, kind, help_text, row in TARGET_FAMILIES:
+    for name, kind, help_text, row in _current_families():
         series = list(store.series.values())
         header = _header(name, kind, help_text, om)  # only for families with samples
         for i in range(0, len(series), CHUNK_TARGETS):

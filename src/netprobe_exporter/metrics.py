@@ -15,15 +15,15 @@ from dataclasses import dataclass
 import twisted
 
 from netprobe_exporter import __version__, python_version
-from netprobe_exporter.config import Target
-from netprobe_exporter.probes import RESULTS, ProbeResult
+from netprobe_exporter.model import RESULTS, ProbeResult, SeriesSink, Target
+from netprobe_exporter.probes import Family
+from netprobe_exporter.probes.all import PROBERS
 
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[float, ...]]
 #: probes per target remembered for the status page
 HISTORY = 30
 RESULT_CODE = {name: i for i, name in enumerate(RESULTS)}
 
-HTTP_PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 LAG_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
@@ -60,20 +60,28 @@ class Histogram:
         self.count += 1
 
 
-class TargetSeries:
-    """Every continuous-mode series of one target."""
+def prober_families() -> dict[str, Family]:
+    """Every family the registered probers declare, by name (shared ones once)."""
+    return {f.name: f for spec in PROBERS.values() for f in spec.families}
+
+
+#: label values of the labelled histogram families (``phase``), by family name
+_LABEL_VALUES = {name: f.label_values for name, f in prober_families().items()}
+
+
+class TargetSeries(SeriesSink):
+    """Every continuous-mode series of one target: the core ones, and those its prober's
+    results feed (by family name, made by the first result that has them)."""
 
     __slots__ = (
         "buckets",
         "connect",
         "detail",
-        "dns_lookup",
-        "handshake",
+        "gauges",
+        "histograms",
         "history",
         "history_seconds",
-        "http_phases",
-        "http_status",
-        "icmp_rtt",
+        "infos",
         "ip",
         "labels",
         "last_connect",
@@ -83,8 +91,6 @@ class TargetSeries:
         "probe",
         "results",
         "target",
-        "tls_expiry",
-        "tls_version",
         "up",
     )
 
@@ -107,14 +113,10 @@ class TargetSeries:
         self.last_success_ts: float | None = None
         self.ip: str | None = None
         self.buckets = target.buckets
-        # prober-specific series, created by the first result that has them
-        self.handshake: Histogram | None = None
-        self.dns_lookup: Histogram | None = None
-        self.icmp_rtt: Histogram | None = None
-        self.http_phases: dict[str, Histogram] | None = None
-        self.http_status: float | None = None
-        self.tls_expiry: float | None = None
-        self.tls_version: str | None = None
+        # the prober's families: histograms (one per label value), gauges, info label values
+        self.histograms: dict[str, list[Histogram]] | None = None
+        self.gauges: dict[str, float] | None = None
+        self.infos: dict[str, str] | None = None
 
     def recent(self) -> list[tuple[str, float]]:
         """The last (up to) ``HISTORY`` probes, oldest first: (result, seconds)."""
@@ -123,6 +125,29 @@ class TargetSeries:
             (RESULTS[self.history[i % HISTORY]], self.history_seconds[i % HISTORY])
             for i in range(first, self.observed)
         ]
+
+    def histogram(self, family: str, value: float, label: int = 0) -> None:
+        hists = self.histograms
+        if hists is None:
+            hists = self.histograms = {}
+        found = hists.get(family)
+        if found is None:
+            declared = _LABEL_VALUES.get(family)
+            if declared is None:  # a prober registered after this module was imported
+                declared = _LABEL_VALUES[family] = prober_families()[family].label_values
+            count = len(declared) or 1
+            found = hists[family] = [Histogram(self.buckets) for _ in range(count)]
+        found[label].observe(value)
+
+    def gauge(self, family: str, value: float) -> None:
+        if self.gauges is None:
+            self.gauges = {}
+        self.gauges[family] = value
+
+    def info(self, family: str, label_value: str) -> None:
+        if self.infos is None:
+            self.infos = {}
+        self.infos[family] = label_value
 
     def observe(self, result: ProbeResult, now: float) -> None:
         name = result.result if result.result in self.results else "error"
@@ -144,29 +169,8 @@ class TargetSeries:
         if result.connect_duration is not None:
             self.connect.observe(result.connect_duration)
             self.last_connect = result.connect_duration
-        if result.handshake_rtt is not None:
-            if self.handshake is None:
-                self.handshake = Histogram(self.buckets)
-            self.handshake.observe(result.handshake_rtt)
-        http = result.http
-        if http is not None:
-            self.http_status = float(http.status_code)
-            if http.status_code:  # phases of an exchange that got an answer
-                if self.http_phases is None:
-                    self.http_phases = {p: Histogram(self.buckets) for p in HTTP_PHASES}
-                for phase, seconds in http.phases.items():
-                    self.http_phases[phase].observe(seconds)
-        if result.dns is not None and result.dns.query_succeeded:
-            if self.dns_lookup is None:
-                self.dns_lookup = Histogram(self.buckets)
-            self.dns_lookup.observe(result.dns.phases.get("request", 0.0))
-        if result.icmp is not None and result.success:
-            if self.icmp_rtt is None:
-                self.icmp_rtt = Histogram(self.buckets)
-            self.icmp_rtt.observe(result.icmp["rtt"])
-        if result.tls is not None:
-            self.tls_expiry = result.tls.earliest_expiry
-            self.tls_version = result.tls.version
+        if result.details is not None:
+            result.details.observe(self, result)
 
 
 @dataclass

@@ -22,8 +22,9 @@ from netprobe_exporter import blackbox, exposition
 from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.config import Config, target_address_error
 from netprobe_exporter.metrics import ExporterStats
-from netprobe_exporter.modules import Module
+from netprobe_exporter.model import Module
 from netprobe_exporter.probes import ProbeContext, Prober, ProbeResult
+from netprobe_exporter.probes.all import PROBERS
 from netprobe_exporter.web import Endpoint, plain
 
 log = Logger()
@@ -66,16 +67,15 @@ def probe_timeout(header: str | None, module: Module, offset: float) -> float:
 
 
 def _with_host(module: Module, hostname: str) -> Module:
-    for name, value in module.http.headers:
-        if name.lower() == "host" and value != hostname:
-            raise ProbeRequestError(
-                400,
-                f"host header defined both in module configuration ({value}) "
-                f"and with URL-parameter 'hostname' ({hostname})",
-            )
-    headers = tuple(h for h in module.http.headers if h[0].lower() != "host")
-    http = dataclasses.replace(module.http, headers=(*headers, ("Host", hostname)))
-    return dataclasses.replace(module, http=http)
+    """The module with ``/probe?hostname=`` applied, for a prober that takes it."""
+    hook = PROBERS[module.prober].with_hostname
+    if hook is None:
+        return module
+    try:
+        options = hook(module.options, hostname)
+    except ValueError as exc:
+        raise ProbeRequestError(400, str(exc)) from None
+    return dataclasses.replace(module, options=options)
 
 
 class ProbeEndpoint(Endpoint):
@@ -119,7 +119,7 @@ class ProbeEndpoint(Endpoint):
         if not target:
             raise ProbeRequestError(400, "Target parameter is missing")
         hostname = _param(request, "hostname")
-        if hostname and module.prober == "http":
+        if hostname:
             module = _with_host(module, hostname)
         problem = target_address_error(target, module)
         if problem is not None:
@@ -168,7 +168,7 @@ class ProbeEndpoint(Endpoint):
                 _write(request, body, "text/plain", gzip_ok=False, gone=bool(gone))
             else:
                 gz = exposition.wants_gzip(_header(request, b"accept-encoding"))
-                body = blackbox.render(module.prober, result)
+                body = blackbox.render(result)
                 _write(request, body, exposition.TEXT.content_type, gzip_ok=gz, gone=bool(gone))
 
         def failed(reason: Failure) -> None:

@@ -12,10 +12,13 @@ from urllib.parse import parse_qsl, urlencode
 import yaml
 
 from netprobe_exporter.addresses import redact_url
-from netprobe_exporter.durations import format_duration
-from netprobe_exporter.modules import Module, Secret
+from netprobe_exporter.durations import byte_size, format_duration
+from netprobe_exporter.model import Module, Secret
 from netprobe_exporter.policy import Rule
+from netprobe_exporter.probes.all import PROBERS
 from netprobe_exporter.yamlcheck import REDACTED, SECRET_KEYS, is_secret_header
+
+__all__ = ["byte_size", "config_yaml", "module_doc", "plain", "request_uri"]
 
 
 def plain(value: Any) -> Any:
@@ -44,40 +47,15 @@ def plain(value: Any) -> Any:
     return value
 
 
-def byte_size(n: int) -> str:
-    """A size the config parser reads back: ``10MiB``, ``1536B``."""
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n and n % size == 0:
-            return f"{n // size}{unit}"
-    return f"{n}B"
-
-
-def _http_section(section: dict[str, Any]) -> dict[str, Any]:
-    """Back into the keys the parser takes: the Authorization parts under ``authorization``."""
-    kind = section.pop("auth_type", "Bearer")
-    auth = {k: section.pop(k) for k in ("credentials", "credentials_file") if k in section}
-    if auth:
-        section["authorization"] = {"type": kind, **auth}
-    if section.get("body_size_limit"):
-        section["body_size_limit"] = byte_size(section["body_size_limit"])
-    else:
-        section.pop("body_size_limit", None)  # 0: no limit, the default
-    return section
-
-
 def module_doc(module: Module) -> dict[str, Any]:
     """A module in blackbox's layout: its prober, timeout and its own prober's section."""
     doc: dict[str, Any] = {"prober": module.prober}
     if module.timeout:
         doc["timeout"] = format_duration(module.timeout)
-    section = getattr(module, module.prober, None)
-    if section is not None:
-        shown = plain(section)
-        if module.prober == "http":
-            shown = _http_section(shown)
-            if module.http is not None and module.http.basic_auth is not None:
-                shown.setdefault("basic_auth", {"username": ""})  # set, if empty: still sent
-        doc[module.prober] = shown
+    if module.runnable:  # a prober not run yet has no options to show
+        shown = plain(module.options)
+        hook = PROBERS[module.prober].shown
+        doc[module.prober] = shown if hook is None else hook(module.options, shown)
     return doc
 
 

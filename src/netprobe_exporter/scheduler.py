@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import math
 from collections import deque
@@ -31,7 +30,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from netprobe_exporter.config import Target
+from netprobe_exporter.model import Target
+from netprobe_exporter.model import stable_hash as stable_hash  # where it used to live
 from netprobe_exporter.probes import ProbeResult
 
 log = Logger()
@@ -49,12 +49,6 @@ DEADLINE_MARGIN = 0.01
 def deadline_margin(interval: float) -> float:
     """The margin for ``interval``: 10 ms, or a tenth of shorter intervals."""
     return min(DEADLINE_MARGIN, interval / 10)
-
-
-def stable_hash(target: Target) -> int:
-    """A hash of the target's identity that is the same in every process and run."""
-    digest = hashlib.blake2b(f"{target.address}\0{target.module}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "big")
 
 
 class _Entry:

@@ -99,7 +99,7 @@ modules:
             r = yield tcp.probe(self.ctx, f"127.0.0.1:{server.port}", self.modules()["expect"], 5)
             self.assertEqual(r.result, "protocol_error", r.detail)
             self.assertIn("line too long", r.detail)
-            self.assertFalse(r.failed_due_to_regex)
+            self.assertFalse(r.details.failed_due_to_regex)
             self.assertLess(time.perf_counter() - t0, 1.5)
 
     @defer.inlineCallbacks

@@ -76,11 +76,11 @@ class DNSProbeTests(TestCase):
         for module in ("a", "aaaa", "a_tcp"):
             r = yield self.probe(module)
             self.assertEqual((r.result, r.success), ("success", True), r.detail)
-            self.assertEqual(r.dns.answer_rrs, 1)
-            self.assertTrue(r.dns.query_succeeded)
-            self.assertGreater(r.dns.phases["request"], 0)
-            self.assertEqual(set(r.dns.phases), {"resolve", "connect", "request"})
-        self.assertGreater(r.dns.phases["connect"], 0)  # tcp: a real connect
+            self.assertEqual(r.details.answer_rrs, 1)
+            self.assertTrue(r.details.query_succeeded)
+            self.assertGreater(r.details.phases["request"], 0)
+            self.assertEqual(set(r.details.phases), {"resolve", "connect", "request"})
+        self.assertGreater(r.details.phases["connect"], 0)  # tcp: a real connect
 
     @defer.inlineCallbacks
     def test_mx_records_are_matched_as_blackbox_writes_them(self) -> Any:
@@ -94,15 +94,15 @@ class DNSProbeTests(TestCase):
     def test_soa_serial(self) -> Any:
         r = yield self.probe("soa")
         self.assertEqual(r.result, "success", r.detail)
-        self.assertEqual(r.dns.serial, 2026112501)
-        self.assertIn("probe_dns_serial 2.026112501e+09\n", render("dns", r))
+        self.assertEqual(r.details.serial, 2026112501)
+        self.assertIn("probe_dns_serial 2.026112501e+09\n", render(r))
 
     @defer.inlineCallbacks
     def test_nxdomain_and_servfail_are_rcode_failures_unless_allowed(self) -> Any:
         r = yield self.probe("nxdomain")
         self.assertEqual(r.result, "protocol_error")
         self.assertIn("NXDOMAIN", r.detail)
-        self.assertTrue(r.dns.query_succeeded)  # the query itself worked
+        self.assertTrue(r.details.query_succeeded)  # the query itself worked
         r = yield self.probe("nxdomain_ok")
         self.assertEqual(r.result, "success", r.detail)
         r = yield self.probe("servfail")
@@ -114,10 +114,10 @@ class DNSProbeTests(TestCase):
     def test_truncated_udp_answer_is_what_is_checked_and_tcp_gets_it_all(self) -> Any:
         udp = yield self.probe("big_udp")
         tcp = yield self.probe("big_tcp")
-        self.assertEqual(tcp.dns.answer_rrs, 10)
+        self.assertEqual(tcp.details.answer_rrs, 10)
         self.assertEqual(tcp.result, "success")
         # truncated, and no retry over TCP (as blackbox): the partial answer is what is checked
-        self.assertLess(udp.dns.answer_rrs, 10)
+        self.assertLess(udp.details.answer_rrs, 10)
         self.assertEqual(udp.result, "success")
 
     @defer.inlineCallbacks
@@ -126,8 +126,8 @@ class DNSProbeTests(TestCase):
         self.addCleanup(silent.stop)
         r = yield self.probe("a", timeout=0.3, target=f"127.0.0.1:{silent.port}")
         self.assertEqual(r.result, "timeout")
-        self.assertFalse(r.dns.query_succeeded)
-        self.assertIn("probe_dns_query_succeeded 0\n", render("dns", r))
+        self.assertFalse(r.details.query_succeeded)
+        self.assertIn("probe_dns_query_succeeded 0\n", render(r))
 
     @defer.inlineCallbacks
     def test_closed_port_is_refused(self) -> Any:
@@ -178,17 +178,17 @@ class DNSOverTLSTests(TestCase):
         cfg = self.module(f"      tls_config: {{ca_file: {self.certs.ca_cert}}}\n")
         r = yield dns_prober.probe(self.ctx, self.address, cfg.modules["dot"], 3.0)
         self.assertEqual((r.result, r.success), ("success", True), r.detail)
-        self.assertEqual(r.dns.answer_rrs, 1)
+        self.assertEqual(r.details.answer_rrs, 1)
         # the handshake counts as connecting: well over a bare loopback connect
-        self.assertGreater(r.dns.phases["connect"], r.connect_duration)
-        self.assertGreater(r.dns.phases["request"], 0)
+        self.assertGreater(r.details.phases["connect"], r.connect_duration)
+        self.assertGreater(r.details.phases["request"], 0)
 
     @defer.inlineCallbacks
     def test_an_unknown_ca_is_a_tls_error(self) -> Any:
         r = yield dns_prober.probe(self.ctx, self.address, self.module().modules["dot"], 3.0)
         self.assertEqual(r.result, "tls_error", r.detail)
         self.assertIn("TLS handshake failed", r.detail)
-        self.assertFalse(r.dns.query_succeeded)
+        self.assertFalse(r.details.query_succeeded)
 
     @defer.inlineCallbacks
     def test_udp_is_refused_and_the_default_port_is_853(self) -> Any:

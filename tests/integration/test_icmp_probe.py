@@ -55,10 +55,10 @@ class LoopbackICMPTests(_Base):
         for target, module in (("127.0.0.1", "v4"), ("localhost", "v4"), ("::1", "v6")):
             r = yield self.probe(target, module)
             self.assertEqual((r.result, r.success), ("success", True), r.detail)
-            self.assertGreater(r.icmp["rtt"], 0)
-            self.assertLess(r.icmp["rtt"], 0.05)
-            self.assertEqual(r.icmp_hop_limit, 64)
-            text = render("icmp", r)
+            self.assertGreater(r.details.phases["rtt"], 0)
+            self.assertLess(r.details.phases["rtt"], 0.05)
+            self.assertEqual(r.details.hop_limit, 64)
+            text = render(r)
             self.assertIn("probe_icmp_reply_hop_limit 64\n", text)
             self.assertIn('probe_icmp_duration_seconds{phase="setup"}', text)
 
@@ -73,8 +73,8 @@ class LoopbackICMPTests(_Base):
             [self.probe(f"127.0.0.{1 + i % 50}") for i in range(200)]
         )
         self.assertEqual({r.result for r in results}, {"success"})
-        self.assertEqual(len(self.ctx.icmp._sockets), 1)
-        sock = next(iter(self.ctx.icmp._sockets.values()))
+        self.assertEqual(len(icmp_prober.engine_of(self.ctx)._sockets), 1)
+        sock = next(iter(icmp_prober.engine_of(self.ctx)._sockets.values()))
         self.assertEqual(sock.pending, {})
         self.assertNotIn(sock, reactor.getReaders())
 

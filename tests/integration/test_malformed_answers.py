@@ -123,4 +123,4 @@ class MalformedAnswerTests(TestCase):
             self.assertEqual(r.result, "protocol_error", r.detail)
             self.assertIn(f"malformed DNS response ({size} bytes)", r.detail)
             self.assertFalse(r.detail.endswith(": "), r.detail)
-            self.assertFalse(r.dns is not None and r.dns.query_succeeded)
+            self.assertFalse(r.details is not None and r.details.query_succeeded)

@@ -17,6 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.modules import Module, TCPProbe, TLSConfig
 from netprobe_exporter.probes import ProbeContext, ProbeResult, tcp
+from netprobe_exporter.probes.connect import engine_of
 from netprobe_exporter.resolver import Resolver
 from tests.support.loopback import (
     LocalDNSServer,
@@ -33,7 +34,7 @@ def module(preferred: str = "ip6", fallback: bool = True, source: str | None = N
     return Module(
         name="tcp_connect",
         prober="tcp",
-        tcp=TCPProbe(
+        options=TCPProbe(
             preferred_ip_protocol=preferred,
             ip_protocol_fallback=fallback,
             source_ip_address=source,
@@ -166,7 +167,7 @@ class LoopbackTests(_ProbeTestCase):
         """Such a file is only a warning at load (blackbox reads it per probe, too)."""
         port = self.listen(socket.AF_INET, "127.0.0.1").getsockname()[1]
         tls = TCPProbe(tls=True, tls_config=TLSConfig(ca_file="/nonexistent/ca.pem"))
-        r = yield self.probe(f"127.0.0.1:{port}", Module(name="t", prober="tcp", tcp=tls))
+        r = yield self.probe(f"127.0.0.1:{port}", Module(name="t", prober="tcp", options=tls))
         self.assertEqual((r.result, r.success), ("error", False))
         self.assertIn("tls_config", r.detail)
         self.assertIn("/nonexistent/ca.pem", r.detail)
@@ -204,7 +205,7 @@ class LoopbackTests(_ProbeTestCase):
         self.assertEqual(bad, [])
         self.assertLess(elapsed, 5.0)
         self.assertEqual(reactor.getWriters(), [])
-        self.assertEqual(self.ctx.engine.pending, 0)
+        self.assertEqual(engine_of(self.ctx).pending, 0)
 
 
 class HostsFileProbeTests(_ProbeTestCase):

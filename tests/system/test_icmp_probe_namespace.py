@@ -68,6 +68,6 @@ class NamespaceICMPTests(_Base):
         r = yield self.probe(self.ns.blackhole_ip, timeout=0.4)
         self.assertEqual(r.result, "timeout")
         self.assertLess(time.perf_counter() - t0, 1.5)
-        self.assertNotIn("probe_icmp_reply_hop_limit", render("icmp", r))
-        sock = next(iter(self.ctx.icmp._sockets.values()))
+        self.assertNotIn("probe_icmp_reply_hop_limit", render(r))
+        sock = next(iter(icmp_prober.engine_of(self.ctx)._sockets.values()))
         self.assertEqual(sock.pending, {})

@@ -11,6 +11,7 @@ from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.modules import Module, TCPProbe
 from netprobe_exporter.probes import ProbeContext, tcp
+from netprobe_exporter.probes.connect import engine_of
 from netprobe_exporter.resolver import Resolver
 from tests.support.loopback import (
     LocalDNSServer,
@@ -27,7 +28,7 @@ def module(preferred: str = "ip6", fallback: bool = True, source: str | None = N
     return Module(
         name="tcp_connect",
         prober="tcp",
-        tcp=TCPProbe(
+        options=TCPProbe(
             preferred_ip_protocol=preferred,
             ip_protocol_fallback=fallback,
             source_ip_address=source,
@@ -65,7 +66,7 @@ class NamespaceTests(TestCase):
         self.assertLess(r.duration, 1.5)
         self.assertLess(elapsed, 1.5)
         self.assertEqual(reactor.getWriters(), [])
-        self.assertEqual(self.ctx.engine.pending, 0)
+        self.assertEqual(engine_of(self.ctx).pending, 0)
 
     @defer.inlineCallbacks
     def test_unreachable(self) -> Any:
@@ -82,7 +83,7 @@ class NamespaceTests(TestCase):
     def test_cancel_while_connecting(self) -> Any:
         d = tcp.probe(self.ctx, f"{self.ns.blackhole_ip}:80", module(), 5.0)
         yield sleep(0.05)
-        engine = self.ctx.engine
+        engine = engine_of(self.ctx)
         self.assertEqual(engine.pending, 1)
         connector = next(iter(engine._pending.values()))
         self.assertIn(engine, reactor.getReaders())
@@ -98,7 +99,7 @@ class NamespaceTests(TestCase):
         """The same through the name path (hosts file → blackholed address)."""
         d = tcp.probe(self.ctx, "blackholed:80", module(), 5.0)
         yield sleep(0.05)
-        engine = self.ctx.engine
+        engine = engine_of(self.ctx)
         self.assertEqual(engine.pending, 1)
         d.cancel()
         yield self.assertFailure(d, defer.CancelledError)

@@ -11,8 +11,9 @@ from cryptography.x509.oid import NameOID
 from netprobe_exporter.blackbox import go_float, ip_hash, render
 from netprobe_exporter.modules import Module
 from netprobe_exporter.probe_endpoint import ProbeRequestError, probe_timeout
-from netprobe_exporter.probes import HTTPInfo, ProbeResult
-from netprobe_exporter.probes.tcp import expand
+from netprobe_exporter.probes import ProbeResult
+from netprobe_exporter.probes.http import HTTPDetails
+from netprobe_exporter.probes.tcp import TCPDetails, expand
 from netprobe_exporter.probes.tls import go_name_string
 
 
@@ -94,8 +95,9 @@ def test_send_expansion_follows_go() -> None:
 
 def test_render_sorts_families_and_omits_what_blackbox_omits() -> None:
     r = ProbeResult(False, "refused", 0.000184224, ip="127.0.0.1", ip_protocol=4,
-                    resolve_attempted=True, resolve_duration=9.467e-06)  # fmt: skip
-    text = render("tcp", r)
+                    resolve_attempted=True, resolve_duration=9.467e-06,
+                    details=TCPDetails())  # fmt: skip
+    text = render(r)
     names = re.findall(r"^# TYPE (\S+) gauge$", text, re.M)
     assert names == sorted(names) == [
         "probe_dns_lookup_time_seconds", "probe_duration_seconds", "probe_failed_due_to_regex",
@@ -105,9 +107,9 @@ def test_render_sorts_families_and_omits_what_blackbox_omits() -> None:
     assert "probe_dns_lookup_time_seconds 9.467e-06\n" in text
     assert "probe_success 0\n" in text
     # http: phases only once resolution succeeded; TLS metrics only over TLS
-    h = ProbeResult(False, "dns_error", 0.01, resolve_attempted=True, http=HTTPInfo(
+    h = ProbeResult(False, "dns_error", 0.01, resolve_attempted=True, details=HTTPDetails(
         phases={"resolve": 0.01}))  # fmt: skip
-    text = render("http", h)
+    text = render(h)
     assert 'probe_http_duration_seconds{phase="resolve"} 0.01\n' in text
     assert 'phase="connect"' not in text
     assert "probe_ssl" not in text and "probe_http_last_modified" not in text

@@ -70,9 +70,9 @@ def test_full_example_from_the_spec() -> None:
     assert own.interval == 5400.0 and own.buckets == (0.5, 1.0)
     tcp4 = cfg.modules["tcp4"]
     assert tcp4.timeout == 1.5
-    assert tcp4.tcp.preferred_ip_protocol == "ip4"
-    assert tcp4.tcp.ip_protocol_fallback is False
-    assert tcp4.tcp.source_ip_address == "127.0.0.2"
+    assert tcp4.options.preferred_ip_protocol == "ip4"
+    assert tcp4.options.ip_protocol_fallback is False
+    assert tcp4.options.source_ip_address == "127.0.0.2"
 
 
 def test_builtin_module_exists_without_modules_section() -> None:
@@ -89,16 +89,16 @@ def test_the_debian_blackbox_yml_loads_and_names_unsupported_modules(tmp_path: P
     cfg = load_config(str(example))
     assert {"http_2xx", "http_post_2xx", "tcp_connect", "pop3s_banner", "ssh_banner",
             "irc_banner"} <= {n for n, m in cfg.modules.items() if m.runnable}  # fmt: skip
-    assert cfg.modules["http_post_2xx"].http.method == "POST"
-    irc = cfg.modules["irc_banner"].tcp.query_response
+    assert cfg.modules["http_post_2xx"].options.method == "POST"
+    irc = cfg.modules["irc_banner"].options.query_response
     assert [q.send for q in irc] == [
         "NICK prober", "USER prober prober prober :prober", "PONG ${1}", None,
     ]  # fmt: skip
     assert irc[2].expect is not None and irc[2].expect.pattern == "PING :([^ ]+)"
-    assert cfg.modules["pop3s_banner"].tcp.tls is True
+    assert cfg.modules["pop3s_banner"].options.tls is True
     warned = sorted(w.split('module "')[1].split('"')[0] for w in cfg.warnings)
     assert warned == ["grpc", "grpc_plain"]
-    assert cfg.modules["icmp_ttl5"].icmp.ttl == 5
+    assert cfg.modules["icmp_ttl5"].options.ttl == 5
 
 
 def test_http_module_options() -> None:
@@ -127,7 +127,7 @@ def test_http_module_options() -> None:
               tls_config: {insecure_skip_verify: true, min_version: TLS12}
         """
     )
-    h = cfg.modules["h"].http
+    h = cfg.modules["h"].options
     assert cfg.modules["h"].timeout == 3.0
     assert h.method == "POST" and h.headers == (("X-A", "b"),) and h.body == '{"q": 1}'
     assert h.valid_status_codes == (200, 404) and h.follow_redirects is False
@@ -341,8 +341,8 @@ def test_a_tls_or_credentials_file_missing_now_is_a_warning_as_in_blackbox() -> 
         "        ca_file: /nonexistent/ca.pem\n"
         "  h:\n    prober: http\n    http:\n      bearer_token_file: /nonexistent/token\n"
     )
-    assert config.modules["t"].tcp is not None
-    assert config.modules["t"].tcp.tls_config.ca_file == "/nonexistent/ca.pem"
+    assert config.modules["t"].options is not None
+    assert config.modules["t"].options.tls_config.ca_file == "/nonexistent/ca.pem"
     assert any(
         "c.yml:6: modules.t.tcp.tls_config.ca_file: cannot read file" in w
         and "/nonexistent/ca.pem" in w
@@ -352,8 +352,8 @@ def test_a_tls_or_credentials_file_missing_now_is_a_warning_as_in_blackbox() -> 
     assert any("modules.h.http.bearer_token_file" in w for w in config.warnings)
     # an empty name is no file at all, as in blackbox: no warning, the system roots
     empty = parse("modules:\n  t:\n    prober: tcp\n    tcp:\n      tls_config: {ca_file: ''}\n")
-    assert not empty.warnings and empty.modules["t"].tcp is not None
-    assert empty.modules["t"].tcp.tls_config.ca_file is None
+    assert not empty.warnings and empty.modules["t"].options is not None
+    assert empty.modules["t"].options.tls_config.ca_file is None
 
 
 def test_tls_files_must_be_pem(tmp_path: Path) -> None:

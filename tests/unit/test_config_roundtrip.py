@@ -125,9 +125,9 @@ def test_what_is_read_back_is_the_running_config_but_for_secrets() -> None:
         assert back.modules[name] == running.modules[name], name
 
     def blind(module: Module) -> Module:
-        http = dataclasses.replace(module.http, credentials=None, basic_auth=None, headers=())
-        return dataclasses.replace(module, http=http)
+        opts = dataclasses.replace(module.options, credentials=None, basic_auth=None, headers=())
+        return dataclasses.replace(module, options=opts)
 
     for name in with_secrets:
         assert blind(back.modules[name]) == blind(running.modules[name]), name
-    assert back.modules["web"].http.auth_type == "Token"
+    assert back.modules["web"].options.auth_type == "Token"

@@ -12,6 +12,7 @@ from netprobe_exporter import exposition
 from netprobe_exporter.config import Target
 from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.probes import ProbeResult
+from netprobe_exporter.probes.tcp import TCPDetails
 
 A = Target("127.0.0.1:80", "tcp_connect", 1.0, (("team", 'st"or\\age\n'),), (0.001, 0.01, 0.1))
 B = Target("[::1]:22", "tcp_connect", 1.0)
@@ -20,12 +21,12 @@ B = Target("[::1]:22", "tcp_connect", 1.0)
 def success(connect: float) -> ProbeResult:
     return ProbeResult(
         True, "success", connect + 0.0001, connect_duration=connect, ip="127.0.0.1",
-        handshake_rtt=connect / 2,
+        handshake_rtt=connect / 2, details=TCPDetails(),
     )  # fmt: skip
 
 
 def refused() -> ProbeResult:
-    return ProbeResult(False, "refused", 0.0002, ip="::1")
+    return ProbeResult(False, "refused", 0.0002, ip="::1", details=TCPDetails())
 
 
 def render(store: MetricsStore, fmt: exposition.Format = exposition.TEXT) -> str:
@@ -164,15 +165,15 @@ def test_gzip_negotiation(header: str | None, gzip: bool) -> None:
 
 
 def test_dns_lookup_histogram_counts_answered_queries() -> None:
-    from netprobe_exporter.probes import DNSInfo
+    from netprobe_exporter.probes.dns import DNSDetails
 
     t = Target("127.0.0.1:53", "dns_udp", 1.0, (), (0.001, 0.01))
     s = MetricsStore()
     s.sync([t])
-    answered = DNSInfo(phases={"resolve": 0.0, "connect": 0.0, "request": 0.004},
+    answered = DNSDetails(phases={"resolve": 0.0, "connect": 0.0, "request": 0.004},
                        query_succeeded=True)  # fmt: skip
-    s.observe(t, ProbeResult(True, "success", 0.005, dns=answered), 1.0)
-    s.observe(t, ProbeResult(False, "timeout", 1.0, dns=DNSInfo()), 2.0)
+    s.observe(t, ProbeResult(True, "success", 0.005, details=answered), 1.0)
+    s.observe(t, ProbeResult(False, "timeout", 1.0, details=DNSDetails()), 2.0)
     got = samples(render(s))
     assert got[("netprobe_dns_lookup_duration_seconds_count", lbl(t))] == 1
     assert got[("netprobe_dns_lookup_duration_seconds_bucket", lbl(t, le="0.01"))] == 1

@@ -82,9 +82,9 @@ def test_a_200_succeeds_with_every_phase(wire: Wire) -> None:
     assert request.startswith(b"GET /health HTTP/1.1\r\n"), request
     [r] = results
     assert (r.success, r.result) == (True, "success"), r.detail
-    assert r.http is not None and r.http.status_code == 200
-    assert set(r.http.phases) == set(http_prober.PHASES)
-    assert all(v >= 0 for v in r.http.phases.values()), r.http.phases
+    assert r.details is not None and r.details.status_code == 200
+    assert set(r.details.phases) == set(http_prober.PHASES)
+    assert all(v >= 0 for v in r.details.phases.values()), r.details.phases
 
 
 def test_a_status_outside_2xx_fails(wire: Wire) -> None:
@@ -92,7 +92,7 @@ def test_a_status_outside_2xx_fails(wire: Wire) -> None:
     wire.answer(0, response("503 Service Unavailable", b"busy"))
     [r] = results
     assert (r.success, r.result) == (False, "protocol_error"), r.detail
-    assert r.http is not None and r.http.status_code == 503
+    assert r.details is not None and r.details.status_code == 503
 
 
 def test_a_body_matching_a_forbidden_regex_fails(wire: Wire) -> None:
@@ -100,8 +100,8 @@ def test_a_body_matching_a_forbidden_regex_fails(wire: Wire) -> None:
     wire.answer(0, response("200 OK", b"down for maintenance"))
     [r] = results
     assert (r.success, r.result) == (False, "protocol_error"), r.detail
-    assert r.http is not None and r.http.status_code == 200
-    assert r.failed_due_to_regex
+    assert r.details is not None and r.details.status_code == 200
+    assert r.details.failed_due_to_regex
 
 
 def test_no_answer_is_a_timeout_when_the_clock_runs_out(wire: Wire) -> None:
@@ -123,4 +123,4 @@ def test_a_redirect_is_followed_on_a_new_connection(wire: Wire) -> None:
     assert request.startswith(b"GET /new HTTP/1.1\r\n"), request
     [r] = results
     assert (r.success, r.result) == (True, "success"), r.detail
-    assert r.http is not None and r.http.redirects == 1 and r.http.status_code == 200
+    assert r.details is not None and r.details.redirects == 1 and r.details.status_code == 200

@@ -1,159 +1,103 @@
-"""Probers: one module per protocol, one call shape, one result type.
+"""Probers: one self-describing module per protocol, one registry, one result type.
 
-Every prober is a function ``probe(ctx, address, module, timeout) -> Deferred[ProbeResult]``. It
-never errbacks except with ``CancelledError`` when cancelled; every failure, including a bug in
-the prober, comes back as a ProbeResult with ``success=False`` and a ``result`` reason. Probers
-know nothing of Prometheus: ``metrics`` (continuous mode) and ``blackbox`` (``/probe``) turn
-results into series.
+Each ``probes/NAME.py`` declares ``PROBER = ProberSpec(...)``: its name, how its module options
+are read and shown, how a target address is checked, the probe function, the continuous-mode
+metric families it feeds and the ``/probe`` families it writes. ``register`` puts it in
+``PROBERS``; ``probes.all`` imports every prober module once, so whoever needs the full
+registry imports that (this package never imports a prober module itself: no cycles).
+
+A probe function is ``probe(ctx, address, module, timeout) -> Deferred[ProbeResult]``. It never
+errbacks except with ``CancelledError`` when cancelled; every failure, including a bug in the
+prober, comes back as a ProbeResult with ``success=False`` and a ``result`` reason. Probers know
+nothing of Prometheus' text format: their details feed the families they declared.
 """
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IReadDescriptor
 
-from netprobe_exporter.modules import Module
-
-#: every value ``ProbeResult.result`` may take, in the order metrics list them
-RESULTS = (
-    "success",
-    "timeout",
-    "refused",
-    "unreachable",
-    "dns_error",
-    "tls_error",
-    "protocol_error",
-    "error",
+from netprobe_exporter.model import (
+    GO_ZERO_TIME,
+    MAX_LOG_BYTES,
+    MAX_LOG_LINES,
+    RESULTS,
+    Details,
+    Module,
+    Options,
+    ProbeResult,
+    Sample,
+    SeriesSink,
 )
 
-#: a debug log keeps at most this many entries and about this many bytes of their text; past
-#: either, entries are only counted (a flooding peer must not grow it, nor the answer, unbounded)
-MAX_LOG_LINES = 2000
-MAX_LOG_BYTES = 512 * 1024
+if TYPE_CHECKING:
+    import yaml
 
-#: Go's zero time as a Unix timestamp: blackbox's value for "no verified chain"
-GO_ZERO_TIME = -62135596800.0
+    from netprobe_exporter.yamlcheck import Checker
 
+__all__ = [
+    "GO_ZERO_TIME",
+    "MAX_LOG_BYTES",
+    "MAX_LOG_LINES",
+    "PROBERS",
+    "RESULTS",
+    "BlackboxFamily",
+    "Clock",
+    "Details",
+    "Family",
+    "ProbeContext",
+    "ProbeFailure",
+    "ProbeResult",
+    "Prober",
+    "ProberSpec",
+    "Sample",
+    "SeriesSink",
+    "register",
+    "run_probe",
+]
 
-@dataclass(slots=True)
-class TLSInfo:
-    """What the TLS handshake showed."""
-
-    version: str = "unknown"  # "TLS 1.2", "TLS 1.3"
-    #: earliest NotAfter of the certificates the peer presented
-    earliest_expiry: float = 0.0
-    #: earliest NotAfter of the verified chain; GO_ZERO_TIME when nothing was verified
-    last_chain_expiry: float = GO_ZERO_TIME
-    fingerprint_sha256: str = ""
-    subject: str = ""
-    issuer: str = ""
-    #: DNS subject alternative names, comma-separated
-    subject_alternative: str = ""
-
-
-@dataclass(slots=True)
-class HTTPInfo:
-    """What the HTTP exchange showed (of the final response, phases summed over redirects)."""
-
-    status_code: int = 0
-    content_length: int = 0
-    body_length: int = 0
-    redirects: int = 0
-    ssl: bool = False
-    version: float = 0.0
-    last_modified: float | None = None
-    #: resolve, connect, tls, processing, transfer; only resolve if resolution failed
-    phases: dict[str, float] = field(default_factory=dict)
+OptionsT = TypeVar("OptionsT", bound=Options)
 
 
-@dataclass(slots=True)
-class DNSInfo:
-    """What a DNS exchange showed."""
+class ProbeFailure(Exception):
+    """A failure already classified (``result``, a ``RESULTS`` name) and described."""
 
-    #: resolve, connect, request
-    phases: dict[str, float] = field(default_factory=dict)
-    answer_rrs: int = 0
-    authority_rrs: int = 0
-    additional_rrs: int = 0
-    query_succeeded: bool = False
-    #: the zone serial, for SOA queries (0 when no SOA came back); None for other queries
-    serial: float | None = None
-
-
-@dataclass(slots=True)
-class ProbeResult:
-    success: bool
-    result: str
-    #: whole probe, resolution included, in seconds
-    duration: float
-    #: time to establish the TCP connection; None unless the connection was established
-    connect_duration: float | None = None
-    #: the address actually probed, once resolved
-    ip: str | None = None
-    #: 4 or 6 once an address was chosen, else 0
-    ip_protocol: int = 0
-    #: the target named a host that was resolved (or an IP literal checked against the
-    #: preferred protocol); blackbox emits its resolution metrics exactly then
-    resolve_attempted: bool = False
-    #: name resolution time
-    resolve_duration: float | None = None
-    #: the kernel's smoothed RTT right after the handshake (TCP_INFO), when available
-    handshake_rtt: float | None = None
-    #: an expected pattern (tcp expect, http body/header rules) decided the failure
-    failed_due_to_regex: bool = False
-    tls: TLSInfo | None = None
-    http: HTTPInfo | None = None
-    dns: DNSInfo | None = None
-    #: icmp: resolve, setup and rtt phases; the reply's TTL / hop limit
-    icmp: dict[str, float] | None = None
-    icmp_hop_limit: int | None = None
-    #: why probe_policy refused the address, when it did (the probe was not sent)
-    policy_refused: str | None = None
-    #: human-readable reason for a failure
-    detail: str = ""
-    #: step-by-step notes (time, level, message, fields), kept only when debugging
-    log: list[tuple[float, str, str, dict[str, Any]]] | None = None
-    #: notes not kept because the log was full (``MAX_LOG_LINES`` / ``MAX_LOG_BYTES``)
-    log_dropped: int = 0
-    #: where in ``log`` the dropped notes would have been
-    log_dropped_at: int = 0
-    _log_bytes: int = 0
-
-    def note(self, msg: str, level: str = "info", **fields: Any) -> None:
-        """Record a step for ``/probe?debug=true``; free when not debugging, bounded when."""
-        if self.log is None:
-            return
-        if self.log_dropped or len(self.log) >= MAX_LOG_LINES:
-            self._drop()  # once one is dropped, later ones are too: no gaps in the middle
-            return
-        size = len(msg) + sum(len(k) + len(str(v)) + 2 for k, v in fields.items())
-        if self._log_bytes + size > MAX_LOG_BYTES:
-            self._drop()
-            return
-        self._log_bytes += size
-        self.log.append((time.time(), level, msg, fields))
-
-    def outcome(self, msg: str, level: str, **fields: Any) -> None:
-        """Record how the probe ended: kept even when the log is full, as it says the most."""
-        if self.log is not None:
-            self.log.append((time.time(), level, msg, fields))
-
-    def _drop(self) -> None:
-        assert self.log is not None
-        if not self.log_dropped:
-            self.log_dropped_at = len(self.log)
-        self.log_dropped += 1
-
-    def fail(self, result: str, detail: str) -> ProbeResult:
-        self.success = False
+    def __init__(self, result: str, detail: str) -> None:
+        super().__init__(detail)
         self.result = result
-        self.detail = detail
-        self.outcome(detail, "error")
-        return self
+
+
+class ProbeReactor(Protocol):
+    """What probers use of the reactor (IReactorTime, IReactorFDSet, IReactorSocket)."""
+
+    def callLater(
+        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
+    ) -> IDelayedCall: ...
+
+    def seconds(self) -> float: ...
+
+    def addReader(self, reader: IReadDescriptor) -> None: ...
+
+    def removeReader(self, reader: IReadDescriptor) -> None: ...
+
+    def adoptStreamConnection(
+        self, fileDescriptor: int, addressFamily: socket.AddressFamily, factory: IProtocolFactory
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The clocks a probe reads: ``monotonic`` for durations, ``wall`` for timestamps."""
+
+    monotonic: Callable[[], float] = time.perf_counter
+    wall: Callable[[], float] = time.time
+    wall_ns: Callable[[], int] = time.time_ns
 
 
 class AddressResolver(Protocol):
@@ -166,34 +110,111 @@ class AddressResolver(Protocol):
 class ProbeContext:
     """Everything a prober may use besides its arguments: no hidden globals."""
 
-    reactor: Any
+    reactor: ProbeReactor
     resolver: AddressResolver
     #: keep a step-by-step log in each result
     debug: bool = False
-    #: the shared connect engine (probes.connect.ConnectEngine); made for the reactor if None
-    engine: Any = None
-    #: the shared ICMP sockets (probes.icmp.IcmpEngine); made for the reactor if None
-    icmp: Any = None
+    #: engines shared by every probe of this reactor (connect, icmp), by their owner's key
+    engines: dict[str, object] = field(default_factory=dict)
     #: (host, ip) -> why the address may not be probed, or None; for /probe's probe_policy
     policy: Callable[[str, str], str | None] | None = None
     #: bytes of an HTTP body kept for body regular expressions (``limits.max_body_bytes``)
     max_body_bytes: int = 16 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        if self.engine is None:
-            from netprobe_exporter.probes.connect import ConnectEngine
-
-            self.engine = ConnectEngine(self.reactor)
-        if self.icmp is None:
-            from netprobe_exporter.probes.icmp import IcmpEngine
-
-            self.icmp = IcmpEngine(self.reactor)
+    clock: Clock = field(default_factory=Clock)
 
     def new_result(self) -> ProbeResult:
-        return ProbeResult(False, "error", 0.0, log=[] if self.debug else None)
+        return ProbeResult(False, "error", 0.0, log=[] if self.debug else None,
+                           wall=self.clock.wall)  # fmt: skip
 
 
 Prober = Callable[[ProbeContext, str, Module, float], "Deferred[ProbeResult]"]
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A continuous-mode family a prober feeds (``/metrics``).
+
+    ``order`` places it among every family (the exposition's order is fixed). A histogram with
+    ``label`` has one histogram per ``label_values`` entry (``phase="connect"``…), all made at
+    the first observation; an info gauge (``kind="info"``) is 1 with ``label`` set to the
+    last value written.
+    """
+
+    name: str
+    kind: str  # "histogram", "gauge" or "info"
+    help: str
+    order: int = 1000
+    label: str = ""
+    label_values: tuple[str, ...] = ()
+
+    def series(self, buckets: int) -> int:
+        """Series this family can show for one target with ``buckets`` bounds."""
+        if self.kind == "histogram":
+            return (buckets + 3) * max(len(self.label_values), 1)  # +Inf, _sum, _count
+        return 1
+
+
+@dataclass(frozen=True, slots=True)
+class BlackboxFamily:
+    """A gauge family blackbox_exporter writes for ``/probe``: its name and HELP text."""
+
+    name: str
+    help: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProberSpec:
+    """One prober, declared in one place by its module."""
+
+    name: str
+    #: read ``modules.NAME.<name>``: (checker, section or None when absent, its path, the
+    #: module's node for errors about a missing section)
+    parse: Callable[[Checker, yaml.Node | None, str, yaml.Node], Options]
+    #: why an address cannot be probed, or None
+    check_address: Callable[[str], str | None]
+    probe: Prober | None
+    #: every continuous family the prober may feed
+    families: tuple[Family, ...] = ()
+    #: the families a module with these options can show (for ``limits.sample_limit``)
+    families_for: Callable[[Options], tuple[Family, ...]] | None = None
+    blackbox_families: tuple[BlackboxFamily, ...] = ()
+    #: the options as YAML-able values, secrets already redacted (None: generic)
+    shown: Callable[[Options, dict[str, object]], dict[str, object]] | None = None
+    #: the options with a ``/probe?hostname=`` override; ValueError says why not
+    with_hostname: Callable[[Options, str], Options] | None = None
+    #: the options of a module that does not set its prober's section
+    default: Options = field(default_factory=Options)
+
+    def module_families(self, options: Options) -> tuple[Family, ...]:
+        return self.families if self.families_for is None else self.families_for(options)
+
+
+#: every prober by name, filled by the prober modules as ``probes.all`` imports them
+PROBERS: dict[str, ProberSpec] = {}
+
+
+def register(spec: ProberSpec) -> ProberSpec:
+    """Add ``spec`` to the registry (each prober module does this once, at import)."""
+    if spec.name in PROBERS:
+        raise ValueError(f'prober "{spec.name}" registered twice')
+    PROBERS[spec.name] = spec
+    return spec
+
+
+def options_of(module: Module, kind: type[OptionsT]) -> OptionsT:
+    """The module's options as the prober's own type (a module of another prober is a bug)."""
+    opts = module.options
+    if not isinstance(opts, kind):
+        raise TypeError(f'module "{module.name}" has no {kind.__name__} options')
+    return opts
+
+
+def engine(ctx: ProbeContext, key: str, make: Callable[[ProbeReactor], object]) -> object:
+    """The context's shared engine ``key``, made for its reactor on first use."""
+    found = ctx.engines.get(key)
+    if found is None:
+        found = ctx.engines[key] = make(ctx.reactor)
+    return found
 
 
 def run_probe(
@@ -205,9 +226,10 @@ def run_probe(
     recorded, the outcome is logged, cancellation propagates, and a bug becomes an ``error``
     result instead of an exception that would reach the scheduler.
     """
+    monotonic = ctx.clock.monotonic
 
     async def body() -> ProbeResult:
-        started = time.perf_counter()
+        started = monotonic()
         result = ctx.new_result()
         try:
             await work(result, started)
@@ -215,7 +237,7 @@ def run_probe(
             raise
         except Exception as exc:
             result.fail("error", f"internal error: {exc!r}")
-        result.duration = time.perf_counter() - started
+        result.duration = monotonic() - started
         if result.success:
             result.outcome("Probe succeeded", "info", duration_seconds=result.duration)
         else:
@@ -225,11 +247,6 @@ def run_probe(
     return Deferred.fromCoroutine(body())
 
 
-def registry() -> dict[str, Prober]:
-    """Map a module's ``prober:`` name to its function."""
-    from netprobe_exporter.probes.dns import probe as dns_probe
-    from netprobe_exporter.probes.http import probe as http_probe
-    from netprobe_exporter.probes.icmp import probe as icmp_probe
-    from netprobe_exporter.probes.tcp import probe as tcp_probe
-
-    return {"tcp": tcp_probe, "http": http_probe, "dns": dns_probe, "icmp": icmp_probe}
+def registry(probers: Mapping[str, ProberSpec] = PROBERS) -> dict[str, Prober]:
+    """Map a module's ``prober:`` name to its probe function (runnable probers only)."""
+    return {name: spec.probe for name, spec in probers.items() if spec.probe is not None}

@@ -24,14 +24,29 @@ import select
 import socket
 import struct
 import sys
-import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IProtocol, IProtocolFactory
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReadDescriptor
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from netprobe_exporter.probes import ProbeContext, ProbeResult
+from netprobe_exporter.addresses import parse_host
+from netprobe_exporter.probes import (
+    Family,
+    ProbeContext,
+    ProbeReactor,
+    ProbeResult,
+    SeriesSink,
+    engine,
+)
+
+if TYPE_CHECKING:
+    import yaml
+
+    from netprobe_exporter.yamlcheck import Checker
 
 _TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
 _TCP_INFO_LEN = 104
@@ -88,11 +103,12 @@ async def resolve(
     fallback is allowed (blackbox's rule, so ``/probe`` answers agree).
     """
     result.resolve_attempted = True
-    started = time.perf_counter()
+    clock = ctx.clock.monotonic
+    started = clock()
     result.note("Resolving target address", target=host, ip_protocol=preferred)
     if ip_version:
         want = 6 if preferred == "ip6" else 4
-        result.resolve_duration = time.perf_counter() - started
+        result.resolve_duration = clock() - started
         if ip_version != want and not fallback:
             result.fail("dns_error", f"resolve: {host}: no suitable address found")
             return None
@@ -103,10 +119,10 @@ async def resolve(
         except CancelledError:
             raise
         except Exception as exc:
-            result.resolve_duration = time.perf_counter() - started
+            result.resolve_duration = clock() - started
             result.fail("dns_error", f"resolve: {exc}")
             return None
-        result.resolve_duration = time.perf_counter() - started
+        result.resolve_duration = clock() - started
     if ctx.policy is not None:
         refused = ctx.policy(host, ip)
         if refused is not None:  # checked on the resolved address: no name can smuggle one in
@@ -119,6 +135,7 @@ async def resolve(
     return ip
 
 
+@implementer(IReadDescriptor)
 class ConnectEngine:
     """Every in-flight connect of one reactor in one epoll set, seen by the reactor as a reader.
 
@@ -128,8 +145,9 @@ class ConnectEngine:
     clock stops when the reactor hands us the ready sockets, as it would per socket.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: ProbeReactor, clock: Callable[[], float]) -> None:
         self._reactor = reactor
+        self.clock = clock
         self._ep = select.epoll()
         self._pending: dict[int, _Connector] = {}
         self._deadlines: list[tuple[float, int, _Connector]] = []
@@ -150,7 +168,7 @@ class ConnectEngine:
 
     def doRead(self) -> None:
         ready = self._ep.poll(0)
-        t1 = time.perf_counter()  # clock stop for every connect in this batch: all were done
+        t1 = self.clock()  # clock stop for every connect in this batch: all were done
         for fd, _ in ready:
             conn = self._pending.pop(fd, None)
             if conn is not None:
@@ -257,13 +275,13 @@ class _Connector:
         try:
             addr: tuple[Any, ...] = (ip, port, 0, 0) if family == socket.AF_INET6 else (ip, port)
             # Clock start: the SYN leaves with this call.
-            self._t0 = time.perf_counter()
+            self._t0 = engine.clock()
             err = sock.connect_ex(addr)
         except OSError as exc:
             self.failed(classify(exc.errno or 0), f"connect: {exc.strerror}")
             return
         if err == 0:
-            self._connected(time.perf_counter())
+            self._connected(engine.clock())
         elif err != errno.EINPROGRESS:
             self.failed(classify(err), f"connect: {strerror(err)}")
         else:
@@ -305,6 +323,13 @@ class _Connector:
             self.deferred.callback(None)
 
 
+def engine_of(ctx: ProbeContext) -> ConnectEngine:
+    """The context's connect engine, made for its reactor and clock on first use."""
+    found = engine(ctx, "connect", lambda reactor: ConnectEngine(reactor, ctx.clock.monotonic))
+    assert isinstance(found, ConnectEngine)
+    return found
+
+
 def connect(
     ctx: ProbeContext,
     ip: str,
@@ -315,7 +340,7 @@ def connect(
 ) -> Deferred[socket.socket | None]:
     """Fire with the connected socket (the caller closes it), or None with ``result`` failed."""
     result.note("Dialing TCP", address=ip, port=port)
-    return _Connector(ctx.engine, ip, port, source, timeout, result).deferred
+    return _Connector(engine_of(ctx), ip, port, source, timeout, result).deferred
 
 
 def adopt(ctx: ProbeContext, sock: socket.socket, factory: IProtocolFactory) -> IProtocol:
@@ -333,7 +358,67 @@ def adopt(ctx: ProbeContext, sock: socket.socket, factory: IProtocolFactory) -> 
             return proto
 
     try:
-        ctx.reactor.adoptStreamConnection(sock.fileno(), sock.family, _Capture())
+        capture = cast(IProtocolFactory, _Capture())
+        ctx.reactor.adoptStreamConnection(sock.fileno(), sock.family, capture)
     finally:
         sock.close()  # the reactor works on its own duplicate of the descriptor
     return built[0]
+
+
+#: the kernel's handshake RTT, for every prober that connects over TCP (tcp, http, dns)
+HANDSHAKE = Family(
+    "netprobe_tcp_handshake_rtt_seconds", "histogram",
+    "The kernel's smoothed RTT right after the TCP handshake (TCP_INFO), immune to "
+    "scheduling delays in the exporter; successful connects only.", order=40,
+)  # fmt: skip
+
+
+def observe_handshake(out: SeriesSink, result: ProbeResult) -> None:
+    if result.handshake_rtt is not None:
+        out.histogram(HANDSHAKE.name, result.handshake_rtt)
+
+
+def addressing(c: Checker, m: dict[str, yaml.Node], path: str) -> Addressing:
+    """The keys tcp, dns and icmp share: which IP protocol, and the source address."""
+    preferred, fallback = ip_protocol(c, m, path)
+    source = _source_ip(c, m["source_ip_address"], f"{path}.source_ip_address") if (
+        "source_ip_address" in m) else None  # fmt: skip
+    return Addressing(preferred, fallback, source)
+
+
+@dataclass(frozen=True, slots=True)
+class Addressing:
+    preferred_ip_protocol: str = "ip6"
+    ip_protocol_fallback: bool = True
+    source_ip_address: str | None = None
+
+
+def ip_protocol(c: Checker, m: dict[str, yaml.Node], path: str) -> tuple[str, bool]:
+    """``preferred_ip_protocol`` and ``ip_protocol_fallback`` (blackbox: ip6, true)."""
+    preferred, fallback = "ip6", True
+    if "preferred_ip_protocol" in m:
+        node = m["preferred_ip_protocol"]
+        value = c.string(node, f"{path}.preferred_ip_protocol")
+        if value is not None:
+            if value not in ("ip4", "ip6"):
+                c.error(node, f"{path}.preferred_ip_protocol", f'"{value}" must be ip4 or ip6')
+            else:
+                preferred = value
+    if "ip_protocol_fallback" in m:
+        fb = c.boolean(m["ip_protocol_fallback"], f"{path}.ip_protocol_fallback")
+        if fb is not None:
+            fallback = fb
+    return preferred, fallback
+
+
+def _source_ip(c: Checker, node: yaml.Node, path: str) -> str | None:
+    src = c.string(node, path)
+    if src is None:
+        return None
+    try:
+        if parse_host(src) == 0:
+            raise ValueError
+    except ValueError:
+        c.error(node, path, f'"{src}" is not an IP address')
+        return None
+    return src

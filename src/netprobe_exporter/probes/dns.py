@@ -17,42 +17,146 @@ import contextlib
 import errno
 import os
 import random
+import re
 import socket
 import struct
-import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IReadDescriptor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.names import dns
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from netprobe_exporter import probes
 from netprobe_exporter.addresses import parse_dns_server
-from netprobe_exporter.modules import (
-    QUERY_CLASSES,
-    QUERY_TYPES,
-    RCODES,
-    DNSProbe,
-    Module,
-    RRValidator,
+from netprobe_exporter.model import Details, Module, Options, Sample, SeriesSink
+from netprobe_exporter.probes import (
+    BlackboxFamily,
+    Family,
+    ProbeContext,
+    ProbeFailure,
+    ProbeReactor,
+    ProbeResult,
+    ProberSpec,
+    options_of,
+    run_probe,
 )
-from netprobe_exporter.probes import DNSInfo, ProbeContext, ProbeResult, run_probe
-from netprobe_exporter.probes.connect import adopt, connect, resolve
-from netprobe_exporter.probes.tls import creator_or_fail
+from netprobe_exporter.probes import tls as tls_
+from netprobe_exporter.probes.connect import (
+    HANDSHAKE,
+    addressing,
+    adopt,
+    connect,
+    observe_handshake,
+    resolve,
+)
+from netprobe_exporter.probes.tls import TLSConfig, TLSInfo, creator_or_fail, parse_tls_config
+
+if TYPE_CHECKING:
+    import yaml
+
+    from netprobe_exporter.yamlcheck import Checker
+
+#: DNS rcodes by name, as blackbox (miekg/dns) spells them
+RCODES = {"NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4, "REFUSED": 5,
+          "YXDOMAIN": 6, "YXRRSET": 7, "NXRRSET": 8, "NOTAUTH": 9, "NOTZONE": 10}  # fmt: skip
+QUERY_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16,
+               "AAAA": 28, "SRV": 33, "NAPTR": 35, "DS": 43, "DNSKEY": 48, "CAA": 257,
+               "ANY": 255}  # fmt: skip
+QUERY_CLASSES = {"IN": 1, "CH": 3, "HS": 4, "NONE": 254, "ANY": 255}
+
+
+@dataclass(frozen=True, slots=True)
+class RRValidator:
+    fail_if_matches_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_all_match_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_not_matches_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_none_matches_regexp: tuple[re.Pattern[str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DNSProbe(Options):
+    query_name: str = ""
+    query_type: str = "ANY"
+    query_class: str = "IN"
+    transport_protocol: str = "udp"
+    recursion_desired: bool = True
+    #: empty means NOERROR only
+    valid_rcodes: tuple[str, ...] = ()
+    validate_answer_rrs: RRValidator = field(default_factory=RRValidator)
+    validate_authority_rrs: RRValidator = field(default_factory=RRValidator)
+    validate_additional_rrs: RRValidator = field(default_factory=RRValidator)
+    preferred_ip_protocol: str = "ip6"
+    ip_protocol_fallback: bool = True
+    source_ip_address: str | None = None
+    #: DNS over TLS (RFC 7858): needs transport_protocol tcp; port 853 when the target has none
+    dns_over_tls: bool = False
+    tls_config: TLSConfig = field(default_factory=TLSConfig)
+
+
+LOOKUP = Family(
+    "netprobe_dns_lookup_duration_seconds", "histogram",
+    "DNS modules: time from sending the query to its answer, queries that got one.", order=110,
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class DNSDetails(Details):
+    """What a DNS exchange showed."""
+
+    #: resolve, connect, request
+    phases: dict[str, float] = field(default_factory=dict)
+    answer_rrs: int = 0
+    authority_rrs: int = 0
+    additional_rrs: int = 0
+    query_succeeded: bool = False
+    #: the zone serial, for SOA queries (0 when no SOA came back); None for other queries
+    serial: float | None = None
+    tls: TLSInfo | None = None
+
+    def observe(self, out: SeriesSink, result: ProbeResult) -> None:
+        observe_handshake(out, result)
+        if self.query_succeeded:
+            out.histogram(LOOKUP.name, self.phases.get("request", 0.0))
+        tls_.observe(out, self.tls)
+
+    def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
+        out["probe_dns_duration_seconds"] = [
+            ({"phase": p}, round(v, 9)) for p, v in self.phases.items()
+        ]
+        out["probe_dns_answer_rrs"] = [({}, float(self.answer_rrs))]
+        out["probe_dns_authority_rrs"] = [({}, float(self.authority_rrs))]
+        out["probe_dns_additional_rrs"] = [({}, float(self.additional_rrs))]
+        out["probe_dns_query_succeeded"] = [({}, 1.0 if self.query_succeeded else 0.0)]
+        if self.serial is not None:
+            out["probe_dns_serial"] = [({}, self.serial)]
+        if self.tls is not None:
+            tls_.blackbox(out, self.tls)
+
+
+BLACKBOX_FAMILIES = (
+    BlackboxFamily("probe_dns_duration_seconds", "Duration of DNS request by phase"),
+    BlackboxFamily("probe_dns_answer_rrs",
+                   "Returns number of entries in the answer resource record list"),
+    BlackboxFamily("probe_dns_authority_rrs",
+                   "Returns number of entries in the authority resource record list"),
+    BlackboxFamily("probe_dns_additional_rrs",
+                   "Returns number of entries in the additional resource record list"),
+    BlackboxFamily("probe_dns_query_succeeded",
+                   "Displays whether or not the query was executed successfully"),
+    BlackboxFamily("probe_dns_serial", "Returns the serial number of the zone"),
+    *tls_.BLACKBOX_FAMILIES,
+)  # fmt: skip
 
 _TYPE_NAMES = {v: k for k, v in QUERY_TYPES.items()}
 _CLASS_NAMES = {v: k for k, v in QUERY_CLASSES.items()}
 _RCODE_NAMES = {v: k for k, v in RCODES.items()}
-
-
-class _Failed(Exception):
-    def __init__(self, result: str, detail: str) -> None:
-        super().__init__(detail)
-        self.result = result
 
 
 def _name(n: Any) -> str:
@@ -116,6 +220,7 @@ def _valid_rrs(rrs: list[dns.RRHeader], v: RRValidator, result: ProbeResult, wha
     return True
 
 
+@implementer(IReadDescriptor)
 class _UDPExchange:
     """One query over a connected, non-blocking UDP socket registered as a reader.
 
@@ -124,11 +229,18 @@ class _UDPExchange:
     """
 
     def __init__(
-        self, reactor: Any, ip: str, port: int, source: str | None, payload: bytes, qid: int
+        self,
+        reactor: ProbeReactor,
+        clock: Callable[[], float],
+        ip: str,
+        port: int,
+        source: str | None,
+        payload: bytes,
+        qid: int,
     ) -> None:
         self.done: Deferred[bytes] = Deferred()
         self._reactor, self._id = reactor, qid
-        t0 = time.perf_counter()
+        t0 = clock()
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         self._sock: socket.socket | None = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -136,12 +248,12 @@ class _UDPExchange:
             if source:
                 self._sock.bind((source, 0))
             self._sock.connect((ip, port))
-            self.sent_at = time.perf_counter()
+            self.sent_at = clock()
             self.connect_duration = self.sent_at - t0  # a UDP "connect" is local: as Go's dial
             self._sock.send(payload)
         except OSError as exc:
             self.close()
-            raise _Failed("error", f"udp: {exc.strerror}") from None
+            raise ProbeFailure("error", f"udp: {exc.strerror}") from None
         reactor.addReader(self)
 
     def fileno(self) -> int:
@@ -170,9 +282,11 @@ class _UDPExchange:
         if self.done.called:
             return
         if err == errno.ECONNREFUSED:
-            self.done.errback(_Failed("refused", "DNS server port unreachable (refused)"))
+            self.done.errback(ProbeFailure("refused", "DNS server port unreachable (refused)"))
         else:
-            self.done.errback(_Failed("error", f"udp: {os.strerror(err) if err else 'closed'}"))
+            self.done.errback(
+                ProbeFailure("error", f"udp: {os.strerror(err) if err else 'closed'}")
+            )
 
     def close(self) -> None:
         if self._sock is not None:
@@ -190,8 +304,9 @@ class _TCPExchange(Protocol):
     exchange alone and the handshake counts as connecting, as blackbox measures it.
     """
 
-    def __init__(self, payload: bytes, tls: bool = False) -> None:
+    def __init__(self, payload: bytes, clock: Callable[[], float], tls: bool = False) -> None:
         self.done: Deferred[bytes] = Deferred()
+        self._clock = clock
         self._payload = payload
         self._buffer = b""
         self._tls = tls
@@ -206,7 +321,7 @@ class _TCPExchange(Protocol):
 
     def _send(self) -> None:
         assert self.transport is not None
-        self.sent_at = time.perf_counter()
+        self.sent_at = self._clock()
         self.transport.write(struct.pack("!H", len(self._payload)) + self._payload)
 
     def dataReceived(self, data: bytes) -> None:
@@ -221,17 +336,18 @@ class _TCPExchange(Protocol):
             return
         if self._tls and not self.sent_at:
             why = reason.getErrorMessage()
-            self.done.errback(_Failed("tls_error", f"TLS handshake failed: {why}"))
+            self.done.errback(ProbeFailure("tls_error", f"TLS handshake failed: {why}"))
         else:
-            self.done.errback(_Failed("protocol_error", "connection closed before an answer"))
+            self.done.errback(ProbeFailure("protocol_error", "connection closed before an answer"))
 
 
 def probe(ctx: ProbeContext, address: str, module: Module, timeout: float) -> Deferred[ProbeResult]:
     """Query the DNS server ``address`` (``host[:port]``, port 53 by default)."""
+    opts = options_of(module, DNSProbe)
 
     async def work(result: ProbeResult, started: float) -> None:
-        result.dns = DNSInfo()
-        await _run(ctx, address, module.dns, timeout, started, result)
+        result.details = DNSDetails()
+        await _run(ctx, address, opts, timeout, started, result)
 
     return run_probe(ctx, work)
 
@@ -253,8 +369,9 @@ async def _run(
     started: float,
     result: ProbeResult,
 ) -> None:
-    info = result.dns
-    assert info is not None
+    info = result.details
+    assert isinstance(info, DNSDetails)
+    clock = ctx.clock.monotonic
     try:
         hp = parse_dns_server(address, 853 if opts.dns_over_tls else 53)
     except ValueError as exc:
@@ -284,16 +401,16 @@ async def _run(
         type=opts.query_type,
         **{"class": opts.query_class},
     )
-    remaining = timeout - (time.perf_counter() - started)
+    remaining = timeout - (clock() - started)
     exchange: Any
     if opts.transport_protocol == "tcp":
-        t0 = time.perf_counter()
+        t0 = clock()
         sock = await connect(ctx, ip, hp.port, opts.source_ip_address, remaining, result)
         if sock is None:
-            info.phases["connect"] = time.perf_counter() - t0
+            info.phases["connect"] = clock() - t0
             return
         info.phases["connect"] = result.connect_duration or 0.0
-        exchange = _TCPExchange(payload, tls=creator is not None)
+        exchange = _TCPExchange(payload, clock, tls=creator is not None)
         factory: Any = Factory.forProtocol(lambda: exchange)
         if creator is not None:
             factory = TLSMemoryBIOFactory(creator, True, factory)
@@ -301,26 +418,26 @@ async def _run(
     else:
         try:
             exchange = _UDPExchange(
-                ctx.reactor, ip, hp.port, opts.source_ip_address, payload, query_id
+                ctx.reactor, clock, ip, hp.port, opts.source_ip_address, payload, query_id
             )
-        except _Failed as exc:
+        except ProbeFailure as exc:
             result.fail(exc.result, str(exc))
             return
         info.phases["connect"] = exchange.connect_duration
-    remaining = timeout - (time.perf_counter() - started)
+    remaining = timeout - (clock() - started)
     answer = exchange.done
     timer = ctx.reactor.callLater(max(remaining, 0.0), answer.cancel)
     try:
         raw = await answer
         if creator is not None:  # the TLS handshake counts as connecting
             info.phases["connect"] = exchange.sent_at - t0
-        info.phases["request"] = time.perf_counter() - exchange.sent_at
+        info.phases["request"] = clock() - exchange.sent_at
     except defer.CancelledError:
         if exchange.sent_at:
-            info.phases["request"] = time.perf_counter() - exchange.sent_at
+            info.phases["request"] = clock() - exchange.sent_at
         result.fail("timeout", "DNS query timed out")
         return
-    except _Failed as exc:
+    except ProbeFailure as exc:
         result.fail(exc.result, str(exc))
         return
     finally:
@@ -333,14 +450,14 @@ async def _run(
             transport.abortConnection()
     try:
         response = _decode(raw)
-    except _Failed as exc:
+    except ProbeFailure as exc:
         result.fail(exc.result, str(exc))
         return
     _check(response, opts, result)
 
 
 def _decode(raw: bytes) -> dns.Message:
-    """Parse an answer, or raise _Failed saying how it is malformed.
+    """Parse an answer, or raise ProbeFailure saying how it is malformed.
 
     Twisted's parser raises a bare ``EOFError`` on a short message, and stops quietly when the
     records end before the header's counts say; miekg/dns (blackbox) refuses such a message
@@ -348,23 +465,23 @@ def _decode(raw: bytes) -> dns.Message:
     """
     what = f"malformed DNS response ({len(raw)} bytes)"
     if len(raw) < 12:
-        raise _Failed("protocol_error", f"{what}: shorter than a DNS header (12 bytes)")
+        raise ProbeFailure("protocol_error", f"{what}: shorter than a DNS header (12 bytes)")
     response = dns.Message()
     try:
         response.fromStr(raw)
     except Exception as exc:
-        raise _Failed("protocol_error", f"{what}: {str(exc) or type(exc).__name__}") from None
+        raise ProbeFailure("protocol_error", f"{what}: {str(exc) or type(exc).__name__}") from None
     counts = struct.unpack("!4H", raw[4:12])
     found = (len(response.queries), len(response.answers), len(response.authority),
              len(response.additional))  # fmt: skip
     if found != counts and not response.trunc:
-        raise _Failed("protocol_error", f"{what}: records end before the header's counts")
+        raise ProbeFailure("protocol_error", f"{what}: records end before the header's counts")
     return response
 
 
 def _check(response: dns.Message, opts: DNSProbe, result: ProbeResult) -> None:
-    info = result.dns
-    assert info is not None
+    info = result.details
+    assert isinstance(info, DNSDetails)
     info.answer_rrs = len(response.answers)
     info.authority_rrs = len(response.authority)
     info.additional_rrs = len(response.additional)
@@ -374,8 +491,8 @@ def _check(response: dns.Message, opts: DNSProbe, result: ProbeResult) -> None:
     if opts.query_type == "SOA":
         info.serial = 0.0
         for rr in response.answers:
-            if rr.type == dns.SOA:
-                info.serial = float(rr.payload.serial)  # type: ignore[union-attr]
+            if isinstance(rr.payload, dns.Record_SOA):
+                info.serial = float(rr.payload.serial)
     valid = opts.valid_rcodes or ("NOERROR",)
     if response.rCode not in {RCODES[r] for r in valid}:
         name = _RCODE_NAMES.get(response.rCode, str(response.rCode))
@@ -390,3 +507,134 @@ def _check(response: dns.Message, opts: DNSProbe, result: ProbeResult) -> None:
             result.fail("protocol_error", f"{what} validation failed")
             return
     result.success, result.result = True, "success"
+
+
+def _rr_validator(c: Checker, node: yaml.Node, path: str) -> RRValidator:
+    m = c.mapping(node, path, dict.fromkeys(_RR_KEYS))
+    if m is None:
+        return RRValidator()
+    found = {k: c.regexes(m[k], f"{path}.{k}") or () if k in m else () for k in _RR_KEYS}
+    return RRValidator(
+        found["fail_if_matches_regexp"],
+        found["fail_if_all_match_regexp"],
+        found["fail_if_not_matches_regexp"],
+        found["fail_if_none_matches_regexp"],
+    )
+
+
+_RR_KEYS = ("fail_if_matches_regexp", "fail_if_all_match_regexp", "fail_if_not_matches_regexp",
+            "fail_if_none_matches_regexp")  # fmt: skip
+_RR_SECTIONS = ("validate_answer_rrs", "validate_authority_rrs", "validate_additional_rrs")
+_MISSING_NAME = "query name must be set for DNS module"
+
+
+def _named(c: Checker, m: dict[str, yaml.Node], path: str, key: str, known: dict[str, int],
+           default: str) -> str:  # fmt: skip
+    if key not in m:
+        return default
+    value = c.string(m[key], f"{path}.{key}")
+    if value is not None and value.upper() not in known:
+        c.error(m[key], f"{path}.{key}", f'unknown {key.split("_")[1]} "{value}"')
+    elif value is not None:
+        return value.upper()
+    return default
+
+
+def parse(c: Checker, node: yaml.Node | None, path: str, where: yaml.Node) -> DNSProbe:
+    """``modules.NAME.<prober>`` (``node``; None when absent, ``where`` is the module)."""
+    if node is None:  # a dns module must name its query
+        c.error(where, f"{path}.query_name", _MISSING_NAME)
+        return DNSProbe()
+    m = c.mapping(
+        node,
+        path,
+        {"query_name": None, "query_type": None, "query_class": None,
+         "transport_protocol": None, "recursion_desired": None, "valid_rcodes": None,
+         "validate_answer_rrs": None, "validate_authority_rrs": None,
+         "validate_additional_rrs": None, "preferred_ip_protocol": None,
+         "ip_protocol_fallback": None, "source_ip_address": None,
+         "dns_over_tls": None, "tls_config": None},
+    )  # fmt: skip
+    if m is None:
+        return DNSProbe()
+    a = addressing(c, m, path)
+    name = ""
+    if "query_name" in m:
+        name = c.text(m["query_name"], f"{path}.query_name") or ""
+    else:
+        c.error(node, f"{path}.query_name", _MISSING_NAME)
+    qtype = _named(c, m, path, "query_type", QUERY_TYPES, "ANY")
+    qclass = _named(c, m, path, "query_class", QUERY_CLASSES, "IN")
+    transport = "udp"
+    if "transport_protocol" in m:
+        proto = c.string(m["transport_protocol"], f"{path}.transport_protocol")
+        if proto is not None and proto not in ("udp", "tcp"):
+            c.error(m["transport_protocol"], f"{path}.transport_protocol",
+                    f'"{proto}" must be udp or tcp')  # fmt: skip
+        elif proto is not None:
+            transport = proto
+    recursion = True
+    if "recursion_desired" in m:
+        rd = c.boolean(m["recursion_desired"], f"{path}.recursion_desired")
+        recursion = True if rd is None else rd
+    rcodes: tuple[str, ...] = ()
+    if "valid_rcodes" in m:
+        rcodes = c.strings(m["valid_rcodes"], f"{path}.valid_rcodes") or ()
+        for rc in rcodes:
+            if rc not in RCODES:
+                c.error(m["valid_rcodes"], f"{path}.valid_rcodes", f'unknown rcode "{rc}"')
+    rrs = {key: _rr_validator(c, m[key], f"{path}.{key}") if key in m else RRValidator()
+           for key in _RR_SECTIONS}  # fmt: skip
+    dot = False
+    if "dns_over_tls" in m:
+        dot = bool(c.boolean(m["dns_over_tls"], f"{path}.dns_over_tls"))
+        if dot and transport != "tcp":
+            # blackbox loads this and fails every probe; so do we, and say so at load
+            c.warn(m["dns_over_tls"], f"{path}.dns_over_tls",
+                   "needs transport_protocol: tcp; every probe will fail")  # fmt: skip
+    tls_config = parse_tls_config(c, m["tls_config"], f"{path}.tls_config") if (
+        "tls_config" in m) else TLSConfig()  # fmt: skip
+    return DNSProbe(
+        query_name=name,
+        query_type=qtype,
+        query_class=qclass,
+        transport_protocol=transport,
+        recursion_desired=recursion,
+        valid_rcodes=rcodes,
+        validate_answer_rrs=rrs["validate_answer_rrs"],
+        validate_authority_rrs=rrs["validate_authority_rrs"],
+        validate_additional_rrs=rrs["validate_additional_rrs"],
+        preferred_ip_protocol=a.preferred_ip_protocol,
+        ip_protocol_fallback=a.ip_protocol_fallback,
+        source_ip_address=a.source_ip_address,
+        dns_over_tls=dot,
+        tls_config=tls_config,
+    )
+
+
+def check_address(address: str) -> str | None:
+    try:
+        parse_dns_server(address)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _families(options: Options) -> tuple[Family, ...]:
+    assert isinstance(options, DNSProbe)
+    fams = (LOOKUP, HANDSHAKE) if options.transport_protocol == "tcp" else (LOOKUP,)
+    return (*fams, *tls_.FAMILIES) if options.dns_over_tls else fams
+
+
+PROBER = probes.register(
+    ProberSpec(
+        name="dns",
+        parse=parse,
+        check_address=check_address,
+        probe=probe,
+        families=(HANDSHAKE, LOOKUP, *tls_.FAMILIES),
+        families_for=_families,
+        blackbox_families=BLACKBOX_FAMILIES,
+        default=DNSProbe(),
+    )
+)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import email.utils
 import io
-import time
+import re
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urljoin
 
 from OpenSSL import SSL
@@ -41,12 +42,43 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
-from netprobe_exporter import __version__
+from netprobe_exporter import __version__, probes
 from netprobe_exporter.addresses import URL, parse_url, redact_url
-from netprobe_exporter.modules import HTTPProbe, Module
-from netprobe_exporter.probes import HTTPInfo, ProbeContext, ProbeResult, run_probe
-from netprobe_exporter.probes.connect import adopt, connect, resolve
-from netprobe_exporter.probes.tls import client_creator, handshake_info, read_config_file
+from netprobe_exporter.durations import byte_size
+from netprobe_exporter.model import Details, Module, Options, Sample, Secret, SeriesSink
+from netprobe_exporter.probes import (
+    BlackboxFamily,
+    Family,
+    ProbeContext,
+    ProbeFailure,
+    ProbeResult,
+    ProberSpec,
+    options_of,
+    run_probe,
+)
+from netprobe_exporter.probes import tls as tls_
+from netprobe_exporter.probes.connect import (
+    HANDSHAKE,
+    adopt,
+    connect,
+    ip_protocol,
+    observe_handshake,
+    resolve,
+)
+from netprobe_exporter.probes.tcp import FAILED_DUE_TO_REGEX
+from netprobe_exporter.probes.tls import (
+    TLSConfig,
+    TLSInfo,
+    client_creator,
+    handshake_info,
+    parse_tls_config,
+    read_config_file,
+)
+
+if TYPE_CHECKING:
+    import yaml
+
+    from netprobe_exporter.yamlcheck import Checker
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10
@@ -55,20 +87,127 @@ MAX_REDIRECTS = 10
 MAX_RESPONSE_HEADER_BYTES = 1 << 20
 MAX_RESPONSE_HEADER_LINES = 10_000
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
+_PHASE_INDEX = {p: i for i, p in enumerate(PHASES)}
+COMPRESSIONS = ("gzip", "deflate", "identity")
+SOON = "is not supported yet"
 
 
-class ProbeFailure(Exception):
-    """A failure already classified (``result``) and described."""
+@dataclass(frozen=True, slots=True)
+class HeaderMatch:
+    header: str
+    regexp: re.Pattern[str]
+    allow_missing: bool = False
 
-    def __init__(self, result: str, detail: str) -> None:
-        super().__init__(detail)
-        self.result = result
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth:
+    username: str
+    password: Secret | None = None
+    password_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPProbe(Options):
+    valid_status_codes: tuple[int, ...] = ()
+    valid_http_versions: tuple[str, ...] = ()
+    preferred_ip_protocol: str = "ip6"
+    ip_protocol_fallback: bool = True
+    fail_if_ssl: bool = False
+    fail_if_not_ssl: bool = False
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    fail_if_body_matches_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_body_not_matches_regexp: tuple[re.Pattern[str], ...] = ()
+    fail_if_header_matches: tuple[HeaderMatch, ...] = ()
+    fail_if_header_not_matches: tuple[HeaderMatch, ...] = ()
+    body: str = ""
+    compression: str = ""
+    body_size_limit: int = 0
+    basic_auth: BasicAuth | None = None
+    #: Authorization header scheme and credentials (bearer_token / authorization)
+    auth_type: str = "Bearer"
+    credentials: Secret | None = None
+    credentials_file: str | None = None
+    tls_config: TLSConfig = field(default_factory=TLSConfig)
+    follow_redirects: bool = True
+    enable_http2: bool = True
+
+
+DURATION = Family(
+    "netprobe_http_duration_seconds", "histogram",
+    "HTTP request time by phase, summed over redirects; exchanges that got a response.",
+    order=100, label="phase", label_values=PHASES,
+)  # fmt: skip
+STATUS = Family(
+    "netprobe_http_status_code", "gauge", "Status code of the last HTTP response (0: none).",
+    order=130,
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class HTTPDetails(Details):
+    """What the HTTP exchange showed (of the final response, phases summed over redirects)."""
+
+    status_code: int = 0
+    content_length: int = 0
+    body_length: int = 0
+    redirects: int = 0
+    ssl: bool = False
+    version: float = 0.0
+    last_modified: float | None = None
+    #: resolve, connect, tls, processing, transfer; only resolve if resolution failed
+    phases: dict[str, float] = field(default_factory=dict)
+    #: a body or header rule decided the failure
+    failed_due_to_regex: bool = False
+    tls: TLSInfo | None = None
+
+    def observe(self, out: SeriesSink, result: ProbeResult) -> None:
+        observe_handshake(out, result)
+        out.gauge(STATUS.name, float(self.status_code))
+        if self.status_code:  # phases of an exchange that got an answer
+            for phase, seconds in self.phases.items():
+                out.histogram(DURATION.name, seconds, _PHASE_INDEX[phase])
+        tls_.observe(out, self.tls)
+
+    def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
+        out["probe_failed_due_to_regex"] = [({}, 1.0 if self.failed_due_to_regex else 0.0)]
+        out["probe_http_content_length"] = [({}, float(self.content_length))]
+        out["probe_http_uncompressed_body_length"] = [({}, float(self.body_length))]
+        out["probe_http_redirects"] = [({}, float(self.redirects))]
+        out["probe_http_ssl"] = [({}, 1.0 if self.ssl else 0.0)]
+        out["probe_http_status_code"] = [({}, float(self.status_code))]
+        out["probe_http_version"] = [({}, self.version)]
+        if self.phases:
+            out["probe_http_duration_seconds"] = [
+                ({"phase": p}, round(v, 9)) for p, v in self.phases.items()
+            ]
+        if self.last_modified is not None:
+            out["probe_http_last_modified_timestamp_seconds"] = [({}, self.last_modified)]
+        if self.tls is not None and self.ssl:
+            tls_.blackbox(out, self.tls)
+
+
+BLACKBOX_FAMILIES = (
+    FAILED_DUE_TO_REGEX,
+    BlackboxFamily("probe_http_duration_seconds",
+                   "Duration of http request by phase, summed over all redirects"),
+    BlackboxFamily("probe_http_content_length", "Length of http content response"),
+    BlackboxFamily("probe_http_uncompressed_body_length", "Length of uncompressed response body"),
+    BlackboxFamily("probe_http_redirects", "The number of redirects"),
+    BlackboxFamily("probe_http_ssl", "Indicates if SSL was used for the final redirect"),
+    BlackboxFamily("probe_http_status_code", "Response HTTP status code"),
+    BlackboxFamily("probe_http_version", "Returns the version of HTTP of the probe response"),
+    BlackboxFamily("probe_http_last_modified_timestamp_seconds",
+                   "Returns the Last-Modified HTTP response header in unixtime"),
+    *tls_.BLACKBOX_FAMILIES,
+)  # fmt: skip
 
 
 @dataclass
 class _Hop:
-    """Timestamps (perf_counter) of one request/response round trip."""
+    """Timestamps (of the probe's monotonic clock) of one request/response round trip."""
 
+    clock: Callable[[], float]
     tls_start: float = 0.0
     tls_done: float = 0.0
     got_conn: float = 0.0
@@ -96,25 +235,24 @@ class _Timing(ProtocolWrapper):
     def __init__(self, factory: Any, wrapped: IProtocol, hop: _Hop) -> None:
         super().__init__(factory, wrapped)
         self._hop = hop
-        self._tls = False
         #: bytes and lines of the response head so far; None once its blank line has come
         self._head: list[int] | None = [0, 0]
         self._tail = b""
 
     def makeConnection(self, transport: Any) -> None:
         if self._hop.tls_start == 0.0:
-            self._hop.got_conn = time.perf_counter()
+            self._hop.got_conn = self._hop.clock()
         super().makeConnection(transport)
 
     def handshakeCompleted(self) -> None:
-        now = time.perf_counter()
+        now = self._hop.clock()
         self._hop.tls_done = self._hop.got_conn = now
         if IHandshakeListener.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.handshakeCompleted()
 
     def dataReceived(self, data: bytes) -> None:
         if self._hop.response_start == 0.0:
-            self._hop.response_start = time.perf_counter()
+            self._hop.response_start = self._hop.clock()
         if self._head is not None and not self._head_ok(data):
             return
         super().dataReceived(data)
@@ -174,13 +312,13 @@ class _HopEndpoint:
         return Deferred.fromCoroutine(self._connect(factory))
 
     async def _connect(self, factory: IProtocolFactory) -> IProtocol:
-        remaining = self._deadline - time.perf_counter()
+        remaining = self._deadline - self._ctx.clock.monotonic()
         sock = await connect(self._ctx, self._ip, self._port, None, remaining, self._result)
         if sock is None:
             raise ProbeFailure(self._result.result, self._result.detail)
         wrapped: IProtocolFactory = _TimingFactory(factory, self._hop)
         if self._creator is not None:
-            self._hop.tls_start = time.perf_counter()
+            self._hop.tls_start = self._hop.clock()
             wrapped = TLSMemoryBIOFactory(self._creator, True, wrapped)
         outer = adopt(self._ctx, sock, wrapped)
         self._hop.outer = outer
@@ -270,10 +408,11 @@ class _Discard(Protocol):
 
 def probe(ctx: ProbeContext, address: str, module: Module, timeout: float) -> Deferred[ProbeResult]:
     """Request ``address`` (a URL; ``http://`` is assumed without a scheme) within ``timeout``."""
+    opts = options_of(module, HTTPProbe)
 
     async def work(result: ProbeResult, started: float) -> None:
-        result.http = HTTPInfo()
-        await _run(ctx, address, module.http, timeout, started, result)
+        result.details = HTTPDetails()
+        await _run(ctx, address, opts, timeout, started, result)
 
     return run_probe(ctx, work)
 
@@ -286,8 +425,8 @@ async def _run(
     started: float,
     result: ProbeResult,
 ) -> None:
-    info = result.http
-    assert info is not None
+    info = result.details
+    assert isinstance(info, HTTPDetails)
     try:
         url = parse_url(address)
     except ValueError as exc:
@@ -304,7 +443,7 @@ async def _run(
         info.phases[phase] = 0.0
     exchange = Deferred.fromCoroutine(_exchange(ctx, url, ip, opts, started + timeout, result))
     timer = ctx.reactor.callLater(
-        max(timeout - (time.perf_counter() - started), 0), exchange.cancel
+        max(timeout - (ctx.clock.monotonic() - started), 0), exchange.cancel
     )
     try:
         await exchange
@@ -318,7 +457,7 @@ async def _run(
             timer.cancel()
 
 
-def _headers(opts: HTTPProbe, ctx: ProbeContext) -> Headers:
+def _headers(opts: HTTPProbe) -> Headers:
     headers = Headers()
     for name, value in opts.headers:
         headers.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
@@ -366,10 +505,10 @@ def _server_name(opts: HTTPProbe, url: URL) -> str:
 async def _exchange(
     ctx: ProbeContext, url: URL, ip: str, opts: HTTPProbe, deadline: float, result: ProbeResult
 ) -> None:
-    info = result.http
-    assert info is not None
+    info = result.details
+    assert isinstance(info, HTTPDetails)
     try:  # local problems (credential or certificate files) are ours: "error", not the peer's
-        headers = _headers(opts, ctx)
+        headers = _headers(opts)
         first_creator: Any = None
         if url.scheme == "https":
             first_creator = client_creator(
@@ -380,7 +519,7 @@ async def _exchange(
     method, body = opts.method, opts.body
     current, current_ip = url, ip
     while True:
-        hop = _Hop()
+        hop = _Hop(ctx.clock.monotonic)
         creator = None
         if current.scheme == "https":
             try:
@@ -432,19 +571,19 @@ async def _exchange(
         if response.code in (301, 302, 303) and method not in ("GET", "HEAD"):
             method, body = "GET", ""
         if nxt.host != current.host:
-            t0 = time.perf_counter()
+            t0 = ctx.clock.monotonic()
             new_ip = await resolve(
                 ctx, nxt.host, nxt.ip_version, opts.preferred_ip_protocol,
                 opts.ip_protocol_fallback, deadline - t0, result,
             )  # fmt: skip
-            info.phases["resolve"] += time.perf_counter() - t0
+            info.phases["resolve"] += ctx.clock.monotonic() - t0
             if new_ip is None:
                 raise ProbeFailure(result.result, result.detail)
             current_ip = new_ip
         current = nxt
 
 
-def _add_phases(info: HTTPInfo, hop: _Hop, result: ProbeResult) -> None:
+def _add_phases(info: HTTPDetails, hop: _Hop, result: ProbeResult) -> None:
     if hop.got_conn == 0.0:
         return
     info.phases["connect"] += result.connect_duration or 0.0
@@ -468,7 +607,7 @@ def _classify(exc: Exception, hop: _Hop) -> ProbeFailure:
     return ProbeFailure("protocol_error", f"error for HTTP request: {text}")
 
 
-def _decoder(opts: HTTPProbe, response: IResponse) -> _Inflater | None:
+def _decoder(opts: HTTPProbe) -> _Inflater | None:
     if not opts.compression or opts.compression == "identity":
         return None
     return _Inflater(gzip=opts.compression == "gzip")
@@ -554,8 +693,8 @@ async def _final(
     ctx: ProbeContext, response: IResponse, hop: _Hop, opts: HTTPProbe, url: URL,
     result: ProbeResult,
 ) -> None:  # fmt: skip
-    info = result.http
-    assert info is not None
+    info = result.details
+    assert isinstance(info, HTTPDetails)
     info.status_code = response.code
     failures: list[str] = []
     regex_failed = False
@@ -574,11 +713,11 @@ async def _final(
                 modified[0].decode("latin-1")
             ).timestamp()
     keep = bool(opts.fail_if_body_matches_regexp or opts.fail_if_body_not_matches_regexp)
-    reader = _Body(opts.body_size_limit, _decoder(opts, response), ctx.max_body_bytes * keep)
+    reader = _Body(opts.body_size_limit, _decoder(opts), ctx.max_body_bytes * keep)
     response.deliverBody(reader)
     await reader.done
     info.phases["transfer"] += (
-        max(time.perf_counter() - hop.response_start, 0.0) if hop.response_start else 0.0
+        max(hop.clock() - hop.response_start, 0.0) if hop.response_start else 0.0
     )
     info.body_length = reader.length
     if reader.error is not None:
@@ -595,9 +734,7 @@ async def _final(
                 result.note("Body did not match regular expression", "error", regexp=rx.pattern)
                 failures.append(f"body did not match {rx.pattern!r}")
                 regex_failed = True
-        if not regex_failed:
-            result.failed_due_to_regex = False
-    result.failed_due_to_regex = regex_failed
+    info.failed_due_to_regex = regex_failed
     info.content_length = -1 if response.length is UNKNOWN_LENGTH else int(response.length)
     _, major, minor = response.version
     info.version = float(f"{major}.{minor}")
@@ -608,10 +745,269 @@ async def _final(
     if info.ssl and hop.tls_protocol is not None:
         conn = hop.tls_protocol.getHandle()
         if isinstance(conn, SSL.Connection):
-            result.tls = handshake_info(conn, verified=not opts.tls_config.insecure_skip_verify)
+            info.tls = handshake_info(conn, verified=not opts.tls_config.insecure_skip_verify)
     if opts.fail_if_ssl and info.ssl:
         failures.append("final request was over SSL")
     if opts.fail_if_not_ssl and not info.ssl:
         failures.append("final request was not over SSL")
     if failures:
         raise ProbeFailure("protocol_error", "; ".join(failures))
+
+
+def _header_matches(c: Checker, node: yaml.Node, path: str) -> tuple[HeaderMatch, ...]:
+    out: list[HeaderMatch] = []
+    for i, item in enumerate(c.sequence(node, path) or []):
+        sub = f"{path}[{i}]"
+        m = c.mapping(item, sub, {"header": None, "regexp": None, "allow_missing": None})
+        if m is None:
+            continue
+        if "header" not in m or "regexp" not in m:
+            what = "header" if "header" not in m else "regexp"
+            c.error(item, f"{sub}.{what}", f"{what} must be set for HTTP header matchers")
+            continue
+        header = c.string(m["header"], f"{sub}.header")
+        regexp = c.regex(m["regexp"], f"{sub}.regexp")
+        allow = (
+            bool(c.boolean(m["allow_missing"], f"{sub}.allow_missing"))
+            if ("allow_missing" in m)
+            else False
+        )
+        if header and regexp is not None:
+            out.append(HeaderMatch(header, regexp, allow))
+    return tuple(out)
+
+
+@dataclass(slots=True)
+class _Auth:
+    """The Authorization settings as read: at most one method is set."""
+
+    basic_auth: BasicAuth | None = None
+    auth_type: str = "Bearer"
+    credentials: Secret | None = None
+    credentials_file: str | None = None
+
+
+def _basic_auth(c: Checker, node: yaml.Node, sub: str) -> BasicAuth | None:
+    b = c.mapping(node, sub, {"username": None, "password": None, "password_file": None})
+    if b is None:
+        return None
+    user = c.text(b["username"], f"{sub}.username") if "username" in b else ""
+    if "password" in b and "password_file" in b:
+        c.error(b["password_file"], sub, "only one of password and password_file may be set")
+    password = c.text(b["password"], f"{sub}.password") if "password" in b else None
+    pfile = (
+        c.probe_time_file(b["password_file"], f"{sub}.password_file")
+        if ("password_file" in b)
+        else None
+    )
+    return BasicAuth(user or "", Secret(password) if password is not None else None, pfile)
+
+
+def _authorization(c: Checker, node: yaml.Node, sub: str, auth: _Auth) -> None:
+    a = c.mapping(node, sub, {"type": None, "credentials": None, "credentials_file": None})
+    if a is None:
+        return
+    if "type" in a:
+        kind = c.string(a["type"], f"{sub}.type")
+        if kind is not None and kind.lower() == "basic":
+            c.error(a["type"], f"{sub}.type", "use basic_auth for Basic authorization")
+        elif kind:
+            auth.auth_type = kind
+    if "credentials" in a:
+        cred = c.text(a["credentials"], f"{sub}.credentials")
+        auth.credentials = Secret(cred) if cred is not None else None
+    if "credentials_file" in a:
+        auth.credentials_file = c.probe_time_file(a["credentials_file"], f"{sub}.credentials_file")
+
+
+def _http_auth(c: Checker, m: dict[str, yaml.Node], path: str) -> _Auth:
+    auth = _Auth()
+    given = [k for k in ("basic_auth", "authorization", "bearer_token", "bearer_token_file")
+             if k in m]  # fmt: skip
+    if len(given) > 1:
+        c.error(m[given[1]], f"{path}.{given[1]}", f"at most one of {', '.join(given)} may be set")
+    elif "basic_auth" in m:
+        auth.basic_auth = _basic_auth(c, m["basic_auth"], f"{path}.basic_auth")
+    elif "authorization" in m:
+        _authorization(c, m["authorization"], f"{path}.authorization", auth)
+    elif "bearer_token" in m:
+        tok = c.text(m["bearer_token"], f"{path}.bearer_token")
+        auth.credentials = Secret(tok) if tok is not None else None
+    elif "bearer_token_file" in m:
+        auth.credentials_file = c.probe_time_file(
+            m["bearer_token_file"], f"{path}.bearer_token_file"
+        )
+    return auth
+
+
+_KEYS: dict[str, str | None] = {
+    "valid_status_codes": None, "valid_http_versions": None, "preferred_ip_protocol": None,
+    "ip_protocol_fallback": None, "skip_resolve_phase_with_proxy": None,
+    "no_follow_redirects": None, "fail_if_ssl": None, "fail_if_not_ssl": None,
+    "method": None, "headers": None, "fail_if_body_matches_regexp": None,
+    "fail_if_body_not_matches_regexp": None, "fail_if_header_matches": None,
+    "fail_if_header_not_matches": None, "body": None, "compression": None,
+    "body_size_limit": None, "basic_auth": None, "authorization": None,
+    "bearer_token": None, "bearer_token_file": None, "tls_config": None,
+    "follow_redirects": None, "enable_http2": None,
+    "oauth2": SOON, "proxy_url": SOON, "proxy_connect_header": SOON,
+}  # fmt: skip
+_DEFAULT = HTTPProbe()
+
+
+def _flag(c: Checker, m: dict[str, yaml.Node], path: str, key: str, default: bool) -> bool:
+    if key not in m:
+        return default
+    value = c.boolean(m[key], f"{path}.{key}")
+    return default if value is None else value
+
+
+def _compression(
+    c: Checker, node: yaml.Node, path: str, headers: tuple[tuple[str, str], ...]
+) -> str:
+    comp = c.string(node, path)
+    if comp is not None and comp.lower() == "br":
+        c.error(node, path, f'"br" {SOON} (gzip, deflate)')
+    elif comp is not None and comp.lower() not in COMPRESSIONS:
+        c.error(node, path, f'unknown compression "{comp}"')
+    elif comp is not None:
+        for name, value in headers:
+            if name.lower() == "accept-encoding" and comp.lower() not in value.lower():
+                c.error(node, path,
+                        f'invalid configuration "Accept-Encoding: {value}", '
+                        f'"compression: {comp}"')  # fmt: skip
+        return comp.lower()
+    return ""
+
+
+def parse(c: Checker, node: yaml.Node | None, path: str, where: yaml.Node) -> HTTPProbe:
+    """``modules.NAME.<prober>`` (``node``; None when absent, ``where`` is the module)."""
+    m = None if node is None else c.mapping(node, path, _KEYS)
+    if m is None:
+        return HTTPProbe()
+    preferred, fallback = ip_protocol(c, m, path)
+    codes: tuple[int, ...] = ()
+    if "valid_status_codes" in m:
+        items = c.sequence(m["valid_status_codes"], f"{path}.valid_status_codes") or []
+        read = [c.integer(n, f"{path}.valid_status_codes[{i}]", 100, 999)
+                for i, n in enumerate(items)]  # fmt: skip
+        codes = tuple(x for x in read if x is not None)
+    versions: tuple[str, ...] = ()
+    if "valid_http_versions" in m:
+        versions = c.strings(m["valid_http_versions"], f"{path}.valid_http_versions") or ()
+    if "skip_resolve_phase_with_proxy" in m:  # meaningless without proxy_url: checked, ignored
+        c.boolean(m["skip_resolve_phase_with_proxy"], f"{path}.skip_resolve_phase_with_proxy")
+    fail_if_ssl = _flag(c, m, path, "fail_if_ssl", False)
+    fail_if_not_ssl = _flag(c, m, path, "fail_if_not_ssl", False)
+    follow = _flag(c, m, path, "follow_redirects", True)
+    http2 = _flag(c, m, path, "enable_http2", True)
+    if "no_follow_redirects" in m:
+        nf = c.boolean(m["no_follow_redirects"], f"{path}.no_follow_redirects")
+        if nf is not None:
+            follow = not nf
+            c.warn(m["no_follow_redirects"], f"{path}.no_follow_redirects",
+                   "is deprecated: use follow_redirects")  # fmt: skip
+    method = _DEFAULT.method
+    if "method" in m:
+        given = c.string(m["method"], f"{path}.method")
+        if given is not None and not re.fullmatch(r"[A-Za-z]+", given):
+            c.error(m["method"], f"{path}.method", f'"{given}" is not an HTTP method')
+        elif given:
+            method = given.upper()
+    headers: tuple[tuple[str, str], ...] = ()
+    if "headers" in m:
+        read_headers = c.string_map(m["headers"], f"{path}.headers")
+        headers = tuple(read_headers.items()) if read_headers is not None else ()
+    body_keys = ("fail_if_body_matches_regexp", "fail_if_body_not_matches_regexp")
+    body_rx = {key: c.regexes(m[key], f"{path}.{key}") or () if key in m else ()
+               for key in body_keys}  # fmt: skip
+    header_rx = {key: _header_matches(c, m[key], f"{path}.{key}") if key in m else ()
+                 for key in ("fail_if_header_matches", "fail_if_header_not_matches")}  # fmt: skip
+    body = (c.text(m["body"], f"{path}.body") or "") if "body" in m else ""
+    compression = _compression(c, m["compression"], f"{path}.compression", headers) if (
+        "compression" in m) else ""  # fmt: skip
+    limit = 0
+    if "body_size_limit" in m:
+        limit = c.byte_size(m["body_size_limit"], f"{path}.body_size_limit") or 0
+    auth = _http_auth(c, m, path)
+    tls_config = parse_tls_config(c, m["tls_config"], f"{path}.tls_config") if (
+        "tls_config" in m) else TLSConfig()  # fmt: skip
+    return HTTPProbe(
+        valid_status_codes=codes,
+        valid_http_versions=versions,
+        preferred_ip_protocol=preferred,
+        ip_protocol_fallback=fallback,
+        fail_if_ssl=fail_if_ssl,
+        fail_if_not_ssl=fail_if_not_ssl,
+        method=method,
+        headers=headers,
+        fail_if_body_matches_regexp=body_rx["fail_if_body_matches_regexp"],
+        fail_if_body_not_matches_regexp=body_rx["fail_if_body_not_matches_regexp"],
+        fail_if_header_matches=header_rx["fail_if_header_matches"],
+        fail_if_header_not_matches=header_rx["fail_if_header_not_matches"],
+        body=body,
+        compression=compression,
+        body_size_limit=limit,
+        basic_auth=auth.basic_auth,
+        auth_type=auth.auth_type,
+        credentials=auth.credentials,
+        credentials_file=auth.credentials_file,
+        tls_config=tls_config,
+        follow_redirects=follow,
+        enable_http2=http2,
+    )
+
+
+def check_address(address: str) -> str | None:
+    try:
+        parse_url(address)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def with_hostname(options: Options, hostname: str) -> HTTPProbe:
+    """``/probe?hostname=``: the Host header (and TLS name) the request is sent with."""
+    assert isinstance(options, HTTPProbe)
+    for name, value in options.headers:
+        if name.lower() == "host" and value != hostname:
+            raise ValueError(
+                f"host header defined both in module configuration ({value}) "
+                f"and with URL-parameter 'hostname' ({hostname})"
+            )
+    headers = tuple(h for h in options.headers if h[0].lower() != "host")
+    return dataclasses.replace(options, headers=(*headers, ("Host", hostname)))
+
+
+def shown(options: Options, section: dict[str, object]) -> dict[str, object]:
+    """Back into the keys the parser takes: the Authorization parts under ``authorization``."""
+    assert isinstance(options, HTTPProbe)
+    kind = section.pop("auth_type", "Bearer")
+    auth: dict[str, object] = {
+        k: section.pop(k) for k in ("credentials", "credentials_file") if k in section
+    }
+    if auth:
+        section["authorization"] = {"type": kind, **auth}
+    if options.body_size_limit:
+        section["body_size_limit"] = byte_size(options.body_size_limit)
+    else:
+        section.pop("body_size_limit", None)  # 0: no limit, the default
+    if options.basic_auth is not None:
+        section.setdefault("basic_auth", {"username": ""})  # set, if empty: still sent
+    return section
+
+
+PROBER = probes.register(
+    ProberSpec(
+        name="http",
+        parse=parse,
+        check_address=check_address,
+        probe=probe,
+        # any http target may speak TLS, by its URL or a redirect
+        families=(HANDSHAKE, DURATION, STATUS, *tls_.FAMILIES),
+        blackbox_families=BLACKBOX_FAMILIES,
+        shown=shown,
+        with_hostname=with_hostname,
+        default=HTTPProbe(),
+    )
+)

@@ -15,16 +15,83 @@ import itertools
 import os
 import socket
 import struct
-import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReadDescriptor
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from netprobe_exporter import probes
 from netprobe_exporter.addresses import parse_host
-from netprobe_exporter.modules import ICMPProbe, Module
-from netprobe_exporter.probes import ProbeContext, ProbeResult, run_probe
-from netprobe_exporter.probes.connect import resolve
+from netprobe_exporter.model import Details, Module, Options, Sample, SeriesSink
+from netprobe_exporter.probes import (
+    BlackboxFamily,
+    Clock,
+    Family,
+    ProbeContext,
+    ProbeReactor,
+    ProbeResult,
+    ProberSpec,
+    engine,
+    options_of,
+    run_probe,
+)
+from netprobe_exporter.probes.connect import addressing, resolve
+
+if TYPE_CHECKING:
+    import yaml
+
+    from netprobe_exporter.yamlcheck import Checker
+
+
+@dataclass(frozen=True, slots=True)
+class ICMPProbe(Options):
+    preferred_ip_protocol: str = "ip6"
+    ip_protocol_fallback: bool = True
+    source_ip_address: str | None = None
+    #: bytes of echo data; 0 means blackbox's default payload
+    payload_size: int = 0
+    dont_fragment: bool = False
+    #: IPv4 TTL or IPv6 hop limit of the request
+    ttl: int = 64
+
+
+RTT = Family(
+    "netprobe_icmp_rtt_seconds", "histogram",
+    "icmp modules: echo round trip from the kernel's receive timestamp, replies only (loss "
+    "shows as netprobe_probes_total{result=\"timeout\"}).", order=120,
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class ICMPDetails(Details):
+    """What an echo showed: its phases and the reply's TTL / hop limit."""
+
+    #: resolve, setup, rtt
+    phases: dict[str, float] = field(
+        default_factory=lambda: {"resolve": 0.0, "setup": 0.0, "rtt": 0.0}
+    )
+    hop_limit: int | None = None
+
+    def observe(self, out: SeriesSink, result: ProbeResult) -> None:
+        if result.success:
+            out.histogram(RTT.name, self.phases["rtt"])
+
+    def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
+        out["probe_icmp_duration_seconds"] = [
+            ({"phase": p}, round(v, 9)) for p, v in self.phases.items()
+        ]
+        if result.success and self.hop_limit is not None:
+            out["probe_icmp_reply_hop_limit"] = [({}, float(self.hop_limit))]
+
+
+BLACKBOX_FAMILIES = (
+    BlackboxFamily("probe_icmp_duration_seconds", "Duration of icmp request by phase"),
+    BlackboxFamily("probe_icmp_reply_hop_limit", "Replied packet hop limit (TTL for ipv4)"),
+)
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)
@@ -61,11 +128,23 @@ class _Echo:
         self.sent_ns = sent_ns
 
 
+#: the wall clock an engine made without a context stamps packets with
+_WALL_NS = Clock().wall_ns
+
+
+@implementer(IReadDescriptor)
 class IcmpSocket:
     """An ICMP socket shared by all probes of one family and source, read by the reactor."""
 
-    def __init__(self, reactor: Any, family: int, source: str | None) -> None:
+    def __init__(
+        self,
+        reactor: ProbeReactor,
+        family: int,
+        source: str | None,
+        wall_ns: Callable[[], int] = _WALL_NS,
+    ) -> None:
         self._reactor = reactor
+        self._wall_ns = wall_ns
         self.family = family
         self.v6 = family == socket.AF_INET6
         proto = socket.IPPROTO_ICMPV6 if self.v6 else socket.IPPROTO_ICMP
@@ -150,7 +229,7 @@ class IcmpSocket:
         if echo is None or echo.deferred.called:
             return
         self._settle()  # before the callback: whoever waited may look at us at once
-        now_ns = time.time_ns()
+        now_ns = self._wall_ns()
         echo.deferred.callback(((rx_ns or now_ns) - echo.sent_ns, hop))
 
     def send(self, ip: str, opts: ICMPProbe) -> tuple[int, _Echo]:
@@ -172,7 +251,7 @@ class IcmpSocket:
                 socket.IPPROTO_IP, IP_MTU_DISCOVER,
                 IP_PMTUDISC_DO if opts.dont_fragment else IP_PMTUDISC_DONT,
             )  # fmt: skip
-        sent_ns = time.time_ns()  # the clock starts as the request leaves
+        sent_ns = self._wall_ns()  # the clock starts as the request leaves
         echo = _Echo(sent_ns)
         self.pending[seq] = echo
         try:
@@ -198,34 +277,37 @@ class IcmpSocket:
 class IcmpEngine:
     """The shared ICMP sockets of one reactor, made on first use."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: ProbeReactor, wall_ns: Callable[[], int]) -> None:
         self._reactor = reactor
+        self._wall_ns = wall_ns
         self._sockets: dict[tuple[int, str | None], IcmpSocket] = {}
 
     def socket_for(self, family: int, source: str | None) -> IcmpSocket:
         key = (family, source)
         sock = self._sockets.get(key)
         if sock is None:
-            sock = self._sockets[key] = IcmpSocket(self._reactor, family, source)
+            sock = self._sockets[key] = IcmpSocket(self._reactor, family, source, self._wall_ns)
         return sock
 
 
 def probe(ctx: ProbeContext, address: str, module: Module, timeout: float) -> Deferred[ProbeResult]:
     """Ping ``address`` (a host name or IP address) once within ``timeout`` seconds."""
 
+    opts = options_of(module, ICMPProbe)
+
     async def work(result: ProbeResult, started: float) -> None:
-        result.icmp = {"resolve": 0.0, "setup": 0.0, "rtt": 0.0}
-        await _run(ctx, address, module.icmp, timeout, started, result)
+        details = result.details = ICMPDetails()
+        await _run(ctx, address, opts, timeout, started, details, result)
 
     return run_probe(ctx, work)
 
 
 async def _run(
     ctx: ProbeContext, address: str, opts: ICMPProbe, timeout: float, started: float,
-    result: ProbeResult,
+    details: ICMPDetails, result: ProbeResult,
 ) -> None:  # fmt: skip
-    phases = result.icmp
-    assert phases is not None
+    phases = details.phases
+    clock = ctx.clock.monotonic
     try:
         version = parse_host(address)
     except ValueError as exc:
@@ -238,18 +320,18 @@ async def _run(
     phases["resolve"] = result.resolve_duration or 0.0
     if ip is None:
         return
-    t0 = time.perf_counter()
+    t0 = clock()
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     try:
-        sock = ctx.icmp.socket_for(family, opts.source_ip_address)
+        sock = engine_of(ctx).socket_for(family, opts.source_ip_address)
         seq, echo = sock.send(ip, opts)
     except OSError as exc:
-        phases["setup"] = time.perf_counter() - t0
+        phases["setup"] = clock() - t0
         result.fail("error", f"icmp: {exc.strerror or exc}")
         return
-    phases["setup"] = time.perf_counter() - t0
+    phases["setup"] = clock() - t0
     result.note("Waiting for reply packets", kind="raw" if sock.raw else "datagram", seq=seq)
-    remaining = timeout - (time.perf_counter() - started)
+    remaining = timeout - (clock() - started)
     timer = ctx.reactor.callLater(max(remaining, 0.0), echo.deferred.cancel)
     try:
         rtt_ns, hop = await echo.deferred
@@ -264,6 +346,59 @@ async def _run(
         if timer.active():
             timer.cancel()
     phases["rtt"] = rtt_ns / 1e9
-    result.icmp_hop_limit = hop
+    details.hop_limit = hop
     result.note("Found matching reply packet", rtt_seconds=phases["rtt"], hop_limit=hop)
     result.success, result.result = True, "success"
+
+
+def engine_of(ctx: ProbeContext) -> IcmpEngine:
+    """The context's ICMP sockets, made for its reactor and wall clock on first use."""
+    found = engine(ctx, "icmp", lambda reactor: IcmpEngine(reactor, ctx.clock.wall_ns))
+    assert isinstance(found, IcmpEngine)
+    return found
+
+
+def parse(c: Checker, node: yaml.Node | None, path: str, where: yaml.Node) -> ICMPProbe:
+    """``modules.NAME.icmp`` (``node``; None when absent)."""
+    m = None if node is None else c.mapping(
+        node,
+        path,
+        {"preferred_ip_protocol": None, "ip_protocol_fallback": None, "source_ip_address": None,
+         "payload_size": None, "dont_fragment": None, "ttl": None},
+    )  # fmt: skip
+    if m is None:
+        return ICMPProbe()
+    a = addressing(c, m, path)
+    size = c.integer(m["payload_size"], f"{path}.payload_size", 0, 65000) if (
+        "payload_size" in m) else None  # fmt: skip
+    df = c.boolean(m["dont_fragment"], f"{path}.dont_fragment") if "dont_fragment" in m else None
+    ttl = (c.integer(m["ttl"], f"{path}.ttl", 0, 255) or None) if "ttl" in m else None
+    return ICMPProbe(
+        a.preferred_ip_protocol,
+        a.ip_protocol_fallback,
+        a.source_ip_address,
+        payload_size=size or 0,
+        dont_fragment=bool(df),
+        ttl=64 if ttl is None else ttl,
+    )
+
+
+def check_address(address: str) -> str | None:
+    try:
+        parse_host(address)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+PROBER = probes.register(
+    ProberSpec(
+        name="icmp",
+        parse=parse,
+        check_address=check_address,
+        probe=probe,
+        families=(RTT,),
+        blackbox_families=BLACKBOX_FAMILIES,
+        default=ICMPProbe(),
+    )
+)

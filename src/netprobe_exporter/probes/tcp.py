@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 import socket
-import time
-from typing import Any, cast
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 from OpenSSL import SSL
 from twisted.internet import defer
@@ -23,11 +23,42 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from netprobe_exporter import probes
 from netprobe_exporter.addresses import parse_host_port
-from netprobe_exporter.modules import Module, QueryResponse, TCPProbe
-from netprobe_exporter.probes import ProbeContext, ProbeResult, run_probe
-from netprobe_exporter.probes.connect import adopt, connect, resolve
-from netprobe_exporter.probes.tls import creator_or_fail, handshake_info, tls_connection
+from netprobe_exporter.model import Details, Module, Options, Sample, SeriesSink
+from netprobe_exporter.probes import (
+    BlackboxFamily,
+    Family,
+    ProbeContext,
+    ProbeFailure,
+    ProbeReactor,
+    ProbeResult,
+    ProberSpec,
+    options_of,
+    run_probe,
+)
+from netprobe_exporter.probes import tls as tls_
+from netprobe_exporter.probes.connect import (
+    HANDSHAKE,
+    addressing,
+    adopt,
+    connect,
+    observe_handshake,
+    resolve,
+)
+from netprobe_exporter.probes.tls import (
+    TLSConfig,
+    TLSInfo,
+    creator_or_fail,
+    handshake_info,
+    parse_tls_config,
+    tls_connection,
+)
+
+if TYPE_CHECKING:
+    import yaml
+
+    from netprobe_exporter.yamlcheck import Checker
 
 MAX_LINE = 64 * 1024
 #: unread data we hold for a conversation before calling the peer a flood
@@ -41,17 +72,55 @@ PAUSE_LINES = 16 * 1024
 LINES_PER_TURN = 1024
 
 
-class ConversationFailed(Exception):
-    def __init__(self, result: str, detail: str) -> None:
-        super().__init__(detail)
-        self.result = result
+@dataclass(frozen=True, slots=True)
+class QueryResponse:
+    expect: re.Pattern[str] | None = None
+    send: str | None = None
+    starttls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TCPProbe(Options):
+    preferred_ip_protocol: str = "ip6"
+    ip_protocol_fallback: bool = True
+    source_ip_address: str | None = None
+    query_response: tuple[QueryResponse, ...] = ()
+    tls: bool = False
+    tls_config: TLSConfig = field(default_factory=TLSConfig)
+
+    @property
+    def may_speak_tls(self) -> bool:
+        return self.tls or any(q.starttls for q in self.query_response)
+
+
+@dataclass(slots=True)
+class TCPDetails(Details):
+    """What a tcp probe showed besides the common core."""
+
+    #: an ``expect`` pattern decided the failure
+    failed_due_to_regex: bool = False
+    tls: TLSInfo | None = None
+
+    def observe(self, out: SeriesSink, result: ProbeResult) -> None:
+        observe_handshake(out, result)
+        tls_.observe(out, self.tls)
+
+    def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
+        out["probe_failed_due_to_regex"] = [({}, 1.0 if self.failed_due_to_regex else 0.0)]
+        if self.tls is not None:
+            tls_.blackbox(out, self.tls)
+
+
+FAILED_DUE_TO_REGEX = BlackboxFamily(
+    "probe_failed_due_to_regex", "Indicates if probe failed due to regex"
+)
 
 
 @implementer(IHandshakeListener)
 class _Conversation(Protocol):
     """Line-oriented reader/writer whose steps are awaited by the probe coroutine."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: ProbeReactor) -> None:
         self._reactor = reactor
         self._buffer = b""
         self._lines: list[bytes] = []
@@ -179,7 +248,7 @@ def expand(template: str, match: re.Match[str] | None) -> str:
 
 def probe(ctx: ProbeContext, address: str, module: Module, timeout: float) -> Deferred[ProbeResult]:
     """Probe ``address`` (``host:port``) within ``timeout`` seconds."""
-    opts = module.tcp
+    opts = options_of(module, TCPProbe)
     if not (opts.tls or opts.query_response or ctx.debug or ctx.policy):
         try:
             hp = parse_host_port(address)
@@ -190,7 +259,7 @@ def probe(ctx: ProbeContext, address: str, module: Module, timeout: float) -> De
             if hp.ip_version and (hp.ip_version == want or opts.ip_protocol_fallback):
                 return _connect_only(ctx, hp.host, hp.ip_version, hp.port, opts, timeout)
     return run_probe(
-        ctx, lambda result, started: _run(ctx, address, module, timeout, started, result)
+        ctx, lambda result, started: _run(ctx, address, opts, timeout, started, result)
     )
 
 
@@ -201,8 +270,10 @@ def _connect_only(
 
     Same result as the general path (which ``test_tcp_probe`` checks both of), at less CPU.
     """
-    started = time.perf_counter()
+    clock = ctx.clock.monotonic
+    started = clock()
     result = ctx.new_result()
+    result.details = TCPDetails()
     result.resolve_attempted = True
     result.resolve_duration = 0.0
     result.ip, result.ip_protocol = ip, version
@@ -211,7 +282,7 @@ def _connect_only(
         if sock is not None:
             sock.close()
             result.success, result.result = True, "success"
-        result.duration = time.perf_counter() - started
+        result.duration = clock() - started
         return result
 
     return connect(ctx, ip, port, opts.source_ip_address, timeout, result).addCallback(done)
@@ -220,12 +291,12 @@ def _connect_only(
 async def _run(
     ctx: ProbeContext,
     address: str,
-    module: Module,
+    opts: TCPProbe,
     timeout: float,
     started: float,
     result: ProbeResult,
 ) -> None:
-    opts = module.tcp
+    details = result.details = TCPDetails()
     try:
         hp = parse_host_port(address)
     except ValueError as exc:
@@ -238,11 +309,11 @@ async def _run(
     if ip is None:
         return
     creator = None
-    if opts.tls or any(q.starttls for q in opts.query_response):
+    if opts.may_speak_tls:
         creator = creator_or_fail(opts.tls_config, hp.host, result)
         if creator is None:
             return
-    remaining = timeout - (time.perf_counter() - started)
+    remaining = timeout - (ctx.clock.monotonic() - started)
     sock = await connect(ctx, ip, hp.port, opts.source_ip_address, remaining, result)
     if sock is None:
         return
@@ -250,19 +321,19 @@ async def _run(
         sock.close()
         result.success, result.result = True, "success"
         return
-    remaining = timeout - (time.perf_counter() - started)
-    await _converse(ctx, sock, creator, module, remaining, result)
+    remaining = timeout - (ctx.clock.monotonic() - started)
+    await _converse(ctx, sock, creator, opts, remaining, details, result)
 
 
 async def _converse(
     ctx: ProbeContext,
     sock: socket.socket,
     creator: Any,
-    module: Module,
+    opts: TCPProbe,
     remaining: float,
+    details: TCPDetails,
     result: ProbeResult,
 ) -> None:
-    opts = module.tcp
     proto = _Conversation(ctx.reactor)
     factory: Any = Factory.forProtocol(lambda: proto)
     handshake = None
@@ -274,12 +345,12 @@ async def _converse(
     timer = ctx.reactor.callLater(max(remaining, 0.0), _abort, proto)
     try:
         if handshake is not None:
-            await _tls_done(handshake, proto, opts.tls_config.insecure_skip_verify, result)
+            await _tls_done(handshake, proto, opts.tls_config.insecure_skip_verify, details, result)
         for i, step in enumerate(opts.query_response):
             result.note("Processing query response entry", entry_number=i)
-            await _step(step, proto, creator, opts.tls_config.insecure_skip_verify, result)
+            await _step(step, proto, creator, opts.tls_config.insecure_skip_verify, details, result)
         result.success, result.result = True, "success"
-    except ConversationFailed as exc:
+    except ProbeFailure as exc:
         if proto.timed_out:
             result.fail("timeout", f"timed out: {exc}")
         else:
@@ -292,7 +363,7 @@ async def _converse(
             # close_notify with no deadline, and a failed or stuck peer deserves no wait:
             # those are reset, so no socket outlives its probe.
             transport = cast(Any, proto.transport)
-            if result.success and result.tls is None:
+            if result.success and details.tls is None:
                 transport.loseConnection()
             else:
                 transport.abortConnection()
@@ -305,16 +376,20 @@ def _abort(proto: _Conversation) -> None:
 
 
 async def _tls_done(
-    handshake: Deferred[None], proto: _Conversation, insecure: bool, result: ProbeResult
+    handshake: Deferred[None],
+    proto: _Conversation,
+    insecure: bool,
+    details: TCPDetails,
+    result: ProbeResult,
 ) -> None:
     try:
         await handshake
     except Exception:
         reason = proto.closed.getErrorMessage() if proto.closed is not None else "closed"
-        raise ConversationFailed("tls_error", f"TLS handshake failed: {reason}") from None
+        raise ProbeFailure("tls_error", f"TLS handshake failed: {reason}") from None
     conn = tls_connection(proto.transport)
     if conn is not None:
-        result.tls = handshake_info(conn, verified=not insecure)
+        details.tls = handshake_info(conn, verified=not insecure)
     result.note("TLS Handshake (client) succeeded.")
 
 
@@ -323,6 +398,7 @@ async def _step(
     proto: _Conversation,
     creator: Any,
     insecure: bool,
+    details: TCPDetails,
     result: ProbeResult,
 ) -> None:
     match: re.Match[str] | None = None
@@ -331,13 +407,13 @@ async def _step(
             batch = await proto.read_lines()
             if batch is None:
                 if proto.overflow:
-                    raise ConversationFailed(
+                    raise ProbeFailure(
                         "protocol_error", "error reading from connection: line too long"
                     )
                 if proto.timed_out or (proto.closed is not None and not _clean_close(proto.closed)):
-                    raise ConversationFailed("error", "error reading from connection")
-                result.failed_due_to_regex = True
-                raise ConversationFailed(
+                    raise ProbeFailure("error", "error reading from connection")
+                details.failed_due_to_regex = True
+                raise ProbeFailure(
                     "protocol_error", f"regexp {step.expect.pattern!r} did not match"
                 )
             for i, raw in enumerate(batch):
@@ -346,7 +422,7 @@ async def _step(
                 match = step.expect.search(line)
                 if match is not None:
                     result.note("Regexp matched", regexp=step.expect.pattern, line=line)
-                    result.failed_due_to_regex = False
+                    details.failed_due_to_regex = False
                     proto.unread(batch[i + 1 :])
                     break
     if step.send:
@@ -358,10 +434,74 @@ async def _step(
         handshake = proto.wait_handshake()
         assert proto.transport is not None
         cast(Any, proto.transport).startTLS(creator, False)  # client side of an adopted connection
-        await _tls_done(handshake, proto, insecure, result)
+        await _tls_done(handshake, proto, insecure, details, result)
 
 
 def _clean_close(reason: Failure) -> bool:
     from twisted.internet.error import ConnectionDone
 
     return bool(reason.check(ConnectionDone)) and not reason.check(SSL.Error)
+
+
+def _query_response(c: Checker, node: yaml.Node, path: str) -> tuple[QueryResponse, ...]:
+    items = c.sequence(node, path)
+    if items is None:
+        return ()
+    out: list[QueryResponse] = []
+    for i, item in enumerate(items):
+        sub = f"{path}[{i}]"
+        m = c.mapping(item, sub, {"expect": None, "send": None, "starttls": None})
+        if m is None:
+            continue
+        expect = c.regex(m["expect"], f"{sub}.expect") if "expect" in m else None
+        send = c.text(m["send"], f"{sub}.send") if "send" in m else None
+        starttls = bool(c.boolean(m["starttls"], f"{sub}.starttls")) if "starttls" in m else False
+        out.append(QueryResponse(expect, send, starttls))
+    return tuple(out)
+
+
+def parse(c: Checker, node: yaml.Node | None, path: str, where: yaml.Node) -> TCPProbe:
+    """``modules.NAME.<prober>`` (``node``; None when absent, ``where`` is the module)."""
+    m = None if node is None else c.mapping(
+        node,
+        path,
+        {"preferred_ip_protocol": None, "ip_protocol_fallback": None, "source_ip_address": None,
+         "query_response": None, "tls": None, "tls_config": None},
+    )  # fmt: skip
+    if m is None:
+        return TCPProbe()
+    a = addressing(c, m, path)
+    query = _query_response(c, m["query_response"], f"{path}.query_response") if (
+        "query_response" in m) else ()  # fmt: skip
+    tls = c.boolean(m["tls"], f"{path}.tls") if "tls" in m else None
+    tls_config = parse_tls_config(c, m["tls_config"], f"{path}.tls_config") if (
+        "tls_config" in m) else TLSConfig()  # fmt: skip
+    return TCPProbe(a.preferred_ip_protocol, a.ip_protocol_fallback, a.source_ip_address,
+                    query, bool(tls), tls_config)  # fmt: skip
+
+
+def check_address(address: str) -> str | None:
+    try:
+        parse_host_port(address)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _families(options: Options) -> tuple[Family, ...]:
+    assert isinstance(options, TCPProbe)
+    return (HANDSHAKE, *tls_.FAMILIES) if options.may_speak_tls else (HANDSHAKE,)
+
+
+PROBER = probes.register(
+    ProberSpec(
+        name="tcp",
+        parse=parse,
+        check_address=check_address,
+        probe=probe,
+        families=(HANDSHAKE, *tls_.FAMILIES),
+        families_for=_families,
+        blackbox_families=(FAILED_DUE_TO_REGEX, *tls_.BLACKBOX_FAMILIES),
+        default=TCPProbe(),
+    )
+)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -18,9 +19,94 @@ from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
 
-from netprobe_exporter.modules import TLSConfig
-from netprobe_exporter.probes import GO_ZERO_TIME, ProbeResult, TLSInfo
-from netprobe_exporter.yamlcheck import REDACTED, is_secret_path
+from netprobe_exporter.probes import (
+    GO_ZERO_TIME,
+    BlackboxFamily,
+    Family,
+    ProbeResult,
+    Sample,
+    SeriesSink,
+)
+from netprobe_exporter.yamlcheck import REDACTED, is_readable_file, is_secret_path
+
+if TYPE_CHECKING:
+    import yaml
+
+    from netprobe_exporter.yamlcheck import Checker
+
+TLS_VERSIONS = ("TLS10", "TLS11", "TLS12", "TLS13")
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+    min_version: str | None = None
+    max_version: str | None = None
+
+
+@dataclass(slots=True)
+class TLSInfo:
+    """What the TLS handshake showed."""
+
+    version: str = "unknown"  # "TLS 1.2", "TLS 1.3"
+    #: earliest NotAfter of the certificates the peer presented
+    earliest_expiry: float = 0.0
+    #: earliest NotAfter of the verified chain; GO_ZERO_TIME when nothing was verified
+    last_chain_expiry: float = GO_ZERO_TIME
+    fingerprint_sha256: str = ""
+    subject: str = ""
+    issuer: str = ""
+    #: DNS subject alternative names, comma-separated
+    subject_alternative: str = ""
+
+
+#: the continuous TLS families, part of every prober that may speak TLS (tcp, http, dns)
+FAMILIES = (
+    Family("netprobe_tls_cert_expiry_timestamp_seconds", "gauge",
+           "Earliest NotAfter (Unix time) of the certificates the peer presented last.",
+           order=140),
+    Family("netprobe_tls_version_info", "info", "TLS version of the last handshake.",
+           order=150, label="version"),
+)  # fmt: skip
+_EXPIRY, _VERSION = (f.name for f in FAMILIES)
+
+BLACKBOX_FAMILIES = (
+    BlackboxFamily("probe_ssl_earliest_cert_expiry", "Returns last SSL chain expiry in unixtime"),
+    BlackboxFamily("probe_ssl_last_chain_expiry_timestamp_seconds",
+                   "Returns last SSL chain expiry in timestamp"),
+    BlackboxFamily("probe_ssl_last_chain_info", "Contains SSL leaf certificate information"),
+    BlackboxFamily("probe_tls_version_info", "Returns the TLS version used or NaN when unknown"),
+)  # fmt: skip
+
+
+def observe(out: SeriesSink, info: TLSInfo | None) -> None:
+    """Feed the continuous TLS families from a handshake, if there was one."""
+    if info is not None:
+        out.gauge(_EXPIRY, info.earliest_expiry)
+        out.info(_VERSION, info.version)
+
+
+def blackbox(out: dict[str, list[Sample]], t: TLSInfo) -> None:
+    """blackbox's TLS families of a handshake."""
+    out["probe_ssl_earliest_cert_expiry"] = [({}, t.earliest_expiry)]
+    out["probe_ssl_last_chain_expiry_timestamp_seconds"] = [({}, t.last_chain_expiry)]
+    out["probe_tls_version_info"] = [({"version": t.version}, 1.0)]
+    out["probe_ssl_last_chain_info"] = [
+        (
+            {
+                "fingerprint_sha256": t.fingerprint_sha256,
+                "issuer": t.issuer,
+                "subject": t.subject,
+                "subjectalternative": t.subject_alternative,
+            },
+            1.0,
+        )
+    ]
+
 
 _VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1_0,
@@ -209,3 +295,68 @@ def tls_connection(transport: Any) -> SSL.Connection | None:
             if isinstance(handle, SSL.Connection):
                 return handle
     return None
+
+
+def _pem_problem(path: str, key: str) -> str | None:
+    """Why a certificate or key file cannot be used, checked once at load, not per probe."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if key == "key_file":
+            serialization.load_pem_private_key(data, password=None)
+        else:
+            x509.load_pem_x509_certificates(data)
+    except (OSError, ValueError, TypeError) as exc:
+        kind = "private key" if key == "key_file" else "certificate"
+        return f"not a usable PEM {kind} ({exc})"
+    return None
+
+
+def parse_tls_config(c: Checker, node: yaml.Node, path: str) -> TLSConfig:
+    m = c.mapping(
+        node,
+        path,
+        {"ca_file": None, "cert_file": None, "key_file": None, "server_name": None,
+         "insecure_skip_verify": None, "min_version": None, "max_version": None},
+    )  # fmt: skip
+    if m is None:
+        return TLSConfig()
+    files: dict[str, str | None] = {}
+    for key in ("ca_file", "cert_file", "key_file"):
+        if key in m:
+            files[key] = c.probe_time_file(m[key], f"{path}.{key}")
+    server_name = c.string(m["server_name"], f"{path}.server_name") if "server_name" in m else None
+    insecure = None
+    if "insecure_skip_verify" in m:
+        insecure = c.boolean(m["insecure_skip_verify"], f"{path}.insecure_skip_verify")
+    versions: dict[str, str | None] = {}
+    for key in ("min_version", "max_version"):
+        if key in m:
+            value = c.string(m[key], f"{path}.{key}")
+            if value is not None and value not in TLS_VERSIONS:
+                c.error(m[key], f"{path}.{key}", f'unknown TLS version "{value}"')
+            else:
+                versions[key] = value
+    if ("cert_file" in m) != ("key_file" in m):
+        c.error(node, path, "cert_file and key_file must be set together")
+    for key in ("ca_file", "cert_file", "key_file"):
+        name = files.get(key)
+        readable = name is not None and is_readable_file(name)
+        problem = _pem_problem(str(name), key) if readable else None  # else: warned above
+        if problem:
+            c.error(m[key], f"{path}.{key}", f'"{name}": {problem}')
+            files[key] = None
+    low, high = versions.get("min_version"), versions.get("max_version")
+    if low is not None and high is not None and low > high:
+        c.error(m["max_version"], f"{path}.max_version", f"{high} is below min_version {low}")
+    return TLSConfig(
+        ca_file=files.get("ca_file"),
+        cert_file=files.get("cert_file"),
+        key_file=files.get("key_file"),
+        server_name=server_name,
+        insecure_skip_verify=bool(insecure),
+        min_version=versions.get("min_version"),
+        max_version=versions.get("max_version"),
+    )
