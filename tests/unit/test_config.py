@@ -78,7 +78,8 @@ def test_full_example_from_the_spec() -> None:
 def test_builtin_module_exists_without_modules_section() -> None:
     cfg = parse("targets:\n  - address: 127.0.0.1:22\n")
     assert cfg.targets[0].module == "tcp_connect"
-    assert cfg.modules["tcp_connect"].prober == "tcp"
+    builtin = cfg.modules["tcp_connect"]
+    assert (builtin.name, builtin.prober) == ("tcp_connect", "tcp")
     assert cfg.targets[0].buckets == DEFAULT_BUCKETS
 
 
