@@ -53,8 +53,9 @@ def module_doc(module: Module) -> dict[str, Any]:
     if module.timeout:
         doc["timeout"] = format_duration(module.timeout)
     if module.runnable:  # a prober not run yet has no options to show
-        shown = plain(module.options)
-        hook = PROBERS[module.prober].shown
+        spec = PROBERS[module.prober]
+        shown = spec.options.dump(module.options)
+        hook = spec.shown
         doc[module.prober] = shown if hook is None else hook(module.options, shown)
     return doc
 

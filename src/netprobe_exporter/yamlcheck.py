@@ -117,11 +117,9 @@ def is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == NULL
 
 
-#: keys whose values are secrets, or name files holding them: never echoed in errors or pages
-SECRET_KEYS = frozenset({
-    "password", "password_file", "bearer_token", "bearer_token_file", "credentials",
-    "credentials_file", "key_file",
-})  # fmt: skip
+#: keys whose values are secrets, or name files holding them: never echoed in errors or pages.
+#: The web config's own are here; every option declared secret (``schema.Opt``) adds its key.
+SECRET_KEYS: set[str] = {"key_file"}
 REDACTED = "<secret>"
 _SECRET_HEADER_WORDS = ("auth", "cookie", "token", "secret", "key", "password", "session")
 
@@ -140,11 +138,22 @@ def is_secret_path(path: str) -> bool:
 
 #: keys whose whole value may hold a credential, wherever it sits: a value of the wrong kind
 #: under one (``basic_auth: "bob:hunter2"``, a token pasted in place of a mapping) is the
-#: credential itself, so errors there describe the kind of value, never the value
-SECRET_SUBTREES = SECRET_KEYS | frozenset({
-    "basic_auth", "authorization", "headers", "oauth2", "tls_config", "proxy_connect_header",
-    "tls_server_config", "basic_auth_users",
-})  # fmt: skip
+#: credential itself, so errors there describe the kind of value, never the value. The web
+#: config's own are here; each declared option that is or holds a secret adds its key.
+SECRET_SUBTREES: set[str] = {"key_file", "tls_server_config", "basic_auth_users"}
+
+
+def declare_secret(key: str) -> None:
+    """``key``'s value (or the file it names) is a credential wherever it appears."""
+    SECRET_KEYS.add(key)
+    SECRET_SUBTREES.add(key)
+
+
+def declare_secret_subtree(key: str) -> None:
+    """``key``'s value may hold a credential somewhere inside it."""
+    SECRET_SUBTREES.add(key)
+
+
 _INDEX = re.compile(r"\[\d+\]")
 
 

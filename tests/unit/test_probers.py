@@ -11,7 +11,6 @@ import dataclasses
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 from twisted.internet import defer, reactor
@@ -35,11 +34,7 @@ from netprobe_exporter.probes import (
     tcp,
 )
 from netprobe_exporter.resolver import Resolver
-
-if TYPE_CHECKING:
-    import yaml
-
-    from netprobe_exporter.yamlcheck import Checker
+from netprobe_exporter.schema import Int, Opt, Section
 
 ECHO = Family("netprobe_toy_echo_seconds", "histogram", "Toy echo time.", order=125,
               label="way", label_values=("out", "back"))  # fmt: skip
@@ -64,11 +59,7 @@ class ToyDetails(Details):
         out["probe_toy_code"] = [({}, float(self.code))]
 
 
-def _parse(c: Checker, node: yaml.Node | None, path: str, where: yaml.Node) -> ToyOptions:
-    m = None if node is None else c.mapping(node, path, {"code": None})
-    if m is None or "code" not in m:
-        return ToyOptions()
-    return ToyOptions(c.integer(m["code"], f"{path}.code", 0, 99) or 0)
+TOY_OPTIONS = Section(ToyOptions(), (Opt("code", Int(0, 99)),))
 
 
 def _probe(
@@ -82,12 +73,11 @@ def _probe(
 
 TOY = ProberSpec(
     name="toy",
-    parse=_parse,
+    options=TOY_OPTIONS,
     check_address=lambda a: None if a.startswith("toy:") else "must start with toy:",
     probe=_probe,
     families=(ECHO, LAST),
     blackbox_families=(BlackboxFamily("probe_toy_code", "The toy's code"),),
-    default=ToyOptions(),
 )
 
 

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IReadDescriptor
@@ -39,6 +39,7 @@ from netprobe_exporter.model import (
 if TYPE_CHECKING:
     import yaml
 
+    from netprobe_exporter.schema import Section
     from netprobe_exporter.yamlcheck import Checker
 
 __all__ = [
@@ -167,9 +168,9 @@ class ProberSpec:
     """One prober, declared in one place by its module."""
 
     name: str
-    #: read ``modules.NAME.<name>``: (checker, section or None when absent, its path, the
-    #: module's node for errors about a missing section)
-    parse: Callable[[Checker, yaml.Node | None, str, yaml.Node], Options]
+    #: the options of ``modules.NAME.<name>``: keys, kinds, secrets and checks, declared once;
+    #: the dataclass they fill is the section's default (a module without the section gets it)
+    options: Section[Any]
     #: why an address cannot be probed, or None
     check_address: Callable[[str], str | None]
     probe: Prober | None
@@ -182,8 +183,19 @@ class ProberSpec:
     shown: Callable[[Options, dict[str, object]], dict[str, object]] | None = None
     #: the options with a ``/probe?hostname=`` override; ValueError says why not
     with_hostname: Callable[[Options, str], Options] | None = None
-    #: the options of a module that does not set its prober's section
-    default: Options = field(default_factory=Options)
+
+    @property
+    def default(self) -> Options:
+        """The options of a module that does not set its prober's section."""
+        found = self.options.default
+        assert isinstance(found, Options)
+        return found
+
+    def parse(self, c: Checker, node: yaml.Node | None, path: str, where: yaml.Node) -> Options:
+        """``modules.NAME.<name>`` (``node``; None when absent, ``where`` being the module)."""
+        found = self.options.read_or_default(c, node, path, where)
+        assert isinstance(found, Options)
+        return found
 
     def module_families(self, options: Options) -> tuple[Family, ...]:
         return self.families if self.families_for is None else self.families_for(options)

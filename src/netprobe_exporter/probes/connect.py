@@ -25,15 +25,13 @@ import socket
 import struct
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from netprobe_exporter.addresses import parse_host
 from netprobe_exporter.probes import (
     Family,
     ProbeContext,
@@ -42,11 +40,7 @@ from netprobe_exporter.probes import (
     SeriesSink,
     engine,
 )
-
-if TYPE_CHECKING:
-    import yaml
-
-    from netprobe_exporter.yamlcheck import Checker
+from netprobe_exporter.schema import BOOL, IP_ADDRESS, Choice, Opt
 
 _TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
 _TCP_INFO_LEN = 104
@@ -378,47 +372,9 @@ def observe_handshake(out: SeriesSink, result: ProbeResult) -> None:
         out.histogram(HANDSHAKE.name, result.handshake_rtt)
 
 
-def addressing(c: Checker, m: dict[str, yaml.Node], path: str) -> Addressing:
-    """The keys tcp, dns and icmp share: which IP protocol, and the source address."""
-    preferred, fallback = ip_protocol(c, m, path)
-    source = _source_ip(c, m["source_ip_address"], f"{path}.source_ip_address") if (
-        "source_ip_address" in m) else None  # fmt: skip
-    return Addressing(preferred, fallback, source)
-
-
-@dataclass(frozen=True, slots=True)
-class Addressing:
-    preferred_ip_protocol: str = "ip6"
-    ip_protocol_fallback: bool = True
-    source_ip_address: str | None = None
-
-
-def ip_protocol(c: Checker, m: dict[str, yaml.Node], path: str) -> tuple[str, bool]:
-    """``preferred_ip_protocol`` and ``ip_protocol_fallback`` (blackbox: ip6, true)."""
-    preferred, fallback = "ip6", True
-    if "preferred_ip_protocol" in m:
-        node = m["preferred_ip_protocol"]
-        value = c.string(node, f"{path}.preferred_ip_protocol")
-        if value is not None:
-            if value not in ("ip4", "ip6"):
-                c.error(node, f"{path}.preferred_ip_protocol", f'"{value}" must be ip4 or ip6')
-            else:
-                preferred = value
-    if "ip_protocol_fallback" in m:
-        fb = c.boolean(m["ip_protocol_fallback"], f"{path}.ip_protocol_fallback")
-        if fb is not None:
-            fallback = fb
-    return preferred, fallback
-
-
-def _source_ip(c: Checker, node: yaml.Node, path: str) -> str | None:
-    src = c.string(node, path)
-    if src is None:
-        return None
-    try:
-        if parse_host(src) == 0:
-            raise ValueError
-    except ValueError:
-        c.error(node, path, f'"{src}" is not an IP address')
-        return None
-    return src
+#: the keys tcp, dns and icmp share: which IP protocol, and the source address
+IP_PROTOCOL = (
+    Opt("preferred_ip_protocol", Choice(("ip4", "ip6"), '"{}" must be ip4 or ip6')),
+    Opt("ip_protocol_fallback", BOOL),
+)
+ADDRESSING = (*IP_PROTOCOL, Opt("source_ip_address", IP_ADDRESS))

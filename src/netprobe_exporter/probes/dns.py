@@ -22,7 +22,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -49,19 +49,27 @@ from netprobe_exporter.probes import (
 )
 from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
+    ADDRESSING,
     HANDSHAKE,
-    addressing,
     adopt,
     connect,
     observe_handshake,
     resolve,
 )
-from netprobe_exporter.probes.tls import TLSConfig, TLSInfo, creator_or_fail, parse_tls_config
-
-if TYPE_CHECKING:
-    import yaml
-
-    from netprobe_exporter.yamlcheck import Checker
+from netprobe_exporter.probes.tls import TLS_OPTION, TLSConfig, TLSInfo, creator_or_fail
+from netprobe_exporter.schema import (
+    BOOL,
+    REGEXES,
+    STRINGS,
+    TEXT,
+    Check,
+    Choice,
+    Nested,
+    Opt,
+    Reading,
+    Section,
+    require,
+)
 
 #: DNS rcodes by name, as blackbox (miekg/dns) spells them
 RCODES = {"NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4, "REFUSED": 5,
@@ -509,107 +517,47 @@ def _check(response: dns.Message, opts: DNSProbe, result: ProbeResult) -> None:
     result.success, result.result = True, "success"
 
 
-def _rr_validator(c: Checker, node: yaml.Node, path: str) -> RRValidator:
-    m = c.mapping(node, path, dict.fromkeys(_RR_KEYS))
-    if m is None:
-        return RRValidator()
-    found = {k: c.regexes(m[k], f"{path}.{k}") or () if k in m else () for k in _RR_KEYS}
-    return RRValidator(
-        found["fail_if_matches_regexp"],
-        found["fail_if_all_match_regexp"],
-        found["fail_if_not_matches_regexp"],
-        found["fail_if_none_matches_regexp"],
-    )
-
-
 _RR_KEYS = ("fail_if_matches_regexp", "fail_if_all_match_regexp", "fail_if_not_matches_regexp",
             "fail_if_none_matches_regexp")  # fmt: skip
-_RR_SECTIONS = ("validate_answer_rrs", "validate_authority_rrs", "validate_additional_rrs")
+RR_VALIDATOR = Section(RRValidator(), tuple(Opt(key, REGEXES) for key in _RR_KEYS))
 _MISSING_NAME = "query name must be set for DNS module"
 
 
-def _named(c: Checker, m: dict[str, yaml.Node], path: str, key: str, known: dict[str, int],
-           default: str) -> str:  # fmt: skip
-    if key not in m:
-        return default
-    value = c.string(m[key], f"{path}.{key}")
-    if value is not None and value.upper() not in known:
-        c.error(m[key], f"{path}.{key}", f'unknown {key.split("_")[1]} "{value}"')
-    elif value is not None:
-        return value.upper()
-    return default
+def _rcodes(r: Reading) -> None:
+    given = r.values.get("valid_rcodes", ())
+    for rc in given if isinstance(given, tuple) else ():
+        if rc not in RCODES:
+            r.error("valid_rcodes", f'unknown rcode "{rc}"')
 
 
-def parse(c: Checker, node: yaml.Node | None, path: str, where: yaml.Node) -> DNSProbe:
-    """``modules.NAME.<prober>`` (``node``; None when absent, ``where`` is the module)."""
-    if node is None:  # a dns module must name its query
-        c.error(where, f"{path}.query_name", _MISSING_NAME)
-        return DNSProbe()
-    m = c.mapping(
-        node,
-        path,
-        {"query_name": None, "query_type": None, "query_class": None,
-         "transport_protocol": None, "recursion_desired": None, "valid_rcodes": None,
-         "validate_answer_rrs": None, "validate_authority_rrs": None,
-         "validate_additional_rrs": None, "preferred_ip_protocol": None,
-         "ip_protocol_fallback": None, "source_ip_address": None,
-         "dns_over_tls": None, "tls_config": None},
-    )  # fmt: skip
-    if m is None:
-        return DNSProbe()
-    a = addressing(c, m, path)
-    name = ""
-    if "query_name" in m:
-        name = c.text(m["query_name"], f"{path}.query_name") or ""
-    else:
-        c.error(node, f"{path}.query_name", _MISSING_NAME)
-    qtype = _named(c, m, path, "query_type", QUERY_TYPES, "ANY")
-    qclass = _named(c, m, path, "query_class", QUERY_CLASSES, "IN")
-    transport = "udp"
-    if "transport_protocol" in m:
-        proto = c.string(m["transport_protocol"], f"{path}.transport_protocol")
-        if proto is not None and proto not in ("udp", "tcp"):
-            c.error(m["transport_protocol"], f"{path}.transport_protocol",
-                    f'"{proto}" must be udp or tcp')  # fmt: skip
-        elif proto is not None:
-            transport = proto
-    recursion = True
-    if "recursion_desired" in m:
-        rd = c.boolean(m["recursion_desired"], f"{path}.recursion_desired")
-        recursion = True if rd is None else rd
-    rcodes: tuple[str, ...] = ()
-    if "valid_rcodes" in m:
-        rcodes = c.strings(m["valid_rcodes"], f"{path}.valid_rcodes") or ()
-        for rc in rcodes:
-            if rc not in RCODES:
-                c.error(m["valid_rcodes"], f"{path}.valid_rcodes", f'unknown rcode "{rc}"')
-    rrs = {key: _rr_validator(c, m[key], f"{path}.{key}") if key in m else RRValidator()
-           for key in _RR_SECTIONS}  # fmt: skip
-    dot = False
-    if "dns_over_tls" in m:
-        dot = bool(c.boolean(m["dns_over_tls"], f"{path}.dns_over_tls"))
-        if dot and transport != "tcp":
-            # blackbox loads this and fails every probe; so do we, and say so at load
-            c.warn(m["dns_over_tls"], f"{path}.dns_over_tls",
-                   "needs transport_protocol: tcp; every probe will fail")  # fmt: skip
-    tls_config = parse_tls_config(c, m["tls_config"], f"{path}.tls_config") if (
-        "tls_config" in m) else TLSConfig()  # fmt: skip
-    return DNSProbe(
-        query_name=name,
-        query_type=qtype,
-        query_class=qclass,
-        transport_protocol=transport,
-        recursion_desired=recursion,
-        valid_rcodes=rcodes,
-        validate_answer_rrs=rrs["validate_answer_rrs"],
-        validate_authority_rrs=rrs["validate_authority_rrs"],
-        validate_additional_rrs=rrs["validate_additional_rrs"],
-        preferred_ip_protocol=a.preferred_ip_protocol,
-        ip_protocol_fallback=a.ip_protocol_fallback,
-        source_ip_address=a.source_ip_address,
-        dns_over_tls=dot,
-        tls_config=tls_config,
-    )
+def _dot_needs_tcp(r: Reading) -> None:
+    if r.values.get("dns_over_tls") and r.values.get("transport_protocol", "udp") != "tcp":
+        # blackbox loads this and fails every probe; so do we, and say so at load
+        r.c.warn(r.nodes["dns_over_tls"], r.at("dns_over_tls"),
+                 "needs transport_protocol: tcp; every probe will fail")  # fmt: skip
+
+
+OPTIONS = Section(
+    DNSProbe(),
+    (
+        *ADDRESSING,
+        require("query_name", _MISSING_NAME),  # a dns module must name its query
+        Opt("query_name", TEXT),
+        Opt("query_type", Choice(tuple(QUERY_TYPES), 'unknown type "{}"', str.upper)),
+        Opt("query_class", Choice(tuple(QUERY_CLASSES), 'unknown class "{}"', str.upper)),
+        Opt("transport_protocol", Choice(("udp", "tcp"), '"{}" must be udp or tcp')),
+        Opt("recursion_desired", BOOL),
+        Opt("valid_rcodes", STRINGS),
+        Check(_rcodes),
+        *(
+            Opt(key, Nested(RR_VALIDATOR))
+            for key in ("validate_answer_rrs", "validate_authority_rrs", "validate_additional_rrs")
+        ),
+        Opt("dns_over_tls", BOOL),
+        Check(_dot_needs_tcp),
+        TLS_OPTION,
+    ),
+)
 
 
 def check_address(address: str) -> str | None:
@@ -629,12 +577,11 @@ def _families(options: Options) -> tuple[Family, ...]:
 PROBER = probes.register(
     ProberSpec(
         name="dns",
-        parse=parse,
+        options=OPTIONS,
         check_address=check_address,
         probe=probe,
         families=(HANDSHAKE, LOOKUP, *tls_.FAMILIES),
         families_for=_families,
         blackbox_families=BLACKBOX_FAMILIES,
-        default=DNSProbe(),
     )
 )

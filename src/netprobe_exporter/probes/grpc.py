@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from netprobe_exporter import probes
 from netprobe_exporter.model import Options
 from netprobe_exporter.probes import ProberSpec
-
-if TYPE_CHECKING:
-    import yaml
-
-    from netprobe_exporter.yamlcheck import Checker
-
-_KEYS = ("service", "tls", "tls_config", "ip_protocol_fallback", "preferred_ip_protocol")
+from netprobe_exporter.schema import ANY, Opt, Section
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,19 +16,21 @@ class GRPCProbe(Options):
     runnable: ClassVar[bool] = False
 
 
-def parse(c: Checker, node: yaml.Node | None, path: str, where: yaml.Node) -> GRPCProbe:
-    """Key names only, so typos still show."""
-    if node is not None:
-        c.mapping(node, path, dict.fromkeys(_KEYS))
-    return GRPCProbe()
+#: key names only, so typos still show
+OPTIONS = Section(
+    GRPCProbe(),
+    tuple(
+        Opt(key, ANY, field=None)
+        for key in ("service", "tls", "tls_config", "ip_protocol_fallback", "preferred_ip_protocol")
+    ),
+)
 
 
 PROBER = probes.register(
     ProberSpec(
         name="grpc",
-        parse=parse,
+        options=OPTIONS,
         check_address=lambda address: None,
         probe=None,
-        default=GRPCProbe(),
     )
 )

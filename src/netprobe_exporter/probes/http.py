@@ -19,9 +19,10 @@ import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 from urllib.parse import urljoin
 
+import yaml
 from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -59,26 +60,47 @@ from netprobe_exporter.probes import (
 from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
     HANDSHAKE,
+    IP_PROTOCOL,
     adopt,
     connect,
-    ip_protocol,
     observe_handshake,
     resolve,
 )
 from netprobe_exporter.probes.tcp import FAILED_DUE_TO_REGEX
 from netprobe_exporter.probes.tls import (
+    TLS_OPTION,
     TLSConfig,
     TLSInfo,
     client_creator,
     handshake_info,
-    parse_tls_config,
     read_config_file,
 )
-
-if TYPE_CHECKING:
-    import yaml
-
-    from netprobe_exporter.yamlcheck import Checker
+from netprobe_exporter.schema import (
+    BOOL,
+    PROBE_FILE,
+    REGEX,
+    REGEXES,
+    SECRET_TEXT,
+    SOON,
+    STRING,
+    STRINGS,
+    TEXT,
+    ByteSize,
+    Check,
+    Choice,
+    Inline,
+    Int,
+    ListOf,
+    Nested,
+    Opt,
+    Reading,
+    Scalar,
+    Section,
+    StringMap,
+    at_most_one,
+    soon,
+)
+from netprobe_exporter.yamlcheck import Checker, is_secret_header
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 10
@@ -89,7 +111,6 @@ MAX_RESPONSE_HEADER_LINES = 10_000
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 _PHASE_INDEX = {p: i for i, p in enumerate(PHASES)}
 COMPRESSIONS = ("gzip", "deflate", "identity")
-SOON = "is not supported yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -754,208 +775,120 @@ async def _final(
         raise ProbeFailure("protocol_error", "; ".join(failures))
 
 
-def _header_matches(c: Checker, node: yaml.Node, path: str) -> tuple[HeaderMatch, ...]:
-    out: list[HeaderMatch] = []
-    for i, item in enumerate(c.sequence(node, path) or []):
-        sub = f"{path}[{i}]"
-        m = c.mapping(item, sub, {"header": None, "regexp": None, "allow_missing": None})
-        if m is None:
-            continue
-        if "header" not in m or "regexp" not in m:
-            what = "header" if "header" not in m else "regexp"
-            c.error(item, f"{sub}.{what}", f"{what} must be set for HTTP header matchers")
-            continue
-        header = c.string(m["header"], f"{sub}.header")
-        regexp = c.regex(m["regexp"], f"{sub}.regexp")
-        allow = (
-            bool(c.boolean(m["allow_missing"], f"{sub}.allow_missing"))
-            if ("allow_missing" in m)
-            else False
-        )
-        if header and regexp is not None:
-            out.append(HeaderMatch(header, regexp, allow))
-    return tuple(out)
+def _header_and_regexp(r: Reading) -> bool:
+    if "header" in r.nodes and "regexp" in r.nodes:
+        return True
+    what = "header" if "header" not in r.nodes else "regexp"
+    r.error(what, f"{what} must be set for HTTP header matchers", on_section=True)
+    return False
 
 
-@dataclass(slots=True)
-class _Auth:
-    """The Authorization settings as read: at most one method is set."""
+HEADER_MATCH = Section(
+    HeaderMatch("", re.compile("")),
+    (
+        Check(_header_and_regexp),
+        Opt("header", STRING),
+        Opt("regexp", REGEX),
+        Opt("allow_missing", BOOL),
+        Check(lambda r: bool(r.values.get("header"))),  # an empty name matches nothing
+    ),
+)
 
-    basic_auth: BasicAuth | None = None
-    auth_type: str = "Bearer"
-    credentials: Secret | None = None
-    credentials_file: str | None = None
+
+def _one_password(r: Reading) -> None:
+    if "password" in r.nodes and "password_file" in r.nodes:
+        r.c.error(r.nodes["password_file"], r.path,
+                  "only one of password and password_file may be set")  # fmt: skip
 
 
-def _basic_auth(c: Checker, node: yaml.Node, sub: str) -> BasicAuth | None:
-    b = c.mapping(node, sub, {"username": None, "password": None, "password_file": None})
-    if b is None:
+BASIC_AUTH = Section(
+    BasicAuth(""),
+    (
+        Opt("username", TEXT),
+        Check(_one_password),
+        Opt("password", SECRET_TEXT, secret=True),
+        Opt("password_file", PROBE_FILE, secret=True),
+    ),
+)
+
+
+def _auth_type(c: Checker, node: yaml.Node, path: str) -> str | None:
+    kind = c.string(node, path)
+    if kind is not None and kind.lower() == "basic":
+        c.error(node, path, "use basic_auth for Basic authorization")
         return None
-    user = c.text(b["username"], f"{sub}.username") if "username" in b else ""
-    if "password" in b and "password_file" in b:
-        c.error(b["password_file"], sub, "only one of password and password_file may be set")
-    password = c.text(b["password"], f"{sub}.password") if "password" in b else None
-    pfile = (
-        c.probe_time_file(b["password_file"], f"{sub}.password_file")
-        if ("password_file" in b)
-        else None
-    )
-    return BasicAuth(user or "", Secret(password) if password is not None else None, pfile)
+    return kind or None
 
 
-def _authorization(c: Checker, node: yaml.Node, sub: str, auth: _Auth) -> None:
-    a = c.mapping(node, sub, {"type": None, "credentials": None, "credentials_file": None})
-    if a is None:
+#: ``authorization``: its keys fill the module's Authorization fields
+AUTHORIZATION = Section(
+    HTTPProbe(),
+    (
+        Opt("type", Scalar(_auth_type), field="auth_type"),
+        Opt("credentials", SECRET_TEXT, secret=True),
+        Opt("credentials_file", PROBE_FILE, secret=True),
+    ),
+)
+
+
+def _method(c: Checker, node: yaml.Node, path: str) -> str | None:
+    given = c.string(node, path)
+    if given is not None and not re.fullmatch(r"[A-Za-z]+", given):
+        c.error(node, path, f'"{given}" is not an HTTP method')
+        return None
+    return None if given is None else given.upper()
+
+
+def _compression_vs_accept_encoding(r: Reading) -> None:
+    comp, headers = r.values.get("compression"), r.values.get("headers", ())
+    if not isinstance(comp, str) or not isinstance(headers, tuple):
         return
-    if "type" in a:
-        kind = c.string(a["type"], f"{sub}.type")
-        if kind is not None and kind.lower() == "basic":
-            c.error(a["type"], f"{sub}.type", "use basic_auth for Basic authorization")
-        elif kind:
-            auth.auth_type = kind
-    if "credentials" in a:
-        cred = c.text(a["credentials"], f"{sub}.credentials")
-        auth.credentials = Secret(cred) if cred is not None else None
-    if "credentials_file" in a:
-        auth.credentials_file = c.probe_time_file(a["credentials_file"], f"{sub}.credentials_file")
+    given = str(r.nodes["compression"].value)
+    for name, value in headers:
+        if name.lower() == "accept-encoding" and comp not in value.lower():
+            what = f'invalid configuration "Accept-Encoding: {value}", "compression: {given}"'
+            r.error("compression", what)
 
 
-def _http_auth(c: Checker, m: dict[str, yaml.Node], path: str) -> _Auth:
-    auth = _Auth()
-    given = [k for k in ("basic_auth", "authorization", "bearer_token", "bearer_token_file")
-             if k in m]  # fmt: skip
-    if len(given) > 1:
-        c.error(m[given[1]], f"{path}.{given[1]}", f"at most one of {', '.join(given)} may be set")
-    elif "basic_auth" in m:
-        auth.basic_auth = _basic_auth(c, m["basic_auth"], f"{path}.basic_auth")
-    elif "authorization" in m:
-        _authorization(c, m["authorization"], f"{path}.authorization", auth)
-    elif "bearer_token" in m:
-        tok = c.text(m["bearer_token"], f"{path}.bearer_token")
-        auth.credentials = Secret(tok) if tok is not None else None
-    elif "bearer_token_file" in m:
-        auth.credentials_file = c.probe_time_file(
-            m["bearer_token_file"], f"{path}.bearer_token_file"
-        )
-    return auth
+_HEADER_MATCHES = ListOf(Nested(HEADER_MATCH))
+_COMPRESSION = Choice(COMPRESSIONS, 'unknown compression "{}"', str.lower,
+                      refused={"br": f'"br" {SOON} (gzip, deflate)'})  # fmt: skip
 
-
-_KEYS: dict[str, str | None] = {
-    "valid_status_codes": None, "valid_http_versions": None, "preferred_ip_protocol": None,
-    "ip_protocol_fallback": None, "skip_resolve_phase_with_proxy": None,
-    "no_follow_redirects": None, "fail_if_ssl": None, "fail_if_not_ssl": None,
-    "method": None, "headers": None, "fail_if_body_matches_regexp": None,
-    "fail_if_body_not_matches_regexp": None, "fail_if_header_matches": None,
-    "fail_if_header_not_matches": None, "body": None, "compression": None,
-    "body_size_limit": None, "basic_auth": None, "authorization": None,
-    "bearer_token": None, "bearer_token_file": None, "tls_config": None,
-    "follow_redirects": None, "enable_http2": None,
-    "oauth2": SOON, "proxy_url": SOON, "proxy_connect_header": SOON,
-}  # fmt: skip
-_DEFAULT = HTTPProbe()
-
-
-def _flag(c: Checker, m: dict[str, yaml.Node], path: str, key: str, default: bool) -> bool:
-    if key not in m:
-        return default
-    value = c.boolean(m[key], f"{path}.{key}")
-    return default if value is None else value
-
-
-def _compression(
-    c: Checker, node: yaml.Node, path: str, headers: tuple[tuple[str, str], ...]
-) -> str:
-    comp = c.string(node, path)
-    if comp is not None and comp.lower() == "br":
-        c.error(node, path, f'"br" {SOON} (gzip, deflate)')
-    elif comp is not None and comp.lower() not in COMPRESSIONS:
-        c.error(node, path, f'unknown compression "{comp}"')
-    elif comp is not None:
-        for name, value in headers:
-            if name.lower() == "accept-encoding" and comp.lower() not in value.lower():
-                c.error(node, path,
-                        f'invalid configuration "Accept-Encoding: {value}", '
-                        f'"compression: {comp}"')  # fmt: skip
-        return comp.lower()
-    return ""
-
-
-def parse(c: Checker, node: yaml.Node | None, path: str, where: yaml.Node) -> HTTPProbe:
-    """``modules.NAME.<prober>`` (``node``; None when absent, ``where`` is the module)."""
-    m = None if node is None else c.mapping(node, path, _KEYS)
-    if m is None:
-        return HTTPProbe()
-    preferred, fallback = ip_protocol(c, m, path)
-    codes: tuple[int, ...] = ()
-    if "valid_status_codes" in m:
-        items = c.sequence(m["valid_status_codes"], f"{path}.valid_status_codes") or []
-        read = [c.integer(n, f"{path}.valid_status_codes[{i}]", 100, 999)
-                for i, n in enumerate(items)]  # fmt: skip
-        codes = tuple(x for x in read if x is not None)
-    versions: tuple[str, ...] = ()
-    if "valid_http_versions" in m:
-        versions = c.strings(m["valid_http_versions"], f"{path}.valid_http_versions") or ()
-    if "skip_resolve_phase_with_proxy" in m:  # meaningless without proxy_url: checked, ignored
-        c.boolean(m["skip_resolve_phase_with_proxy"], f"{path}.skip_resolve_phase_with_proxy")
-    fail_if_ssl = _flag(c, m, path, "fail_if_ssl", False)
-    fail_if_not_ssl = _flag(c, m, path, "fail_if_not_ssl", False)
-    follow = _flag(c, m, path, "follow_redirects", True)
-    http2 = _flag(c, m, path, "enable_http2", True)
-    if "no_follow_redirects" in m:
-        nf = c.boolean(m["no_follow_redirects"], f"{path}.no_follow_redirects")
-        if nf is not None:
-            follow = not nf
-            c.warn(m["no_follow_redirects"], f"{path}.no_follow_redirects",
-                   "is deprecated: use follow_redirects")  # fmt: skip
-    method = _DEFAULT.method
-    if "method" in m:
-        given = c.string(m["method"], f"{path}.method")
-        if given is not None and not re.fullmatch(r"[A-Za-z]+", given):
-            c.error(m["method"], f"{path}.method", f'"{given}" is not an HTTP method')
-        elif given:
-            method = given.upper()
-    headers: tuple[tuple[str, str], ...] = ()
-    if "headers" in m:
-        read_headers = c.string_map(m["headers"], f"{path}.headers")
-        headers = tuple(read_headers.items()) if read_headers is not None else ()
-    body_keys = ("fail_if_body_matches_regexp", "fail_if_body_not_matches_regexp")
-    body_rx = {key: c.regexes(m[key], f"{path}.{key}") or () if key in m else ()
-               for key in body_keys}  # fmt: skip
-    header_rx = {key: _header_matches(c, m[key], f"{path}.{key}") if key in m else ()
-                 for key in ("fail_if_header_matches", "fail_if_header_not_matches")}  # fmt: skip
-    body = (c.text(m["body"], f"{path}.body") or "") if "body" in m else ""
-    compression = _compression(c, m["compression"], f"{path}.compression", headers) if (
-        "compression" in m) else ""  # fmt: skip
-    limit = 0
-    if "body_size_limit" in m:
-        limit = c.byte_size(m["body_size_limit"], f"{path}.body_size_limit") or 0
-    auth = _http_auth(c, m, path)
-    tls_config = parse_tls_config(c, m["tls_config"], f"{path}.tls_config") if (
-        "tls_config" in m) else TLSConfig()  # fmt: skip
-    return HTTPProbe(
-        valid_status_codes=codes,
-        valid_http_versions=versions,
-        preferred_ip_protocol=preferred,
-        ip_protocol_fallback=fallback,
-        fail_if_ssl=fail_if_ssl,
-        fail_if_not_ssl=fail_if_not_ssl,
-        method=method,
-        headers=headers,
-        fail_if_body_matches_regexp=body_rx["fail_if_body_matches_regexp"],
-        fail_if_body_not_matches_regexp=body_rx["fail_if_body_not_matches_regexp"],
-        fail_if_header_matches=header_rx["fail_if_header_matches"],
-        fail_if_header_not_matches=header_rx["fail_if_header_not_matches"],
-        body=body,
-        compression=compression,
-        body_size_limit=limit,
-        basic_auth=auth.basic_auth,
-        auth_type=auth.auth_type,
-        credentials=auth.credentials,
-        credentials_file=auth.credentials_file,
-        tls_config=tls_config,
-        follow_redirects=follow,
-        enable_http2=http2,
-    )
+OPTIONS = Section(
+    HTTPProbe(),
+    (
+        *IP_PROTOCOL,
+        Opt("valid_status_codes", ListOf(Int(100, 999))),
+        Opt("valid_http_versions", STRINGS),
+        # meaningless without proxy_url: checked, ignored
+        Opt("skip_resolve_phase_with_proxy", BOOL, field=None),
+        Opt("fail_if_ssl", BOOL),
+        Opt("fail_if_not_ssl", BOOL),
+        Opt("follow_redirects", BOOL),
+        Opt("enable_http2", BOOL),
+        Opt("no_follow_redirects", BOOL, field="follow_redirects",
+            deprecated="is deprecated: use follow_redirects", convert=lambda nf: not nf),
+        Opt("method", Scalar(_method)),
+        Opt("headers", StringMap(secret=is_secret_header)),
+        Opt("fail_if_body_matches_regexp", REGEXES),
+        Opt("fail_if_body_not_matches_regexp", REGEXES),
+        Opt("fail_if_header_matches", _HEADER_MATCHES),
+        Opt("fail_if_header_not_matches", _HEADER_MATCHES),
+        Opt("body", TEXT),
+        Opt("compression", _COMPRESSION),
+        Check(_compression_vs_accept_encoding),
+        Opt("body_size_limit", ByteSize()),
+        at_most_one("basic_auth", "authorization", "bearer_token", "bearer_token_file"),
+        Opt("basic_auth", Nested(BASIC_AUTH)),
+        Opt("authorization", Inline(AUTHORIZATION)),
+        Opt("bearer_token", SECRET_TEXT, field="credentials", secret=True),
+        Opt("bearer_token_file", PROBE_FILE, field="credentials_file", secret=True),
+        TLS_OPTION,
+        soon("oauth2", secret=True),
+        soon("proxy_url"),
+        soon("proxy_connect_header", secret=True),
+    ),
+)  # fmt: skip
 
 
 def check_address(address: str) -> str | None:
@@ -1000,7 +933,7 @@ def shown(options: Options, section: dict[str, object]) -> dict[str, object]:
 PROBER = probes.register(
     ProberSpec(
         name="http",
-        parse=parse,
+        options=OPTIONS,
         check_address=check_address,
         probe=probe,
         # any http target may speak TLS, by its URL or a redirect
@@ -1008,6 +941,5 @@ PROBER = probes.register(
         blackbox_families=BLACKBOX_FAMILIES,
         shown=shown,
         with_hostname=with_hostname,
-        default=HTTPProbe(),
     )
 )

@@ -17,7 +17,6 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReadDescriptor
@@ -39,12 +38,8 @@ from netprobe_exporter.probes import (
     options_of,
     run_probe,
 )
-from netprobe_exporter.probes.connect import addressing, resolve
-
-if TYPE_CHECKING:
-    import yaml
-
-    from netprobe_exporter.yamlcheck import Checker
+from netprobe_exporter.probes.connect import ADDRESSING, resolve
+from netprobe_exporter.schema import BOOL, Int, Opt, Section
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,29 +353,15 @@ def engine_of(ctx: ProbeContext) -> IcmpEngine:
     return found
 
 
-def parse(c: Checker, node: yaml.Node | None, path: str, where: yaml.Node) -> ICMPProbe:
-    """``modules.NAME.icmp`` (``node``; None when absent)."""
-    m = None if node is None else c.mapping(
-        node,
-        path,
-        {"preferred_ip_protocol": None, "ip_protocol_fallback": None, "source_ip_address": None,
-         "payload_size": None, "dont_fragment": None, "ttl": None},
-    )  # fmt: skip
-    if m is None:
-        return ICMPProbe()
-    a = addressing(c, m, path)
-    size = c.integer(m["payload_size"], f"{path}.payload_size", 0, 65000) if (
-        "payload_size" in m) else None  # fmt: skip
-    df = c.boolean(m["dont_fragment"], f"{path}.dont_fragment") if "dont_fragment" in m else None
-    ttl = (c.integer(m["ttl"], f"{path}.ttl", 0, 255) or None) if "ttl" in m else None
-    return ICMPProbe(
-        a.preferred_ip_protocol,
-        a.ip_protocol_fallback,
-        a.source_ip_address,
-        payload_size=size or 0,
-        dont_fragment=bool(df),
-        ttl=64 if ttl is None else ttl,
-    )
+OPTIONS = Section(
+    ICMPProbe(),
+    (
+        *ADDRESSING,
+        Opt("payload_size", Int(0, 65000)),
+        Opt("dont_fragment", BOOL),
+        Opt("ttl", Int(0, 255, zero_unset=True)),  # 0: the default, as blackbox
+    ),
+)
 
 
 def check_address(address: str) -> str | None:
@@ -394,11 +375,10 @@ def check_address(address: str) -> str | None:
 PROBER = probes.register(
     ProberSpec(
         name="icmp",
-        parse=parse,
+        options=OPTIONS,
         check_address=check_address,
         probe=probe,
         families=(RTT,),
         blackbox_families=BLACKBOX_FAMILIES,
-        default=ICMPProbe(),
     )
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from OpenSSL import SSL
 from twisted.internet import defer
@@ -39,26 +39,22 @@ from netprobe_exporter.probes import (
 )
 from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
+    ADDRESSING,
     HANDSHAKE,
-    addressing,
     adopt,
     connect,
     observe_handshake,
     resolve,
 )
 from netprobe_exporter.probes.tls import (
+    TLS_OPTION,
     TLSConfig,
     TLSInfo,
     creator_or_fail,
     handshake_info,
-    parse_tls_config,
     tls_connection,
 )
-
-if TYPE_CHECKING:
-    import yaml
-
-    from netprobe_exporter.yamlcheck import Checker
+from netprobe_exporter.schema import BOOL, REGEX, TEXT, ListOf, Nested, Opt, Section
 
 MAX_LINE = 64 * 1024
 #: unread data we hold for a conversation before calling the peer a flood
@@ -443,41 +439,19 @@ def _clean_close(reason: Failure) -> bool:
     return bool(reason.check(ConnectionDone)) and not reason.check(SSL.Error)
 
 
-def _query_response(c: Checker, node: yaml.Node, path: str) -> tuple[QueryResponse, ...]:
-    items = c.sequence(node, path)
-    if items is None:
-        return ()
-    out: list[QueryResponse] = []
-    for i, item in enumerate(items):
-        sub = f"{path}[{i}]"
-        m = c.mapping(item, sub, {"expect": None, "send": None, "starttls": None})
-        if m is None:
-            continue
-        expect = c.regex(m["expect"], f"{sub}.expect") if "expect" in m else None
-        send = c.text(m["send"], f"{sub}.send") if "send" in m else None
-        starttls = bool(c.boolean(m["starttls"], f"{sub}.starttls")) if "starttls" in m else False
-        out.append(QueryResponse(expect, send, starttls))
-    return tuple(out)
-
-
-def parse(c: Checker, node: yaml.Node | None, path: str, where: yaml.Node) -> TCPProbe:
-    """``modules.NAME.<prober>`` (``node``; None when absent, ``where`` is the module)."""
-    m = None if node is None else c.mapping(
-        node,
-        path,
-        {"preferred_ip_protocol": None, "ip_protocol_fallback": None, "source_ip_address": None,
-         "query_response": None, "tls": None, "tls_config": None},
-    )  # fmt: skip
-    if m is None:
-        return TCPProbe()
-    a = addressing(c, m, path)
-    query = _query_response(c, m["query_response"], f"{path}.query_response") if (
-        "query_response" in m) else ()  # fmt: skip
-    tls = c.boolean(m["tls"], f"{path}.tls") if "tls" in m else None
-    tls_config = parse_tls_config(c, m["tls_config"], f"{path}.tls_config") if (
-        "tls_config" in m) else TLSConfig()  # fmt: skip
-    return TCPProbe(a.preferred_ip_protocol, a.ip_protocol_fallback, a.source_ip_address,
-                    query, bool(tls), tls_config)  # fmt: skip
+QUERY_RESPONSE = Section(
+    QueryResponse(),
+    (Opt("expect", REGEX), Opt("send", TEXT), Opt("starttls", BOOL)),
+)
+OPTIONS = Section(
+    TCPProbe(),
+    (
+        *ADDRESSING,
+        Opt("query_response", ListOf(Nested(QUERY_RESPONSE))),
+        Opt("tls", BOOL),
+        TLS_OPTION,
+    ),
+)
 
 
 def check_address(address: str) -> str | None:
@@ -496,12 +470,11 @@ def _families(options: Options) -> tuple[Family, ...]:
 PROBER = probes.register(
     ProberSpec(
         name="tcp",
-        parse=parse,
+        options=OPTIONS,
         check_address=check_address,
         probe=probe,
         families=(HANDSHAKE, *tls_.FAMILIES),
         families_for=_families,
         blackbox_families=(FAILED_DUE_TO_REGEX, *tls_.BLACKBOX_FAMILIES),
-        default=TCPProbe(),
     )
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -27,12 +27,18 @@ from netprobe_exporter.probes import (
     Sample,
     SeriesSink,
 )
+from netprobe_exporter.schema import (
+    BOOL,
+    PROBE_FILE,
+    STRING,
+    Check,
+    Choice,
+    Nested,
+    Opt,
+    Reading,
+    Section,
+)
 from netprobe_exporter.yamlcheck import REDACTED, is_readable_file, is_secret_path
-
-if TYPE_CHECKING:
-    import yaml
-
-    from netprobe_exporter.yamlcheck import Checker
 
 TLS_VERSIONS = ("TLS10", "TLS11", "TLS12", "TLS13")
 
@@ -314,49 +320,44 @@ def _pem_problem(path: str, key: str) -> str | None:
     return None
 
 
-def parse_tls_config(c: Checker, node: yaml.Node, path: str) -> TLSConfig:
-    m = c.mapping(
-        node,
-        path,
-        {"ca_file": None, "cert_file": None, "key_file": None, "server_name": None,
-         "insecure_skip_verify": None, "min_version": None, "max_version": None},
-    )  # fmt: skip
-    if m is None:
-        return TLSConfig()
-    files: dict[str, str | None] = {}
+def _pem_files(r: Reading) -> None:
+    """Certificate and key files are checked once at load, not per probe."""
     for key in ("ca_file", "cert_file", "key_file"):
-        if key in m:
-            files[key] = c.probe_time_file(m[key], f"{path}.{key}")
-    server_name = c.string(m["server_name"], f"{path}.server_name") if "server_name" in m else None
-    insecure = None
-    if "insecure_skip_verify" in m:
-        insecure = c.boolean(m["insecure_skip_verify"], f"{path}.insecure_skip_verify")
-    versions: dict[str, str | None] = {}
-    for key in ("min_version", "max_version"):
-        if key in m:
-            value = c.string(m[key], f"{path}.{key}")
-            if value is not None and value not in TLS_VERSIONS:
-                c.error(m[key], f"{path}.{key}", f'unknown TLS version "{value}"')
-            else:
-                versions[key] = value
-    if ("cert_file" in m) != ("key_file" in m):
-        c.error(node, path, "cert_file and key_file must be set together")
-    for key in ("ca_file", "cert_file", "key_file"):
-        name = files.get(key)
-        readable = name is not None and is_readable_file(name)
-        problem = _pem_problem(str(name), key) if readable else None  # else: warned above
+        name = r.values.get(key)
+        readable = isinstance(name, str) and is_readable_file(name)
+        problem = _pem_problem(str(name), key) if readable else None  # else: warned already
         if problem:
-            c.error(m[key], f"{path}.{key}", f'"{name}": {problem}')
-            files[key] = None
-    low, high = versions.get("min_version"), versions.get("max_version")
-    if low is not None and high is not None and low > high:
-        c.error(m["max_version"], f"{path}.max_version", f"{high} is below min_version {low}")
-    return TLSConfig(
-        ca_file=files.get("ca_file"),
-        cert_file=files.get("cert_file"),
-        key_file=files.get("key_file"),
-        server_name=server_name,
-        insecure_skip_verify=bool(insecure),
-        min_version=versions.get("min_version"),
-        max_version=versions.get("max_version"),
-    )
+            r.error(key, f'"{name}": {problem}')
+            r.values.pop(key)
+
+
+def _pair(r: Reading) -> None:
+    if ("cert_file" in r.nodes) != ("key_file" in r.nodes):
+        r.c.error(r.node, r.path, "cert_file and key_file must be set together")
+
+
+def _version_order(r: Reading) -> None:
+    low, high = r.values.get("min_version"), r.values.get("max_version")
+    if isinstance(low, str) and isinstance(high, str) and low > high:
+        r.error("max_version", f"{high} is below min_version {low}")
+
+
+_TLS_VERSION = Choice(TLS_VERSIONS, 'unknown TLS version "{}"')
+
+#: ``tls_config``, as tcp, http and dns take it
+TLS_SECTION = Section(
+    TLSConfig(),
+    (
+        Opt("ca_file", PROBE_FILE),
+        Opt("cert_file", PROBE_FILE),
+        Opt("key_file", PROBE_FILE, secret=True),
+        Opt("server_name", STRING),
+        Opt("insecure_skip_verify", BOOL),
+        Opt("min_version", _TLS_VERSION),
+        Opt("max_version", _TLS_VERSION),
+        Check(_pair),
+        Check(_pem_files),
+        Check(_version_order),
+    ),
+)
+TLS_OPTION = Opt("tls_config", Nested(TLS_SECTION))
