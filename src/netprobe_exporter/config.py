@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.model import (
     ADDRESS_LENGTH_LIMIT,
     DEFAULT_BUCKETS,
@@ -27,8 +28,23 @@ from netprobe_exporter.model import (
     Target,
 )
 from netprobe_exporter.modules import builtin_modules, parse_module
-from netprobe_exporter.policy import ProbePolicy, parse_rule
+from netprobe_exporter.policy import ProbePolicy, Rule, parse_rule
 from netprobe_exporter.probes.all import PROBERS
+from netprobe_exporter.schema import (
+    ANY,
+    STRING,
+    ByteSize,
+    Check,
+    Duration,
+    Int,
+    Kind,
+    ListOf,
+    Opt,
+    Reading,
+    Scalar,
+    Section,
+    require,
+)
 from netprobe_exporter.yamlcheck import YAML_LOADER, Checker, is_null, release, scalar, show
 
 __all__ = [
@@ -229,80 +245,98 @@ def series_total(targets: Iterable[Target], modules: Mapping[str, Module]) -> in
     return total
 
 
-def _defaults(c: Checker, node: yaml.Node, limits: Limits) -> Defaults:
-    m = c.mapping(
-        node,
-        "defaults",
-        {"interval": None, "module": None, "labels": None, "buckets": None,
-         "timeout": "is a module setting: set timeout under modules.NAME"},
+@dataclass(frozen=True, slots=True)
+class Labels(Kind[tuple[tuple[str, str], ...]]):
+    """A ``labels:`` mapping on top of ``base``, held to ``limits``."""
+
+    limits: Limits
+    base: tuple[tuple[str, str], ...] = ()
+
+    def read(self, c: Checker, node: yaml.Node, path: str) -> tuple[tuple[str, str], ...] | None:
+        return merged_labels(c, node, path, self.base, self.limits)
+
+
+BUCKETS = Scalar(_buckets)
+_INTERVAL = Duration(MIN_INTERVAL)
+
+
+def _defaults_section(limits: Limits) -> Section[Defaults]:
+    return Section(
+        Defaults(),
+        (
+            Opt("interval", _INTERVAL),
+            Opt("module", STRING),
+            Opt("labels", Labels(limits)),
+            Opt("buckets", BUCKETS),
+            Opt("timeout", ANY, field=None,
+                unsupported="is a module setting: set timeout under modules.NAME"),
+        ),
     )  # fmt: skip
-    if m is None:
-        return Defaults()
-    d = Defaults()
-    kw: dict[str, object] = {}
-    if "interval" in m:
-        kw["interval"] = c.duration(m["interval"], "defaults.interval", MIN_INTERVAL)
-    if "module" in m:
-        kw["module"] = c.string(m["module"], "defaults.module")
-    if "labels" in m:
-        kw["labels"] = merged_labels(c, m["labels"], "defaults.labels", (), limits)
-    if "buckets" in m:
-        kw["buckets"] = _buckets(c, m["buckets"], "defaults.buckets")
-    return Defaults(**{k: (v if v is not None else getattr(d, k)) for k, v in kw.items()})  # type: ignore[arg-type]
+
+
+DEFAULTS = _defaults_section(Limits())
+
+
+def _defaults(c: Checker, node: yaml.Node, limits: Limits) -> Defaults:
+    return _defaults_section(limits).read_or_default(c, node, "defaults")
+
+
+@dataclass(frozen=True, slots=True)
+class TargetAddress(Kind[str]):
+    """A target's address: shown without a URL's password."""
+
+    limits: Limits
+
+    def read(self, c: Checker, node: yaml.Node, path: str) -> str | None:
+        return target_address(c, node, path, self.limits)
+
+    def dump(self, value: str) -> object:
+        return redact_url(value)
+
+
+def _target_section(defaults: Defaults, limits: Limits) -> Section[Target]:
+    return Section(
+        Target("", defaults.module, defaults.interval, defaults.labels, defaults.buckets),
+        (
+            require("address", "missing", drop=True),
+            Opt("address", TargetAddress(limits)),
+            Opt("module", STRING),
+            Opt("interval", _INTERVAL),
+            Opt("labels", Labels(limits, defaults.labels)),
+            Opt("buckets", BUCKETS),
+        ),
+    )
+
+
+TARGET = _target_section(Defaults(), Limits())
 
 
 def _targets(
     c: Checker, node: yaml.Node, defaults: Defaults, modules: dict[str, Module], limits: Limits
 ) -> list[Target]:
-    items = c.sequence(node, "targets")
+    entry = _target_section(defaults, limits)
     out: list[Target] = []
     seen: dict[tuple[str, str], int] = {}
-    for i, item in enumerate(items or []):
+    for i, item in enumerate(c.sequence(node, "targets") or []):
         path = f"targets[{i}]"
-        m = c.mapping(
-            item,
-            path,
-            {"address": None, "module": None, "interval": None, "labels": None, "buckets": None},
-        )
-        if m is None:
+        r = entry.reading(c, item, path)
+        if r is None or r.failed:
             continue
-        if "address" not in m:
-            c.error(item, f"{path}.address", "missing")
-            continue
-        anode = m["address"]
-        address = target_address(c, anode, f"{path}.address", limits)
-        module_name: str | None = defaults.module
-        mnode: yaml.Node = item
-        if "module" in m:
-            mnode = m["module"]
-            module_name = c.string(mnode, f"{path}.module")
-        interval: float | None = defaults.interval
-        if "interval" in m:
-            interval = c.duration(m["interval"], f"{path}.interval", MIN_INTERVAL)
-        labels: tuple[tuple[str, str], ...] | None = defaults.labels
-        if "labels" in m:
-            labels = merged_labels(c, m["labels"], f"{path}.labels", defaults.labels, limits)
-        buckets: tuple[float, ...] | None = defaults.buckets
-        if "buckets" in m:
-            buckets = _buckets(c, m["buckets"], f"{path}.buckets")
-        if address is None or module_name is None or interval is None:
-            continue
-        if labels is None or buckets is None:
-            continue
-        module = modules.get(module_name)
+        target = entry.build(r)
+        anode, mnode = r.nodes["address"], r.nodes.get("module", item)
+        module = modules.get(target.module)
         if module is None:
-            c.error(mnode, f"{path}.module", f'unknown module "{module_name}"')
+            c.error(mnode, f"{path}.module", f'unknown module "{target.module}"')
             continue
-        problem = target_address_error(address, module)
+        problem = target_address_error(target.address, module)
         if problem is not None:
             c.error(anode if module.runnable else mnode, f"{path}.address", problem)
             continue
-        target = Target(address, module_name, interval, labels, buckets)
         if target.key in seen:
             c.error(
                 anode,
                 f"{path}.address",
-                f'duplicate target "{target.display_address}" with module "{module_name}" '
+                f'duplicate target "{target.display_address}" with module "{target.module}" '
                 f"(first at targets[{seen[target.key]}])",
             )
             continue
@@ -322,38 +356,93 @@ def target_address(c: Checker, node: yaml.Node, path: str, limits: Limits) -> st
     return address
 
 
+def _rule(c: Checker, node: yaml.Node, path: str) -> Rule | None:
+    text = c.string(node, path)
+    if text is None:
+        return None
+    try:
+        return parse_rule(text)
+    except ValueError as exc:
+        c.error(node, path, str(exc))
+        return None
+
+
+def _rule_text(rule: Rule) -> str:
+    return str(rule.network) if rule.network is not None else str(rule.pattern)
+
+
+_RULES = ListOf(Scalar(_rule, _rule_text))
+_PER_POLICY = Int(1, 100_000)
+PROBE_POLICY = Section(
+    ProbePolicy(),
+    (
+        Opt("allow", _RULES),
+        Opt("deny", _RULES),
+        Opt("max_concurrent", _PER_POLICY),
+        Opt("max_per_source", _PER_POLICY),
+        Opt("max_timeout", Duration(0.001)),
+    ),
+)
+
+
 def _policy(c: Checker, node: yaml.Node) -> ProbePolicy:
-    m = c.mapping(
-        node,
-        "probe_policy",
-        {"allow": None, "deny": None, "max_concurrent": None, "max_per_source": None,
-         "max_timeout": None},
-    )  # fmt: skip
-    if m is None:
-        return ProbePolicy()
-    kw: dict[str, object] = {}
-    for key in ("allow", "deny"):
-        if key not in m:
-            continue
-        rules = []
-        for i, item in enumerate(c.sequence(m[key], f"probe_policy.{key}") or []):
-            text = c.string(item, f"probe_policy.{key}[{i}]")
-            if text is None:
-                continue
-            try:
-                rules.append(parse_rule(text))
-            except ValueError as exc:
-                c.error(item, f"probe_policy.{key}[{i}]", str(exc))
-        kw[key] = tuple(rules)
-    for key in ("max_concurrent", "max_per_source"):
-        if key in m:
-            kw[key] = c.integer(m[key], f"probe_policy.{key}", 1, 100_000)
-    if "max_timeout" in m:
-        kw["max_timeout"] = c.duration(m["max_timeout"], "probe_policy.max_timeout", 0.001)
-    return ProbePolicy(**{k: v for k, v in kw.items() if v is not None})  # type: ignore[arg-type]
+    return PROBE_POLICY.read_or_default(c, node, "probe_policy")
 
 
 _FILE_SD_SUFFIXES = (".json", ".yml", ".yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class FilePattern(Kind[str]):
+    """A file_sd glob pattern, taken from ``base`` (the config file's directory)."""
+
+    base: str
+
+    def read(self, c: Checker, node: yaml.Node, path: str) -> str | None:
+        pattern = c.string(node, path)
+        if pattern is None:
+            return None
+        if not pattern.endswith(_FILE_SD_SUFFIXES):
+            c.error(node, path, f'"{pattern}" must end in .json, .yml or .yaml')
+            return None
+        return os.path.join(glob.escape(self.base), pattern) if self.base else pattern
+
+
+def _known_module(modules: Mapping[str, Module]) -> Check:
+    """A target_files entry's module exists and can be probed."""
+
+    def run(r: Reading) -> None:
+        name = r.values.get("module")
+        if not isinstance(name, str) or not name:
+            return
+        if name not in modules:
+            r.error("module", f'unknown module "{name}"')
+        elif not modules[name].runnable:
+            r.error("module", target_address_error("", modules[name]) or "")
+
+    return Check(run)
+
+
+def _target_files_section(
+    defaults: Defaults, modules: Mapping[str, Module], base: str, limits: Limits
+) -> Section[TargetFiles]:
+    return Section(
+        TargetFiles((), defaults.module, defaults.interval, defaults.labels, defaults.buckets),
+        (
+            require("files", "missing", drop=True),
+            Opt("files", ListOf(FilePattern(base))),
+            Opt("module", STRING),
+            _known_module(modules),
+            Opt("interval", _INTERVAL),
+            Opt("refresh_interval", Duration(1.0)),
+            Opt("labels", Labels(limits, defaults.labels)),
+            Opt("buckets", BUCKETS),
+            Check(lambda r: bool(r.values.get("module", defaults.module))),
+        ),
+    )
+
+
+TARGET_FILES = _target_files_section(Defaults(), {}, "", Limits())
 
 
 def _target_files(
@@ -364,83 +453,37 @@ def _target_files(
     base: str,
     limits: Limits,
 ) -> list[TargetFiles]:
+    entry = _target_files_section(defaults, modules, base, limits)
     out: list[TargetFiles] = []
     for i, item in enumerate(c.sequence(node, "target_files") or []):
-        path = f"target_files[{i}]"
-        m = c.mapping(
-            item, path,
-            {"files": None, "module": None, "interval": None, "labels": None, "buckets": None,
-             "refresh_interval": None},
-        )  # fmt: skip
-        if m is None:
-            continue
-        if "files" not in m:
-            c.error(item, f"{path}.files", "missing")
-            continue
-        patterns: list[str] = []
-        for j, fnode in enumerate(c.sequence(m["files"], f"{path}.files") or []):
-            pattern = c.string(fnode, f"{path}.files[{j}]")
-            if pattern is None:
-                continue
-            if not pattern.endswith(_FILE_SD_SUFFIXES):
-                c.error(fnode, f"{path}.files[{j}]",
-                        f'"{pattern}" must end in .json, .yml or .yaml')  # fmt: skip
-                continue
-            patterns.append(os.path.join(glob.escape(base), pattern) if base else pattern)
-        module_name = defaults.module
-        if "module" in m:
-            module_name = c.string(m["module"], f"{path}.module") or ""
-            if module_name and module_name not in modules:
-                c.error(m["module"], f"{path}.module", f'unknown module "{module_name}"')
-            elif module_name and not modules[module_name].runnable:
-                c.error(m["module"], f"{path}.module",
-                        target_address_error("", modules[module_name]) or "")  # fmt: skip
-        kw: dict[str, object] = {"interval": defaults.interval, "labels": defaults.labels,
-                                 "buckets": defaults.buckets}  # fmt: skip
-        if "interval" in m:
-            kw["interval"] = c.duration(m["interval"], f"{path}.interval", MIN_INTERVAL)
-        if "refresh_interval" in m:
-            kw["refresh_interval"] = c.duration(
-                m["refresh_interval"], f"{path}.refresh_interval", 1.0
-            )
-        if "labels" in m:
-            kw["labels"] = merged_labels(c, m["labels"], f"{path}.labels", defaults.labels, limits)
-        if "buckets" in m:
-            kw["buckets"] = _buckets(c, m["buckets"], f"{path}.buckets")
-        if None in kw.values() or not module_name:
-            continue
-        out.append(TargetFiles(tuple(patterns), module_name, **kw))  # type: ignore[arg-type]
+        spec = entry.read(c, item, f"target_files[{i}]")
+        if spec is not None:  # one that is not fails the config
+            out.append(spec)
     return out
 
 
-def _limits(c: Checker, node: yaml.Node) -> Limits:
-    ints = {
-        "max_targets": (1, 10_000_000),
-        "max_concurrent_probes": (1, 1_000_000),
-        "max_web_connections": (1, 1_000_000),
+_WEB_TIMEOUT = Duration(0.1)
+LIMITS = Section(
+    Limits(),
+    (
+        Opt("max_targets", Int(1, 10_000_000)),
+        Opt("max_concurrent_probes", Int(1, 1_000_000)),
+        Opt("max_web_connections", Int(1, 1_000_000)),
         # raised, these stay bounded too: a config cannot lift them out of reach
-        "label_limit": (1, 1000),
-        "label_name_length_limit": (1, 1024),
-        "label_value_length_limit": (1, 1 << 20),
-        "sample_limit": (1, 1_000_000_000),
-    }
-    times = ("web_idle_timeout", "web_request_timeout")
-    m = c.mapping(node, "limits", dict.fromkeys([*ints, *times, "max_body_bytes"]))
-    if m is None:
-        return Limits()
-    kw: dict[str, object] = {}
-    for key, (lo, hi) in ints.items():
-        if key in m:
-            kw[key] = c.integer(m[key], f"limits.{key}", lo, hi)
-    for key in times:
-        if key in m:
-            kw[key] = c.duration(m[key], f"limits.{key}", 0.1)
-    if "max_body_bytes" in m:
-        size = c.byte_size(m["max_body_bytes"], "limits.max_body_bytes")
-        if size == 0:  # nothing kept would make every body rule look at an empty body
-            c.error(m["max_body_bytes"], "limits.max_body_bytes", "must be at least 1B")
-        kw["max_body_bytes"] = size or None
-    return Limits(**{k: v for k, v in kw.items() if v is not None})  # type: ignore[arg-type]
+        Opt("label_limit", Int(1, 1000)),
+        Opt("label_name_length_limit", Int(1, 1024)),
+        Opt("label_value_length_limit", Int(1, 1 << 20)),
+        Opt("sample_limit", Int(1, 1_000_000_000)),
+        Opt("web_idle_timeout", _WEB_TIMEOUT),
+        Opt("web_request_timeout", _WEB_TIMEOUT),
+        # nothing kept would make every body rule look at an empty body
+        Opt("max_body_bytes", ByteSize(nonzero=True)),
+    ),
+)
+
+
+def _limits(c: Checker, node: yaml.Node) -> Limits:
+    return LIMITS.read_or_default(c, node, "limits")
 
 
 def check_node_count(root: yaml.Node, filename: str) -> None:

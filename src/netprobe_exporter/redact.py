@@ -3,48 +3,19 @@
 
 from __future__ import annotations
 
-import dataclasses
-import ipaddress
-import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import yaml
 
 from netprobe_exporter.addresses import redact_url
+from netprobe_exporter.config import DEFAULTS, LIMITS, PROBE_POLICY, TARGET, TARGET_FILES, Config
 from netprobe_exporter.durations import byte_size, format_duration
-from netprobe_exporter.model import Module, Secret
-from netprobe_exporter.policy import Rule
+from netprobe_exporter.model import Module
 from netprobe_exporter.probes.all import PROBERS
-from netprobe_exporter.yamlcheck import REDACTED, SECRET_KEYS, is_secret_header
+from netprobe_exporter.schema import plain
 
 __all__ = ["byte_size", "config_yaml", "module_doc", "plain", "request_uri"]
-
-
-def plain(value: Any) -> Any:
-    """Dataclasses, patterns, networks and secrets as plain YAML-able values; empties dropped."""
-    if isinstance(value, Secret):
-        return REDACTED
-    if isinstance(value, re.Pattern):
-        return value.pattern
-    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {}
-        for f in dataclasses.fields(value):
-            v = plain(getattr(value, f.name))
-            if f.name in SECRET_KEYS and v:
-                v = REDACTED
-            elif f.name == "headers" and isinstance(v, dict):
-                v = {k: REDACTED if is_secret_header(k) else x for k, x in v.items()}
-            if v not in (None, (), [], "", {}):
-                out[f.name] = v
-        return out
-    if isinstance(value, tuple | list):
-        if value and all(isinstance(x, tuple) and len(x) == 2 for x in value):
-            return {str(k): plain(v) for k, v in value}  # header and label pairs
-        return [plain(x) for x in value]
-    return value
 
 
 def module_doc(module: Module) -> dict[str, Any]:
@@ -60,34 +31,17 @@ def module_doc(module: Module) -> dict[str, Any]:
     return doc
 
 
-def _rule(rule: Rule) -> str:
-    return str(rule.network) if rule.network is not None else str(rule.pattern)
-
-
-def config_yaml(config: Any) -> str:
-    """The running config (every section, target_files and limits included) as YAML, redacted."""
+def config_yaml(config: Config) -> str:
+    """The running config (every section, target_files and limits included) as YAML, redacted:
+    each section written by its declarations."""
     doc: dict[str, Any] = {
-        "defaults": plain(config.defaults),
+        "defaults": DEFAULTS.dump(config.defaults),
         "modules": {name: module_doc(m) for name, m in sorted(config.modules.items())},
-        "targets": [{**plain(t), "address": t.display_address} for t in config.targets],
-        "probe_policy": plain(config.probe_policy),
-        "limits": plain(config.limits),
-        "target_files": [plain(spec) for spec in config.target_files],
+        "targets": [TARGET.dump(t) for t in config.targets],
+        "probe_policy": PROBE_POLICY.dump(config.probe_policy),
+        "limits": LIMITS.dump(config.limits),
+        "target_files": [TARGET_FILES.dump(spec) for spec in config.target_files],
     }
-    for spec in doc["target_files"]:
-        for key in ("interval", "refresh_interval"):
-            spec[key] = format_duration(spec[key])
-    for key in ("web_request_timeout", "web_idle_timeout"):
-        doc["limits"][key] = format_duration(doc["limits"][key])
-    doc["limits"]["max_body_bytes"] = byte_size(config.limits.max_body_bytes)
-    policy = config.probe_policy
-    for key in ("allow", "deny"):
-        if getattr(policy, key):
-            doc["probe_policy"][key] = [_rule(r) for r in getattr(policy, key)]
-    doc["probe_policy"]["max_timeout"] = format_duration(policy.max_timeout)
-    doc["defaults"]["interval"] = format_duration(config.defaults.interval)
-    for target in doc["targets"]:
-        target["interval"] = format_duration(target["interval"])
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
 
 

@@ -272,6 +272,8 @@ class Opt(Generic[V]):
     field: str | None = ""
     #: its value (or the file it names) is a credential: shown as ``<secret>``, never echoed
     secret: bool = False
+    #: its value may hold a credential somewhere inside (``oauth2``): errors describe it
+    holds_secret: bool = False
     #: recognised but refused with this error (``SOON``)
     unsupported: str | None = None
     #: accepted with this warning (an old name of another option)
@@ -284,7 +286,7 @@ class Opt(Generic[V]):
             object.__setattr__(self, "field", self.key)
         if self.secret:
             yamlcheck.declare_secret(self.key)
-        if self.secret or self.kind.holds_secret():
+        if self.secret or self.holds_secret or self.kind.holds_secret():
             yamlcheck.declare_secret_subtree(self.key)
 
     def show(self, value: V) -> object:
@@ -293,9 +295,9 @@ class Opt(Generic[V]):
         return self.kind.dump(value)
 
 
-def soon(key: str, secret: bool = False) -> Opt[None]:
+def soon(key: str, holds_secret: bool = False) -> Opt[None]:
     """A key blackbox knows that is not run yet: naming it is an error that says so."""
-    return Opt(key, ANY, field=None, secret=secret, unsupported=SOON)
+    return Opt(key, ANY, field=None, holds_secret=holds_secret, unsupported=SOON)
 
 
 @dataclass(slots=True)
@@ -390,11 +392,11 @@ class Section(Generic[T]):
     def holds_secret(self) -> bool:
         return any(o.secret or o.kind.holds_secret() for o in self.options())
 
-    def values(
+    def reading(
         self, c: Checker, node: yaml.Node | None, path: str, where: yaml.Node | None = None
-    ) -> dict[str, object] | None:
-        """Each field's value read from ``node`` (None: the section is absent, ``where`` is
-        what holds it); None when the mapping is refused or a check dropped it."""
+    ) -> Reading | None:
+        """Read ``node`` (None: the section is absent, ``where`` is what holds it) against the
+        declarations; None when the mapping is refused or a check dropped the section."""
         if node is None:
             nodes: dict[str, yaml.Node] = {}
         else:
@@ -407,16 +409,27 @@ class Section(Generic[T]):
             if isinstance(item, Check):
                 if item.run(r) is False:
                     return None
-            elif isinstance(item, Opt):
+            else:
                 _read_opt(r, item)
-        return r.values
+        return r
+
+    def values(
+        self, c: Checker, node: yaml.Node | None, path: str, where: yaml.Node | None = None
+    ) -> dict[str, object] | None:
+        """Each field's value read (``reading``)."""
+        r = self.reading(c, node, path, where)
+        return None if r is None else r.values
+
+    def build(self, r: Reading) -> T:
+        """The section's value from what ``r`` read: the default with those fields replaced."""
+        return dataclasses.replace(self.default, **r.values)
 
     def read(
         self, c: Checker, node: yaml.Node | None, path: str, where: yaml.Node | None = None
     ) -> T | None:
         """The section's value, or None (refused or dropped; the errors say why)."""
-        found = self.values(c, node, path, where)
-        return None if found is None else dataclasses.replace(self.default, **found)
+        r = self.reading(c, node, path, where)
+        return None if r is None else self.build(r)
 
     def read_or_default(
         self, c: Checker, node: yaml.Node | None, path: str, where: yaml.Node | None = None

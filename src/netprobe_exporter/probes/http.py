@@ -884,9 +884,9 @@ OPTIONS = Section(
         Opt("bearer_token", SECRET_TEXT, field="credentials", secret=True),
         Opt("bearer_token_file", PROBE_FILE, field="credentials_file", secret=True),
         TLS_OPTION,
-        soon("oauth2", secret=True),
+        soon("oauth2", holds_secret=True),
         soon("proxy_url"),
-        soon("proxy_connect_header", secret=True),
+        soon("proxy_connect_header", holds_secret=True),
     ),
 )  # fmt: skip
 
