@@ -409,7 +409,7 @@ class Section(Generic[T]):
             if isinstance(item, Check):
                 if item.run(r) is False:
                     return None
-            else:
+            elif item.key in nodes:  # most options are not given: no call for them
                 _read_opt(r, item)
         return r
 
@@ -454,7 +454,7 @@ class Section(Generic[T]):
 
 def _read_opt(r: Reading, opt: Opt[Any]) -> None:
     key = opt.key
-    if key not in r.nodes or key in r.skip or opt.unsupported is not None:
+    if key in r.skip or opt.unsupported is not None:
         return
     node = r.nodes[key]
     before = len(r.c.errors)
