@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 V = TypeVar("V")
 T = TypeVar("T", bound="DataclassInstance")
+T_co = TypeVar("T_co", bound="DataclassInstance", covariant=True)
 
 #: the error for a key blackbox knows that is not run yet
 SOON = "is not supported yet"
@@ -253,7 +254,7 @@ class Nested(Kind[T]):
 class Inline(Kind[dict[str, object]]):
     """A sub-mapping whose options fill fields of the enclosing section (``authorization``)."""
 
-    section: Section[Any]
+    section: Section[DataclassInstance]
 
     def read(self, c: Checker, node: yaml.Node, path: str) -> dict[str, object] | None:
         return self.section.values(c, node, path)
@@ -364,10 +365,10 @@ Item = Opt[Any] | Check
 
 
 @dataclass(frozen=True, slots=True)
-class Section(Generic[T]):
+class Section(Generic[T_co]):
     """A mapping's declarations and the dataclass value its fields start from."""
 
-    default: T
+    default: T_co
     items: tuple[Item, ...]
     _allowed: dict[str, str | None] = field(init=False, repr=False, compare=False)
     _by_field: dict[str, Opt[Any]] = field(init=False, repr=False, compare=False)
@@ -390,7 +391,7 @@ class Section(Generic[T]):
         return [item for item in self.items if isinstance(item, Opt)]
 
     def holds_secret(self) -> bool:
-        return any(o.secret or o.kind.holds_secret() for o in self.options())
+        return any(o.secret or o.holds_secret or o.kind.holds_secret() for o in self.options())
 
     def reading(
         self, c: Checker, node: yaml.Node | None, path: str, where: yaml.Node | None = None
@@ -420,26 +421,27 @@ class Section(Generic[T]):
         r = self.reading(c, node, path, where)
         return None if r is None else r.values
 
-    def build(self, r: Reading) -> T:
+    def build(self, r: Reading) -> T_co:
         """The section's value from what ``r`` read: the default with those fields replaced."""
         return dataclasses.replace(self.default, **r.values)
 
     def read(
         self, c: Checker, node: yaml.Node | None, path: str, where: yaml.Node | None = None
-    ) -> T | None:
+    ) -> T_co | None:
         """The section's value, or None (refused or dropped; the errors say why)."""
         r = self.reading(c, node, path, where)
         return None if r is None else self.build(r)
 
     def read_or_default(
         self, c: Checker, node: yaml.Node | None, path: str, where: yaml.Node | None = None
-    ) -> T:
+    ) -> T_co:
         found = self.read(c, node, path, where)
         return self.default if found is None else found
 
     def dump(self, value: object) -> dict[str, object]:
-        """``value``'s fields as YAML-able data in field order, secrets redacted, empty ones
-        left out."""
+        """``value``'s fields as YAML-able data in field order, under the fields' names,
+        secrets redacted, empty ones left out (a prober whose keys differ from its fields,
+        http's ``authorization``, regroups them in its ``shown`` hook)."""
         out: dict[str, object] = {}
         if not dataclasses.is_dataclass(value) or isinstance(value, type):
             return out

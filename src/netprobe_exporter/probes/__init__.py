@@ -1,8 +1,9 @@
 """Probers: one self-describing module per protocol, one registry, one result type.
 
-Each ``probes/NAME.py`` declares ``PROBER = ProberSpec(...)``: its name, how its module options
-are read and shown, how a target address is checked, the probe function, the continuous-mode
-metric families it feeds and the ``/probe`` families it writes. ``register`` puts it in
+Each ``probes/NAME.py`` declares ``PROBER = ProberSpec(...)``: its name, its module options (a
+``schema.Section``: keys, kinds, secrets and checks, read and shown from that one declaration),
+how a target address is checked, the probe function, the continuous-mode metric families it
+feeds and the ``/probe`` families it writes. ``register`` puts it in
 ``PROBERS``; ``probes.all`` imports every prober module once, so whoever needs the full
 registry imports that (this package never imports a prober module itself: no cycles).
 
@@ -18,7 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IReadDescriptor
@@ -170,7 +171,7 @@ class ProberSpec:
     name: str
     #: the options of ``modules.NAME.<name>``: keys, kinds, secrets and checks, declared once;
     #: the dataclass they fill is the section's default (a module without the section gets it)
-    options: Section[Any]
+    options: Section[Options]
     #: why an address cannot be probed, or None
     check_address: Callable[[str], str | None]
     probe: Prober | None
@@ -187,15 +188,11 @@ class ProberSpec:
     @property
     def default(self) -> Options:
         """The options of a module that does not set its prober's section."""
-        found = self.options.default
-        assert isinstance(found, Options)
-        return found
+        return self.options.default
 
     def parse(self, c: Checker, node: yaml.Node | None, path: str, where: yaml.Node) -> Options:
         """``modules.NAME.<name>`` (``node``; None when absent, ``where`` being the module)."""
-        found = self.options.read_or_default(c, node, path, where)
-        assert isinstance(found, Options)
-        return found
+        return self.options.read_or_default(c, node, path, where)
 
     def module_families(self, options: Options) -> tuple[Family, ...]:
         return self.families if self.families_for is None else self.families_for(options)
