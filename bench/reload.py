@@ -7,6 +7,7 @@ scheduler lag p50/p99 and skipped probes over the window around the reload (from
 exporter's own metrics), and /-/healthy answer times polled every 20 ms meanwhile.
 
     python bench/reload.py --targets 50000
+    python bench/reload.py --targets 200000   # over limits.max_targets: parsed, then rejected
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import threading
 import time
+import urllib.error
 import urllib.request
 
 from common import (
@@ -60,8 +62,11 @@ def main() -> None:
         poller.start()
         req = urllib.request.Request(ex.base + "/-/reload", data=b"", method="POST")
         t0 = time.perf_counter()
-        with urllib.request.urlopen(req, timeout=300) as resp:
-            status = resp.status
+        try:
+            with urllib.request.urlopen(req, timeout=300) as resp:
+                status = resp.status
+        except urllib.error.HTTPError as refused:  # over limits.max_targets: rejected whole
+            status = refused.code
         reload_s = time.perf_counter() - t0
         time.sleep(args.after)
         stop.set()
