@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHandshakeListener, IReadDescriptor
+from twisted.internet.interfaces import IHandshakeListener, IProtocolFactory, IReadDescriptor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.names import dns
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -418,7 +418,7 @@ async def _run(
         **{"class": opts.query_class},
     )
     remaining = timeout - (clock() - started)
-    exchange: Any
+    exchange: _TCPExchange | _UDPExchange
     if opts.transport_protocol == "tcp":
         t0 = clock()
         sock = await connect(
@@ -428,8 +428,8 @@ async def _run(
             phases.connect = clock() - t0
             return
         phases.connect = result.connect_duration or 0.0
-        exchange = _TCPExchange(payload, clock, tls=creator is not None)
-        factory: Any = Factory.forProtocol(lambda: exchange)
+        exchange = stream = _TCPExchange(payload, clock, tls=creator is not None)
+        factory: IProtocolFactory = Factory.forProtocol(lambda: stream)
         if creator is not None:
             factory = TLSMemoryBIOFactory(creator, True, factory)
         adopt(ctx, sock, factory)

@@ -28,7 +28,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener, IProtocol, IProtocolFactory
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -241,10 +241,10 @@ class _Hop:
     tls_done: float = 0.0
     got_conn: float = 0.0
     response_start: float = 0.0
-    tls_protocol: Any = None
+    tls_protocol: TLSMemoryBIOProtocol | None = None
     inner: IProtocol | None = None
     #: the protocol the reactor's transport talks to (TLS or the timing wrapper)
-    outer: Any = None
+    outer: IProtocol | None = None
     #: why the response head was refused (too big), when it was
     head_error: str | None = None
 
@@ -353,7 +353,7 @@ class _HopEndpoint:
             wrapped = TLSMemoryBIOFactory(self._creator, True, wrapped)
         outer = adopt(self._ctx, sock, wrapped)
         self._hop.outer = outer
-        if self._creator is not None:
+        if isinstance(outer, TLSMemoryBIOProtocol):
             self._hop.tls_protocol = outer
         assert self._hop.inner is not None
         return self._hop.inner
