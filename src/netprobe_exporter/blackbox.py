@@ -112,8 +112,8 @@ def families(r: ProbeResult) -> dict[str, list[Sample]]:
         "probe_success": [({}, 1.0 if r.success else 0.0)],
         "probe_duration_seconds": [({}, _ns(r.duration))],
     }
-    if r.resolve_attempted:
-        out["probe_dns_lookup_time_seconds"] = [({}, _ns(r.resolve_duration or 0.0))]
+    if r.resolve_duration is not None:
+        out["probe_dns_lookup_time_seconds"] = [({}, _ns(r.resolve_duration))]
         out["probe_ip_protocol"] = [({}, float(r.ip_protocol))]
         out["probe_ip_addr_hash"] = [({}, ip_hash(r.ip) if r.ip else 0.0)]
     if r.details is not None:

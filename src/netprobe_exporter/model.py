@@ -224,6 +224,14 @@ class SeriesSink:
 
 @dataclass(slots=True)
 class ProbeResult:
+    """What every probe shows, whatever its prober, and the prober's own ``details``.
+
+    Every prober resolves its target through the same step (``probes.connect.resolve``), so
+    the resolution figures and the probe_policy refusal are core. ``connect_duration`` is too:
+    every target has the ``netprobe_connect_duration_seconds`` family (empty for a prober that
+    does not connect); what else a TCP connect showed is in the details (``ConnectInfo``).
+    """
+
     success: bool
     result: str
     #: whole probe, resolution included, in seconds
@@ -232,15 +240,10 @@ class ProbeResult:
     connect_duration: float | None = None
     #: the address actually probed, once resolved
     ip: str | None = None
-    #: 4 or 6 once an address was chosen, else 0
-    ip_protocol: int = 0
-    #: the target named a host that was resolved (or an IP literal checked against the
-    #: preferred protocol); blackbox emits its resolution metrics exactly then
-    resolve_attempted: bool = False
-    #: name resolution time
+    #: name resolution time; None unless the target's host was resolved (or an IP literal
+    #: checked against the preferred protocol): blackbox emits its resolution metrics exactly
+    #: when it is set
     resolve_duration: float | None = None
-    #: the kernel's smoothed RTT right after the handshake (TCP_INFO), when available
-    handshake_rtt: float | None = None
     #: what only this prober measures (its own type), None when nothing was measured
     details: Details | None = None
     #: why probe_policy refused the address, when it did (the probe was not sent)
@@ -256,6 +259,12 @@ class ProbeResult:
     #: the wall clock the notes are stamped with (the probe context's)
     wall: Callable[[], float] = time.time
     _log_bytes: int = 0
+
+    @property
+    def ip_protocol(self) -> int:
+        """4 or 6 once an address was chosen, else 0."""
+        ip = self.ip
+        return 0 if ip is None else 6 if ":" in ip else 4
 
     def note(self, msg: str, level: str = "info", **fields: object) -> None:
         """Record a step for ``/probe?debug=true``; free when not debugging, bounded when."""

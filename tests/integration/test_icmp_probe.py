@@ -55,8 +55,8 @@ class LoopbackICMPTests(_Base):
         for target, module in (("127.0.0.1", "v4"), ("localhost", "v4"), ("::1", "v6")):
             r = yield self.probe(target, module)
             self.assertEqual((r.result, r.success), ("success", True), r.detail)
-            self.assertGreater(r.details.phases["rtt"], 0)
-            self.assertLess(r.details.phases["rtt"], 0.05)
+            self.assertGreater(r.details.phases.rtt, 0)
+            self.assertLess(r.details.phases.rtt, 0.05)
             self.assertEqual(r.details.hop_limit, 64)
             text = render(r)
             self.assertIn("probe_icmp_reply_hop_limit 64\n", text)

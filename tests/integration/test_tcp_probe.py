@@ -93,10 +93,12 @@ class _ProbeTestCase(TestCase):
         self.assertLess(r.connect_duration, 1.0)  # loopback; room for a loaded machine
         self.assertGreaterEqual(r.duration, r.connect_duration)
         if sys.platform == "linux":
-            self.assertIsNotNone(r.handshake_rtt)
-            assert r.handshake_rtt is not None
-            self.assertGreaterEqual(r.handshake_rtt, 0)
-            self.assertLess(r.handshake_rtt, 0.1)
+            assert isinstance(r.details, tcp.TCPDetails)
+            rtt = r.details.connect.handshake_rtt
+            self.assertIsNotNone(rtt)
+            assert rtt is not None
+            self.assertGreaterEqual(rtt, 0)
+            self.assertLess(rtt, 0.1)
 
 
 class LoopbackTests(_ProbeTestCase):
@@ -126,7 +128,8 @@ class LoopbackTests(_ProbeTestCase):
         r = yield self.probe(f"127.0.0.1:{port}")
         self.assertEqual((r.result, r.success), ("refused", False))
         self.assertIsNone(r.connect_duration)
-        self.assertIsNone(r.handshake_rtt)
+        assert isinstance(r.details, tcp.TCPDetails)
+        self.assertIsNone(r.details.connect.handshake_rtt)
         self.assertEqual(r.ip, "127.0.0.1")
         self.assertIn("ECONNREFUSED", r.detail)
         self.assertGreater(r.duration, 0)

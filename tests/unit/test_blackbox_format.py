@@ -12,7 +12,7 @@ from netprobe_exporter.blackbox import go_float, ip_hash, render
 from netprobe_exporter.modules import Module
 from netprobe_exporter.probe_endpoint import ProbeRequestError, probe_timeout
 from netprobe_exporter.probes import ProbeResult
-from netprobe_exporter.probes.http import HTTPDetails
+from netprobe_exporter.probes.http import HTTPDetails, HTTPPhases
 from netprobe_exporter.probes.tcp import TCPDetails, expand
 from netprobe_exporter.probes.tls import go_name_string
 
@@ -94,8 +94,7 @@ def test_send_expansion_follows_go() -> None:
 
 
 def test_render_sorts_families_and_omits_what_blackbox_omits() -> None:
-    r = ProbeResult(False, "refused", 0.000184224, ip="127.0.0.1", ip_protocol=4,
-                    resolve_attempted=True, resolve_duration=9.467e-06,
+    r = ProbeResult(False, "refused", 0.000184224, ip="127.0.0.1", resolve_duration=9.467e-06,
                     details=TCPDetails())  # fmt: skip
     text = render(r)
     names = re.findall(r"^# TYPE (\S+) gauge$", text, re.M)
@@ -107,8 +106,8 @@ def test_render_sorts_families_and_omits_what_blackbox_omits() -> None:
     assert "probe_dns_lookup_time_seconds 9.467e-06\n" in text
     assert "probe_success 0\n" in text
     # http: phases only once resolution succeeded; TLS metrics only over TLS
-    h = ProbeResult(False, "dns_error", 0.01, resolve_attempted=True, details=HTTPDetails(
-        phases={"resolve": 0.01}))  # fmt: skip
+    h = ProbeResult(False, "dns_error", 0.01, resolve_duration=0.01, details=HTTPDetails(
+        phases=HTTPPhases(0.01)))  # fmt: skip
     text = render(h)
     assert 'probe_http_duration_seconds{phase="resolve"} 0.01\n' in text
     assert 'phase="connect"' not in text

@@ -12,6 +12,7 @@ from netprobe_exporter import exposition
 from netprobe_exporter.config import Target
 from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.probes import ProbeResult
+from netprobe_exporter.probes.connect import ConnectInfo
 from netprobe_exporter.probes.tcp import TCPDetails
 
 A = Target("127.0.0.1:80", "tcp_connect", 1.0, (("team", 'st"or\\age\n'),), (0.001, 0.01, 0.1))
@@ -21,7 +22,7 @@ B = Target("[::1]:22", "tcp_connect", 1.0)
 def success(connect: float) -> ProbeResult:
     return ProbeResult(
         True, "success", connect + 0.0001, connect_duration=connect, ip="127.0.0.1",
-        handshake_rtt=connect / 2, details=TCPDetails(),
+        details=TCPDetails(connect=ConnectInfo(connect / 2)),
     )  # fmt: skip
 
 
@@ -165,13 +166,12 @@ def test_gzip_negotiation(header: str | None, gzip: bool) -> None:
 
 
 def test_dns_lookup_histogram_counts_answered_queries() -> None:
-    from netprobe_exporter.probes.dns import DNSDetails
+    from netprobe_exporter.probes.dns import DNSDetails, DNSPhases
 
     t = Target("127.0.0.1:53", "dns_udp", 1.0, (), (0.001, 0.01))
     s = MetricsStore()
     s.sync([t])
-    answered = DNSDetails(phases={"resolve": 0.0, "connect": 0.0, "request": 0.004},
-                       query_succeeded=True)  # fmt: skip
+    answered = DNSDetails(phases=DNSPhases(0.0, 0.0, 0.004), query_succeeded=True)
     s.observe(t, ProbeResult(True, "success", 0.005, details=answered), 1.0)
     s.observe(t, ProbeResult(False, "timeout", 1.0, details=DNSDetails()), 2.0)
     got = samples(render(s))

@@ -22,9 +22,10 @@ from netprobe_exporter.config import (
 )
 from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.probes import ProbeResult
-from netprobe_exporter.probes.dns import DNSDetails
-from netprobe_exporter.probes.http import HTTPDetails
-from netprobe_exporter.probes.icmp import ICMPDetails
+from netprobe_exporter.probes.connect import ConnectInfo
+from netprobe_exporter.probes.dns import DNSDetails, DNSPhases
+from netprobe_exporter.probes.http import HTTPDetails, HTTPPhases
+from netprobe_exporter.probes.icmp import ICMPDetails, ICMPPhases
 from netprobe_exporter.probes.tcp import TCPDetails
 from netprobe_exporter.probes.tls import TLSInfo
 from netprobe_exporter.targetfiles import file_targets, read_target_file, scan
@@ -183,19 +184,22 @@ def test_too_many_series_is_refused() -> None:
 def _full_result(prober: str, handshake: bool, tls: bool) -> ProbeResult:
     """A result carrying every measurement a probe of ``prober`` can report."""
     info = TLSInfo("TLS 1.3", 2e9) if tls else None
+    conn = ConnectInfo(0.001 if handshake else None)
     details = {
-        "tcp": TCPDetails(tls=info),
+        "tcp": TCPDetails(connect=conn, tls=info),
         "http": HTTPDetails(
             200,
-            phases=dict.fromkeys(("resolve", "connect", "tls", "processing", "transfer"), 0.001),
+            phases=HTTPPhases(0.001, 0.001, 0.001, 0.001, 0.001, resolved=True),
+            connect=conn,
             tls=info,
         ),
-        "dns": DNSDetails({"request": 0.001}, query_succeeded=True, tls=info),
-        "icmp": ICMPDetails({"rtt": 0.001}),
+        "dns": DNSDetails(
+            DNSPhases(0.0, request=0.001), query_succeeded=True, connect=conn, tls=info
+        ),
+        "icmp": ICMPDetails(ICMPPhases(rtt=0.001)),
     }[prober]
     return ProbeResult(
-        True, "success", 0.01, connect_duration=0.001, ip="127.0.0.1",
-        handshake_rtt=0.001 if handshake else None, details=details,
+        True, "success", 0.01, connect_duration=0.001, ip="127.0.0.1", details=details
     )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ import socket
 import struct
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -68,6 +69,30 @@ def strerror(err: int) -> str:
     return f"{os.strerror(err)} ({errno.errorcode.get(err, err)})"
 
 
+#: the kernel's handshake RTT, for every prober that connects over TCP (tcp, http, dns)
+HANDSHAKE = Family(
+    "netprobe_tcp_handshake_rtt_seconds", "histogram",
+    "The kernel's smoothed RTT right after the TCP handshake (TCP_INFO), immune to "
+    "scheduling delays in the exporter; successful connects only.", order=40,
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class ConnectInfo:
+    """What the TCP connect showed besides its duration (a core field): the kernel's view.
+
+    Composed into the details of every prober that connects over TCP (tcp, http, dns), which
+    hand it to ``connect`` and feed ``HANDSHAKE`` from it.
+    """
+
+    #: the kernel's smoothed RTT right after the handshake (TCP_INFO), when available
+    handshake_rtt: float | None = None
+
+    def observe(self, out: SeriesSink) -> None:
+        if self.handshake_rtt is not None:
+            out.histogram(HANDSHAKE.name, self.handshake_rtt)
+
+
 def handshake_rtt(sock: socket.socket) -> float | None:
     """The kernel's smoothed RTT (``tcpi_rtt``) in seconds, or None where unavailable."""
     if _TCP_INFO is None:
@@ -96,7 +121,6 @@ async def resolve(
     An IP literal is its own answer, but still has to be of the preferred protocol unless
     fallback is allowed (blackbox's rule, so ``/probe`` answers agree).
     """
-    result.resolve_attempted = True
     clock = ctx.clock.monotonic
     started = clock()
     result.note("Resolving target address", target=host, ip_protocol=preferred)
@@ -124,7 +148,6 @@ async def resolve(
             result.fail("error", f"refused by probe_policy: {refused}")
             return None
     result.ip = ip
-    result.ip_protocol = 6 if ":" in ip else 4
     result.note("Resolved target address", target=host, ip=ip)
     return ip
 
@@ -245,9 +268,11 @@ class _Connector:
         source: str | None,
         timeout: float,
         result: ProbeResult,
+        info: ConnectInfo,
     ) -> None:
         self._engine = engine
         self._result = result
+        self._info = info
         self.deferred: Deferred[socket.socket | None] = Deferred(self._cancel)
         self._sock: socket.socket | None = None
         self._fd = -1
@@ -297,7 +322,7 @@ class _Connector:
         r.connect_duration = t1 - self._t0
         sock, self._sock = self._sock, None
         if sock is not None:
-            r.handshake_rtt = handshake_rtt(sock)
+            self._info.handshake_rtt = handshake_rtt(sock)
         r.note("Successfully dialed", seconds=f"{r.connect_duration:.6f}")
         self.deferred.callback(sock)
 
@@ -331,10 +356,14 @@ def connect(
     source: str | None,
     timeout: float,
     result: ProbeResult,
+    info: ConnectInfo,
 ) -> Deferred[socket.socket | None]:
-    """Fire with the connected socket (the caller closes it), or None with ``result`` failed."""
+    """Fire with the connected socket (the caller closes it), or None with ``result`` failed.
+
+    ``result.connect_duration`` and ``info`` get what the connect showed.
+    """
     result.note("Dialing TCP", address=ip, port=port)
-    return _Connector(engine_of(ctx), ip, port, source, timeout, result).deferred
+    return _Connector(engine_of(ctx), ip, port, source, timeout, result, info).deferred
 
 
 def adopt(ctx: ProbeContext, sock: socket.socket, factory: IProtocolFactory) -> IProtocol:
@@ -357,19 +386,6 @@ def adopt(ctx: ProbeContext, sock: socket.socket, factory: IProtocolFactory) -> 
     finally:
         sock.close()  # the reactor works on its own duplicate of the descriptor
     return built[0]
-
-
-#: the kernel's handshake RTT, for every prober that connects over TCP (tcp, http, dns)
-HANDSHAKE = Family(
-    "netprobe_tcp_handshake_rtt_seconds", "histogram",
-    "The kernel's smoothed RTT right after the TCP handshake (TCP_INFO), immune to "
-    "scheduling delays in the exporter; successful connects only.", order=40,
-)  # fmt: skip
-
-
-def observe_handshake(out: SeriesSink, result: ProbeResult) -> None:
-    if result.handshake_rtt is not None:
-        out.histogram(HANDSHAKE.name, result.handshake_rtt)
 
 
 #: the keys tcp, dns and icmp share: which IP protocol, and the source address

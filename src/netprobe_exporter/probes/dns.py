@@ -26,7 +26,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHandshakeListener, IReadDescriptor
+from twisted.internet.interfaces import IHandshakeListener, IProtocolFactory, IReadDescriptor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.names import dns
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -51,9 +51,9 @@ from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
     ADDRESSING,
     HANDSHAKE,
+    ConnectInfo,
     adopt,
     connect,
-    observe_handshake,
     resolve,
 )
 from netprobe_exporter.probes.tls import TLS_OPTION, TLSConfig, TLSInfo, creator_or_fail
@@ -115,29 +115,45 @@ LOOKUP = Family(
 
 
 @dataclass(slots=True)
+class DNSPhases:
+    """Seconds per phase (blackbox's ``phase`` label values); one not reached stays 0."""
+
+    #: the server's address
+    resolve: float
+    #: the TCP connect, TLS handshake included (UDP: the local socket setup)
+    connect: float = 0.0
+    #: query sent to answer received
+    request: float = 0.0
+
+    def items(self) -> tuple[tuple[str, float], ...]:
+        """(phase, seconds) in blackbox's order: every phase, always."""
+        return (("resolve", self.resolve), ("connect", self.connect), ("request", self.request))
+
+
+@dataclass(slots=True)
 class DNSDetails(Details):
     """What a DNS exchange showed."""
 
-    #: resolve, connect, request
-    phases: dict[str, float] = field(default_factory=dict)
+    #: None until the server's address was looked for (the target did not parse)
+    phases: DNSPhases | None = None
     answer_rrs: int = 0
     authority_rrs: int = 0
     additional_rrs: int = 0
     query_succeeded: bool = False
     #: the zone serial, for SOA queries (0 when no SOA came back); None for other queries
     serial: float | None = None
+    connect: ConnectInfo = field(default_factory=ConnectInfo)
     tls: TLSInfo | None = None
 
     def observe(self, out: SeriesSink, result: ProbeResult) -> None:
-        observe_handshake(out, result)
+        self.connect.observe(out)
         if self.query_succeeded:
-            out.histogram(LOOKUP.name, self.phases.get("request", 0.0))
+            out.histogram(LOOKUP.name, 0.0 if self.phases is None else self.phases.request)
         tls_.observe(out, self.tls)
 
     def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
-        out["probe_dns_duration_seconds"] = [
-            ({"phase": p}, round(v, 9)) for p, v in self.phases.items()
-        ]
+        phases = () if self.phases is None else self.phases.items()
+        out["probe_dns_duration_seconds"] = [({"phase": p}, round(v, 9)) for p, v in phases]
         out["probe_dns_answer_rrs"] = [({}, float(self.answer_rrs))]
         out["probe_dns_authority_rrs"] = [({}, float(self.authority_rrs))]
         out["probe_dns_additional_rrs"] = [({}, float(self.additional_rrs))]
@@ -389,7 +405,7 @@ async def _run(
         ctx, hp.host, hp.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
         timeout, result,
     )  # fmt: skip
-    info.phases = {"resolve": result.resolve_duration or 0.0, "connect": 0.0, "request": 0.0}
+    phases = info.phases = DNSPhases(result.resolve_duration or 0.0)
     if ip is None:
         return
     creator = None
@@ -410,16 +426,18 @@ async def _run(
         **{"class": opts.query_class},
     )
     remaining = timeout - (clock() - started)
-    exchange: Any
+    exchange: _TCPExchange | _UDPExchange
     if opts.transport_protocol == "tcp":
         t0 = clock()
-        sock = await connect(ctx, ip, hp.port, opts.source_ip_address, remaining, result)
+        sock = await connect(
+            ctx, ip, hp.port, opts.source_ip_address, remaining, result, info.connect
+        )
         if sock is None:
-            info.phases["connect"] = clock() - t0
+            phases.connect = clock() - t0
             return
-        info.phases["connect"] = result.connect_duration or 0.0
-        exchange = _TCPExchange(payload, clock, tls=creator is not None)
-        factory: Any = Factory.forProtocol(lambda: exchange)
+        phases.connect = result.connect_duration or 0.0
+        exchange = stream = _TCPExchange(payload, clock, tls=creator is not None)
+        factory: IProtocolFactory = Factory.forProtocol(lambda: stream)
         if creator is not None:
             factory = TLSMemoryBIOFactory(creator, True, factory)
         adopt(ctx, sock, factory)
@@ -431,18 +449,18 @@ async def _run(
         except ProbeFailure as exc:
             result.fail(exc.result, str(exc))
             return
-        info.phases["connect"] = exchange.connect_duration
+        phases.connect = exchange.connect_duration
     remaining = timeout - (clock() - started)
     answer = exchange.done
     timer = ctx.reactor.callLater(max(remaining, 0.0), answer.cancel)
     try:
         raw = await answer
         if creator is not None:  # the TLS handshake counts as connecting
-            info.phases["connect"] = exchange.sent_at - t0
-        info.phases["request"] = clock() - exchange.sent_at
+            phases.connect = exchange.sent_at - t0
+        phases.request = clock() - exchange.sent_at
     except defer.CancelledError:
         if exchange.sent_at:
-            info.phases["request"] = clock() - exchange.sent_at
+            phases.request = clock() - exchange.sent_at
         result.fail("timeout", "DNS query timed out")
         return
     except ProbeFailure as exc:

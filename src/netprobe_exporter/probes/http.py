@@ -29,7 +29,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener, IProtocol, IProtocolFactory
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -61,9 +61,9 @@ from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
     HANDSHAKE,
     IP_PROTOCOL,
+    ConnectInfo,
     adopt,
     connect,
-    observe_handshake,
     resolve,
 )
 from netprobe_exporter.probes.tcp import FAILED_DUE_TO_REGEX
@@ -109,7 +109,6 @@ MAX_REDIRECTS = 10
 MAX_RESPONSE_HEADER_BYTES = 1 << 20
 MAX_RESPONSE_HEADER_LINES = 10_000
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
-_PHASE_INDEX = {p: i for i, p in enumerate(PHASES)}
 COMPRESSIONS = ("gzip", "deflate", "identity")
 
 
@@ -166,6 +165,35 @@ STATUS = Family(
 
 
 @dataclass(slots=True)
+class HTTPPhases:
+    """Seconds per phase, summed over redirects (``PHASES``, blackbox's ``phase`` values).
+
+    Until an address is found only ``resolve`` is timed: the others are then absent (not 0)
+    from what is shown, as in blackbox, which has none of them when resolution failed.
+    """
+
+    resolve: float = 0.0
+    connect: float = 0.0
+    tls: float = 0.0
+    #: connection ready to the response's first byte
+    processing: float = 0.0
+    #: first byte to the end of the body, final response only
+    transfer: float = 0.0
+    #: an address was found: every phase is shown, not only ``resolve``
+    resolved: bool = False
+
+    def values(self) -> tuple[float, ...]:
+        """The shown phases' seconds, in ``PHASES`` order (a prefix of it)."""
+        if not self.resolved:
+            return (self.resolve,)
+        return (self.resolve, self.connect, self.tls, self.processing, self.transfer)
+
+    def items(self) -> tuple[tuple[str, float], ...]:
+        """(phase, seconds) of the shown phases, in ``PHASES`` order."""
+        return tuple(zip(PHASES, self.values(), strict=False))
+
+
+@dataclass(slots=True)
 class HTTPDetails(Details):
     """What the HTTP exchange showed (of the final response, phases summed over redirects)."""
 
@@ -176,18 +204,19 @@ class HTTPDetails(Details):
     ssl: bool = False
     version: float = 0.0
     last_modified: float | None = None
-    #: resolve, connect, tls, processing, transfer; only resolve if resolution failed
-    phases: dict[str, float] = field(default_factory=dict)
+    #: None until the target's host was looked for (the URL did not parse)
+    phases: HTTPPhases | None = None
     #: a body or header rule decided the failure
     failed_due_to_regex: bool = False
+    connect: ConnectInfo = field(default_factory=ConnectInfo)
     tls: TLSInfo | None = None
 
     def observe(self, out: SeriesSink, result: ProbeResult) -> None:
-        observe_handshake(out, result)
+        self.connect.observe(out)
         out.gauge(STATUS.name, float(self.status_code))
-        if self.status_code:  # phases of an exchange that got an answer
-            for phase, seconds in self.phases.items():
-                out.histogram(DURATION.name, seconds, _PHASE_INDEX[phase])
+        if self.status_code and self.phases is not None:  # an exchange that got an answer
+            for index, seconds in enumerate(self.phases.values()):
+                out.histogram(DURATION.name, seconds, index)
         tls_.observe(out, self.tls)
 
     def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
@@ -198,7 +227,7 @@ class HTTPDetails(Details):
         out["probe_http_ssl"] = [({}, 1.0 if self.ssl else 0.0)]
         out["probe_http_status_code"] = [({}, float(self.status_code))]
         out["probe_http_version"] = [({}, self.version)]
-        if self.phases:
+        if self.phases is not None:
             out["probe_http_duration_seconds"] = [
                 ({"phase": p}, round(v, 9)) for p, v in self.phases.items()
             ]
@@ -233,10 +262,10 @@ class _Hop:
     tls_done: float = 0.0
     got_conn: float = 0.0
     response_start: float = 0.0
-    tls_protocol: Any = None
+    tls_protocol: TLSMemoryBIOProtocol | None = None
     inner: IProtocol | None = None
     #: the protocol the reactor's transport talks to (TLS or the timing wrapper)
-    outer: Any = None
+    outer: IProtocol | None = None
     #: why the response head was refused (too big), when it was
     head_error: str | None = None
 
@@ -324,17 +353,19 @@ class _HopEndpoint:
 
     def __init__(
         self, ctx: ProbeContext, ip: str, port: int, creator: Any, hop: _Hop,
-        result: ProbeResult, deadline: float,
+        result: ProbeResult, info: ConnectInfo, deadline: float,
     ) -> None:  # fmt: skip
         self._ctx, self._ip, self._port, self._creator = ctx, ip, port, creator
-        self._hop, self._result, self._deadline = hop, result, deadline
+        self._hop, self._result, self._info, self._deadline = hop, result, info, deadline
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         return Deferred.fromCoroutine(self._connect(factory))
 
     async def _connect(self, factory: IProtocolFactory) -> IProtocol:
         remaining = self._deadline - self._ctx.clock.monotonic()
-        sock = await connect(self._ctx, self._ip, self._port, None, remaining, self._result)
+        sock = await connect(
+            self._ctx, self._ip, self._port, None, remaining, self._result, self._info
+        )
         if sock is None:
             raise ProbeFailure(self._result.result, self._result.detail)
         wrapped: IProtocolFactory = _TimingFactory(factory, self._hop)
@@ -343,7 +374,7 @@ class _HopEndpoint:
             wrapped = TLSMemoryBIOFactory(self._creator, True, wrapped)
         outer = adopt(self._ctx, sock, wrapped)
         self._hop.outer = outer
-        if self._creator is not None:
+        if isinstance(outer, TLSMemoryBIOProtocol):
             self._hop.tls_protocol = outer
         assert self._hop.inner is not None
         return self._hop.inner
@@ -457,11 +488,10 @@ async def _run(
         ctx, url.host, url.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
         timeout, result,
     )  # fmt: skip
-    info.phases["resolve"] = result.resolve_duration or 0.0
+    phases = info.phases = HTTPPhases(result.resolve_duration or 0.0)
     if ip is None:
         return
-    for phase in PHASES[1:]:
-        info.phases[phase] = 0.0
+    phases.resolved = True
     exchange = Deferred.fromCoroutine(_exchange(ctx, url, ip, opts, started + timeout, result))
     timer = ctx.reactor.callLater(
         max(timeout - (ctx.clock.monotonic() - started), 0), exchange.cancel
@@ -528,6 +558,8 @@ async def _exchange(
 ) -> None:
     info = result.details
     assert isinstance(info, HTTPDetails)
+    phases = info.phases
+    assert phases is not None  # set once the address was found
     try:  # local problems (credential or certificate files) are ours: "error", not the peer's
         headers = _headers(opts)
         first_creator: Any = None
@@ -549,7 +581,8 @@ async def _exchange(
                 )  # fmt: skip
             except Exception as exc:
                 raise ProbeFailure("error", f"local configuration: {exc}") from None
-        endpoint = _HopEndpoint(ctx, current_ip, current.port, creator, hop, result, deadline)
+        endpoint = _HopEndpoint(ctx, current_ip, current.port, creator, hop, result, info.connect,
+                                deadline)  # fmt: skip
         agent = Agent.usingEndpointFactory(
             ctx.reactor, _OneEndpointFactory(endpoint),
             pool=HTTPConnectionPool(ctx.reactor, persistent=False),
@@ -567,7 +600,7 @@ async def _exchange(
             except Exception as exc:
                 raise _classify(exc, hop) from None
             finally:
-                _add_phases(info, hop, result)
+                _add_phases(phases, hop, result)
             result.note("Received HTTP response", status_code=response.code)
             location = response.headers.getRawHeaders(b"location")
             redirect = response.code in REDIRECTS and bool(location)
@@ -597,21 +630,21 @@ async def _exchange(
                 ctx, nxt.host, nxt.ip_version, opts.preferred_ip_protocol,
                 opts.ip_protocol_fallback, deadline - t0, result,
             )  # fmt: skip
-            info.phases["resolve"] += ctx.clock.monotonic() - t0
+            phases.resolve += ctx.clock.monotonic() - t0
             if new_ip is None:
                 raise ProbeFailure(result.result, result.detail)
             current_ip = new_ip
         current = nxt
 
 
-def _add_phases(info: HTTPDetails, hop: _Hop, result: ProbeResult) -> None:
+def _add_phases(phases: HTTPPhases, hop: _Hop, result: ProbeResult) -> None:
     if hop.got_conn == 0.0:
         return
-    info.phases["connect"] += result.connect_duration or 0.0
+    phases.connect += result.connect_duration or 0.0
     if hop.tls_start:
-        info.phases["tls"] += max(hop.tls_done - hop.tls_start, 0.0)
+        phases.tls += max(hop.tls_done - hop.tls_start, 0.0)
     if hop.response_start:
-        info.phases["processing"] += max(hop.response_start - hop.got_conn, 0.0)
+        phases.processing += max(hop.response_start - hop.got_conn, 0.0)
 
 
 def _classify(exc: Exception, hop: _Hop) -> ProbeFailure:
@@ -716,6 +749,8 @@ async def _final(
 ) -> None:  # fmt: skip
     info = result.details
     assert isinstance(info, HTTPDetails)
+    phases = info.phases
+    assert phases is not None
     info.status_code = response.code
     failures: list[str] = []
     regex_failed = False
@@ -737,9 +772,7 @@ async def _final(
     reader = _Body(opts.body_size_limit, _decoder(opts), ctx.max_body_bytes * keep)
     response.deliverBody(reader)
     await reader.done
-    info.phases["transfer"] += (
-        max(hop.clock() - hop.response_start, 0.0) if hop.response_start else 0.0
-    )
+    phases.transfer += max(hop.clock() - hop.response_start, 0.0) if hop.response_start else 0.0
     info.body_length = reader.length
     if reader.error is not None:
         failures.append(reader.error)

@@ -62,18 +62,30 @@ RTT = Family(
 
 
 @dataclass(slots=True)
+class ICMPPhases:
+    """Seconds per phase (blackbox's ``phase`` label values); one not reached stays 0."""
+
+    resolve: float = 0.0
+    #: the socket found and the request sent
+    setup: float = 0.0
+    #: the echo's round trip (kernel receive timestamp minus send time)
+    rtt: float = 0.0
+
+    def items(self) -> tuple[tuple[str, float], ...]:
+        """(phase, seconds) in blackbox's order: every phase, always."""
+        return (("resolve", self.resolve), ("setup", self.setup), ("rtt", self.rtt))
+
+
+@dataclass(slots=True)
 class ICMPDetails(Details):
     """What an echo showed: its phases and the reply's TTL / hop limit."""
 
-    #: resolve, setup, rtt
-    phases: dict[str, float] = field(
-        default_factory=lambda: {"resolve": 0.0, "setup": 0.0, "rtt": 0.0}
-    )
+    phases: ICMPPhases = field(default_factory=ICMPPhases)
     hop_limit: int | None = None
 
     def observe(self, out: SeriesSink, result: ProbeResult) -> None:
         if result.success:
-            out.histogram(RTT.name, self.phases["rtt"])
+            out.histogram(RTT.name, self.phases.rtt)
 
     def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
         out["probe_icmp_duration_seconds"] = [
@@ -312,7 +324,7 @@ async def _run(
         ctx, address, version, opts.preferred_ip_protocol, opts.ip_protocol_fallback, timeout,
         result,
     )  # fmt: skip
-    phases["resolve"] = result.resolve_duration or 0.0
+    phases.resolve = result.resolve_duration or 0.0
     if ip is None:
         return
     t0 = clock()
@@ -321,10 +333,10 @@ async def _run(
         sock = engine_of(ctx).socket_for(family, opts.source_ip_address)
         seq, echo = sock.send(ip, opts)
     except OSError as exc:
-        phases["setup"] = clock() - t0
+        phases.setup = clock() - t0
         result.fail("error", f"icmp: {exc.strerror or exc}")
         return
-    phases["setup"] = clock() - t0
+    phases.setup = clock() - t0
     result.note("Waiting for reply packets", kind="raw" if sock.raw else "datagram", seq=seq)
     remaining = timeout - (clock() - started)
     timer = ctx.reactor.callLater(max(remaining, 0.0), echo.deferred.cancel)
@@ -340,9 +352,9 @@ async def _run(
     finally:
         if timer.active():
             timer.cancel()
-    phases["rtt"] = rtt_ns / 1e9
+    phases.rtt = rtt_ns / 1e9
     details.hop_limit = hop
-    result.note("Found matching reply packet", rtt_seconds=phases["rtt"], hop_limit=hop)
+    result.note("Found matching reply packet", rtt_seconds=phases.rtt, hop_limit=hop)
     result.success, result.result = True, "success"
 
 

@@ -41,9 +41,9 @@ from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
     ADDRESSING,
     HANDSHAKE,
+    ConnectInfo,
     adopt,
     connect,
-    observe_handshake,
     resolve,
 )
 from netprobe_exporter.probes.tls import (
@@ -95,10 +95,11 @@ class TCPDetails(Details):
 
     #: an ``expect`` pattern decided the failure
     failed_due_to_regex: bool = False
+    connect: ConnectInfo = field(default_factory=ConnectInfo)
     tls: TLSInfo | None = None
 
     def observe(self, out: SeriesSink, result: ProbeResult) -> None:
-        observe_handshake(out, result)
+        self.connect.observe(out)
         tls_.observe(out, self.tls)
 
     def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
@@ -253,14 +254,14 @@ def probe(ctx: ProbeContext, address: str, module: Module, timeout: float) -> De
         else:
             want = 6 if opts.preferred_ip_protocol == "ip6" else 4
             if hp.ip_version and (hp.ip_version == want or opts.ip_protocol_fallback):
-                return _connect_only(ctx, hp.host, hp.ip_version, hp.port, opts, timeout)
+                return _connect_only(ctx, hp.host, hp.port, opts, timeout)
     return run_probe(
         ctx, lambda result, started: _run(ctx, address, opts, timeout, started, result)
     )
 
 
 def _connect_only(
-    ctx: ProbeContext, ip: str, version: int, port: int, opts: TCPProbe, timeout: float
+    ctx: ProbeContext, ip: str, port: int, opts: TCPProbe, timeout: float
 ) -> Deferred[ProbeResult]:
     """The hot path of continuous mode: an IP literal, a bare connect, no coroutine machinery.
 
@@ -269,10 +270,9 @@ def _connect_only(
     clock = ctx.clock.monotonic
     started = clock()
     result = ctx.new_result()
-    result.details = TCPDetails()
-    result.resolve_attempted = True
+    details = result.details = TCPDetails()
     result.resolve_duration = 0.0
-    result.ip, result.ip_protocol = ip, version
+    result.ip = ip
 
     def done(sock: socket.socket | None) -> ProbeResult:
         if sock is not None:
@@ -281,7 +281,8 @@ def _connect_only(
         result.duration = clock() - started
         return result
 
-    return connect(ctx, ip, port, opts.source_ip_address, timeout, result).addCallback(done)
+    connecting = connect(ctx, ip, port, opts.source_ip_address, timeout, result, details.connect)
+    return connecting.addCallback(done)
 
 
 async def _run(
@@ -310,7 +311,9 @@ async def _run(
         if creator is None:
             return
     remaining = timeout - (ctx.clock.monotonic() - started)
-    sock = await connect(ctx, ip, hp.port, opts.source_ip_address, remaining, result)
+    sock = await connect(
+        ctx, ip, hp.port, opts.source_ip_address, remaining, result, details.connect
+    )
     if sock is None:
         return
     if not opts.tls and not opts.query_response:
