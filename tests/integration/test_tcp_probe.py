@@ -27,19 +27,8 @@ from tests.support.loopback import (
     temp_path,
     write_file,
 )
+from tests.support.probe_fixtures import tcp_module as module
 from tests.support.reactor import reactor
-
-
-def module(preferred: str = "ip6", fallback: bool = True, source: str | None = None) -> Module:
-    return Module(
-        name="tcp_connect",
-        prober="tcp",
-        options=TCPProbe(
-            preferred_ip_protocol=preferred,
-            ip_protocol_fallback=fallback,
-            source_ip_address=source,
-        ),
-    )
 
 
 def listener(family: int = socket.AF_INET, host: str = "127.0.0.1") -> socket.socket:

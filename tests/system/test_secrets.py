@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from tests.support.procutil import Processes, run_exporter, wait_for
+from tests.support.secret_cases import WEB_ERRORS, WRONG_KIND, module_config
 from tests.support.servers import AUTH_PASSWORD, AUTH_USER, http_server, make_certs
 
 TOKEN = "tok-Zq81-bearer"
@@ -125,67 +126,6 @@ def test_secrets_never_show(procs: Processes, tmp_path: Path) -> None:
     assert all("<secret>" in line for line in warnings[-3:]), warnings
 
 
-WRONG_KIND = "Wk-73-hunter2"
-
-
-MODULE_ERRORS = {
-    f'{{prober: http, http: {{basic_auth: "bob:{WRONG_KIND}"}}}}':
-        "http.basic_auth: must be a mapping, not a string",
-    f"{{prober: http, http: {{basic_auth: {{bob:{WRONG_KIND}}}}}}}":
-        "http.basic_auth.<a key of 17 characters>: unknown key",
-    f"{{prober: http, http: {{basic_auth: {{username: u, password: {{x: {WRONG_KIND}}}}}}}}}":
-        "http.basic_auth.password: must be a string, not a mapping",
-    f'{{prober: http, http: {{authorization: "Bearer {WRONG_KIND}"}}}}':
-        "http.authorization: must be a mapping, not a string",
-    f"{{prober: http, http: {{authorization: {{credentials: [{WRONG_KIND}]}}}}}}":
-        "http.authorization.credentials: must be a string, not a list",
-    f'{{prober: http, http: {{headers: "Authorization: Bearer {WRONG_KIND}"}}}}':
-        "http.headers: must be a mapping of strings, not a string",
-    f"{{prober: http, http: {{headers: {{X-Api-Key: [{WRONG_KIND}]}}}}}}":
-        "http.headers.X-Api-Key: must be a string, not a list",
-    f'{{prober: http, http: {{headers: {{"Token {WRONG_KIND}": [x]}}}}}}':
-        "http.headers.<a key of 19 characters>: must be a string, not a list",
-    f"{{prober: http, http: {{tls_config: {WRONG_KIND}}}}}":
-        "http.tls_config: must be a mapping, not a string",
-    f"{{prober: tcp, tcp: {{tls_config: {WRONG_KIND}}}}}":
-        "tcp.tls_config: must be a mapping, not a string",
-    f"{{prober: dns, dns: {{query_name: x., tls_config: [{WRONG_KIND}]}}}}":
-        "dns.tls_config: must be a mapping, not a list",
-    f"{{prober: http, http: {{tls_config: {{insecure_skip_verify: {WRONG_KIND}}}}}}}":
-        "http.tls_config.insecure_skip_verify: must be true or false, not a string",
-    f"{{prober: http, http: {{bearer_token: {{t: {WRONG_KIND}}}}}}}":
-        "http.bearer_token: must be a string, not a mapping",
-    f"{{prober: http, http: {{oauth2: {WRONG_KIND}}}}}":
-        "http.oauth2: is not supported yet",
-}  # fmt: skip
-
-
-WEB_ERRORS = {
-    f'basic_auth_users: "prom:{WRONG_KIND}"\n':
-        "basic_auth_users: must be a mapping of strings, not a string",
-    f"basic_auth_users: {{prom: [{WRONG_KIND}]}}\n":
-        "basic_auth_users.prom: must be a string, not a list",
-    f"basic_auth_users: {{prom:{WRONG_KIND}}}\n":
-        "basic_auth_users.<a key of 18 characters>: must be a string, not empty",
-    f'http_server_config: {{headers: "X-Token: {WRONG_KIND}"}}\n':
-        "http_server_config.headers: must be a mapping of strings, not a string",
-    f"http_server_config: {{headers: {{X-Token: [{WRONG_KIND}]}}}}\n":
-        "http_server_config.headers.X-Token: must be a string, not a list",
-    f"tls_server_config: {WRONG_KIND}\n":
-        "tls_server_config: must be a mapping, not a string",
-}  # fmt: skip
-
-
-def _module_config() -> tuple[str, list[str]]:
-    """A config with each bad module of MODULE_ERRORS, and the errors expected (by line)."""
-    lines = ["modules:"]
-    expected = []
-    for i, (module, error) in enumerate(MODULE_ERRORS.items()):
-        lines.append(f"  m{i}: {module}")
-        expected.append(f":{i + 2}: modules.m{i}.{error}")
-    return "\n".join(lines) + "\n", expected
-
-
 def test_wrong_kinds_under_secret_keys_stay_out_of_check_reload_and_log(
     procs: Processes, tmp_path: Path
 ) -> None:
@@ -194,7 +134,7 @@ def test_wrong_kinds_under_secret_keys_stay_out_of_check_reload_and_log(
     web.write_text("basic_auth_users: {}\n")
     ex = procs.start_exporter(f"--config.file={config}", f"--web.config.file={web}")
     wait_for(lambda: ex.get("/-/ready").status == 200, 10, "readiness")
-    bad, expected = _module_config()
+    bad, expected = module_config()
     config.write_text(bad)
     check = run_exporter(f"--config.file={config}", "--config.check")
     assert check.returncode == 1

@@ -9,7 +9,6 @@ from typing import Any
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from netprobe_exporter.modules import Module, TCPProbe
 from netprobe_exporter.probes import ProbeContext, tcp
 from netprobe_exporter.probes.connect import engine_of
 from netprobe_exporter.resolver import Resolver
@@ -21,19 +20,8 @@ from tests.support.loopback import (
     write_file,
 )
 from tests.support.netns import RoutedNamespace, routed_namespace_or_skip
+from tests.support.probe_fixtures import tcp_module as module
 from tests.support.reactor import reactor
-
-
-def module(preferred: str = "ip6", fallback: bool = True, source: str | None = None) -> Module:
-    return Module(
-        name="tcp_connect",
-        prober="tcp",
-        options=TCPProbe(
-            preferred_ip_protocol=preferred,
-            ip_protocol_fallback=fallback,
-            source_ip_address=source,
-        ),
-    )
 
 
 class NamespaceTests(TestCase):

@@ -12,24 +12,7 @@ import pytest
 
 from netprobe_exporter.config import ConfigError, Target, parse_config
 from netprobe_exporter.targetfiles import SETTLE, file_targets, read_target_file, scan
-
-
-def config_for(tmp_path: Path, extra: str = "") -> str:
-    return textwrap.dedent(
-        f"""\
-        modules:
-          web: {{prober: http}}
-        targets:
-          - address: 127.0.0.1:1
-        target_files:
-          - files: [{tmp_path}/sd/*.json, {tmp_path}/sd/*.yml]
-            interval: 2s
-            labels: {{source: sd}}
-            refresh_interval: 1s
-          - files: [{tmp_path}/web/*.yaml]
-            module: web
-        {extra}"""
-    )
+from tests.support.target_files import config_for
 
 
 def test_target_files_config_and_its_errors(tmp_path: Path) -> None:
