@@ -97,7 +97,8 @@ class Limits:
     label_limit: int = 30
     #: characters in a label name
     label_name_length_limit: int = 64
-    #: characters in a label value, the target's address and module name included
+    #: characters in a label value, a module's name included (an address may take
+    #: ADDRESS_LENGTH_LIMIT, long URLs being real)
     label_value_length_limit: int = 256
     #: continuous series in all, estimated from each target's prober and buckets: 100 per
     #: target at max_targets (a tcp target with the default buckets has 67, an http one 160)
