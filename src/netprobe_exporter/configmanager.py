@@ -78,8 +78,9 @@ def no_full_collections() -> Iterator[None]:
     Each full collection walks every tracked object and holds the GIL meanwhile; the hundreds
     of thousands of objects a 50,000-target reload builds trigger several, of 0.1-0.4 s each,
     whichever thread allocates. Young collections go on as usual; only the oldest one waits.
-    A build that succeeds then calls ``gc.freeze()``, so that the new state it leaves alive is
-    not walked by later full collections either (freed state still goes by reference count).
+    A big build that succeeds then calls ``gc.freeze()`` (``freeze_if_big``), so that the new
+    state it leaves alive is not walked by later full collections either (freed state still
+    goes by reference count).
     """
     t0, t1, t2 = gc.get_threshold()
     gc.set_threshold(t0, t1, 1 << 30)
@@ -87,6 +88,18 @@ def no_full_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(t0, t1, t2)
+
+
+#: a build of at least this many targets is frozen out of later full collections; smaller ones
+#: are not worth it, and each freeze also keeps, for good, whatever reference cycles are alive
+#: at that moment (probes in flight), so it is done only where it pays
+FREEZE_TARGETS = 10_000
+
+
+def freeze_if_big(targets: int) -> None:
+    """``gc.freeze()`` after a build of ``targets`` targets, when that many are worth it."""
+    if targets >= FREEZE_TARGETS:
+        gc.freeze()
 
 
 class ReloadFailed(Exception):
@@ -310,7 +323,7 @@ class ConfigManager(Service):
         with no_full_collections():
             plan = self._scan_and_prepare(config, previous)
             if plan.prepared is not None:  # new state was built (most looks find no change)
-                gc.freeze()
+                freeze_if_big(plan.targets)
             return plan
 
     def _scan_and_prepare(self, config: Config, previous: Scan) -> _FilesPlan:
@@ -339,7 +352,7 @@ class ConfigManager(Service):
             config = self.read_config()
             # every file is read again; one that fails now keeps its last good targets
             plan = self._prepare(config, scan(config, self._seen.files, force=True))
-            gc.freeze()
+            freeze_if_big(plan.targets)
             return plan
 
     def _reload(self) -> Deferred[None]:

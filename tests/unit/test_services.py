@@ -427,3 +427,19 @@ def test_app_bad_config_reload_changes_no_service(tmp_path: Path) -> None:
     assert failed and failed[0].check(ConfigError)
     assert app.config is running and app.web.config is running and app.probing.config is running
     app.stopService()
+
+
+def test_only_a_big_build_is_frozen_out_of_full_collections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A freeze keeps for good the reference cycles alive at that moment: small builds skip it."""
+    import gc
+
+    from netprobe_exporter import configmanager
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    configmanager.freeze_if_big(configmanager.FREEZE_TARGETS - 1)
+    assert frozen == []
+    configmanager.freeze_if_big(configmanager.FREEZE_TARGETS)
+    assert frozen == [True]
