@@ -1,0 +1,1 @@
+"""The ``io.prometheus.client`` protobuf schema (prometheus/client_model), for the exposition."""
