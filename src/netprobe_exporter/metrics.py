@@ -16,10 +16,11 @@ import twisted
 
 from netprobe_exporter import __version__, python_version
 from netprobe_exporter.model import RESULTS, ProbeResult, SeriesSink, Target
+from netprobe_exporter.nhist import DEFAULT_NATIVE, NativeBuckets, NativeSpec
 from netprobe_exporter.probes import Family
 from netprobe_exporter.probes.all import PROBERS
 
-SeriesKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[float, ...]]
+SeriesKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[float, ...], NativeSpec]
 #: probes per target remembered for the status page
 HISTORY = 30
 RESULT_CODE = {name: i for i, name in enumerate(RESULTS)}
@@ -39,23 +40,27 @@ def label_string(pairs: Iterable[tuple[str, str]]) -> str:
 
 
 def series_key(target: Target) -> SeriesKey:
-    """Series survive a reload while address, module, labels and buckets are unchanged."""
-    return (target.address, target.module, target.labels, target.buckets)
+    """Series survive a reload while address, module, labels and buckets (classic and native)
+    are unchanged."""
+    return (target.address, target.module, target.labels, target.buckets, target.native)
 
 
 class Histogram:
-    """A cumulative-on-render histogram: ``counts[i]`` holds observations in bucket i only."""
+    """A cumulative-on-render histogram: ``counts[i]`` holds observations in bucket i only;
+    ``native`` the same observations in native buckets (only the protobuf format shows them)."""
 
-    __slots__ = ("bounds", "count", "counts", "sum")
+    __slots__ = ("bounds", "count", "counts", "native", "sum")
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
+    def __init__(self, bounds: tuple[float, ...], native: NativeSpec = DEFAULT_NATIVE) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
+        self.native = NativeBuckets(native)
         self.sum = 0.0
         self.count = 0
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
+        self.native.observe(value)
         self.sum += value
         self.count += 1
 
@@ -87,7 +92,9 @@ class TargetSeries(SeriesSink):
         "last_connect",
         "last_probe_ts",
         "last_success_ts",
+        "native",
         "observed",
+        "pairs",
         "probe",
         "results",
         "target",
@@ -98,6 +105,8 @@ class TargetSeries(SeriesSink):
         pairs = [("target", target.display_address), ("module", target.module), *target.labels]
         self.target = target
         self.labels = label_string(pairs)
+        #: the same labels unescaped, for the protobuf format
+        self.pairs = tuple(pairs)
         # the status page's recent history, a ring allocated whole so that memory stays flat:
         # result codes (RESULTS index) and probe durations; ``observed`` counts every probe
         self.history = bytearray(HISTORY)
@@ -106,8 +115,9 @@ class TargetSeries(SeriesSink):
         self.detail = ""
         self.up: float | None = None
         self.results = dict.fromkeys(RESULTS, 0)
-        self.connect = Histogram(target.buckets)
-        self.probe = Histogram(target.buckets)
+        self.native = target.native
+        self.connect = Histogram(target.buckets, target.native)
+        self.probe = Histogram(target.buckets, target.native)
         self.last_connect: float | None = None
         self.last_probe_ts: float | None = None
         self.last_success_ts: float | None = None
@@ -136,7 +146,7 @@ class TargetSeries(SeriesSink):
             if declared is None:  # a prober registered after this module was imported
                 declared = _LABEL_VALUES[family] = prober_families()[family].label_values
             count = len(declared) or 1
-            found = hists[family] = [Histogram(self.buckets) for _ in range(count)]
+            found = hists[family] = [Histogram(self.buckets, self.native) for _ in range(count)]
         found[label].observe(value)
 
     def gauge(self, family: str, value: float) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from netprobe_exporter.addresses import redact_url
+from netprobe_exporter.nhist import DEFAULT_NATIVE, NativeSpec
 
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -52,6 +53,8 @@ class Target:
     interval: float
     labels: tuple[tuple[str, str], ...] = ()
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    #: native histogram settings (protobuf exposition)
+    native: NativeSpec = DEFAULT_NATIVE
 
     @property
     def key(self) -> tuple[str, str]:

@@ -20,6 +20,7 @@ SCHEMA_MAX = 8
 DEFAULT_ZERO_THRESHOLD = 2.0**-128
 DEFAULT_BUCKET_FACTOR = 1.1
 DEFAULT_MAX_BUCKETS = 160
+_INF = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,25 +77,45 @@ def upper_bound(index: int, schema: int) -> float:
 class NativeBuckets:
     """The sparse buckets of one histogram: counts by index, positive and negative."""
 
-    __slots__ = ("max_buckets", "negative", "positive", "schema", "zero_count", "zero_threshold")
+    __slots__ = (
+        "bounds",
+        "max_buckets",
+        "negative",
+        "positive",
+        "schema",
+        "zero_count",
+        "zero_threshold",
+    )
 
     def __init__(self, spec: NativeSpec = DEFAULT_NATIVE) -> None:
-        self.schema = spec.schema
         self.zero_threshold = spec.zero_threshold
         self.max_buckets = spec.max_buckets
         self.zero_count = 0
         self.positive: dict[int, int] = {}
         self.negative: dict[int, int] = {}
+        self._set_schema(spec.schema)
+
+    def _set_schema(self, schema: int) -> None:
+        self.schema = schema
+        #: the mantissa bounds of ``schema`` (None at schema <= 0, where no table is needed)
+        self.bounds = _BOUNDS.get(schema)
 
     def observe(self, value: float) -> None:
-        if abs(value) <= self.zero_threshold or value != value:
+        # the common case (a positive duration) inlined: a frexp, a bisect, a dict update
+        bounds = self.bounds
+        if value > self.zero_threshold and value < _INF and bounds is not None:
+            frac, exp = math.frexp(value)
+            key = bisect_left(bounds, frac) + (exp - 1) * len(bounds)
+            side = self.positive
+        elif abs(value) <= self.zero_threshold or value != value:
             self.zero_count += 1
             return
-        side = self.positive if value > 0 else self.negative
-        if value in (math.inf, -math.inf):  # one past the largest float's bucket
-            key = bucket_index(sys.float_info.max, self.schema) + 1
         else:
-            key = bucket_index(value, self.schema)
+            side = self.positive if value > 0 else self.negative
+            if value in (_INF, -_INF):  # one past the largest float's bucket
+                key = bucket_index(sys.float_info.max, self.schema) + 1
+            else:
+                key = bucket_index(value, self.schema)
         n = side.get(key)
         if n is not None:
             side[key] = n + 1
@@ -107,7 +128,7 @@ class NativeBuckets:
         """Lower the schema by one, merging bucket pairs (client_golang's doubleBucketWidth)."""
         if self.schema <= SCHEMA_MIN:
             return
-        self.schema -= 1
+        self._set_schema(self.schema - 1)
         self.positive = _merge(self.positive)
         self.negative = _merge(self.negative)
 
