@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 
@@ -28,6 +29,11 @@ from netprobe_exporter.model import (
     Target,
 )
 from netprobe_exporter.modules import builtin_modules, parse_module
+from netprobe_exporter.nhist import (
+    DEFAULT_BUCKET_FACTOR,
+    DEFAULT_MAX_BUCKETS,
+    DEFAULT_ZERO_THRESHOLD,
+)
 from netprobe_exporter.policy import ProbePolicy, Rule, parse_rule
 from netprobe_exporter.probes.all import PROBERS
 from netprobe_exporter.schema import (
@@ -62,6 +68,8 @@ LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MAX_NODES = 1_000_000
 #: a config file larger than this is refused before it is parsed (parsing costs ~0.1 s per MiB)
 MAX_FILE_BYTES = 64 * 1024 * 1024
+#: the most native buckets a histogram may keep (client_golang has no bound; 160 by default)
+MAX_NATIVE_BUCKETS = 10_000
 _SOON = "is not supported yet"
 
 
@@ -71,6 +79,9 @@ class Defaults:
     module: str = "tcp_connect"
     labels: tuple[tuple[str, str], ...] = ()
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    native_histogram_bucket_factor: float = DEFAULT_BUCKET_FACTOR
+    native_histogram_max_buckets: int = DEFAULT_MAX_BUCKETS
+    native_histogram_zero_threshold: float = DEFAULT_ZERO_THRESHOLD
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +96,9 @@ class TargetFiles:
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     #: how often the files are looked at (a stat each); changed ones are read again
     refresh_interval: float = 5.0
+    native_histogram_bucket_factor: float = DEFAULT_BUCKET_FACTOR
+    native_histogram_max_buckets: int = DEFAULT_MAX_BUCKETS
+    native_histogram_zero_threshold: float = DEFAULT_ZERO_THRESHOLD
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +223,51 @@ def _buckets(c: Checker, node: yaml.Node, path: str) -> tuple[float, ...] | None
     return tuple(values)
 
 
+def _number(c: Checker, node: yaml.Node, path: str) -> float | None:
+    value = scalar(node) if isinstance(node, yaml.ScalarNode) else None
+    if isinstance(value, str) and not getattr(node, "style", None):  # YAML 1.1: 2e-05 is text
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        c.error(node, path, f"must be a finite number, not {show(node, path)}")
+        return None
+    return float(value)
+
+
+def _bucket_factor(c: Checker, node: yaml.Node, path: str) -> float | None:
+    value = _number(c, node, path)
+    if value is not None and value <= 1:
+        c.error(node, path, f"{value} must be greater than 1")
+        return None
+    return value
+
+
+def _zero_threshold(c: Checker, node: yaml.Node, path: str) -> float | None:
+    value = _number(c, node, path)
+    if value is not None and value < 0:
+        c.error(node, path, f"{value} must not be negative")
+        return None
+    return value
+
+
+#: native histogram keys, in defaults, targets and target_files entries alike; each native
+#: bucket is a dict entry per histogram, so their number is bounded
+NATIVE_OPTS: tuple[Opt[Any], ...] = (
+    Opt("native_histogram_bucket_factor", Scalar(_bucket_factor)),
+    Opt("native_histogram_max_buckets", Int(1, MAX_NATIVE_BUCKETS)),
+    Opt("native_histogram_zero_threshold", Scalar(_zero_threshold)),
+)
+
+
+def native_fields(d: Defaults | TargetFiles) -> dict[str, Any]:
+    """The native histogram settings of ``d``, as Target keyword arguments."""
+    return {
+        "native_histogram_bucket_factor": d.native_histogram_bucket_factor,
+        "native_histogram_max_buckets": d.native_histogram_max_buckets,
+        "native_histogram_zero_threshold": d.native_histogram_zero_threshold,
+    }
+
+
 def target_address_error(address: str, module: Module) -> str | None:
     """Why ``address`` cannot be probed with ``module``, or None if it can."""
     if not module.runnable:
@@ -268,6 +327,7 @@ def _defaults_section(limits: Limits) -> Section[Defaults]:
             Opt("module", STRING),
             Opt("labels", Labels(limits)),
             Opt("buckets", BUCKETS),
+            *NATIVE_OPTS,
             Opt("timeout", ANY, field=None,
                 unsupported="is a module setting: set timeout under modules.NAME"),
         ),
@@ -296,7 +356,14 @@ class TargetAddress(Kind[str]):
 
 def _target_section(defaults: Defaults, limits: Limits) -> Section[Target]:
     return Section(
-        Target("", defaults.module, defaults.interval, defaults.labels, defaults.buckets),
+        Target(
+            "",
+            defaults.module,
+            defaults.interval,
+            defaults.labels,
+            defaults.buckets,
+            **native_fields(defaults),
+        ),
         (
             require("address", "missing", drop=True),
             Opt("address", TargetAddress(limits)),
@@ -304,6 +371,7 @@ def _target_section(defaults: Defaults, limits: Limits) -> Section[Target]:
             Opt("interval", _INTERVAL),
             Opt("labels", Labels(limits, defaults.labels)),
             Opt("buckets", BUCKETS),
+            *NATIVE_OPTS,
         ),
     )
 
@@ -427,7 +495,14 @@ def _target_files_section(
     defaults: Defaults, modules: Mapping[str, Module], base: str, limits: Limits
 ) -> Section[TargetFiles]:
     return Section(
-        TargetFiles((), defaults.module, defaults.interval, defaults.labels, defaults.buckets),
+        TargetFiles(
+            (),
+            defaults.module,
+            defaults.interval,
+            defaults.labels,
+            defaults.buckets,
+            **native_fields(defaults),
+        ),
         (
             require("files", "missing", drop=True),
             Opt("files", ListOf(FilePattern(base))),
@@ -437,6 +512,7 @@ def _target_files_section(
             Opt("refresh_interval", Duration(1.0)),
             Opt("labels", Labels(limits, defaults.labels)),
             Opt("buckets", BUCKETS),
+            *NATIVE_OPTS,
             Check(lambda r: bool(r.values.get("module", defaults.module))),
         ),
     )
@@ -644,7 +720,7 @@ def with_extra_targets(
             continue
         t = Target(
             address, module.name, config.defaults.interval, config.defaults.labels,
-            config.defaults.buckets,
+            config.defaults.buckets, **native_fields(config.defaults),
         )  # fmt: skip
         if t.key not in known:
             known.add(t.key)

@@ -21,7 +21,7 @@ from netprobe_exporter.metrics import (
     Histogram,
     MetricsStore,
     TargetSeries,
-    escape_label_value,
+    label_string,
     prober_families,
 )
 from netprobe_exporter.probes import Family
@@ -34,33 +34,58 @@ CHUNK_TARGETS = 200
 class Format:
     openmetrics: bool
     content_type: str
+    #: delimited io.prometheus.client.MetricFamily messages (``protobuf_exposition``)
+    protobuf: bool = False
 
 
 TEXT = Format(False, text_exposition.CONTENT_TYPE_PLAIN_0_0_4)
 OPENMETRICS = Format(True, om_exposition.CONTENT_TYPE_LATEST)
+PROTOBUF_MIME = "application/vnd.google.protobuf"
+PROTOBUF_PROTO = "io.prometheus.client.MetricFamily"
+PROTOBUF = Format(
+    False, f"{PROTOBUF_MIME}; proto={PROTOBUF_PROTO}; encoding=delimited", protobuf=True
+)
 
 
-def _params(part: str) -> tuple[str, float]:
+def _media(part: str) -> tuple[str, float, dict[str, str]]:
+    """A media range's type, q-value and other parameters (lower-cased names)."""
     fields = [f.strip() for f in part.split(";")]
     q = 1.0
+    params: dict[str, str] = {}
     for f in fields[1:]:
         name, _, value = f.partition("=")
-        if name.strip().lower() == "q":
+        name = name.strip().lower()
+        if name == "q":
             try:
                 q = float(value)
             except ValueError:
                 q = 0.0
             if not 0.0 <= q <= 1.0 or math.isnan(q):
                 q = 0.0
-    return fields[0].lower(), q
+        else:
+            params[name] = value.strip().strip('"')
+    return fields[0].lower(), q, params
+
+
+def _params(part: str) -> tuple[str, float]:
+    mime, q, _ = _media(part)
+    return mime, q
+
+
+def _format_of(mime: str, params: dict[str, str]) -> Format | None:
+    if mime == PROTOBUF_MIME:
+        delimited = params.get("encoding") == "delimited"
+        return PROTOBUF if delimited and params.get("proto") == PROTOBUF_PROTO else None
+    return {"application/openmetrics-text": OPENMETRICS, "text/plain": TEXT}.get(mime)
 
 
 def negotiate(accept: str | None) -> Format:
-    """Pick the format by the Accept header's q-values (prometheus_client ignores them)."""
+    """Pick the format by the Accept header's q-values (prometheus_client ignores them); the
+    protobuf one only for delimited MetricFamily messages, the one form Prometheus reads."""
     best, best_q = TEXT, 0.0
     for part in (accept or "").split(","):
-        mime, q = _params(part)
-        fmt = {"application/openmetrics-text": OPENMETRICS, "text/plain": TEXT}.get(mime)
+        mime, q, params = _media(part)
+        fmt = _format_of(mime, params)
         if fmt is not None and q > best_q:
             best, best_q = fmt, q
     return best
@@ -239,7 +264,7 @@ TARGET_FAMILIES = target_families()
 _families_for: tuple[str, ...] = tuple(PROBERS)
 
 
-def _current_families() -> list[tuple[str, str, str, Row]]:
+def current_families() -> list[tuple[str, str, str, Row]]:
     """TARGET_FAMILIES, made again if a prober registered since (one tuple per render)."""
     global TARGET_FAMILIES, _families_for
     if tuple(PROBERS) != _families_for:
@@ -247,54 +272,74 @@ def _current_families() -> list[tuple[str, str, str, Row]]:
     return TARGET_FAMILIES
 
 
-def _exporter_families(store: MetricsStore, om: bool) -> str:
+#: one exporter family: name, type, help, and its samples (label pairs, value)
+Pairs = tuple[tuple[str, str], ...]
+ExporterSample = tuple[Pairs, int | float | Histogram]
+ExporterFamily = tuple[str, str, str, list[ExporterSample]]
+
+
+def exporter_values(store: MetricsStore) -> list[ExporterFamily]:
+    """The exporter's own families, for every format."""
     st = store.stats
-    parts = [
-        _header("netprobe_build_info", "gauge", "Version of the exporter and its runtime.", om),
-        f"netprobe_build_info{{{st.build_labels}}} 1\n",
-        _header("netprobe_targets", "gauge", "Continuous-mode targets, by module.", om),
-        *(f'netprobe_targets{{module="{escape_label_value(m)}"}} {n}\n'
-          for m, n in sorted(store.modules.items())),
-        _header("netprobe_inflight_probes", "gauge", "Probes running now.", om),
-        f"netprobe_inflight_probes {st.inflight_source()}\n",
-        _header("netprobe_scheduler_lag_seconds", "histogram",
-                "How late continuous probes started after their scheduled time.", om),
-        _histogram_lines("netprobe_scheduler_lag_seconds", "", st.lag, _les(st.lag.bounds)),
-        _header("netprobe_scheduler_skipped_probes_total", "counter",
-                "Scheduled probes not started because the previous one had not finished.", om),
-        f"netprobe_scheduler_skipped_probes_total {st.skipped}\n",
-        _header("netprobe_module_unknown_total", "counter",
-                "/probe requests that named a module the config does not have.", om),
-        f"netprobe_module_unknown_total {st.module_unknown}\n",
-        _header("netprobe_probe_requests_total", "counter", "/probe requests answered.", om),
-        f"netprobe_probe_requests_total {st.probe_requests}\n",
-        _header("netprobe_config_last_reload_successful", "gauge",
-                "1 if the last config load succeeded, else 0.", om),
-        f"netprobe_config_last_reload_successful {_num(st.reload_successful)}\n",
-        _header("netprobe_config_last_reload_success_timestamp_seconds", "gauge",
-                "Unix time of the last successful config load.", om),
-        f"netprobe_config_last_reload_success_timestamp_seconds {_num(st.reload_success_ts)}\n",
-        _header("netprobe_web_config_last_reload_successful", "gauge",
-                "1 if the last web config (TLS, basic auth) load succeeded, else 0.", om),
-        f"netprobe_web_config_last_reload_successful {_num(st.web_reload_successful)}\n",
-        _header("netprobe_web_config_last_reload_success_timestamp_seconds", "gauge",
-                "Unix time of the last successful web config load (0: none since start).", om),
-        f"netprobe_web_config_last_reload_success_timestamp_seconds "
-        f"{_num(st.web_reload_success_ts)}\n",
-        _header("netprobe_target_files_last_read_successful", "gauge",
-                "1 if every target file read well at the last look, else 0.", om),
-        f"netprobe_target_files_last_read_successful {_num(st.target_files_ok)}\n",
-        _header("netprobe_target_file_read_errors_total", "counter",
-                "Target file reads that failed (the file's previous targets were kept).", om),
-        f"netprobe_target_file_read_errors_total {st.target_file_errors}\n",
+    return [
+        ("netprobe_build_info", "gauge", "Version of the exporter and its runtime.",
+         [(st.build_pairs, 1)]),
+        ("netprobe_targets", "gauge", "Continuous-mode targets, by module.",
+         [((("module", m),), n) for m, n in sorted(store.modules.items())]),
+        ("netprobe_inflight_probes", "gauge", "Probes running now.",
+         [((), st.inflight_source())]),
+        ("netprobe_scheduler_lag_seconds", "histogram",
+         "How late continuous probes started after their scheduled time.", [((), st.lag)]),
+        ("netprobe_scheduler_skipped_probes_total", "counter",
+         "Scheduled probes not started because the previous one had not finished.",
+         [((), st.skipped)]),
+        ("netprobe_module_unknown_total", "counter",
+         "/probe requests that named a module the config does not have.",
+         [((), st.module_unknown)]),
+        ("netprobe_probe_requests_total", "counter", "/probe requests answered.",
+         [((), st.probe_requests)]),
+        ("netprobe_config_last_reload_successful", "gauge",
+         "1 if the last config load succeeded, else 0.", [((), st.reload_successful)]),
+        ("netprobe_config_last_reload_success_timestamp_seconds", "gauge",
+         "Unix time of the last successful config load.", [((), st.reload_success_ts)]),
+        ("netprobe_web_config_last_reload_successful", "gauge",
+         "1 if the last web config (TLS, basic auth) load succeeded, else 0.",
+         [((), st.web_reload_successful)]),
+        ("netprobe_web_config_last_reload_success_timestamp_seconds", "gauge",
+         "Unix time of the last successful web config load (0: none since start).",
+         [((), st.web_reload_success_ts)]),
+        ("netprobe_target_files_last_read_successful", "gauge",
+         "1 if every target file read well at the last look, else 0.",
+         [((), st.target_files_ok)]),
+        ("netprobe_target_file_read_errors_total", "counter",
+         "Target file reads that failed (the file's previous targets were kept).",
+         [((), st.target_file_errors)]),
     ]  # fmt: skip
+
+
+def _exporter_sample(
+    name: str, pairs: tuple[tuple[str, str], ...], value: float | Histogram
+) -> str:
+    labels = label_string(pairs)
+    if isinstance(value, Histogram):
+        return _histogram_lines(name, labels, value, _les(value.bounds))
+    lb = f"{{{labels}}}" if labels else ""
+    shown = str(value) if isinstance(value, int) else _num(value)
+    return f"{name}{lb} {shown}\n"
+
+
+def _exporter_families(store: MetricsStore, om: bool) -> str:
+    parts = []
+    for name, kind, help_text, values in exporter_values(store):
+        parts.append(_header(name, kind, help_text, om))
+        parts.extend(_exporter_sample(name, pairs, value) for pairs, value in values)
     return "".join(parts)
 
 
 def render(store: MetricsStore, fmt: Format, registry: CollectorRegistry | None) -> Iterator[str]:
     """Yield the exposition in chunks of at most CHUNK_TARGETS targets' lines."""
     om = fmt.openmetrics
-    for name, kind, help_text, row in _current_families():
+    for name, kind, help_text, row in current_families():
         series = list(store.series.values())
         header = _header(name, kind, help_text, om)  # only for families with samples
         for i in range(0, len(series), CHUNK_TARGETS):

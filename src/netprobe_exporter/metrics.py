@@ -20,7 +20,7 @@ from netprobe_exporter.nhist import DEFAULT_NATIVE, NativeBuckets, NativeSpec
 from netprobe_exporter.probes import Family
 from netprobe_exporter.probes.all import PROBERS
 
-SeriesKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[float, ...], NativeSpec]
+SeriesKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[float, ...], float, int, float]
 #: probes per target remembered for the status page
 HISTORY = 30
 RESULT_CODE = {name: i for i, name in enumerate(RESULTS)}
@@ -42,7 +42,15 @@ def label_string(pairs: Iterable[tuple[str, str]]) -> str:
 def series_key(target: Target) -> SeriesKey:
     """Series survive a reload while address, module, labels and buckets (classic and native)
     are unchanged."""
-    return (target.address, target.module, target.labels, target.buckets, target.native)
+    return (
+        target.address,
+        target.module,
+        target.labels,
+        target.buckets,
+        target.native_histogram_bucket_factor,
+        target.native_histogram_max_buckets,
+        target.native_histogram_zero_threshold,
+    )
 
 
 class Histogram:
@@ -201,13 +209,12 @@ class ExporterStats:
     def __post_init__(self) -> None:
         self.inflight_source: Callable[[], int] = lambda: 0
         self.lag = Histogram(LAG_BUCKETS)
-        self.build_labels = label_string(
-            [
-                ("version", __version__),
-                ("python", python_version()),
-                ("twisted", twisted.__version__),
-            ]
+        self.build_pairs = (
+            ("version", __version__),
+            ("python", python_version()),
+            ("twisted", twisted.__version__),
         )
+        self.build_labels = label_string(self.build_pairs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from netprobe_exporter.addresses import redact_url
-from netprobe_exporter.nhist import DEFAULT_NATIVE, NativeSpec
+from netprobe_exporter.nhist import (
+    DEFAULT_BUCKET_FACTOR,
+    DEFAULT_MAX_BUCKETS,
+    DEFAULT_ZERO_THRESHOLD,
+    NativeSpec,
+)
 
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -53,8 +58,10 @@ class Target:
     interval: float
     labels: tuple[tuple[str, str], ...] = ()
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
-    #: native histogram settings (protobuf exposition)
-    native: NativeSpec = DEFAULT_NATIVE
+    #: native histogram settings (the protobuf exposition shows them)
+    native_histogram_bucket_factor: float = DEFAULT_BUCKET_FACTOR
+    native_histogram_max_buckets: int = DEFAULT_MAX_BUCKETS
+    native_histogram_zero_threshold: float = DEFAULT_ZERO_THRESHOLD
 
     @property
     def key(self) -> tuple[str, str]:
@@ -64,6 +71,14 @@ class Target:
         labels and pages show as ``xxxxx``) cannot give two series the same labels.
         """
         return (self.display_address, self.module)
+
+    @property
+    def native(self) -> NativeSpec:
+        return NativeSpec(
+            self.native_histogram_bucket_factor,
+            self.native_histogram_max_buckets,
+            self.native_histogram_zero_threshold,
+        )
 
     @property
     def display_address(self) -> str:

@@ -121,16 +121,20 @@ class NativeBuckets:
             side[key] = n + 1
             return
         side[key] = 1
-        if len(self.positive) + len(self.negative) > self.max_buckets:
-            self.double_width()
+        # client_golang halves once per new bucket; widely spread values can need more
+        while len(self.positive) + len(self.negative) > self.max_buckets:
+            if not self.double_width():
+                break
 
-    def double_width(self) -> None:
-        """Lower the schema by one, merging bucket pairs (client_golang's doubleBucketWidth)."""
+    def double_width(self) -> bool:
+        """Lower the schema by one, merging bucket pairs (client_golang's doubleBucketWidth);
+        False at the coarsest schema, which stays."""
         if self.schema <= SCHEMA_MIN:
-            return
+            return False
         self._set_schema(self.schema - 1)
         self.positive = _merge(self.positive)
         self.negative = _merge(self.negative)
+        return True
 
 
 def _merge(counts: dict[int, int]) -> dict[int, int]:

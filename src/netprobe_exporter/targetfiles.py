@@ -35,6 +35,7 @@ from netprobe_exporter.config import (
     check_node_count,
     compose,
     merged_labels,
+    native_fields,
     read_file,
     target_address,
     target_address_error,
@@ -198,7 +199,16 @@ def _read_groups(
             if problem is not None:
                 c.error(tnode, f"{where}.targets[{j}]", problem)
                 continue
-            out.append(Target(address, spec.module, spec.interval, frozen, spec.buckets))
+            out.append(
+                Target(
+                    address,
+                    spec.module,
+                    spec.interval,
+                    frozen,
+                    spec.buckets,
+                    **native_fields(spec),
+                )
+            )
             if len(out) > most:  # aliases can repeat a list without end: stop counting here
                 raise ConfigError([_over(path, len(out), per_target, limits)])
     if c.errors:

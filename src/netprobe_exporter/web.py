@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 __all__ = ["Site", "build_site"]
 
-from netprobe_exporter import exposition, redact, status
+from netprobe_exporter import exposition, protobuf_exposition, redact, status
 from netprobe_exporter.config import ConfigError, Limits
 from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.webserver import BoundedSite
@@ -169,7 +169,11 @@ class Metrics(Endpoint):
             request.setHeader(b"content-encoding", b"gzip")
         if request.method == b"HEAD":
             return b""
-        chunks = exposition.render(self._store, fmt, self._registry)
+        chunks: Iterator[str] | Iterator[bytes]
+        if fmt.protobuf:
+            chunks = protobuf_exposition.render(self._store, self._registry)
+        else:
+            chunks = exposition.render(self._store, fmt, self._registry)
         request.registerProducer(_RenderProducer(request, chunks, gz), False)
         return NOT_DONE_YET
 
@@ -183,7 +187,7 @@ class _RenderProducer:
     chunk waits in memory, however large the scrape and however slow the client.
     """
 
-    def __init__(self, request: Request, chunks: Iterator[str], gz: bool) -> None:
+    def __init__(self, request: Request, chunks: Iterator[str] | Iterator[bytes], gz: bool) -> None:
         self._request = request
         self._chunks = chunks
         self._gzip = zlib.compressobj(1, zlib.DEFLATED, 31) if gz else None
@@ -199,7 +203,7 @@ class _RenderProducer:
                 if chunk is None:
                     self._finish()
                     return
-                data = chunk.encode("utf-8")
+                data = chunk if isinstance(chunk, bytes) else chunk.encode("utf-8")
                 if self._gzip is not None:
                     data = self._gzip.compress(data)
         except Exception:

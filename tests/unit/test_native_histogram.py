@@ -89,6 +89,17 @@ def test_past_max_buckets_the_schema_drops_and_pairs_merge() -> None:
     assert total == 6
 
 
+def test_widely_spread_values_halve_until_within_max_buckets() -> None:
+    nb = NativeBuckets(NativeSpec(bucket_factor=1.5, max_buckets=3))
+    for v in (0.0005, 0.05, 0.00123, 0.0031, 0.2):
+        nb.observe(v)
+        assert len(nb.positive) <= 3
+    # schema -2: base 16, bucket k is (16^(k-1), 16^k]: 0.0005, 0.00123, 0.0031 in
+    # (0.000244, 0.0039], 0.05 in (0.0039, 0.0625], 0.2 in (0.0625, 1]
+    assert nb.schema == -2
+    assert nb.positive == {-2: 3, -1: 1, 0: 1}
+
+
 def test_merge_keeps_values_in_their_buckets() -> None:
     values = [1.013**i for i in range(-300, 300)]
     nb = NativeBuckets(NativeSpec(bucket_factor=1.01, max_buckets=20))

@@ -1,0 +1,195 @@
+"""Rendering the store as varint-length-delimited ``io.prometheus.client.MetricFamily`` messages.
+
+Prometheus asks for this format to get native histograms: every histogram here carries both its
+classic buckets and its native ones, as client_golang sends them. The same families and values
+as the text formats, written from the same store. A family is sent as one message per chunk of
+``exposition.CHUNK_TARGETS`` targets (Prometheus' parser takes each message on its own), so a
+large scrape interleaves with probe I/O as the text one does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from netprobe_exporter import exposition
+from netprobe_exporter.metrics import Histogram, MetricsStore, TargetSeries, prober_families
+from netprobe_exporter.nhist import spans_and_deltas
+from netprobe_exporter.probes import Family
+from netprobe_exporter.promproto import metrics_pb2
+
+#: the generated message classes (the protobuf runtime has no type information)
+pb: Any = metrics_pb2
+
+CHUNK_TARGETS = exposition.CHUNK_TARGETS
+
+Pairs = tuple[tuple[str, str], ...]
+#: one target's metrics of a family: (extra label pairs, value or histogram)
+ProtoRow = Callable[[TargetSeries], Iterable[tuple[Pairs, float | Histogram]]]
+
+_TYPES = {
+    "counter": pb.COUNTER,
+    "gauge": pb.GAUGE,
+    "histogram": pb.HISTOGRAM,
+    "summary": pb.SUMMARY,
+    "untyped": pb.UNTYPED,
+}
+
+
+def varint(n: int) -> bytes:
+    """``n`` (>= 0) as a protobuf varint: the length prefix of each delimited message."""
+    out = bytearray()
+    while True:
+        low = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def delimited(family: Any) -> bytes:
+    data: bytes = family.SerializeToString()
+    return varint(len(data)) + data
+
+
+def histogram_message(h: Histogram) -> Any:
+    """Classic buckets (cumulative, +Inf left out as the schema allows) and native ones."""
+    buckets = []
+    cum = 0
+    for bound, c in zip(h.bounds, h.counts, strict=False):
+        cum += c
+        buckets.append(pb.Bucket(cumulative_count=cum, upper_bound=bound))
+    nb = h.native
+    pos_spans, pos_deltas = spans_and_deltas(nb.positive)
+    neg_spans, neg_deltas = spans_and_deltas(nb.negative)
+    if not pos_spans and not neg_spans:
+        pos_spans = [(0, 0)]  # a no-op span: native even before the first observation
+    return pb.Histogram(
+        sample_count=h.count,
+        sample_sum=h.sum,
+        bucket=buckets,
+        schema=nb.schema,
+        zero_threshold=nb.zero_threshold,
+        zero_count=nb.zero_count,
+        positive_span=[pb.BucketSpan(offset=o, length=n) for o, n in pos_spans],
+        positive_delta=pos_deltas,
+        negative_span=[pb.BucketSpan(offset=o, length=n) for o, n in neg_spans],
+        negative_delta=neg_deltas,
+    )
+
+
+def _metric(kind: int, pairs: Iterable[tuple[str, str]], value: float | Histogram) -> Any:
+    labels = [pb.LabelPair(name=k, value=v) for k, v in pairs]
+    if isinstance(value, Histogram):
+        return pb.Metric(label=labels, histogram=histogram_message(value))
+    if kind == pb.COUNTER:
+        return pb.Metric(label=labels, counter=pb.Counter(value=value))
+    if kind == pb.GAUGE:
+        return pb.Metric(label=labels, gauge=pb.Gauge(value=value))
+    return pb.Metric(label=labels, untyped=pb.Untyped(value=value))
+
+
+def _attr(attr: str) -> ProtoRow:
+    def row(s: TargetSeries) -> Iterable[tuple[Pairs, float | Histogram]]:
+        value: float | Histogram | None = getattr(s, attr)
+        return () if value is None else (((), value),)
+
+    return row
+
+
+def _results(s: TargetSeries) -> Iterable[tuple[Pairs, float | Histogram]]:
+    return [((("result", r),), float(n)) for r, n in s.results.items()]
+
+
+def _info(s: TargetSeries) -> Iterable[tuple[Pairs, float | Histogram]]:
+    return () if s.ip is None else (((("ip", s.ip),), 1.0),)
+
+
+def _family_row(f: Family) -> ProtoRow:
+    name, label = f.name, f.label
+
+    def histograms(s: TargetSeries) -> Iterable[tuple[Pairs, float | Histogram]]:
+        found = None if s.histograms is None else s.histograms.get(name)
+        if found is None:
+            return ()
+        if not f.label_values:
+            return (((), found[0]),)
+        return [(((label, v),), h) for v, h in zip(f.label_values, found, strict=True)]
+
+    def gauge(s: TargetSeries) -> Iterable[tuple[Pairs, float | Histogram]]:
+        value = None if s.gauges is None else s.gauges.get(name)
+        return () if value is None else (((), value),)
+
+    def info(s: TargetSeries) -> Iterable[tuple[Pairs, float | Histogram]]:
+        value = None if s.infos is None else s.infos.get(name)
+        return () if value is None else ((((label, value),), 1.0),)
+
+    return {"histogram": histograms, "info": info}.get(f.kind, gauge)
+
+
+def _core_rows() -> dict[str, ProtoRow]:
+    return {
+        "netprobe_up": _attr("up"),
+        "netprobe_probes_total": _results,
+        "netprobe_connect_duration_seconds": _attr("connect"),
+        "netprobe_probe_duration_seconds": _attr("probe"),
+        "netprobe_last_connect_duration_seconds": _attr("last_connect"),
+        "netprobe_last_probe_timestamp_seconds": _attr("last_probe_ts"),
+        "netprobe_last_success_timestamp_seconds": _attr("last_success_ts"),
+        "netprobe_target_info": _info,
+    }
+
+
+def _target_families() -> list[tuple[str, str, str, ProtoRow]]:
+    """The text formats' target families (same names, types, help, order), as proto rows."""
+    # the text renderer owns the family order
+    rows = {**_core_rows(), **{n: _family_row(f) for n, f in prober_families().items()}}
+    return [(name, kind, help_text, rows[name]) for name, kind, help_text, _ in
+            exposition.current_families()]  # fmt: skip
+
+
+def _family(name: str, kind: str, help_text: str, metrics: list[Any]) -> bytes:
+    return delimited(pb.MetricFamily(name=name, help=help_text, type=_TYPES[kind], metric=metrics))
+
+
+def _exporter_families(store: MetricsStore) -> Iterator[bytes]:
+    for name, kind, help_text, values in exposition.exporter_values(store):
+        t = _TYPES[kind]
+        yield _family(name, kind, help_text, [_metric(t, p, v) for p, v in values])
+
+
+def _registry_families(registry: CollectorRegistry) -> Iterator[bytes]:
+    """prometheus_client's collectors (process metrics): classic histograms only."""
+    for fam in registry.collect():
+        kind = fam.type if fam.type in _TYPES else "untyped"
+        if kind in ("histogram", "summary"):
+            continue  # the process collector has none; a classic one would need regrouping
+        name = fam.name + "_total" if kind == "counter" else fam.name
+        if fam.type == "info":
+            name, kind = fam.name + "_info", "gauge"
+        t = _TYPES[kind]
+        metrics = [_metric(t, s.labels.items(), s.value) for s in fam.samples if s.name == name]
+        if metrics:
+            yield _family(name, kind, fam.documentation, metrics)
+
+
+def render(store: MetricsStore, registry: CollectorRegistry | None) -> Iterator[bytes]:
+    """Yield the exposition, one delimited message per family and chunk of targets."""
+    series = list(store.series.values())
+    for name, kind, help_text, row in _target_families():
+        t = _TYPES[kind]
+        for i in range(0, len(series), CHUNK_TARGETS):
+            metrics = [
+                _metric(t, s.pairs + extra, value)
+                for s in series[i : i + CHUNK_TARGETS]
+                for extra, value in row(s)
+            ]
+            if metrics:
+                yield _family(name, kind, help_text, metrics)
+    yield b"".join(_exporter_families(store))
+    if registry is not None:
+        yield b"".join(_registry_families(registry))
