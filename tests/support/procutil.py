@@ -355,8 +355,11 @@ def require_binary(name: str, package: str = "prometheus") -> str:
     pytest.skip(message)
 
 
-def start_prometheus(procs: Processes, config: Path, workdir: Path) -> tuple[str, Path]:
-    """Start a real Prometheus on a free loopback port with ``config``; wait until ready.
+def start_prometheus(
+    procs: Processes, config: Path, workdir: Path, *extra: str
+) -> tuple[str, Path]:
+    """Start a real Prometheus on a free loopback port with ``config`` (and ``extra`` flags);
+    wait until ready.
 
     Returns its base URL and log file.
     """
@@ -368,6 +371,7 @@ def start_prometheus(procs: Processes, config: Path, workdir: Path) -> tuple[str
             f"--config.file={config}",
             f"--storage.tsdb.path={workdir / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
+            *extra,
         ],
         "prometheus",
     )
