@@ -103,6 +103,7 @@ class TargetSeries(SeriesSink):
         "native",
         "observed",
         "pairs",
+        "pb_labels",
         "probe",
         "results",
         "target",
@@ -115,6 +116,8 @@ class TargetSeries(SeriesSink):
         self.labels = label_string(pairs)
         #: the same labels unescaped, for the protobuf format
         self.pairs = tuple(pairs)
+        #: ``pairs`` encoded for the protobuf format, made by its first render
+        self.pb_labels: bytes | None = None
         # the status page's recent history, a ring allocated whole so that memory stays flat:
         # result codes (RESULTS index) and probe durations; ``observed`` counts every probe
         self.history = bytearray(HISTORY)

@@ -185,6 +185,20 @@ def test_metrics_endpoint_answers_protobuf_and_gzips_it() -> None:
 
 
 def test_varint() -> None:
-    assert protobuf_exposition.varint(0) == b"\x00"
-    assert protobuf_exposition.varint(300) == b"\xac\x02"
-    assert protobuf_exposition.varint(2**35) == bytes([128, 128, 128, 128, 128, 1])
+    varint = protobuf_exposition.varint
+    assert varint(0) == b"\x00" and varint(127) == b"\x7f" and varint(128) == b"\x80\x01"
+    assert varint(300) == b"\xac\x02"
+    assert varint(16383) == b"\xff\x7f" and varint(16384) == b"\x80\x80\x01"
+    assert varint(2**35) == bytes([128, 128, 128, 128, 128, 1])
+
+
+def test_hand_encoded_histogram_is_the_protobuf_packages_message() -> None:
+    from netprobe_exporter.metrics import Histogram
+
+    h = Histogram((0.001, 0.01, 0.1))
+    for v in [0.0005] * 200 + [0.05] * 20000 + [3.0]:
+        h.observe(v)
+    parsed = protobuf_exposition.pb.Histogram()
+    parsed.ParseFromString(protobuf_exposition.histogram_bytes(h))
+    assert parsed == protobuf_exposition.histogram_message(h)
+    assert [b.cumulative_count for b in parsed.bucket] == [200, 200, 20200]
