@@ -463,7 +463,9 @@ def test_config_page_shows_the_running_config_without_secrets(
     doc = yaml.safe_load(text)
     assert doc["targets"] == [
         {"address": "127.0.0.1:1", "module": "tcp_connect", "interval": "2s",
-         "labels": {"team": "a"}, "buckets": doc["defaults"]["buckets"]}
+         "labels": {"team": "a"}, "buckets": doc["defaults"]["buckets"],
+         "native_histogram_bucket_factor": 1.1, "native_histogram_max_buckets": 160,
+         "native_histogram_zero_threshold": 2.0**-128}
     ]  # fmt: skip
     assert doc["modules"]["web"]["http"]["basic_auth"] == {"username": "u", "password": "<secret>"}
     assert doc["probe_policy"]["allow"] == ["10.0.0.0/8", "*.example.org"]
