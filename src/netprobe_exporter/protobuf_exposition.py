@@ -80,8 +80,8 @@ def histogram_message(h: Histogram) -> Any:
 def _native_message(h: Histogram) -> Any:
     """A Histogram message with the count, sum and native buckets, no classic buckets."""
     nb = h.native
-    pos_spans, pos_deltas = spans_and_deltas(nb.positive)
-    neg_spans, neg_deltas = spans_and_deltas(nb.negative)
+    pos_spans, pos_deltas = spans_and_deltas(nb.positive.as_dict())
+    neg_spans, neg_deltas = spans_and_deltas({} if nb.negative is None else nb.negative.as_dict())
     if not pos_spans and not neg_spans:
         pos_spans = [(0, 0)]  # a no-op span: native even before the first observation
     return pb.Histogram(

@@ -71,7 +71,11 @@ def test_zero_bucket_takes_values_within_the_threshold() -> None:
     for v in (0.0, 0.0005, 0.001, 0.002, -0.002):
         nb.observe(v)
     assert nb.zero_count == 3
-    assert sum(nb.positive.values()) == 1 and sum(nb.negative.values()) == 1
+    assert (
+        sum(nb.positive.as_dict().values()) == 1
+        and nb.negative is not None
+        and sum(nb.negative.as_dict().values()) == 1
+    )
 
 
 def test_past_max_buckets_the_schema_drops_and_pairs_merge() -> None:
@@ -79,13 +83,13 @@ def test_past_max_buckets_the_schema_drops_and_pairs_merge() -> None:
     # schema 3 buckets 1, 2, 3, 4 (values just inside each)
     for k in (1, 2, 3, 4):
         nb.observe(upper_bound(k, 3) * 0.999)
-    assert nb.schema == 3 and nb.positive == {1: 1, 2: 1, 3: 1, 4: 1}
+    assert nb.schema == 3 and nb.positive.as_dict() == {1: 1, 2: 1, 3: 1, 4: 1}
     nb.observe(upper_bound(5, 3) * 0.999)  # a fifth bucket: schema 2, (k + 1) // 2
     assert nb.schema == 2
-    assert nb.positive == {1: 2, 2: 2, 3: 1}
+    assert nb.positive.as_dict() == {1: 2, 2: 2, 3: 1}
     nb.observe(upper_bound(-1, 3) * 0.999)  # bucket -1 of schema 3 -> bucket 0 of schema 2
-    assert nb.positive[0] == 1
-    total = sum(nb.positive.values())
+    assert nb.positive.as_dict()[0] == 1
+    total = sum(nb.positive.as_dict().values())
     assert total == 6
 
 
@@ -93,11 +97,11 @@ def test_widely_spread_values_halve_until_within_max_buckets() -> None:
     nb = NativeBuckets(NativeSpec(bucket_factor=1.5, max_buckets=3))
     for v in (0.0005, 0.05, 0.00123, 0.0031, 0.2):
         nb.observe(v)
-        assert len(nb.positive) <= 3
+        assert len(nb.positive.as_dict()) <= 3
     # schema -2: base 16, bucket k is (16^(k-1), 16^k]: 0.0005, 0.00123, 0.0031 in
     # (0.000244, 0.0039], 0.05 in (0.0039, 0.0625], 0.2 in (0.0625, 1]
     assert nb.schema == -2
-    assert nb.positive == {-2: 3, -1: 1, 0: 1}
+    assert nb.positive.as_dict() == {-2: 3, -1: 1, 0: 1}
 
 
 def test_merge_keeps_values_in_their_buckets() -> None:
@@ -105,19 +109,19 @@ def test_merge_keeps_values_in_their_buckets() -> None:
     nb = NativeBuckets(NativeSpec(bucket_factor=1.01, max_buckets=20))
     for v in values:
         nb.observe(v)
-    assert len(nb.positive) <= 20
+    assert len(nb.positive.as_dict()) <= 20
     expected: dict[int, int] = {}
     for v in values:
         k = bucket_index(v, nb.schema)
         expected[k] = expected.get(k, 0) + 1
-    assert nb.positive == expected
+    assert nb.positive.as_dict() == expected
 
 
 def test_infinity_counts_in_a_bucket_past_every_finite_one() -> None:
     nb = NativeBuckets()
     nb.observe(math.inf)
     nb.observe(1e308)
-    (k_inf, k_max) = sorted(nb.positive, reverse=True)
+    (k_inf, k_max) = sorted(nb.positive.as_dict(), reverse=True)
     assert k_inf > k_max
 
 
@@ -127,3 +131,19 @@ def test_spans_and_deltas() -> None:
         [(-2, 3), (4, 2)],
         [3, -2, 3, -2, 0],
     )
+
+
+def test_dense_counts_grow_either_way_and_match_a_dict() -> None:
+    import random
+
+    rnd = random.Random(7)
+    values = [rnd.lognormvariate(-7, 2) for _ in range(3000)]
+    nb = NativeBuckets()  # 160 buckets at schema 3: this spread stays within them
+    for v in values:
+        nb.observe(v)
+    expected: dict[int, int] = {}
+    for v in values:
+        k = bucket_index(v, nb.schema)
+        expected[k] = expected.get(k, 0) + 1
+    assert nb.positive.as_dict() == expected
+    assert nb.positive.populated == len(expected)
