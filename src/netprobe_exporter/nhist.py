@@ -77,8 +77,9 @@ def upper_bound(index: int, schema: int) -> float:
 
 class Counts:
     """Bucket counts by index, held densely from ``start``: a few hundred bytes per histogram
-    where a dict of the same buckets takes over a kilobyte (10,000 targets: 44 MB against 12).
-    Durations span a bounded range of indexes (nanoseconds to hours: 400 at schema 3)."""
+    where a dict of the same buckets takes over a kilobyte (10,000 TCP targets with ~18 buckets
+    each: +17 MB in all against +44 MB). Durations span a bounded range of indexes
+    (nanoseconds to hours: about 340 at schema 3)."""
 
     __slots__ = ("counts", "populated", "start")
 
