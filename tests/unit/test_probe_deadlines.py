@@ -22,6 +22,9 @@ from netprobe_exporter.scheduler import Scheduler
 
 #: reactor wake-ups every 3 ms: a timer fires up to 3 ms after its time
 STEP = 0.003
+#: a target probing until the test lets it end, and one queued behind it (max_inflight 1)
+BLOCKER = Target("192.0.2.1:80", "tcp_connect", 10.0)
+WAITING = Target("192.0.2.2:80", "tcp_connect", 1.0)
 
 
 def timeout_result(timeout: float) -> ProbeResult:
@@ -119,18 +122,18 @@ class SchedulerDeadlineTests(SynchronousTestCase):
         # the queued ones started late and got what was left before their next slot
         self.assertTrue(all(budget <= 0.6 for _, budget in starts[1:]), starts)
 
-    def test_a_queued_probe_is_for_its_latest_slot_and_skips_count_once(self) -> None:
-        """A probe that waits past its next slot runs for that slot (one skip), not both."""
-        blocker = Target("192.0.2.1:80", "tcp_connect", 10.0)
-        waiting = Target("192.0.2.2:80", "tcp_connect", 1.0)
+    def blocked(self) -> tuple[Clock, Deferred[ProbeResult], list[tuple[str, float, float]],
+                               list[int]]:  # fmt: skip
+        """One probe at a time: BLOCKER runs until ``held`` fires, WAITING is due at 0 and waits
+        behind it. Returns the clock, ``held``, the starts (address, time, budget), the skips."""
         clock = Clock()
         held: Deferred[ProbeResult] = Deferred()
-        budgets: dict[str, list[float]] = {blocker.address: [], waiting.address: []}
+        starts: list[tuple[str, float, float]] = []
         skips: list[int] = []
 
         def run(target: Target, budget: float) -> Deferred[ProbeResult]:
-            budgets[target.address].append(budget)
-            if target is blocker:
+            starts.append((target.address, clock.seconds(), budget))
+            if target is BLOCKER:
                 return held
             d: Deferred[ProbeResult] = Deferred()
             d.callback(timeout_result(0.0))
@@ -140,44 +143,28 @@ class SchedulerDeadlineTests(SynchronousTestCase):
             clock, run, lambda t, r: None, on_skip=lambda t, n: skips.append(n), max_inflight=1
         )
         self.addCleanup(sched.stop)
-        sched.update([blocker])
+        sched.update([BLOCKER])
         clock.advance(0)
-        sched.update([blocker, waiting])  # due now; waits behind the blocker
+        sched.update([BLOCKER, WAITING])  # due at 0; waits behind the blocker
+        return clock, held, starts, skips
+
+    def test_a_queued_probe_is_for_its_latest_slot_and_skips_count_once(self) -> None:
+        """A probe that waits past its next slot runs for that slot (one skip), not both."""
+        clock, held, starts, skips = self.blocked()
         clock.advance(0)
         advance(clock, 1.5)  # its next slot (1.0) comes while it waits: one skip
         self.assertEqual(skips, [1])
-        self.assertEqual(budgets[waiting.address], [])
+        self.assertEqual([b for a, _, b in starts if a == WAITING.address], [])
         held.callback(timeout_result(10.0))  # at 1.5: it runs for the slot of 1.0
-        (budget,) = budgets[waiting.address]
+        (budget,) = [b for a, _, b in starts if a == WAITING.address]
         self.assertAlmostEqual(budget, 0.5 - 0.01, delta=STEP)
 
     def test_a_probe_that_could_start_only_at_the_edge_of_its_next_slot_skips(self) -> None:
-        blocker = Target("192.0.2.1:80", "tcp_connect", 10.0)
-        waiting = Target("192.0.2.2:80", "tcp_connect", 1.0)
-        clock = Clock()
-        held: Deferred[ProbeResult] = Deferred()
-        started: list[tuple[str, float]] = []
-        skips: list[int] = []
-
-        def run(target: Target, budget: float) -> Deferred[ProbeResult]:
-            started.append((target.address, clock.seconds()))
-            if target is blocker:
-                return held
-            d: Deferred[ProbeResult] = Deferred()
-            d.callback(timeout_result(0.0))
-            return d
-
-        sched = Scheduler(
-            clock, run, lambda t, r: None, on_skip=lambda t, n: skips.append(n), max_inflight=1
-        )
-        self.addCleanup(sched.stop)
-        sched.update([blocker])
-        clock.advance(0)
-        sched.update([blocker, waiting])  # due at 0; waits behind the blocker
+        clock, held, starts, skips = self.blocked()
         clock.advance(0.995)
         held.callback(timeout_result(0.995))  # 5 ms before its next slot: no time for a probe
         self.assertEqual(skips, [1])
-        self.assertEqual([a for a, _ in started], [blocker.address])
+        self.assertEqual([a for a, _, _ in starts], [BLOCKER.address])
         clock.advance(0.005)  # its next slot: it runs then, on time
-        self.assertEqual(started[1:], [(waiting.address, 1.0)])
+        self.assertEqual([(a, t) for a, t, _ in starts[1:]], [(WAITING.address, 1.0)])
         self.assertEqual(skips, [1])
