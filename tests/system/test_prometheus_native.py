@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 from netprobe_exporter import exposition
-from netprobe_exporter.nhist import upper_bound
 from tests.support import procutil
 from tests.support.procutil import Processes, wait_for
-from tests.support.protobuf import native_counts, read_families
+from tests.support.protobuf import read_families
 
 pytestmark = pytest.mark.prometheus
 
@@ -44,19 +43,23 @@ def _exporter_histogram(port: int, target: str) -> Any:
     raise AssertionError(f"no connect histogram for {target}")
 
 
-def _quantile_bucket(first: Any, last: Any, q: float) -> int:
-    """The native bucket index holding the ``q`` quantile of what ``last`` added to ``first``
-    (two snapshots of one histogram at the same schema)."""
-    assert first.schema == last.schema
-    before = native_counts(first)
-    added = {k: n - before.get(k, 0) for k, n in native_counts(last).items()}
+def _quantile_bounds(first: Any, last: Any, q: float) -> tuple[float, float]:
+    """The (lower, upper] bounds of the native bucket holding the ``q`` quantile of what the
+    histogram ``last`` added to ``first`` (two samples as Prometheus' query API writes them:
+    buckets as [boundary rule, lower, upper, count])."""
+
+    def counts(h: Any) -> dict[tuple[float, float], float]:
+        return {(float(lo), float(hi)): float(n) for _, lo, hi, n in h.get("buckets", [])}
+
+    before = counts(first)
+    added = {k: n - before.get(k, 0.0) for k, n in counts(last).items()}
     rank = q * sum(added.values())
-    seen = 0
-    for index in sorted(added):
-        seen += added[index]
+    seen = 0.0
+    for bounds in sorted(added, key=lambda b: b[1]):
+        seen += added[bounds]
         if seen >= rank:
-            return index
-    raise AssertionError("nothing observed between the snapshots")
+            return bounds
+    raise AssertionError("nothing observed between the scrapes")
 
 
 def test_prometheus_reads_native_histograms_over_protobuf(
@@ -84,7 +87,6 @@ def test_prometheus_reads_native_histograms_over_protobuf(
         return result[0] if result and "histogram" in result[0] else None
 
     sample = wait_for(native, 30, "a native histogram sample in prometheus", interval=0.5)
-    first = _exporter_histogram(exporter.port, target)  # about when Prometheus' first scrape was
     assert float(sample["histogram"][1]["count"]) > 0, sample
     assert sample["histogram"][1]["buckets"], sample  # native buckets, not just count and sum
     # classic series are not stored beside a native histogram by 2.42
@@ -93,8 +95,8 @@ def test_prometheus_reads_native_histograms_over_protobuf(
 
     query = f"histogram_quantile(0.9, rate({selector}[1m]))"
 
-    def estimate() -> float | None:
-        result = _api(base, "/api/v1/query", query=query)["result"]
+    def estimate(at: str) -> float | None:
+        result = _api(base, "/api/v1/query", query=query, time=at)["result"]
         if not result:
             return None  # until two scrapes are in the window
         value = float(result[0]["value"][1])
@@ -105,12 +107,18 @@ def test_prometheus_reads_native_histograms_over_protobuf(
         return bool(got) and float(got[0]["value"][1]) >= 6
 
     wait_for(settled, 20, "six scrapes of the native histogram", interval=0.5)
-    got = wait_for(estimate, 10, "histogram_quantile over the native histogram", interval=0.5)
-    last = _exporter_histogram(exporter.port, target)
-    index, schema = _quantile_bucket(first, last, 0.9), last.schema
-    # the 0.9 quantile of the connects the exporter saw over (about) Prometheus' window lies in
-    # bucket ``index``; Prometheus' estimate, from its scrapes' slightly different window, in
-    # that bucket or the next either side
-    low, high = upper_bound(index - 2, schema), upper_bound(index + 1, schema)
+    # one evaluation time for both queries, so the estimate and the stored samples it is made
+    # from cover exactly the same scrapes
+    at = str(time.time())
+    got = wait_for(lambda: estimate(at), 10, "histogram_quantile over the native histogram",
+                   interval=0.5)  # fmt: skip
+    stored = _api(base, "/api/v1/query", query=f"{selector}[1m]", time=at)["result"]
+    scraped = [h for _, h in stored[0]["histograms"]]
+    # what the exporter sent at the window's first and last scrape: their difference is what
+    # it observed of the target between them, and rate() is made of exactly that
+    low, high = _quantile_bounds(scraped[0], scraped[-1], 0.9)
     assert low < got <= high, (got, low, high, log.read_text()[-2000:])
+    # and the scrapes are the exporter's own observations: it has seen at least as many since
+    last = _exporter_histogram(exporter.port, target)
+    assert last.sample_count >= float(scraped[-1]["count"]) > float(scraped[0]["count"])
     assert time.monotonic() - started < 60
