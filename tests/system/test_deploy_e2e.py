@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import time
 import urllib.parse
@@ -103,6 +104,13 @@ def test_deploy_stack_alerts_and_dashboard(procs: Processes, tmp_path: Path) -> 
         assert "prometheus.io" not in prom_cfg and "grafana.com" not in prom_cfg
         (prom_dir / "prometheus.yml").write_text(prom_cfg)
         prom, _ = procutil.start_prometheus(procs, prom_dir / "prometheus.yml", prom_dir)
+        # the same files with native histograms on, as docker-compose.yml runs it: Prometheus
+        # 2.42 then keeps only the native form of each latency histogram (no *_bucket series)
+        native_dir = tmp_path / "prometheus-native"
+        shutil.copytree(prom_dir, native_dir)
+        native, _ = procutil.start_prometheus(
+            procs, native_dir / "prometheus.yml", native_dir, "--enable-feature=native-histograms"
+        )
 
         # both jobs scraped: continuous mode and /probe through the canonical relabeling
         def scraped() -> bool:
@@ -116,11 +124,20 @@ def test_deploy_stack_alerts_and_dashboard(procs: Processes, tmp_path: Path) -> 
         ok = _query(prom, f'probe_success{{instance="{web.url("/ok")}"}}')
         assert ok and ok[0]["value"][1] == "1"
 
-        # the dashboard: every expression parses and returns data (the rates need a few scrapes)
+        # the dashboard and the latency recording rules: every expression parses and returns
+        # data, from classic buckets and from native histograms (the rates need a few scrapes)
+        wait_for(lambda: _query(native, "netprobe_connect_duration_seconds"), 30, "native data")
+        assert _query(prom, "netprobe_connect_duration_seconds_bucket")
+        assert not _query(native, "netprobe_connect_duration_seconds_bucket")
         time.sleep(3)
-        for expr in _dashboard_exprs():
-            promql = _grafana_to_promql(expr)
-            wait_for(lambda q=promql: _query(prom, q), 20, f"data for {promql}")
+        latency_rules = [
+            "target:netprobe_connect_duration_seconds:p90_5m",
+            "target:netprobe_probe_duration_seconds:p99_5m",
+        ]
+        for server in (prom, native):
+            for expr in [*_dashboard_exprs(), *latency_rules]:
+                promql = _grafana_to_promql(expr)
+                wait_for(lambda q=promql, s=server: _query(s, q), 20, f"data for {promql}")
 
         # the victim goes away: its probes are refused, and the alert reaches Alertmanager
         victim.close()
