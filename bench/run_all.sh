@@ -18,6 +18,7 @@ run scrape-1000   scrape.py --targets 1000 --scrapes 20
 run scrape-10000  scrape.py --targets 10000 --scrapes 20
 run probe-throughput probe_throughput.py --rounds 3 --seconds 10 --connections 32
 run accuracy accuracy.py
+run worker-restart-10000 worker_restart.py --targets 10000
 run reload-50000 reload.py --targets 50000
 run resolver resolver.py --lookups 3000 --rounds 5
 run icmp-1000 icmp.py --targets 1000 --silent 50 --interval 1 --seconds 20
