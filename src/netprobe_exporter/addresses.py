@@ -78,6 +78,11 @@ REDACTED_PASSWORD = "xxxxx"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+def is_url(address: str) -> bool:
+    """``scheme://…``: what a user who pasted a URL where host:port belongs typed."""
+    return _SCHEME.match(address) is not None
+
+
 def _password_span(text: str) -> tuple[int, int] | None:
     """Where the password of ``text``'s userinfo is (start, end), if it has one.
 

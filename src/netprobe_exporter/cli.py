@@ -215,7 +215,25 @@ def _reload_from_signal(app: App) -> None:
 
 
 def _check(config_file: str | None, targets: list[str], web_config_file: str | None) -> int:
-    web_ok = web_config_file is None or _check_web(web_config_file)
+    """``--config.check``: every line printed agrees with the exit code, so no "OK" is
+    printed beside an error elsewhere; errors go to stderr, a clean check's summary to stdout."""
+    bad: list[str] = []
+    if web_config_file is not None and not _check_web(web_config_file):
+        bad.append(web_config_file)
+    summary = _check_config(config_file, targets)
+    if summary is None:
+        bad.append(config_file or "the config")
+    if bad:
+        print(f"check failed: errors in {', '.join(bad)}", file=sys.stderr)
+        return EXIT_CONFIG
+    if web_config_file is not None:
+        print(f"{web_config_file}: OK")
+    print(summary)
+    return EXIT_OK
+
+
+def _check_config(config_file: str | None, targets: list[str]) -> str | None:
+    """Check the config and its target files: their summary, or None once errors are printed."""
     from netprobe_exporter.config import (
         Config,
         load_config,
@@ -229,7 +247,7 @@ def _check(config_file: str | None, targets: list[str], web_config_file: str | N
     except ConfigError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
-        return EXIT_CONFIG
+        return None
     from netprobe_exporter.sources import static_source
     from netprobe_exporter.targetfiles import file_targets, scan
 
@@ -241,17 +259,16 @@ def _check(config_file: str | None, targets: list[str], web_config_file: str | N
     too_many = config.limits.too_many_targets(total) or config.limits.too_many_series(series)
     if too_many is not None:
         print(f"target_files: {too_many}", file=sys.stderr)
-        return EXIT_CONFIG
+        return None
     if files.errors:
-        return EXIT_CONFIG
+        return None
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     from_files = f", {len(files.files)} target files" if config.target_files else ""
-    print(
+    return (
         f"{config.source}: OK ({len(config.modules)} modules, {total} targets{from_files}, "
         f"{series} series of limits.sample_limit {config.limits.sample_limit})"
     )
-    return EXIT_OK if web_ok else EXIT_CONFIG
 
 
 def _check_web(path: str) -> bool:
@@ -270,5 +287,4 @@ def _check_web(path: str) -> bool:
         except Exception as exc:  # OpenSSL's errors for a bad certificate, key or CA file
             print(f"{path}: tls_server_config: {exc}", file=sys.stderr)
             return False
-    print(f"{path}: OK")
     return True

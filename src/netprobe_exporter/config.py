@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import glob
 import math
 import os
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from netprobe_exporter.addresses import redact_url
+from netprobe_exporter.addresses import is_url, redact_url
 from netprobe_exporter.model import (
     ADDRESS_LENGTH_LIMIT,
     DEFAULT_BUCKETS,
@@ -268,11 +269,39 @@ def native_fields(d: Defaults | TargetFiles) -> dict[str, Any]:
     }
 
 
-def target_address_error(address: str, module: Module) -> str | None:
-    """Why ``address`` cannot be probed with ``module``, or None if it can."""
+def target_address_error(
+    address: str, module: Module, modules: Mapping[str, Module] | None = None
+) -> str | None:
+    """Why ``address`` cannot be probed with ``module``, or None if it can.
+
+    A URL given to a module that takes host:port gets said so, with a module of ``modules``
+    that takes it: the prober's own complaint (a port that is not a number) would mislead.
+    """
     if not module.runnable:
         return f'module "{module.name}" uses prober "{module.prober}", which {_SOON}'
-    return PROBERS[module.prober].check_address(address)
+    problem = PROBERS[module.prober].check_address(address)
+    if problem is None or not is_url(address) or _takes_urls(module.prober):
+        return problem  # a prober that takes URLs says best what is wrong with this one
+    takers = modules_taking(address, modules or {})
+    hint = f'; module "{takers[0]}" takes URLs' if takers else "; use a module that takes URLs"
+    return (
+        f'{redact_url(address)!r} is a URL, and module "{module.name}" (prober '
+        f"{module.prober}) takes host:port{hint}"
+    )
+
+
+@functools.cache
+def _takes_urls(prober: str) -> bool:
+    return PROBERS[prober].check_address("http://127.0.0.1/") is None
+
+
+def modules_taking(address: str, modules: Mapping[str, Module]) -> list[str]:
+    """The runnable modules whose prober accepts ``address``, in config order."""
+    return [
+        name
+        for name, m in modules.items()
+        if m.runnable and PROBERS[m.prober].check_address(address) is None
+    ]
 
 
 #: series every target has whatever its prober: up, probes_total by result, the connect and
@@ -396,7 +425,7 @@ def _targets(
         if module is None:
             c.error(mnode, f"{path}.module", f'unknown module "{target.module}"')
             continue
-        problem = target_address_error(target.address, module)
+        problem = target_address_error(target.address, module, modules)
         if problem is not None:
             c.error(anode if module.runnable else mnode, f"{path}.address", problem)
             continue
@@ -599,6 +628,10 @@ def read_file(path: str) -> bytes:
     return data
 
 
+def _char_at(text: str, index: int) -> str:
+    return text[index] if 0 <= index < len(text) else ""
+
+
 def compose(text: str | bytes, filename: str, kind: str) -> yaml.Node | None:
     """The document's node graph (None when empty); a ConfigError naming the line otherwise."""
     if isinstance(text, bytes):
@@ -610,8 +643,12 @@ def compose(text: str | bytes, filename: str, kind: str) -> yaml.Node | None:
     try:
         root: yaml.Node | None = yaml.compose(text, Loader=YAML_LOADER)
     except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
-        raise ConfigError([f"{filename}:{line}: invalid {kind}: {exc.problem}"]) from None
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark else 0
+        problem = exc.problem
+        if mark is not None and _char_at(text, mark.index) == "\t":
+            problem = f"a tab at column {mark.column + 1}: YAML indents with spaces, not tabs"
+        raise ConfigError([f"{filename}:{line}: invalid {kind}: {problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{filename}: invalid {kind}: {exc}"]) from None
     except RecursionError:  # the composer recurses per level of nesting
@@ -705,16 +742,24 @@ def load_config(path: str) -> Config:
 def with_extra_targets(
     config: Config,
     addresses: list[str],
-    validate: Callable[[str, Module], str | None] = target_address_error,
+    validate: Callable[[str, Module, Mapping[str, Module]], str | None] = target_address_error,
 ) -> Config:
-    """Add ``--target`` addresses, probed with the default module and interval."""
-    module = config.modules[config.defaults.module]
+    """Add ``--target`` addresses, probed with the default module and interval.
+
+    A URL the default module cannot probe goes to the first module that can (``http_2xx`` in
+    the embedded modules), so ``--target=https://example.org`` works as a user expects.
+    """
+    default = config.modules[config.defaults.module]
     errors: list[str] = []
     known = {t.key for t in config.targets}
     extra: list[Target] = []
     for address in addresses:
+        module = default
+        if is_url(address) and validate(address, default, config.modules) is not None:
+            takers = modules_taking(address, config.modules)
+            module = config.modules[takers[0]] if takers else default
         problem = config.limits.too_long_address(address)
-        problem = problem or validate(address, module)
+        problem = problem or validate(address, module, config.modules)
         if problem is not None:
             errors.append(f"--target: {problem}")
             continue

@@ -195,7 +195,7 @@ def _read_groups(
             address = target_address(c, tnode, f"{where}.targets[{j}]", limits)
             if address is None:
                 continue
-            problem = target_address_error(address, module)
+            problem = target_address_error(address, module, config.modules)
             if problem is not None:
                 c.error(tnode, f"{where}.targets[{j}]", problem)
                 continue

@@ -46,6 +46,11 @@ LISTEN_BACKLOG = 1024
 
 def split_listen_address(address: str) -> tuple[str, int]:
     """``:9716`` -> ("", 9716); ``[::]:9716`` -> ("::", 9716); port 0 picks a free port."""
+    if address.isdigit():
+        raise ValueError(
+            f"{address!r}: missing host: want host:port, as :{address} (every address) or "
+            f"127.0.0.1:{address}"
+        )
     if address.startswith(":") and address[1:].isdigit():
         port = int(address[1:])
         if port > 65535:

@@ -6,8 +6,10 @@ error names the line it comes from, and alias "bombs" are never expanded.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import yaml
@@ -179,6 +181,22 @@ def is_readable_file(name: str) -> bool:
     return os.path.isfile(name) and os.access(name, os.R_OK)
 
 
+def unreadable_reason(name: str) -> str:
+    """Why ``name`` cannot be read, in words (for an error that may not show ``name``)."""
+    if not os.path.lexists(name):
+        folder = os.path.dirname(name) or "."
+        return "no such file" if os.path.isdir(folder) else "no such directory"
+    if not os.path.isfile(name):
+        return "not a regular file"
+    return "permission denied"
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    """`` (did you mean "interval"?)`` for a key close to a known one, else nothing."""
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.7)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
 _KINDS = {NULL: "empty", STR: "a string", INT: "a number", BOOL: "true or false",
           "tag:yaml.org,2002:float": "a number"}  # fmt: skip
 
@@ -255,7 +273,7 @@ class Checker:
                 continue
             sub = key_path(path, key)
             if key not in allowed:
-                self.error(knode, sub, "unknown key")
+                self.error(knode, sub, "unknown key" + did_you_mean(key, allowed))
             elif allowed[key] is not None:
                 self.error(knode, sub, str(allowed[key]))
             elif key in out:
@@ -381,6 +399,13 @@ class Checker:
         if self.base_dir is not None and name:
             name = os.path.join(self.base_dir, name)  # an absolute name stays as it is
         if not is_readable_file(name):
-            self.error(node, path, f'cannot read file "{name}"')
+            reason = unreadable_reason(name)
+            if is_secret_path(path):
+                # the name itself is withheld (it may say whose key it is); its directory is
+                # what the operator needs to go and look
+                folder = os.path.dirname(name) or "."
+                self.error(node, path, f'cannot read the file it names in "{folder}": {reason}')
+            else:
+                self.error(node, path, f'cannot read file "{name}": {reason}')
             return None
         return name
