@@ -124,7 +124,7 @@ def test_config_check_valid_exits_0(tmp_path: Path) -> None:
     assert "2 targets" in done.stdout
 
 
-def test_config_check_invalid_prints_one_line_per_error(tmp_path: Path) -> None:
+def test_config_check_invalid_prints_one_line_per_error_and_a_verdict(tmp_path: Path) -> None:
     path = tmp_path / "bad.yml"
     path.write_text(
         "targets:\n"
@@ -139,6 +139,7 @@ def test_config_check_invalid_prints_one_line_per_error(tmp_path: Path) -> None:
     assert lines == [
         f'{path}:3: targets[0].interval: "5x" is not a duration',
         f"{path}:5: targets[1].colour: unknown key",
+        f"check failed: errors in {path}",
     ]
 
 
