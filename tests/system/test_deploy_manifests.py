@@ -89,4 +89,8 @@ def test_compose_file_wires_the_services_to_shipped_files() -> None:
     assert "netprobe-exporter:9716" in prometheus_yml and "alertmanager:9093" in prometheus_yml
     datasource = (DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text()
     assert "http://prometheus:9090" in datasource
-    assert services["netprobe-exporter"]["sysctls"]["net.ipv4.ping_group_range"]
+    # the list form, which docker compose and podman-compose both read (podman-compose drops
+    # the value of the mapping form)
+    sysctls = services["netprobe-exporter"]["sysctls"]
+    assert isinstance(sysctls, list), sysctls
+    assert "net.ipv4.ping_group_range=0 2147483647" in sysctls

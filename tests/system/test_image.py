@@ -66,7 +66,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     _run(["git", "clone", "-q", str(ROOT), str(context)], 120)
     for extra in ("Dockerfile", ".dockerignore"):  # the working tree's, as under test
         shutil.copy(ROOT / extra, context / extra)
-    _run([sys.executable, "-m", "pip", "wheel", "-q", ".", "setuptools>=68", "wheel",
+    _run([sys.executable, "-m", "pip", "wheel", "-q", ".", "setuptools>=77", "wheel",
           "-w", "wheels"], 600, cwd=context)  # fmt: skip
     build_args = [f"BASE_IMAGE={BASE}", "PIP_NO_INDEX=1", "PIP_FIND_LINKS=/src/wheels"]
     _run(
