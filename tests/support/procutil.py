@@ -387,3 +387,31 @@ def start_prometheus(
 
     wait_for(ready, 20, "prometheus to be ready", interval=0.2)
     return base, log
+
+
+@contextlib.contextmanager
+def dns_zone_process(
+    seconds: float = 120, cert: Path | None = None, key: Path | None = None
+) -> Iterator[tuple[str, str | None]]:
+    """The test DNS zone (tests/support/dns_zone_server.py) in a process of its own: yields its
+    ``127.0.0.1:PORT`` (UDP and TCP) and, given a certificate and key, its DNS-over-TLS one."""
+    here = Path(__file__).resolve().parent
+    tls = [str(cert), str(key)] if cert is not None and key is not None else []
+    proc = subprocess.Popen(
+        [sys.executable, str(here / "dns_zone_server.py"), str(seconds), *tls],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=here,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().decode().strip()
+        dot = proc.stdout.readline().decode().strip() if tls else None
+        assert address.startswith("127.0.0.1:"), address
+        yield address, dot
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 
 from tests.support import procutil
+from tests.support.dns_zone import ZONE
+from tests.support.probe_fixtures import needs_icmp
 from tests.support.procutil import Processes, wait_for
 from tests.support.servers import http_server, make_certs, tls_server
 
@@ -39,34 +41,46 @@ def _query(prom: str, expr: str) -> list[dict[str, Any]]:
 
 def _dashboard_exprs() -> list[str]:
     dash = json.loads((DEPLOY / "grafana" / "dashboards" / "netprobe.json").read_text())
-    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
-    exprs += [v["query"] for v in dash["templating"]["list"]]
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    exprs += [v["query"] for v in dash["templating"]["list"] if v["type"] == "query"]
     return exprs
 
 
 def _grafana_to_promql(expr: str) -> str:
     """Expand the Grafana variables the dashboard uses, as Grafana would for 'All'."""
-    m = re.fullmatch(r"label_values\((\w+), (\w+)\)", expr)
+    m = re.fullmatch(r"label_values\((.+), (\w+)\)", expr)
     if m:  # a variable query: the series it reads must exist
-        return m.group(1)
-    return expr.replace("$__rate_interval", "30s").replace("$target", ".*").replace("$module", ".*")
+        expr = m.group(1)
+    for var in ("$job", "$target", "$module"):
+        expr = expr.replace(var, ".*")
+    return expr.replace("$__rate_interval", "30s")
 
 
 def test_deploy_stack_alerts_and_dashboard(procs: Processes, tmp_path: Path) -> None:
+    needs_icmp()  # the dashboard's ICMP panel needs an ICMP target that answers
     alertmanager = procutil.require_binary("prometheus-alertmanager", "prometheus-alertmanager")
     certs = make_certs(tmp_path / "certs")
     victim = socket.socket()
     victim.bind(("127.0.0.1", 0))
     victim.listen(64)
     victim_addr = f"127.0.0.1:{victim.getsockname()[1]}"
-    with http_server() as web, tls_server(certs.server_context("valid")) as tls:
+    with (
+        http_server() as web,
+        tls_server(certs.server_context("valid")) as tls,
+        procutil.dns_zone_process(300) as (zone, _),
+    ):
+        # a target for each prober, so that every latency panel has data
         config = tmp_path / "netprobe.yml"
         config.write_text(
             "defaults:\n  interval: 1s\n"
             f"modules:\n  tls_ca:\n    prober: tcp\n    tcp:\n      tls: true\n"
             f"      tls_config: {{ca_file: {certs.ca_cert}}}\n"
+            f"  zone:\n    prober: dns\n    dns: {{query_name: www.{ZONE}, query_type: A}}\n"
             f"targets:\n  - address: {victim_addr}\n"
             f"  - address: localhost:{tls.port}\n    module: tls_ca\n"
+            f"  - address: {web.url('/ok')}\n    module: http_2xx\n"
+            f"  - address: {zone}\n    module: zone\n"
+            "  - address: 127.0.0.1\n    module: icmp\n"
         )
         exporter = procs.start_exporter(f"--config.file={config}")
 

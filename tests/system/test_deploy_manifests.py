@@ -4,6 +4,9 @@ the Prometheus Operator resources by their content (the rules through promtool).
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +97,33 @@ def test_compose_file_wires_the_services_to_shipped_files() -> None:
     sysctls = services["netprobe-exporter"]["sysctls"]
     assert isinstance(sysctls, list), sysctls
     assert "net.ipv4.ping_group_range=0 2147483647" in sysctls
+
+
+def test_the_dashboard_json_is_what_its_builder_makes() -> None:
+    """deploy/grafana/dashboard.py (grafana-foundation-sdk) is the source; the JSON its output."""
+    spec = importlib.util.spec_from_file_location("dashboard", DEPLOY / "grafana" / "dashboard.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = (DEPLOY / "grafana" / "dashboards" / "netprobe.json").read_text()
+    assert module.build() == committed, "run python deploy/grafana/dashboard.py"
+
+
+def test_every_latency_panel_reads_classic_or_native_and_groups_by_le() -> None:
+    dash = json.loads((DEPLOY / "grafana" / "dashboards" / "netprobe.json").read_text())
+    quantiles = [
+        t["expr"] for p in dash["panels"] for t in p.get("targets", [])
+        if "histogram_quantile" in t["expr"]
+    ]  # fmt: skip
+    families = {re.search(r"rate\((\w+)_bucket", e).group(1) for e in quantiles}  # type: ignore[union-attr]
+    assert {
+        "netprobe_connect_duration_seconds", "netprobe_tcp_handshake_rtt_seconds",
+        "netprobe_icmp_rtt_seconds", "netprobe_http_duration_seconds",
+        "netprobe_dns_lookup_duration_seconds", "netprobe_probe_duration_seconds",
+    } <= families  # fmt: skip
+    for expr in quantiles:
+        classic, _, native = expr.partition(" or ")
+        assert "le)" in classic and "_bucket{" in classic, expr
+        assert native.startswith("histogram_quantile(") and "_bucket" not in native, expr
+        if "scheduler_lag" not in expr:
+            assert "(target, module" in classic and 'job=~"$job"' in classic, expr

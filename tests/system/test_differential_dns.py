@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import blackbox
+from tests.support import blackbox, procutil
 from tests.support.blackbox import compare, parse_metrics, probe_response
 from tests.support.procutil import Exporter
 from tests.support.servers import Certs, make_certs
@@ -76,26 +74,9 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 @pytest.fixture(scope="module")
 def servers(certs: Certs) -> Iterator[tuple[str, str]]:
     """(plain address, DNS-over-TLS address) of one zone server process."""
-    here = Path(__file__).resolve().parents[1] / "support"
-    proc = subprocess.Popen(
-        [sys.executable, str(here / "dns_zone_server.py"), "120", str(certs.leaf_cert),
-         str(certs.leaf_key)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=here,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        address = proc.stdout.readline().decode().strip()
-        dot = proc.stdout.readline().decode().strip()
-        assert address.startswith("127.0.0.1:") and dot.startswith("127.0.0.1:"), (address, dot)
+    with procutil.dns_zone_process(120, certs.leaf_cert, certs.leaf_key) as (address, dot):
+        assert dot is not None and dot.startswith("127.0.0.1:"), dot
         yield address, dot
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @pytest.fixture(scope="module")
