@@ -240,16 +240,21 @@ def _check_config(config_file: str | None, targets: list[str]) -> str | None:
         series_total,
         with_extra_targets,
     )
+    from netprobe_exporter.sources import static_source
+    from netprobe_exporter.targetfiles import file_targets, scan
 
+    parsed: Config | None = None
     try:
-        config = load_config(config_file) if config_file else Config()
-        config = with_extra_targets(config, targets)
+        parsed = load_config(config_file) if config_file else Config()
+        config = with_extra_targets(parsed, targets)
     except ConfigError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
+        parsed = exc.partial or parsed
+        if parsed is not None:  # the target files' errors too, in the same run
+            for line in scan(parsed, {}).errors:
+                print(line, file=sys.stderr)
         return None
-    from netprobe_exporter.sources import static_source
-    from netprobe_exporter.targetfiles import file_targets, scan
 
     files = scan(config, {})
     for line in files.errors:

@@ -118,9 +118,12 @@ class Config:
 class ConfigError(Exception):
     """A config that failed validation; ``errors`` holds one ``file:line: key: what`` per item."""
 
-    def __init__(self, errors: list[str]) -> None:
+    def __init__(self, errors: list[str], partial: Config | None = None) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
+        #: what parsed despite the errors (its ``target_files``), so that ``--config.check``
+        #: can report the target files' errors in the same run
+        self.partial = partial
 
 
 def brief(text: str, keep: int = 32) -> str:
@@ -718,12 +721,13 @@ def _parse_root(root: yaml.Node, filename: str) -> Config:
         too_many = limits.too_many_series(series_total(targets, modules))
     if too_many is not None:
         c.error(top["targets"], "targets", too_many)
-    if c.errors:
-        raise ConfigError(c.errors)
-    return Config(
+    config = Config(
         defaults, modules, tuple(targets), filename, tuple(c.warnings), policy, limits,
         tuple(files),
     )  # fmt: skip
+    if c.errors:
+        raise ConfigError(c.errors, config)
+    return config
 
 
 def over_limits(config: Config, targets: Sequence[Target]) -> str | None:

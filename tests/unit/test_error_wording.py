@@ -131,3 +131,24 @@ def test_config_check_of_good_files_says_ok_for_each(
     assert out.splitlines()[0] == f"{web}: OK"
     assert out.splitlines()[1].startswith("<embedded>: OK (5 modules")
     assert err == ""
+
+
+def test_config_check_reports_the_config_and_its_target_files_errors_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "targets").mkdir()
+    targets = tmp_path / "targets" / "t.yml"
+    targets.write_text("- targets: [a:1, nope]\n")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        f"target_files:\n  - files: [{tmp_path}/targets/*.yml]\n"
+        "targets:\n  - address: b:1\n    interval: 5x\n"
+    )
+    assert cli.main(["--config.check", f"--config.file={config}"]) == cli.EXIT_CONFIG
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f'{config}:5: targets[0].interval: "5x" is not a duration',
+        f"{targets}:1: [0].targets[1]: 'nope': missing port (want host:port)",
+        f"check failed: errors in {config}",
+    ]
