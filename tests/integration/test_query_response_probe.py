@@ -15,14 +15,19 @@ import socket
 import ssl
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
-from twisted.internet import defer
+from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address
 from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
 
-from netprobe_exporter import blackbox
+from netprobe_exporter import blackbox, exposition
+from netprobe_exporter.app import App
 from netprobe_exporter.config import parse_config
+from netprobe_exporter.metrics import MetricsStore
+from netprobe_exporter.model import Target
 from netprobe_exporter.probes import ProbeContext, ProbeResult, http, tcp, unix
 from netprobe_exporter.resolver import Resolver
 from tests.support.blackbox import parse_metrics
@@ -85,6 +90,16 @@ modules:
     prober: unix
     unix:
       tls: true
+      tls_config: {{ca_file: {ca}, server_name: localhost}}
+  unix_starttls:
+    prober: unix
+    unix:
+      query_response:
+        - expect: "^220 "
+          send: "STARTTLS"
+        - expect: "^220 "
+        - starttls: true
+        - expect: "^250 secure"
       tls_config: {{ca_file: {ca}, server_name: localhost}}
   unix_tls_no_name:
     prober: unix
@@ -210,6 +225,14 @@ class TCPQueryResponseTests(_Base):
         self.assertNotIn("probe_tls_cipher_info", answer(r))
         tls13 = {"TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"}
         self.assertIn(r.details.tls.cipher, tls13)  # TLS 1.3 suites keep their IANA name
+        # continuous mode shows the suite of the last handshake
+        target = Target(f"localhost:{server.port}", "tls", 1.0, (), (0.01, 0.1))
+        store = MetricsStore()
+        store.sync([target])
+        store.observe(target, r, 1000.0)
+        text = "".join(exposition.render(store, exposition.TEXT, None))
+        lbl = f'target="{target.address}",module="tls"'
+        self.assertIn(f'netprobe_tls_cipher_info{{{lbl},cipher="{r.details.tls.cipher}"}} 1', text)
 
     @defer.inlineCallbacks
     def test_http_tls_has_cipher_info_and_serialnumber(self) -> Any:
@@ -297,6 +320,24 @@ class UnixProbeTests(_Base):
         self.assertEqual(r.result, "refused", r.detail)
 
     @defer.inlineCallbacks
+    def test_starttls_on_a_unix_socket(self) -> Any:
+        path = self.dir / "starttls.sock"
+        ctx = self.certs.server_context("valid")
+
+        def smtp(conn: Conn) -> None:
+            conn.send(b"220 hi\r\n")
+            if conn.readline() == b"STARTTLS":
+                conn.send(b"220 go ahead\r\n")
+                conn.start_tls(ctx)
+                conn.send(b"250 secure\r\n")
+                conn.stop.wait(1.0)
+
+        with unix_server(smtp, path):
+            r = yield unix.probe(self.ctx, str(path), self.modules["unix_starttls"], 5)
+        self.assertTrue(r.success, r.detail)
+        self.assertIn("probe_ssl_last_chain_info", answer(r))
+
+    @defer.inlineCallbacks
     def test_tls_over_a_unix_socket_with_server_name(self) -> Any:
         path = self.dir / "tls.sock"
         ctx = self.certs.server_context("valid")
@@ -314,3 +355,48 @@ class UnixProbeTests(_Base):
             r = yield unix.probe(self.ctx, str(path), self.modules["unix_tls_no_name"], 5)
         self.assertFalse(r.success)
         self.assertIn("set server_name", r.detail)
+
+
+class UnixContinuousTests(TestCase):
+    """A unix target in continuous mode, and the same module through /probe, in the app."""
+
+    def setUp(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="np-"))
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.config = self.dir / "c.yml"
+        self.app = App(reactor, config_file=str(self.config), process_metrics=False)
+        self.addCleanup(self.app.stop)
+
+    async def get(self, path: str) -> tuple[int, str]:
+        port = cast(IPv4Address, self.app.ports[0].getHost()).port
+        response = await Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}{path}".encode())
+        return response.code, (await readBody(response)).decode()
+
+    async def test_a_unix_targets_series_show_up_in_metrics(self) -> None:
+        path = self.dir / "banner.sock"
+
+        def greet(conn: Conn) -> None:
+            conn.send(b"220 ready\r\n")
+
+        self.config.write_text(
+            "modules:\n"
+            '  sock: {prober: unix, unix: {query_response: [{expect: "^220 "}]}}\n'
+            f"targets:\n  - {{address: {path}, module: sock, interval: 100ms}}\n"
+        )
+        with unix_server(greet, path):
+            self.app.listen(["127.0.0.1:0"])
+            self.app.apply(self.app.read_config())
+            lbl = f'target="{path}",module="sock"'
+            text = ""
+            for _ in range(100):  # two probes at 100 ms, however busy the machine
+                await task.deferLater(reactor, 0.05, lambda: None)
+                _, text = await self.get("/metrics")
+                if f'netprobe_probes_total{{{lbl},result="success"}} 2' in text:
+                    break
+            code, answer_text = await self.get(f"/probe?module=sock&target={path}")
+        self.assertIn(f"netprobe_up{{{lbl}}} 1", text)
+        self.assertIn(f"netprobe_connect_duration_seconds_count{{{lbl}}}", text)
+        self.assertIn(f'netprobe_probes_total{{{lbl},result="success"}}', text)
+        self.assertEqual(code, 200, answer_text)
+        self.assertIn("probe_success 1\n", answer_text)
+        self.assertIn("probe_failed_due_to_regex 0\n", answer_text)

@@ -221,7 +221,7 @@ def test_labels_expand_the_match_into_probe_expect_info() -> None:
     )
     result, details, error, _ = _converse(steps, [b"junk\nSMTP/2 hello\n"])
     assert error is None
-    assert details.expect_info == [{"proto": "SMTP", "version": "v2", "fixed": "x"}]
+    assert details.expect_info == [(("proto", "SMTP"), ("version", "v2"), ("fixed", "x"))]
     text = blackbox.render(result)
     assert "# TYPE probe_expect_info gauge\n" in text
     assert 'probe_expect_info{fixed="x",proto="SMTP",version="v2"} 1\n' in text

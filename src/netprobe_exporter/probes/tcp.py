@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from typing import Protocol as TypingProtocol
 
 from OpenSSL import SSL
@@ -135,12 +135,13 @@ class TCPDetails(Details):
     #: the connection (and a ``tls: true`` handshake) was made: blackbox 0.28 writes its
     #: query_response families only then
     dialed: bool = False
-    #: the labels of each ``expect`` that matched and had ``labels`` (``probe_expect_info``)
-    expect_info: list[dict[str, str]] = field(default_factory=list)
+    #: the (name, value) labels of each ``expect`` that matched and had ``labels``
+    #: (``probe_expect_info``)
+    expect_info: list[tuple[tuple[str, str], ...]] = field(default_factory=list)
     connect: ConnectInfo = field(default_factory=ConnectInfo)
     tls: TLSInfo | None = None
     #: ``probe_failed_due_to_regex`` even when the dial failed (blackbox 0.23's tcp does)
-    regex_always: bool = True
+    regex_always: ClassVar[bool] = True
 
     def observe(self, out: SeriesSink, result: ProbeResult) -> None:
         self.connect.observe(out)
@@ -152,8 +153,9 @@ class TCPDetails(Details):
         if self.dialed:
             out["probe_failed_due_to_bytes"] = [({}, 1.0 if self.failed_due_to_bytes else 0.0)]
         if self.expect_info:
-            unique = {tuple(sorted(labels.items())): labels for labels in self.expect_info}
-            out["probe_expect_info"] = [(labels, 1.0) for labels in unique.values()]
+            # one sample per label set (blackbox registers the family once per probe)
+            unique = dict.fromkeys(self.expect_info)
+            out["probe_expect_info"] = [(dict(labels), 1.0) for labels in unique]
         if self.tls is not None:
             tls_.blackbox(out, self.tls)
 
@@ -546,7 +548,9 @@ async def _step(
                     proto.unread(batch[i + 1 :])
                     break
         if step.labels:
-            details.expect_info.append({lb.name: expand(lb.value, match) for lb in step.labels})
+            details.expect_info.append(
+                tuple((lb.name, expand(lb.value, match)) for lb in step.labels)
+            )
     if step.expect_bytes:
         await _expect_bytes(step.expect_bytes, proto, details, result)
     if step.send:

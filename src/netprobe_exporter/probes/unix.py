@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import socket
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from twisted.internet.defer import Deferred
 
@@ -39,6 +40,13 @@ from netprobe_exporter.schema import BOOL, ListOf, Nested, Opt, Section
 
 #: ``sun_path`` holds 108 bytes on Linux: a path needs its terminating NUL, an abstract name not
 _SUN_PATH = 108
+
+
+@dataclass(slots=True)
+class UnixDetails(TCPDetails):
+    """tcp's details: blackbox 0.28 writes the conversation's families only once connected."""
+
+    regex_always: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +132,7 @@ async def _run(
     started: float,
     result: ProbeResult,
 ) -> None:
-    # blackbox 0.28 writes the conversation's families only once the socket is connected
-    details = result.details = TCPDetails(regex_always=False)
+    details = result.details = UnixDetails()
     problem = check_address(address)
     if problem is not None:
         result.fail("error", problem)
