@@ -10,6 +10,7 @@ http only). 0.23, the differential reference, has none of these.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 import ssl
@@ -28,6 +29,7 @@ from netprobe_exporter.app import App
 from netprobe_exporter.config import parse_config
 from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.model import Target
+from netprobe_exporter.policy import ProbePolicy, parse_rule
 from netprobe_exporter.probes import ProbeContext, ProbeResult, http, tcp, unix
 from netprobe_exporter.resolver import Resolver
 from tests.support.blackbox import parse_metrics
@@ -309,6 +311,18 @@ class UnixProbeTests(_Base):
         self.assertIn(f'no socket at "{path}"', r.detail)
         # blackbox writes the conversation's families only once connected
         self.assertEqual(sorted(answer(r)), ["probe_duration_seconds", "probe_success"])
+
+    @defer.inlineCallbacks
+    def test_an_allow_list_of_networks_refuses_a_socket_path(self) -> Any:
+        path = self.dir / "policy.sock"
+        ctx = dataclasses.replace(
+            self.ctx, policy=ProbePolicy(allow=(parse_rule("127.0.0.0/8"),)).check
+        )
+        with unix_server(banner_peer, path) as server:
+            r = yield unix.probe(ctx, str(path), self.modules["unix_connect"], 2)
+            self.assertEqual(server.connections, 0)
+        self.assertEqual(r.policy_refused, f"{path} matches no allow rule")
+        self.assertFalse(r.success)
 
     @defer.inlineCallbacks
     def test_a_socket_file_nobody_listens_on_is_refused(self) -> Any:

@@ -250,3 +250,14 @@ def test_serial_numbers_are_the_bytes_in_hex(serial: int, shown: str) -> None:
 )
 def test_cipher_names_are_gos(openssl: str | None, go: str) -> None:
     assert cipher_name(openssl) == go
+
+
+def test_probe_policy_sees_a_unix_path_as_a_name_without_address() -> None:
+    from netprobe_exporter.policy import ProbePolicy, parse_rule
+
+    path = "/run/app.sock"
+    networks = ProbePolicy(allow=(parse_rule("127.0.0.0/8"),))
+    assert networks.check(path, "") == "/run/app.sock matches no allow rule"
+    assert ProbePolicy(allow=(parse_rule("*"),)).check(path, "") is None
+    assert ProbePolicy(deny=(parse_rule("0.0.0.0/0"),)).check(path, "") is None
+    assert networks.check("a.test", "10.0.0.1") == "a.test (10.0.0.1) matches no allow rule"

@@ -5,7 +5,8 @@ Linux's abstract namespace, as Go writes it), nothing is resolved, and the conve
 tcp prober's own (``tcp.converse``), with its limits. TLS over the socket checks the
 certificate against ``tls_config.server_name``: a path is no host name (blackbox checks the
 path and fails), so without ``server_name`` or ``insecure_skip_verify`` the probe fails saying
-so. ``probe_policy`` rules are network addresses and names: they do not apply to a path.
+so. ``probe_policy`` sees the path as a name with no address: no network rule matches it, so
+an ``allow`` list refuses it unless one of its host patterns (``*``) does.
 """
 
 from __future__ import annotations
@@ -137,6 +138,12 @@ async def _run(
     if problem is not None:
         result.fail("error", problem)
         return
+    if ctx.policy is not None:
+        refused = ctx.policy(address, "")
+        if refused is not None:
+            result.policy_refused = refused
+            result.fail("error", f"refused by probe_policy: {refused}")
+            return
     creator = None
     if opts.may_speak_tls:
         cfg = opts.tls_config
