@@ -23,6 +23,8 @@ class Rule:
 
     def matches(self, host: str, ip: str) -> bool:
         if self.network is not None:
+            if not ip:
+                return False  # a Unix socket path: no address for a network to hold
             addr = ipaddress.ip_address(ip)
             if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
                 addr = addr.ipv4_mapped
@@ -56,10 +58,12 @@ class ProbePolicy:
     max_timeout: float = 120.0
 
     def check(self, host: str, ip: str) -> str | None:
-        """Why ``host`` (resolved to ``ip``) may not be probed, or None if it may."""
+        """Why ``host`` (resolved to ``ip``; "" for a Unix socket path) may not be probed, or
+        None if it may."""
+        what = f"{host} ({ip})" if ip else host
         for rule in self.deny:
             if rule.matches(host, ip):
-                return f"{host} ({ip}) matches deny rule {rule}"
+                return f"{what} matches deny rule {rule}"
         if self.allow and not any(rule.matches(host, ip) for rule in self.allow):
-            return f"{host} ({ip}) matches no allow rule"
+            return f"{what} matches no allow rule"
         return None

@@ -267,11 +267,15 @@ Handler = Callable[[Conn], None]
 
 
 class TCPServer:
-    """Accepts on a loopback port and runs ``handler`` for each connection in its own thread."""
+    """Accepts on a loopback port (or the Unix socket ``unix_path``) and runs ``handler`` for
+    each connection in its own thread."""
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, handler: Handler, host: str = "127.0.0.1", unix_path: Path | None = None
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.host = host
+        self.unix_path = unix_path
         self.handler = handler
         self.stop = threading.Event()
         self.connections = 0
@@ -279,17 +283,24 @@ class TCPServer:
         self._lock = threading.Lock()
         self._socks: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
-        self._listener = socket.socket(family, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((host, 0))
+        if unix_path is not None:
+            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._listener.bind(str(unix_path))
+            self.port = 0
+        else:
+            self._listener = socket.socket(family, socket.SOCK_STREAM)
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind((host, 0))
+            self.port = self._listener.getsockname()[1]
         self._listener.listen(128)
         self._listener.settimeout(POLL)
-        self.port: int = self._listener.getsockname()[1]
         self._acceptor = threading.Thread(target=self._accept_loop, name=f"tcp:{self.port}")
 
     @property
     def address(self) -> str:
-        return host_port(self.host, self.port)
+        return (
+            str(self.unix_path) if self.unix_path is not None else host_port(self.host, self.port)
+        )
 
     def start(self) -> TCPServer:
         self._acceptor.start()
@@ -347,6 +358,17 @@ def tcp_server(handler: Handler, host: str = "127.0.0.1") -> Iterator[TCPServer]
         yield server.start()
     finally:
         server.close()
+
+
+@contextlib.contextmanager
+def unix_server(handler: Handler, path: Path) -> Iterator[TCPServer]:
+    """``tcp_server`` on a Unix stream socket at ``path`` (removed afterwards)."""
+    server = TCPServer(handler, unix_path=path)
+    try:
+        yield server.start()
+    finally:
+        server.close()
+        path.unlink(missing_ok=True)
 
 
 def _hold(conn: Conn) -> None:

@@ -204,8 +204,8 @@ def test_a_blackbox_style_file_with_only_tcp_modules_is_valid() -> None:
         ),
         (
             "modules:\n  t:\n    prober: tcp\n    tcp:\n      query_response:\n"
-            "        - labels: []\n",
-            "c.yml:6: modules.t.tcp.query_response[0].labels: unknown key",
+            "        - expect_regexp: x\n",
+            "c.yml:6: modules.t.tcp.query_response[0].expect_regexp: unknown key",
         ),
         (
             "modules:\n  t:\n    prober: tcp\n    tcp:\n      tls_config:\n"

@@ -49,10 +49,18 @@ modules:
     prober: tcp
     tcp:
       query_response:
-        - expect: "^220"
+        - expect: "^220 (\\\\S+)"
+          labels: [{name: server, value: "${1}"}]
         - send: "EHLO x"
+        - expect_bytes: "250"
         - starttls: true
       tls_config: {insecure_skip_verify: true}
+  socket:
+    prober: unix
+    unix:
+      query_response: [{expect: "^OK"}]
+      tls: true
+      tls_config: {server_name: app.internal}
   resolve:
     prober: dns
     dns:

@@ -32,6 +32,7 @@ from netprobe_exporter.probes import (
     http,
     icmp,
     tcp,
+    unix,
 )
 from netprobe_exporter.resolver import Resolver
 from netprobe_exporter.schema import Int, Opt, Section
@@ -91,8 +92,8 @@ def toy() -> Iterator[ProberSpec]:
 
 
 def test_the_registry_holds_every_prober_module() -> None:
-    assert list(PROBERS) == ["tcp", "http", "dns", "icmp", "grpc"]
-    for name, mod in (("tcp", tcp), ("http", http), ("dns", dns), ("icmp", icmp)):
+    assert list(PROBERS) == ["tcp", "http", "dns", "icmp", "grpc", "unix"]
+    for name, mod in (("tcp", tcp), ("http", http), ("dns", dns), ("icmp", icmp), ("unix", unix)):
         assert PROBERS[name] is mod.PROBER and mod.PROBER.probe is mod.probe
 
 

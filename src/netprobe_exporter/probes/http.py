@@ -234,7 +234,7 @@ class HTTPDetails(Details):
         if self.last_modified is not None:
             out["probe_http_last_modified_timestamp_seconds"] = [({}, self.last_modified)]
         if self.tls is not None and self.ssl:
-            tls_.blackbox(out, self.tls)
+            tls_.blackbox(out, self.tls, cipher=True)
 
 
 BLACKBOX_FAMILIES = (

@@ -1,10 +1,12 @@
 """The tcp prober: connect, then optionally TLS and a scripted query/response exchange.
 
-Semantics follow blackbox_exporter 0.23's tcp prober: ``query_response`` steps run in order;
-``expect`` reads lines (split on ``\\n``, a trailing ``\\r`` dropped) until one matches the
-(unanchored) pattern, failing at EOF; ``send`` writes the line plus ``\\n``, with ``${1}``-style
-references to the last match expanded; ``starttls`` upgrades the connection. A plain connect
-check never builds a transport: see ``probes.connect``.
+Semantics follow blackbox_exporter's tcp prober (0.23, plus the keys of 0.28):
+``query_response`` steps run in order; ``expect`` reads lines (split on ``\\n``, a trailing
+``\\r`` dropped) until one matches the (unanchored) pattern, failing at EOF, and ``labels`` then
+export what it matched as ``probe_expect_info``; ``expect_bytes`` compares the next bytes
+exactly; ``send`` writes the line plus ``\\n``, with ``${1}``-style references to the last match
+expanded; ``starttls`` upgrades the connection. A plain connect check never builds a
+transport: see ``probes.connect``. The unix prober runs the same conversation (``converse``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Protocol as TypingProtocol
 
 from OpenSSL import SSL
 from twisted.internet import defer
@@ -54,7 +57,26 @@ from netprobe_exporter.probes.tls import (
     handshake_info,
     tls_connection,
 )
-from netprobe_exporter.schema import BOOL, REGEX, TEXT, ListOf, Nested, Opt, Section
+from netprobe_exporter.schema import (
+    BOOL,
+    REGEX,
+    STRING,
+    TEXT,
+    Check,
+    ListOf,
+    Nested,
+    Opt,
+    Reading,
+    Scalar,
+    Section,
+    at_most_one,
+    require,
+)
+
+if TYPE_CHECKING:
+    import yaml
+
+    from netprobe_exporter.yamlcheck import Checker
 
 MAX_LINE = 64 * 1024
 #: unread data we hold for a conversation before calling the peer a flood
@@ -66,11 +88,24 @@ PAUSE_LINES = 16 * 1024
 #: lines an ``expect`` step looks at per reactor turn, so timers (the probe's own timeout)
 #: and other connections get their turn however fast a peer sends
 LINES_PER_TURN = 1024
+#: the longest ``expect_bytes``: what the conversation holds unpaused, so the bytes can come
+MAX_EXPECT_BYTES = MAX_LINE
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A ``probe_expect_info`` label: ``value`` may hold ``${1}``-style references."""
+
+    name: str = ""
+    value: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class QueryResponse:
     expect: re.Pattern[str] | None = None
+    expect_bytes: bytes = b""
+    labels: tuple[Label, ...] = ()
     send: str | None = None
     starttls: bool = False
 
@@ -95,15 +130,32 @@ class TCPDetails(Details):
 
     #: an ``expect`` pattern decided the failure
     failed_due_to_regex: bool = False
+    #: an ``expect_bytes`` comparison decided the failure
+    failed_due_to_bytes: bool = False
+    #: the connection (and a ``tls: true`` handshake) was made: blackbox 0.28 writes its
+    #: query_response families only then
+    dialed: bool = False
+    #: the (name, value) labels of each ``expect`` that matched and had ``labels``
+    #: (``probe_expect_info``)
+    expect_info: list[tuple[tuple[str, str], ...]] = field(default_factory=list)
     connect: ConnectInfo = field(default_factory=ConnectInfo)
     tls: TLSInfo | None = None
+    #: ``probe_failed_due_to_regex`` even when the dial failed (blackbox 0.23's tcp does)
+    regex_always: ClassVar[bool] = True
 
     def observe(self, out: SeriesSink, result: ProbeResult) -> None:
         self.connect.observe(out)
         tls_.observe(out, self.tls)
 
     def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
-        out["probe_failed_due_to_regex"] = [({}, 1.0 if self.failed_due_to_regex else 0.0)]
+        if self.dialed or self.regex_always:
+            out["probe_failed_due_to_regex"] = [({}, 1.0 if self.failed_due_to_regex else 0.0)]
+        if self.dialed:
+            out["probe_failed_due_to_bytes"] = [({}, 1.0 if self.failed_due_to_bytes else 0.0)]
+        if self.expect_info:
+            # one sample per label set (blackbox registers the family once per probe)
+            unique = dict.fromkeys(self.expect_info)
+            out["probe_expect_info"] = [(dict(labels), 1.0) for labels in unique]
         if self.tls is not None:
             tls_.blackbox(out, self.tls)
 
@@ -111,6 +163,12 @@ class TCPDetails(Details):
 FAILED_DUE_TO_REGEX = BlackboxFamily(
     "probe_failed_due_to_regex", "Indicates if probe failed due to regex"
 )
+FAILED_DUE_TO_BYTES = BlackboxFamily(
+    "probe_failed_due_to_bytes", "Indicates if probe failed due to bytes"
+)
+EXPECT_INFO = BlackboxFamily("probe_expect_info", "Explicit content matched")
+#: the /probe families of a query_response conversation (tcp and unix)
+CONVERSATION_FAMILIES = (FAILED_DUE_TO_REGEX, FAILED_DUE_TO_BYTES, EXPECT_INFO)
 
 
 @implementer(IHandshakeListener)
@@ -122,6 +180,9 @@ class _Conversation(Protocol):
         self._buffer = b""
         self._lines: list[bytes] = []
         self._waiting: Deferred[list[bytes] | None] | None = None
+        self._bytes_waiting: tuple[int, Deferred[bytes]] | None = None
+        #: at EOF, the last of ``_lines`` was not followed by a newline
+        self._unterminated = False
         self._handshake: Deferred[None] | None = None
         self.closed: Failure | None = None
         self.eof = False
@@ -137,9 +198,9 @@ class _Conversation(Protocol):
         joined = self._buffer + data
         parts = joined.split(b"\n")
         self._buffer = parts.pop()
-        self._lines.extend(p.removesuffix(b"\r") for p in parts)
-        # a line's dropped "\r" is not held: unread bytes are what the lines (+ "\n") hold
-        self._buffered += len(data) - joined.count(b"\r\n")
+        # lines are kept as received ("\r" and all), so ``expect_bytes`` sees the exact bytes
+        self._lines.extend(parts)
+        self._buffered += len(data)
         if len(self._buffer) > MAX_LINE or self._unread() > MAX_BUFFERED:
             # blackbox's line scanner gives up on a line over 64 KiB: a read error, not a
             # regex failure; a peer that floods us past the pause (TLS may have more
@@ -148,7 +209,10 @@ class _Conversation(Protocol):
             self._lines.clear()
             self._buffer = b""
             cast(Any, self.transport).abortConnection()
-        elif not self._paused and (self._unread() > PAUSE_BYTES or len(self._lines) > PAUSE_LINES):
+        elif not self._paused and (
+            self._unread() > PAUSE_BYTES
+            or (len(self._lines) > PAUSE_LINES and self._bytes_waiting is None)
+        ):
             self._paused = True
             cast(Any, self.transport).pauseProducing()
         self._wake()
@@ -160,8 +224,9 @@ class _Conversation(Protocol):
         self.eof = True
         self.closed = reason
         if self._buffer:
-            self._lines.append(self._buffer.removesuffix(b"\r"))
+            self._lines.append(self._buffer)
             self._buffer = b""
+            self._unterminated = True
         self._wake()
         if self._handshake is not None and not self._handshake.called:
             d, self._handshake = self._handshake, None
@@ -179,16 +244,58 @@ class _Conversation(Protocol):
         lines = self._lines[:LINES_PER_TURN]
         del self._lines[:LINES_PER_TURN]
         self._consumed += sum(len(line) + 1 for line in lines)
+        self._maybe_resume()
+        return lines
+
+    def _maybe_resume(self) -> None:
         if self._paused and self._unread() <= PAUSE_BYTES // 2 and not self._lines:
             self._paused = False
             if not self.eof and self.transport is not None:
                 cast(Any, self.transport).resumeProducing()
-        return lines
+
+    def _take_bytes(self, n: int) -> bytes:
+        """The next ``n`` unread bytes (fewer at the end), the rest kept as lines."""
+        raw = b"\n".join(self._lines)
+        if self._lines and not (self.eof and self._unterminated):
+            raw += b"\n"
+        raw += self._buffer
+        got, rest = raw[:n], raw[n:]
+        parts = rest.split(b"\n")
+        tail = parts.pop()
+        self._lines, self._buffer = parts, b""
+        if self.eof:
+            self._unterminated = bool(tail)
+            if tail:
+                self._lines.append(tail)
+        else:
+            self._buffer = tail
+        self._consumed += len(got)
+        self._maybe_resume()
+        return got
 
     def _wake(self) -> None:
         if self._waiting is not None and (self._lines or self.eof or self.timed_out):
             d, self._waiting = self._waiting, None
             d.callback(self._take())
+        if self._bytes_waiting is not None:
+            n, bd = self._bytes_waiting
+            if self._unread() >= n or self.eof or self.timed_out:
+                self._bytes_waiting = None
+                bd.callback(b"" if self.timed_out or self.overflow else self._take_bytes(n))
+
+    def read_bytes(self, n: int) -> Deferred[bytes]:
+        """Fire with the next ``n`` bytes once they are here; fewer at the end, none at a
+        timeout. ``n`` is at most ``MAX_EXPECT_BYTES``, below the pause: they can come."""
+        if self.timed_out or self.overflow:
+            return defer.succeed(b"")
+        if self._unread() >= n or self.eof:
+            return defer.succeed(self._take_bytes(n))
+        d: Deferred[bytes] = Deferred()
+        self._bytes_waiting = (n, d)
+        if self._paused and self.transport is not None:  # paused on line count, not bytes
+            self._paused = False
+            cast(Any, self.transport).resumeProducing()
+        return d
 
     def read_lines(self) -> Deferred[list[bytes] | None]:
         """Fire with the next lines received (waiting for one), None at the end or timeout.
@@ -277,6 +384,7 @@ def _connect_only(
     def done(sock: socket.socket | None) -> ProbeResult:
         if sock is not None:
             sock.close()
+            details.dialed = True
             result.success, result.result = True, "success"
         result.duration = clock() - started
         return result
@@ -318,21 +426,34 @@ async def _run(
         return
     if not opts.tls and not opts.query_response:
         sock.close()
+        details.dialed = True
         result.success, result.result = True, "success"
         return
     remaining = timeout - (ctx.clock.monotonic() - started)
-    await _converse(ctx, sock, creator, opts, remaining, details, result)
+    await converse(ctx, sock, creator, opts, remaining, details, result)
 
 
-async def _converse(
+class Conversing(TypingProtocol):
+    """The options a query_response conversation reads (tcp's and unix's)."""
+
+    @property
+    def query_response(self) -> tuple[QueryResponse, ...]: ...
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def tls_config(self) -> TLSConfig: ...
+
+
+async def converse(
     ctx: ProbeContext,
     sock: socket.socket,
     creator: Any,
-    opts: TCPProbe,
+    opts: Conversing,
     remaining: float,
     details: TCPDetails,
     result: ProbeResult,
 ) -> None:
+    """Run ``opts``' TLS handshake and query_response steps on the connected ``sock``."""
     proto = _Conversation(ctx.reactor)
     factory: Any = Factory.forProtocol(lambda: proto)
     handshake = None
@@ -342,12 +463,14 @@ async def _converse(
         handshake = proto.wait_handshake()
     adopt(ctx, sock, factory)
     timer = ctx.reactor.callLater(max(remaining, 0.0), _abort, proto)
+    insecure = opts.tls_config.insecure_skip_verify
     try:
         if handshake is not None:
-            await _tls_done(handshake, proto, opts.tls_config.insecure_skip_verify, details, result)
+            await _tls_done(handshake, proto, insecure, details, result)
+        details.dialed = True
         for i, step in enumerate(opts.query_response):
             result.note("Processing query response entry", entry_number=i)
-            await _step(step, proto, creator, opts.tls_config.insecure_skip_verify, details, result)
+            await _step(step, proto, creator, insecure, details, result)
         result.success, result.result = True, "success"
     except ProbeFailure as exc:
         if proto.timed_out:
@@ -416,7 +539,7 @@ async def _step(
                     "protocol_error", f"regexp {step.expect.pattern!r} did not match"
                 )
             for i, raw in enumerate(batch):
-                line = raw.decode("utf-8", "replace")
+                line = raw.removesuffix(b"\r").decode("utf-8", "replace")
                 result.note("Read line", "debug", line=line)
                 match = step.expect.search(line)
                 if match is not None:
@@ -424,6 +547,12 @@ async def _step(
                     details.failed_due_to_regex = False
                     proto.unread(batch[i + 1 :])
                     break
+        if step.labels:
+            details.expect_info.append(
+                tuple((lb.name, expand(lb.value, match)) for lb in step.labels)
+            )
+    if step.expect_bytes:
+        await _expect_bytes(step.expect_bytes, proto, details, result)
     if step.send:
         text = expand(step.send, match)
         result.note("Sending line", "debug", line=text)
@@ -436,15 +565,91 @@ async def _step(
         await _tls_done(handshake, proto, insecure, details, result)
 
 
+async def _expect_bytes(
+    want: bytes, proto: _Conversation, details: TCPDetails, result: ProbeResult
+) -> None:
+    """The next ``len(want)`` bytes must be ``want``: fewer (the peer closed) is a read
+    failure, other bytes a ``probe_failed_due_to_bytes`` one, as blackbox counts them."""
+    got = await proto.read_bytes(len(want))
+    result.note("Read bytes", "debug", bytes=_shown(got))
+    if proto.timed_out:
+        raise ProbeFailure("error", "error reading from connection")
+    if len(got) < len(want):
+        raise ProbeFailure(
+            "protocol_error", f"read {len(got)} bytes, fewer than the {len(want)} expected"
+        )
+    if got != want:
+        details.failed_due_to_bytes = True
+        raise ProbeFailure("protocol_error", f"bytes did not match: expected {_shown(want)}")
+    details.failed_due_to_bytes = False
+    result.note("Bytes matched", expected=_shown(want))
+
+
+def _shown(data: bytes) -> str:
+    """Bytes for a log line: text where they are printable ASCII, escapes elsewhere."""
+    return repr(data)[2:-1]
+
+
 def _clean_close(reason: Failure) -> bool:
     from twisted.internet.error import ConnectionDone
 
     return bool(reason.check(ConnectionDone)) and not reason.check(SSL.Error)
 
 
+def _label_name(r: Reading) -> None:
+    name = r.values.get("name")
+    if isinstance(name, str) and (not _LABEL_NAME.match(name) or name.startswith("__")):
+        r.error("name", f'"{name}" is not a valid label name')
+        r.values.pop("name")
+
+
+LABEL = Section(
+    Label(),
+    (
+        require("name", "a label needs a name", drop=True),
+        Opt("name", STRING),
+        Opt("value", TEXT),
+        Check(_label_name),
+    ),
+)
+
+
+def _expect_bytes_kind(c: Checker, node: yaml.Node, path: str) -> bytes | None:
+    """The string's UTF-8 bytes (what Go's ``[]byte(string)`` gives), bounded in length."""
+    text = c.text(node, path)
+    if text is None:
+        return None
+    data = text.encode("utf-8")
+    if len(data) > MAX_EXPECT_BYTES:
+        c.error(node, path, f"is {len(data)} bytes, more than the {MAX_EXPECT_BYTES} allowed")
+        return None
+    return data
+
+
+def _labels_checked(r: Reading) -> None:
+    labels = r.values.get("labels")
+    if not isinstance(labels, tuple) or not labels:
+        return
+    names = [lb.name for lb in labels if isinstance(lb, Label)]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        r.error("labels", f'label "{dup}" is given twice')
+        r.values.pop("labels")
+    elif "expect" not in r.nodes:
+        r.c.warn(r.nodes["labels"], r.at("labels"), "labels take effect only with expect")
+
+
 QUERY_RESPONSE = Section(
     QueryResponse(),
-    (Opt("expect", REGEX), Opt("send", TEXT), Opt("starttls", BOOL)),
+    (
+        at_most_one("expect", "expect_bytes"),
+        Opt("expect", REGEX),
+        Opt("expect_bytes", Scalar(_expect_bytes_kind, lambda b: b.decode("utf-8"))),
+        Opt("labels", ListOf(Nested(LABEL))),
+        Opt("send", TEXT),
+        Opt("starttls", BOOL),
+        Check(_labels_checked),
+    ),
 )
 OPTIONS = Section(
     TCPProbe(),
@@ -478,6 +683,6 @@ PROBER = probes.register(
         probe=probe,
         families=(HANDSHAKE, *tls_.FAMILIES),
         families_for=_families,
-        blackbox_families=(FAILED_DUE_TO_REGEX, *tls_.BLACKBOX_FAMILIES),
+        blackbox_families=(*CONVERSATION_FAMILIES, *tls_.BLACKBOX_FAMILIES),
     )
 )

@@ -68,6 +68,10 @@ class TLSInfo:
     issuer: str = ""
     #: DNS subject alternative names, comma-separated
     subject_alternative: str = ""
+    #: the leaf's serial number as Go's ``%x`` of its bytes writes it (lowercase hex)
+    serial_number: str = ""
+    #: the negotiated cipher suite by its IANA name, as Go's ``tls.CipherSuiteName``
+    cipher: str = ""
 
 
 #: the continuous TLS families, part of every prober that may speak TLS (tcp, http, dns)
@@ -77,8 +81,10 @@ FAMILIES = (
            order=140),
     Family("netprobe_tls_version_info", "info", "TLS version of the last handshake.",
            order=150, label="version"),
+    Family("netprobe_tls_cipher_info", "info", "TLS cipher suite of the last handshake.",
+           order=155, label="cipher"),
 )  # fmt: skip
-_EXPIRY, _VERSION = (f.name for f in FAMILIES)
+_EXPIRY, _VERSION, _CIPHER = (f.name for f in FAMILIES)
 
 BLACKBOX_FAMILIES = (
     BlackboxFamily("probe_ssl_earliest_cert_expiry", "Returns last SSL chain expiry in unixtime"),
@@ -86,6 +92,7 @@ BLACKBOX_FAMILIES = (
                    "Returns last SSL chain expiry in timestamp"),
     BlackboxFamily("probe_ssl_last_chain_info", "Contains SSL leaf certificate information"),
     BlackboxFamily("probe_tls_version_info", "Returns the TLS version used or NaN when unknown"),
+    BlackboxFamily("probe_tls_cipher_info", "Returns the TLS cipher negotiated during handshake"),
 )  # fmt: skip
 
 
@@ -94,13 +101,17 @@ def observe(out: SeriesSink, info: TLSInfo | None) -> None:
     if info is not None:
         out.gauge(_EXPIRY, info.earliest_expiry)
         out.info(_VERSION, info.version)
+        out.info(_CIPHER, info.cipher)
 
 
-def blackbox(out: dict[str, list[Sample]], t: TLSInfo) -> None:
-    """blackbox's TLS families of a handshake."""
+def blackbox(out: dict[str, list[Sample]], t: TLSInfo, cipher: bool = False) -> None:
+    """blackbox's TLS families of a handshake; ``cipher``: with ``probe_tls_cipher_info``,
+    which blackbox writes for http only (not tcp, unix or grpc)."""
     out["probe_ssl_earliest_cert_expiry"] = [({}, t.earliest_expiry)]
     out["probe_ssl_last_chain_expiry_timestamp_seconds"] = [({}, t.last_chain_expiry)]
     out["probe_tls_version_info"] = [({"version": t.version}, 1.0)]
+    if cipher:
+        out["probe_tls_cipher_info"] = [({"cipher": t.cipher}, 1.0)]
     out["probe_ssl_last_chain_info"] = [
         (
             {
@@ -108,6 +119,7 @@ def blackbox(out: dict[str, list[Sample]], t: TLSInfo) -> None:
                 "issuer": t.issuer,
                 "subject": t.subject,
                 "subjectalternative": t.subject_alternative,
+                "serialnumber": t.serial_number,
             },
             1.0,
         )
@@ -232,6 +244,8 @@ def handshake_info(conn: SSL.Connection, verified: bool) -> TLSInfo:
             info.subject_alternative = ",".join(san.value.get_values_for_type(x509.DNSName))
         except x509.ExtensionNotFound:
             pass
+        info.serial_number = go_serial(leaf.serial_number)
+    info.cipher = cipher_name(conn.get_cipher_name())
     if verified:
         verified_chain = conn.get_verified_chain()
         if verified_chain:
@@ -239,6 +253,61 @@ def handshake_info(conn: SSL.Connection, verified: bool) -> TLSInfo:
     else:
         info.last_chain_expiry = GO_ZERO_TIME
     return info
+
+
+def go_serial(serial: int) -> str:
+    """Go's ``fmt.Sprintf("%x", SerialNumber.Bytes())``: the magnitude's big-endian bytes in
+    lowercase hex, so leading zero nibbles of a byte are kept (``0a``), none for 0."""
+    n = abs(serial)
+    return n.to_bytes((n.bit_length() + 7) // 8, "big").hex()
+
+
+# OpenSSL's names of the suites Go's crypto/tls knows, to the IANA names Go reports
+_GO_CIPHERS = {
+    "RC4-SHA": "TLS_RSA_WITH_RC4_128_SHA",
+    "DES-CBC3-SHA": "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+    "AES128-SHA": "TLS_RSA_WITH_AES_128_CBC_SHA",
+    "AES256-SHA": "TLS_RSA_WITH_AES_256_CBC_SHA",
+    "AES128-SHA256": "TLS_RSA_WITH_AES_128_CBC_SHA256",
+    "AES128-GCM-SHA256": "TLS_RSA_WITH_AES_128_GCM_SHA256",
+    "AES256-GCM-SHA384": "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    "ECDHE-ECDSA-RC4-SHA": "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
+    "ECDHE-ECDSA-AES128-SHA": "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    "ECDHE-ECDSA-AES256-SHA": "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    "ECDHE-RSA-RC4-SHA": "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
+    "ECDHE-RSA-DES-CBC3-SHA": "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
+    "ECDHE-RSA-AES128-SHA": "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "ECDHE-RSA-AES256-SHA": "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "ECDHE-ECDSA-AES128-SHA256": "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+    "ECDHE-RSA-AES128-SHA256": "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256": "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "ECDHE-ECDSA-AES128-GCM-SHA256": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "ECDHE-RSA-AES256-GCM-SHA384": "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "ECDHE-ECDSA-AES256-GCM-SHA384": "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "ECDHE-RSA-CHACHA20-POLY1305": "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "ECDHE-ECDSA-CHACHA20-POLY1305": "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+}
+_suite_ids: dict[str, int] = {}
+
+
+def cipher_name(openssl_name: str | None) -> str:
+    """A suite as Go's ``tls.CipherSuiteName`` names it: TLS 1.3 suites keep their (IANA)
+    name, Go's TLS 1.2 suites get their IANA name, any other is its id as ``0x%04X``."""
+    if not openssl_name:
+        return ""
+    if openssl_name.startswith("TLS_"):
+        return openssl_name
+    known = _GO_CIPHERS.get(openssl_name)
+    if known is not None:
+        return known
+    if not _suite_ids:
+        import ssl as std_ssl
+
+        ctx = std_ssl.SSLContext(std_ssl.PROTOCOL_TLS_CLIENT)
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+        _suite_ids.update((c["name"], c["id"] & 0xFFFF) for c in ctx.get_ciphers())
+    suite = _suite_ids.get(openssl_name)
+    return openssl_name if suite is None else f"0x{suite:04X}"
 
 
 # Go's pkix.Name fields, in the order Name.ToRDNSequence lists them
