@@ -277,7 +277,7 @@ def target_address_error(
 ) -> str | None:
     """Why ``address`` cannot be probed with ``module``, or None if it can.
 
-    A URL given to a module that takes host:port gets said so, with a module of ``modules``
+    A URL given to a module whose prober takes none gets said so, with a module of ``modules``
     that takes it: the prober's own complaint (a port that is not a number) would mislead.
     """
     if not module.runnable:
@@ -287,9 +287,11 @@ def target_address_error(
         return problem  # a prober that takes URLs says best what is wrong with this one
     takers = modules_taking(address, modules or {})
     hint = f'; module "{takers[0]}" takes URLs' if takers else "; use a module that takes URLs"
+    if "URL" in problem:  # the prober already says what it takes instead
+        return problem + hint
     return (
-        f'{redact_url(address)!r} is a URL, and module "{module.name}" (prober '
-        f"{module.prober}) takes host:port{hint}"
+        f'{redact_url(address)!r} is a URL, which module "{module.name}" (prober '
+        f"{module.prober}) does not take{hint}"
     )
 
 

@@ -24,8 +24,8 @@ def errors_of(text: str) -> list[str]:
 def test_a_url_given_to_a_tcp_target_says_it_is_a_url_and_which_module_takes_it() -> None:
     (error,) = errors_of("targets:\n  - address: https://example.org\n    module: tcp_connect\n")
     assert error == (
-        "c.yml:2: targets[0].address: 'https://example.org' is a URL, and module "
-        '"tcp_connect" (prober tcp) takes host:port; module "http_2xx" takes URLs'
+        "c.yml:2: targets[0].address: 'https://example.org' is a URL, which module "
+        '"tcp_connect" (prober tcp) does not take; module "http_2xx" takes URLs'
     )
 
 
@@ -42,7 +42,7 @@ def test_a_url_no_module_takes_gets_a_general_hint() -> None:
 
     problem = target_address_error("http://x/", only["only_tcp"], only)
     assert problem == (
-        "'http://x/' is a URL, and module \"only_tcp\" (prober tcp) takes host:port; "
+        "'http://x/' is a URL, which module \"only_tcp\" (prober tcp) does not take; "
         "use a module that takes URLs"
     )
 
