@@ -170,6 +170,13 @@ class TargetSeries(SeriesSink):
             self.infos = {}
         self.infos[family] = label_value
 
+    def counter(self, family: str, increment: float) -> None:
+        # kept beside the gauges: both are one value per target, rendered alike (TYPE aside)
+        gauges = self.gauges
+        if gauges is None:
+            gauges = self.gauges = {}
+        gauges[family] = gauges.get(family, 0.0) + increment
+
     def observe(self, result: ProbeResult, now: float) -> None:
         name = result.result if result.result in self.results else "error"
         self.results[name] += 1

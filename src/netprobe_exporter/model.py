@@ -240,6 +240,10 @@ class SeriesSink:
     def info(self, family: str, label_value: str) -> None:
         raise NotImplementedError
 
+    def counter(self, family: str, increment: float) -> None:
+        """Add ``increment`` to a counter family (``kind="counter"``: one value per target)."""
+        raise NotImplementedError
+
 
 @dataclass(slots=True)
 class ProbeResult:

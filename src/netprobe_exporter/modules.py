@@ -77,6 +77,11 @@ def parse_module(c: Checker, name: str, node: yaml.Node, path: str) -> Module | 
                 options = parsed
     if options is None:
         options = spec.parse(c, None, f"{path}.{prober}", node)
+    if spec.check_timeout is not None:
+        problem = spec.check_timeout(options, timeout or DEFAULT_TIMEOUT, not timeout)
+        if problem is not None:
+            at = m.get(prober) or pnode
+            c.error(at, f"{path}.{prober}", problem)
     if not options.runnable:
         c.warn(pnode, f"{path}.prober",
                f'prober "{prober}" {SOON}: module "{name}" cannot be probed')  # fmt: skip

@@ -143,7 +143,7 @@ class Family:
     """
 
     name: str
-    kind: str  # "histogram", "gauge" or "info"
+    kind: str  # "histogram", "gauge", "counter" (fed by ``SeriesSink.counter``) or "info"
     help: str
     order: int = 1000
     label: str = ""
@@ -180,6 +180,9 @@ class ProberSpec:
     #: the families a module with these options can show (for ``limits.sample_limit``)
     families_for: Callable[[Options], tuple[Family, ...]] | None = None
     blackbox_families: tuple[BlackboxFamily, ...] = ()
+    #: why a module whose timeout is ``timeout`` (``unset``: none given, the continuous
+    #: default applies) cannot run these options, or None
+    check_timeout: Callable[[Options, float, bool], str | None] | None = None
     #: the options as YAML-able values, secrets already redacted (None: generic)
     shown: Callable[[Options, dict[str, object]], dict[str, object]] | None = None
     #: the options with a ``/probe?hostname=`` override; ValueError says why not

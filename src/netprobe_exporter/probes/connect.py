@@ -87,6 +87,9 @@ class ConnectInfo:
 
     #: the kernel's smoothed RTT right after the handshake (TCP_INFO), when available
     handshake_rtt: float | None = None
+    #: segments the kernel retransmitted before the handshake completed (TCP_INFO's
+    #: ``total_retrans``: a lost SYN or SYN-ACK), when available
+    retransmits: int | None = None
 
     def observe(self, out: SeriesSink) -> None:
         if self.handshake_rtt is not None:
@@ -95,6 +98,13 @@ class ConnectInfo:
 
 def handshake_rtt(sock: socket.socket) -> float | None:
     """The kernel's smoothed RTT (``tcpi_rtt``) in seconds, or None where unavailable."""
+    found = tcp_info(sock)
+    return None if found is None else found[0]
+
+
+def tcp_info(sock: socket.socket) -> tuple[float, int] | None:
+    """The kernel's smoothed RTT (``tcpi_rtt``, seconds) and segments retransmitted so far
+    (``tcpi_total_retrans``), from one ``TCP_INFO`` read; None where unavailable."""
     if _TCP_INFO is None:
         return None
     try:
@@ -103,8 +113,9 @@ def handshake_rtt(sock: socket.socket) -> float | None:
         return None
     if len(buf) < 8 + 16 * 4:
         return None
-    rtt_us: int = struct.unpack_from("8B24I", buf.ljust(_TCP_INFO_LEN, b"\0"))[8 + 15]
-    return rtt_us / 1e6
+    fields = struct.unpack_from("8B24I", buf.ljust(_TCP_INFO_LEN, b"\0"))
+    # a kernel too old for total_retrans (u32 field 23) pads it with zeros here
+    return fields[8 + 15] / 1e6, fields[8 + 23]
 
 
 async def resolve(
@@ -322,7 +333,11 @@ class _Connector:
         r.connect_duration = t1 - self._t0
         sock, self._sock = self._sock, None
         if sock is not None:
-            self._info.handshake_rtt = handshake_rtt(sock)
+            found = tcp_info(sock)
+            if found is not None:
+                self._info.handshake_rtt, self._info.retransmits = found
+            else:
+                self._info.handshake_rtt = self._info.retransmits = None
         r.note("Successfully dialed", seconds=f"{r.connect_duration:.6f}")
         self.deferred.callback(sock)
 

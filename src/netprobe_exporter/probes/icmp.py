@@ -38,7 +38,9 @@ from netprobe_exporter.probes import (
     options_of,
     run_probe,
 )
+from netprobe_exporter.probes import packets as packets_
 from netprobe_exporter.probes.connect import ADDRESSING, resolve
+from netprobe_exporter.probes.packets import DEFAULT_PACKET_INTERVAL, PACKET_OPTIONS, Burst, Packets
 from netprobe_exporter.schema import BOOL, Int, Opt, Section
 
 
@@ -52,12 +54,16 @@ class ICMPProbe(Options):
     dont_fragment: bool = False
     #: IPv4 TTL or IPv6 hop limit of the request
     ttl: int = 64
+    #: echo requests per probe, one every ``packet_interval`` (``probes.packets``)
+    packets: int = 1
+    packet_interval: float = DEFAULT_PACKET_INTERVAL
 
 
 RTT = Family(
     "netprobe_icmp_rtt_seconds", "histogram",
-    "icmp modules: echo round trip from the kernel's receive timestamp, replies only (loss "
-    "shows as netprobe_probes_total{result=\"timeout\"}).", order=120,
+    "icmp modules: echo round trip from the kernel's receive timestamp, replies only, every "
+    "reply of a probe with packets > 1 (loss: netprobe_packets_*_total, or "
+    "netprobe_probes_total{result=\"timeout\"} with one packet).", order=120,
 )  # fmt: skip
 
 
@@ -78,13 +84,17 @@ class ICMPPhases:
 
 @dataclass(slots=True)
 class ICMPDetails(Details):
-    """What an echo showed: its phases and the reply's TTL / hop limit."""
+    """What an echo showed: its phases and the reply's TTL / hop limit; with ``packets`` > 1
+    the burst (``rtt`` is then the first reply's, ``hop_limit`` the last's)."""
 
     phases: ICMPPhases = field(default_factory=ICMPPhases)
     hop_limit: int | None = None
+    packets: Packets | None = None
 
     def observe(self, out: SeriesSink, result: ProbeResult) -> None:
-        if result.success:
+        if self.packets is not None:
+            self.packets.observe(out, RTT.name)
+        elif result.success:
             out.histogram(RTT.name, self.phases.rtt)
 
     def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
@@ -93,11 +103,14 @@ class ICMPDetails(Details):
         ]
         if result.success and self.hop_limit is not None:
             out["probe_icmp_reply_hop_limit"] = [({}, float(self.hop_limit))]
+        if self.packets is not None:
+            self.packets.blackbox(out)
 
 
 BLACKBOX_FAMILIES = (
     BlackboxFamily("probe_icmp_duration_seconds", "Duration of icmp request by phase"),
     BlackboxFamily("probe_icmp_reply_hop_limit", "Replied packet hop limit (TTL for ipv4)"),
+    *packets_.BLACKBOX_FAMILIES,
 )
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -130,8 +143,8 @@ class _Echo:
 
     __slots__ = ("deferred", "sent_ns")
 
-    def __init__(self, sent_ns: int) -> None:
-        self.deferred: Deferred[tuple[int, int | None]] = Deferred()
+    def __init__(self, sent_ns: int, canceller: Callable[[object], None]) -> None:
+        self.deferred: Deferred[tuple[int, int | None]] = Deferred(canceller)
         self.sent_ns = sent_ns
 
 
@@ -259,7 +272,7 @@ class IcmpSocket:
                 IP_PMTUDISC_DO if opts.dont_fragment else IP_PMTUDISC_DONT,
             )  # fmt: skip
         sent_ns = self._wall_ns()  # the clock starts as the request leaves
-        echo = _Echo(sent_ns)
+        echo = _Echo(sent_ns, lambda _: self.forget(seq))  # a cancelled echo is forgotten
         self.pending[seq] = echo
         try:
             self.sock.sendto(packet, (ip, 0))
@@ -320,6 +333,10 @@ async def _run(
     except ValueError as exc:
         result.fail("error", str(exc))
         return
+    unfit = packets_.fit_error(opts.packets, opts.packet_interval, timeout)
+    if unfit is not None:  # a /probe scrape timeout shorter than the module's
+        result.fail("error", f"icmp: {unfit}")
+        return
     ip = await resolve(
         ctx, address, version, opts.preferred_ip_protocol, opts.ip_protocol_fallback, timeout,
         result,
@@ -329,6 +346,9 @@ async def _run(
         return
     t0 = clock()
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    if opts.packets > 1:
+        await _burst(ctx, ip, family, opts, timeout - (t0 - started), details, result)
+        return
     try:
         sock = engine_of(ctx).socket_for(family, opts.source_ip_address)
         seq, echo = sock.send(ip, opts)
@@ -358,6 +378,51 @@ async def _run(
     result.success, result.result = True, "success"
 
 
+async def _burst(
+    ctx: ProbeContext, ip: str, family: int, opts: ICMPProbe, remaining: float,
+    details: ICMPDetails, result: ProbeResult,
+) -> None:  # fmt: skip
+    """``opts.packets`` echoes, one every ``packet_interval``, answered within ``remaining``."""
+    clock = ctx.clock.monotonic
+    t0 = clock()
+    try:
+        sock = engine_of(ctx).socket_for(family, opts.source_ip_address)
+    except OSError as exc:
+        details.phases.setup = clock() - t0
+        result.fail("error", f"icmp: {exc.strerror or exc}")
+        return
+    details.phases.setup = clock() - t0
+    errors: list[str] = []
+
+    def send(i: int) -> Deferred[float | None]:
+        seq, echo = sock.send(ip, opts)
+        result.note("Sent echo request", "debug", packet=i, seq=seq)
+        return echo.deferred.addCallback(replied)  # cancelling it forgets the echo
+
+    def replied(reply: tuple[int, int | None]) -> float:
+        rtt_ns, hop = reply
+        details.hop_limit = hop
+        rtt = rtt_ns / 1e9
+        if not details.phases.rtt:
+            details.phases.rtt = rtt
+        return rtt
+
+    def on_error(i: int, exc: OSError) -> None:
+        errors.append(f"icmp: {exc.strerror or exc}")
+
+    result.note("Sending echo requests", kind="raw" if sock.raw else "datagram",
+                packets=opts.packets, interval_seconds=opts.packet_interval)  # fmt: skip
+    burst = Burst(ctx.reactor, opts.packets, opts.packet_interval, remaining, send, on_error)
+    got = details.packets = await burst.done
+    result.note("Echo replies", sent=got.sent, received=got.received)
+    if got.received:
+        result.success, result.result = True, "success"
+    elif not got.sent and errors:
+        result.fail("error", errors[0])
+    else:
+        result.fail("timeout", f"icmp: no echo reply in time to any of {got.sent} requests")
+
+
 def engine_of(ctx: ProbeContext) -> IcmpEngine:
     """The context's ICMP sockets, made for its reactor and wall clock on first use."""
     found = engine(ctx, "icmp", lambda reactor: IcmpEngine(reactor, ctx.clock.wall_ns))
@@ -372,6 +437,7 @@ OPTIONS = Section(
         Opt("payload_size", Int(0, 65000)),
         Opt("dont_fragment", BOOL),
         Opt("ttl", Int(0, 255, zero_unset=True)),  # 0: the default, as blackbox
+        *PACKET_OPTIONS,
     ),
 )
 
@@ -384,13 +450,25 @@ def check_address(address: str) -> str | None:
     return None
 
 
+def _families(options: Options) -> tuple[Family, ...]:
+    assert isinstance(options, ICMPProbe)
+    return (RTT, *packets_.FAMILIES) if options.packets > 1 else (RTT,)
+
+
+def _check_timeout(options: Options, timeout: float, unset: bool) -> str | None:
+    assert isinstance(options, ICMPProbe)
+    return packets_.fit_error(options.packets, options.packet_interval, timeout, unset)
+
+
 PROBER = probes.register(
     ProberSpec(
         name="icmp",
         options=OPTIONS,
         check_address=check_address,
         probe=probe,
-        families=(RTT,),
+        families=(RTT, *packets_.FAMILIES),
+        families_for=_families,
         blackbox_families=BLACKBOX_FAMILIES,
+        check_timeout=_check_timeout,
     )
 )

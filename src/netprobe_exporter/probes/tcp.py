@@ -40,6 +40,7 @@ from netprobe_exporter.probes import (
     options_of,
     run_probe,
 )
+from netprobe_exporter.probes import packets as packets_
 from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
     ADDRESSING,
@@ -49,6 +50,7 @@ from netprobe_exporter.probes.connect import (
     connect,
     resolve,
 )
+from netprobe_exporter.probes.packets import DEFAULT_PACKET_INTERVAL, PACKET_OPTIONS, Burst, Packets
 from netprobe_exporter.probes.tls import (
     TLS_OPTION,
     TLSConfig,
@@ -118,6 +120,10 @@ class TCPProbe(Options):
     query_response: tuple[QueryResponse, ...] = ()
     tls: bool = False
     tls_config: TLSConfig = field(default_factory=TLSConfig)
+    #: connects per probe, one every ``packet_interval`` (``probes.packets``): plain
+    #: connect checks only
+    packets: int = 1
+    packet_interval: float = DEFAULT_PACKET_INTERVAL
 
     @property
     def may_speak_tls(self) -> bool:
@@ -140,11 +146,16 @@ class TCPDetails(Details):
     expect_info: list[tuple[tuple[str, str], ...]] = field(default_factory=list)
     connect: ConnectInfo = field(default_factory=ConnectInfo)
     tls: TLSInfo | None = None
+    #: the burst of a module with ``packets`` > 1
+    packets: Packets | None = None
     #: ``probe_failed_due_to_regex`` even when the dial failed (blackbox 0.23's tcp does)
     regex_always: ClassVar[bool] = True
 
     def observe(self, out: SeriesSink, result: ProbeResult) -> None:
-        self.connect.observe(out)
+        if self.packets is not None:  # every connect's handshake RTT, and the counts
+            self.packets.observe(out, HANDSHAKE.name)
+        else:
+            self.connect.observe(out)
         tls_.observe(out, self.tls)
 
     def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
@@ -158,6 +169,8 @@ class TCPDetails(Details):
             out["probe_expect_info"] = [(dict(labels), 1.0) for labels in unique]
         if self.tls is not None:
             tls_.blackbox(out, self.tls)
+        if self.packets is not None:
+            self.packets.blackbox(out)
 
 
 FAILED_DUE_TO_REGEX = BlackboxFamily(
@@ -353,7 +366,7 @@ def expand(template: str, match: re.Match[str] | None) -> str:
 def probe(ctx: ProbeContext, address: str, module: Module, timeout: float) -> Deferred[ProbeResult]:
     """Probe ``address`` (``host:port``) within ``timeout`` seconds."""
     opts = options_of(module, TCPProbe)
-    if not (opts.tls or opts.query_response or ctx.debug or ctx.policy):
+    if not (opts.tls or opts.query_response or ctx.debug or ctx.policy or opts.packets > 1):
         try:
             hp = parse_host_port(address)
         except ValueError:
@@ -407,6 +420,10 @@ async def _run(
     except ValueError as exc:
         result.fail("error", str(exc))
         return
+    unfit = packets_.fit_error(opts.packets, opts.packet_interval, timeout)
+    if unfit is not None:
+        result.fail("error", f"tcp: {unfit}")
+        return
     ip = await resolve(
         ctx, hp.host, hp.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
         timeout, result,
@@ -419,6 +436,9 @@ async def _run(
         if creator is None:
             return
     remaining = timeout - (ctx.clock.monotonic() - started)
+    if opts.packets > 1:
+        await _connects(ctx, ip, hp.port, opts, remaining, details, result)
+        return
     sock = await connect(
         ctx, ip, hp.port, opts.source_ip_address, remaining, result, details.connect
     )
@@ -431,6 +451,57 @@ async def _run(
         return
     remaining = timeout - (ctx.clock.monotonic() - started)
     await converse(ctx, sock, creator, opts, remaining, details, result)
+
+
+async def _connects(
+    ctx: ProbeContext, ip: str, port: int, opts: TCPProbe, remaining: float,
+    details: TCPDetails, result: ProbeResult,
+) -> None:  # fmt: skip
+    """``opts.packets`` connects, one every ``packet_interval``, within ``remaining``.
+
+    A connect is a packet received when the handshake completed without the kernel
+    retransmitting (the first SYN and its SYN-ACK both arrived); its RTT is the kernel's
+    handshake RTT (the connect time where ``TCP_INFO`` is missing). Refused, unreachable and
+    unanswered connects, and those that needed a retransmitted SYN, are lost packets.
+    """
+    info = details.connect
+    failures: list[tuple[str, str]] = []
+    #: connect time of the first connect ("any") and of the first without retransmission
+    first: dict[str, float] = {}
+
+    def send(i: int) -> Deferred[float | None]:
+        d = connect(ctx, ip, port, opts.source_ip_address, remaining + 1.0, result, info)
+        return d.addCallback(connected)  # the Burst cancels it at the deadline
+
+    def connected(sock: socket.socket | None) -> float | None:
+        # connect() filled these in for this attempt just before firing: read them now
+        if sock is None:
+            failures.append((result.result, result.detail))
+            return None
+        sock.close()
+        details.dialed = True
+        took = result.connect_duration or 0.0
+        retransmits = info.retransmits or 0
+        first.setdefault("any", took)
+        if retransmits:
+            result.note("Connected after retransmitting", "debug", retransmits=retransmits)
+            return None
+        first.setdefault("clean", took)
+        return info.handshake_rtt if info.handshake_rtt is not None else took
+
+    result.note("Dialing TCP", address=ip, port=port, packets=opts.packets,
+                interval_seconds=opts.packet_interval)  # fmt: skip
+    burst = Burst(ctx.reactor, opts.packets, opts.packet_interval, remaining, send)
+    got = details.packets = await burst.done
+    result.note("Connects", sent=got.sent, received=got.received)
+    # one connect time per probe (the core histogram's): the first clean one's, else the first
+    result.connect_duration = first.get("clean", first.get("any"))
+    if details.dialed:
+        result.success, result.result, result.detail = True, "success", ""
+    elif failures:
+        result.fail(*failures[-1])
+    else:
+        result.fail("timeout", f"connect: none of {got.sent} connects completed in time")
 
 
 class Conversing(TypingProtocol):
@@ -651,6 +722,21 @@ QUERY_RESPONSE = Section(
         Check(_labels_checked),
     ),
 )
+
+
+def _packets_plain(r: Reading) -> None:
+    """Several packets are several connects: a conversation or TLS is not repeated."""
+    packets = r.values.get("packets")
+    if (
+        isinstance(packets, int)
+        and packets > 1
+        and (r.values.get("tls") or r.values.get("query_response"))
+    ):
+        r.error("packets", "packets > 1 applies to a plain connect check: not with tls or "
+                "query_response")  # fmt: skip
+        r.values.pop("packets")
+
+
 OPTIONS = Section(
     TCPProbe(),
     (
@@ -658,6 +744,8 @@ OPTIONS = Section(
         Opt("query_response", ListOf(Nested(QUERY_RESPONSE))),
         Opt("tls", BOOL),
         TLS_OPTION,
+        *PACKET_OPTIONS,
+        Check(_packets_plain),
     ),
 )
 
@@ -672,7 +760,14 @@ def check_address(address: str) -> str | None:
 
 def _families(options: Options) -> tuple[Family, ...]:
     assert isinstance(options, TCPProbe)
+    if options.packets > 1:
+        return (HANDSHAKE, *packets_.FAMILIES)
     return (HANDSHAKE, *tls_.FAMILIES) if options.may_speak_tls else (HANDSHAKE,)
+
+
+def _check_timeout(options: Options, timeout: float, unset: bool) -> str | None:
+    assert isinstance(options, TCPProbe)
+    return packets_.fit_error(options.packets, options.packet_interval, timeout, unset)
 
 
 PROBER = probes.register(
@@ -681,8 +776,13 @@ PROBER = probes.register(
         options=OPTIONS,
         check_address=check_address,
         probe=probe,
-        families=(HANDSHAKE, *tls_.FAMILIES),
+        families=(HANDSHAKE, *tls_.FAMILIES, *packets_.FAMILIES),
         families_for=_families,
-        blackbox_families=(*CONVERSATION_FAMILIES, *tls_.BLACKBOX_FAMILIES),
+        blackbox_families=(
+            *CONVERSATION_FAMILIES,
+            *tls_.BLACKBOX_FAMILIES,
+            *packets_.BLACKBOX_FAMILIES,
+        ),
+        check_timeout=_check_timeout,
     )
 )
