@@ -175,6 +175,7 @@ class Burst:
         self.done: Deferred[Packets] = Deferred(lambda _: self._stop())
         self._deadline: Any = reactor.callLater(max(deadline, 0.0), self._expire)
         self._send_timer: Any = None
+        self._start = reactor.seconds()
         self._send_one()
 
     def _send_one(self) -> None:
@@ -193,7 +194,9 @@ class Burst:
         if self._finished:
             return
         if self._next < self._count:
-            self._send_timer = self._reactor.callLater(self._interval, self._send_one)
+            # due at start + i * interval: a late reactor turn does not push later packets back
+            delay = self._start + self._next * self._interval - self._reactor.seconds()
+            self._send_timer = self._reactor.callLater(max(delay, 0.0), self._send_one)
         else:
             self._maybe_done()
 
