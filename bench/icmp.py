@@ -6,7 +6,12 @@ rig's TUN device swallows. Reports probes/s achieved vs scheduled, loss per clas
 (from ``netprobe_probes_total{result="timeout"}``), RTT p50/p99 (from
 ``netprobe_icmp_rtt_seconds``), scheduler lag p50/p99, CPU and RSS. Needs root.
 
+With ``--packets P`` each probe sends P echoes ``--packet-interval`` apart: loss per class is
+then packet loss (``netprobe_packets_{sent,received}_total``), every reply is in the RTT
+histogram, and packets/s and CPU per 1,000 packets are shown beside the probe figures.
+
     python bench/icmp.py --targets 1000 --silent 50 --interval 1 --seconds 20
+    python bench/icmp.py --targets 1000 --silent 50 --interval 1 --seconds 20 --packets 5
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from common import (
     rss_bytes,
     samples,
     table,
-    total,
     write_json,
 )
 from tundelay import DelayRig
@@ -52,13 +56,18 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--packets", type=int, default=1, help="echo requests per probe")
+    ap.add_argument("--packet-interval", type=float, default=0.1, help="seconds between them")
     args = ap.parse_args()
     answering = args.targets - args.silent
     addresses = [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(answering)]
     silent = [f"198.18.6.{10 + i}" for i in range(args.silent)]
     buckets = "[" + ", ".join(str(b) for b in BUCKETS) + "]"
+    packets = ""
+    if args.packets > 1:
+        packets = f", packets: {args.packets}, packet_interval: {args.packet_interval}s"
     lines = [
-        "modules:\n  ping:\n    prober: icmp\n    icmp: {preferred_ip_protocol: ip4}",
+        f"modules:\n  ping:\n    prober: icmp\n    icmp: {{preferred_ip_protocol: ip4{packets}}}",
         f"defaults:\n  interval: {args.interval}s\n  module: ping\n  buckets: {buckets}",
         "targets:",
     ] + [f"  - address: {a}" for a in addresses + silent]
@@ -103,11 +112,16 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
 
-    def delta(name: str, **labels: str) -> float:
-        def tot(t: str) -> float:
-            return total(t, name, **labels)
+    parsed0, parsed1 = samples(text0), samples(text1)  # parsed once: 1,000 targets is slow
 
-        return tot(text1) - tot(text0)
+    def delta(name: str, **labels: str) -> float:
+        def tot(parsed: list[tuple[str, dict[str, str], float]]) -> float:
+            return sum(
+                v for n, lbl, v in parsed
+                if n == name and all(lbl.get(k) == want for k, want in labels.items())
+            )  # fmt: skip
+
+        return tot(parsed1) - tot(parsed0)
 
     elapsed = t1 - t0
     probes = delta("netprobe_probes_total")
@@ -115,28 +129,43 @@ def main() -> None:
     lag1 = histogram(text1, "netprobe_scheduler_lag_seconds")
     rtt0 = merged_histogram(text0, "netprobe_icmp_rtt_seconds", "127.")
     rtt1 = merged_histogram(text1, "netprobe_icmp_rtt_seconds", "127.")
-    lost_answering = delta("netprobe_probes_total", result="timeout") - sum(
-        delta("netprobe_probes_total", target=s, module="ping", result="timeout") for s in silent
-    )
-    lost_silent = sum(
-        delta("netprobe_probes_total", target=s, module="ping", result="timeout") for s in silent
-    )
-    sent_silent = sum(delta("netprobe_probes_total", target=s) for s in silent)
+    if args.packets > 1:  # packet loss, from the packet counters
+        sent_all = delta("netprobe_packets_sent_total")
+        sent_silent = sum(delta("netprobe_packets_sent_total", target=s) for s in silent)
+        got_silent = sum(delta("netprobe_packets_received_total", target=s) for s in silent)
+        lost_silent = sent_silent - got_silent
+        lost_answering = sent_all - delta("netprobe_packets_received_total") - lost_silent
+        sent_answering = sent_all - sent_silent
+    else:  # probe loss: one echo per probe
+        lost_answering = delta("netprobe_probes_total", result="timeout") - sum(
+            delta("netprobe_probes_total", target=s, module="ping", result="timeout")
+            for s in silent
+        )
+        lost_silent = sum(
+            delta("netprobe_probes_total", target=s, module="ping", result="timeout")
+            for s in silent
+        )
+        sent_silent = sum(delta("netprobe_probes_total", target=s) for s in silent)
+        sent_all, sent_answering = probes, probes - sent_silent
     result = {
         "targets": args.targets, "silent_targets": args.silent, "interval_s": args.interval,
         "window_s": round(elapsed, 2),
         "scheduled_per_s": round(args.targets / args.interval, 1),
         "achieved_per_s": round(probes / elapsed, 1),
-        "loss_answering": round(lost_answering / max(probes - sent_silent, 1), 5),
+        "packets_per_probe": args.packets,
+        "packets_per_s": round(sent_all / elapsed, 1),
+        "loss_answering": round(lost_answering / max(sent_answering, 1), 5),
         "loss_silent": round(lost_silent / max(sent_silent, 1), 5),
         "rtt_p50_us": round(quantile(0.5, rtt0, rtt1) * 1e6, 1),
         "rtt_p99_us": round(quantile(0.99, rtt0, rtt1) * 1e6, 1),
         "lag_p50_ms": round(quantile(0.5, lag0, lag1) * 1000, 3),
         "lag_p99_ms": round(quantile(0.99, lag0, lag1) * 1000, 3),
         "cpu_s_per_1000_probes": round((cpu1 - cpu0) / max(probes, 1) * 1000, 4),
+        "cpu_s_per_1000_packets": round((cpu1 - cpu0) / max(sent_all, 1) * 1000, 4),
         "rss_mb": round(rss / 2**20, 1),
     }  # fmt: skip
-    path = write_json(f"icmp-{args.targets}", result)
+    name = f"icmp-{args.targets}" + (f"-packets{args.packets}" if args.packets > 1 else "")
+    path = write_json(name, result)
     print(table([["metric", "value"], *[[k, v] for k, v in result.items()]]))
     print(f"written: {path}")
 

@@ -196,6 +196,8 @@ class IcmpSocket:
         self._seq = itertools.count(1)
         self.pending: dict[int, _Echo] = {}
         self._reading = False
+        #: the (ttl, dont_fragment) the socket is set to, None until first set
+        self._set: tuple[int, bool] | None = None
 
     # IReadDescriptor
     def fileno(self) -> int:
@@ -262,15 +264,19 @@ class IcmpSocket:
         packet = header + payload
         if not self.v6:  # the kernel sums ICMPv6 (and rewrites the id on datagram sockets)
             packet = struct.pack("!BBHHH", kind, 0, checksum(packet), self.ident, seq) + payload
-        if self.v6:
-            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, opts.ttl)
-            self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, int(opts.dont_fragment))
-        else:
-            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, opts.ttl)
-            self.sock.setsockopt(
-                socket.IPPROTO_IP, IP_MTU_DISCOVER,
-                IP_PMTUDISC_DO if opts.dont_fragment else IP_PMTUDISC_DONT,
-            )  # fmt: skip
+        wanted = (opts.ttl, opts.dont_fragment)
+        if wanted != self._set:  # two syscalls saved per echo while modules agree (bursts do)
+            self._set = None
+            if self.v6:
+                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, opts.ttl)
+                self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, int(opts.dont_fragment))
+            else:
+                self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, opts.ttl)
+                self.sock.setsockopt(
+                    socket.IPPROTO_IP, IP_MTU_DISCOVER,
+                    IP_PMTUDISC_DO if opts.dont_fragment else IP_PMTUDISC_DONT,
+                )  # fmt: skip
+            self._set = wanted
         sent_ns = self._wall_ns()  # the clock starts as the request leaves
         echo = _Echo(sent_ns, lambda _: self.forget(seq))  # a cancelled echo is forgotten
         self.pending[seq] = echo
