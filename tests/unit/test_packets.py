@@ -19,7 +19,7 @@ from netprobe_exporter.model import Module, ProbeResult
 from netprobe_exporter.probes import Clock, ProbeContext
 from netprobe_exporter.probes import icmp as icmp_prober
 from netprobe_exporter.probes.icmp import ICMPDetails, ICMPProbe
-from netprobe_exporter.probes.packets import Burst, Packets, fit_error, rtt_stats
+from netprobe_exporter.probes.packets import UNSET_TIMEOUT, Burst, Packets, fit_error, rtt_stats
 from netprobe_exporter.probes.tcp import TCPProbe
 
 
@@ -83,7 +83,7 @@ def test_fit_of_the_packets_in_the_timeout() -> None:
     assert message is not None
     assert "5 packets at packet_interval 250ms need 1250ms" in message
     assert "module's timeout of 1s" in message
-    unset = fit_error(30, 0.2, 5.0, unset=True)
+    unset = fit_error(30, 0.2, 5.0, UNSET_TIMEOUT)
     assert unset is not None and "a module without timeout gets" in unset
 
 
@@ -233,6 +233,22 @@ class BurstTests(SynchronousTestCase):
         self.assertEqual((got.sent, got.received), (4, 0))
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
+    def test_an_answer_waiting_on_the_socket_at_the_deadline_counts(self) -> None:
+        """A busy reactor may run the deadline before the read: it drains the socket first."""
+        drained: list[float] = []
+
+        def drain() -> None:
+            drained.append(self.reactor.seconds())
+            self.waiting[1].callback(0.2)  # the reply was there, unread
+
+        burst = Burst(self.reactor, 2, 0.1, 0.5, self.send, drain=drain)
+        self.waiting[0].callback(0.01)
+        self.reactor.pump([0.1, 0.4])
+        got = self.successResultOf(burst.done)
+        self.assertEqual((got.sent, got.rtts), (2, [0.01, 0.2]))
+        self.assertEqual(drained, [0.5])
+        self.assertEqual(self.cancelled, [])
+
     def test_cancelling_the_probe_stops_sends_and_gives_up_the_packets(self) -> None:
         burst = Burst(self.reactor, 5, 0.1, 1.0, self.send)
         self.reactor.advance(0.1)
@@ -264,6 +280,9 @@ class FakeIcmpSocket:
 
     def forget(self, seq: int) -> None:
         self.forgotten.append(seq)
+
+    def doRead(self) -> None:
+        """Nothing waits unread here: the test fires each reply itself."""
 
     def reply(self, seq: int, rtt: float, hop: int = 63) -> None:
         self.echoes[seq].deferred.callback((round(rtt * 1e9), hop))

@@ -339,7 +339,7 @@ async def _run(
     except ValueError as exc:
         result.fail("error", str(exc))
         return
-    unfit = packets_.fit_error(opts.packets, opts.packet_interval, timeout)
+    unfit = packets_.fit_error(opts.packets, opts.packet_interval, timeout, packets_.PROBE_TIMEOUT)
     if unfit is not None:  # a /probe scrape timeout shorter than the module's
         result.fail("error", f"icmp: {unfit}")
         return
@@ -418,7 +418,9 @@ async def _burst(
 
     result.note("Sending echo requests", kind="raw" if sock.raw else "datagram",
                 packets=opts.packets, interval_seconds=opts.packet_interval)  # fmt: skip
-    burst = Burst(ctx.reactor, opts.packets, opts.packet_interval, remaining, send, on_error)
+    burst = Burst(
+        ctx.reactor, opts.packets, opts.packet_interval, remaining, send, on_error, sock.doRead
+    )
     got = details.packets = await burst.done
     result.note("Echo replies", sent=got.sent, received=got.received)
     if got.received:
@@ -463,7 +465,8 @@ def _families(options: Options) -> tuple[Family, ...]:
 
 def _check_timeout(options: Options, timeout: float, unset: bool) -> str | None:
     assert isinstance(options, ICMPProbe)
-    return packets_.fit_error(options.packets, options.packet_interval, timeout, unset)
+    whose = packets_.UNSET_TIMEOUT if unset else packets_.MODULE_TIMEOUT
+    return packets_.fit_error(options.packets, options.packet_interval, timeout, whose)
 
 
 PROBER = probes.register(

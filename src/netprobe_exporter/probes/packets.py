@@ -66,7 +66,15 @@ BLACKBOX_FAMILIES = (
 )
 
 
-def fit_error(packets: int, interval: float, timeout: float, unset: bool = False) -> str | None:
+#: what ``fit_error`` compares with, by where the timeout came from
+MODULE_TIMEOUT = "the module's timeout of {}"
+UNSET_TIMEOUT = "the {} a module without timeout gets in continuous mode"
+PROBE_TIMEOUT = "this probe's time budget of {} (the scrape timeout, or what a late start left)"
+
+
+def fit_error(
+    packets: int, interval: float, timeout: float, whose: str = MODULE_TIMEOUT
+) -> str | None:
     """Why ``packets`` at ``interval`` do not fit in ``timeout``, or None when they do.
 
     The last packet leaves after ``(packets - 1) * interval`` and gets at least one more
@@ -75,14 +83,10 @@ def fit_error(packets: int, interval: float, timeout: float, unset: bool = False
     if packets <= 1 or packets * interval <= timeout + 1e-9:
         return None
     need = format_duration(packets * interval)
-    whose = (
-        f"the {format_duration(timeout)} a module without timeout gets in continuous mode"
-        if unset
-        else f"the module's timeout of {format_duration(timeout)}"
-    )
     return (
         f"{packets} packets at packet_interval {format_duration(interval)} need {need}, more "
-        f"than {whose}: lower packets or packet_interval, or raise the module's timeout"
+        f"than {whose.format(format_duration(timeout))}: lower packets or packet_interval, or "
+        "raise the module's timeout"
     )
 
 
@@ -151,7 +155,9 @@ class Burst:
     ``deadline`` seconds from now; ``done`` fires with the ``Packets`` (never errbacks).
 
     One timer for the next send and one for the deadline: the only per-packet objects are
-    the packet's own Deferred and its RTT in the list.
+    the packet's own Deferred and its RTT in the list. ``drain`` reads answers already waiting
+    on the socket: the deadline calls it first, so an answer that came in time is not called
+    lost because a busy reactor ran the timer before the read.
     """
 
     def __init__(
@@ -162,12 +168,14 @@ class Burst:
         deadline: float,
         send: Send,
         on_error: Callable[[int, OSError], None] | None = None,
+        drain: Callable[[], None] | None = None,
     ) -> None:
         self._reactor = reactor
         self._count = count
         self._interval = interval
         self._send = send
         self._on_error = on_error
+        self._drain = drain
         self.packets = Packets(wanted=count)
         self._outstanding: dict[int, Deferred[float | None]] = {}
         self._next = 0
@@ -221,6 +229,8 @@ class Burst:
 
     def _expire(self) -> None:
         self._deadline = None
+        if self._drain is not None and self._outstanding:
+            self._drain()
         self._stop()
         self._finish()
 

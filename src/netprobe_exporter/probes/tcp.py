@@ -48,6 +48,7 @@ from netprobe_exporter.probes.connect import (
     ConnectInfo,
     adopt,
     connect,
+    engine_of,
     resolve,
 )
 from netprobe_exporter.probes.packets import DEFAULT_PACKET_INTERVAL, PACKET_OPTIONS, Burst, Packets
@@ -420,7 +421,7 @@ async def _run(
     except ValueError as exc:
         result.fail("error", str(exc))
         return
-    unfit = packets_.fit_error(opts.packets, opts.packet_interval, timeout)
+    unfit = packets_.fit_error(opts.packets, opts.packet_interval, timeout, packets_.PROBE_TIMEOUT)
     if unfit is not None:
         result.fail("error", f"tcp: {unfit}")
         return
@@ -491,7 +492,10 @@ async def _connects(
 
     result.note("Dialing TCP", address=ip, port=port, packets=opts.packets,
                 interval_seconds=opts.packet_interval)  # fmt: skip
-    burst = Burst(ctx.reactor, opts.packets, opts.packet_interval, remaining, send)
+    burst = Burst(
+        ctx.reactor, opts.packets, opts.packet_interval, remaining, send,
+        drain=engine_of(ctx).doRead,
+    )  # fmt: skip
     got = details.packets = await burst.done
     result.note("Connects", sent=got.sent, received=got.received)
     # one connect time per probe (the core histogram's): the first clean one's, else the first
@@ -767,7 +771,8 @@ def _families(options: Options) -> tuple[Family, ...]:
 
 def _check_timeout(options: Options, timeout: float, unset: bool) -> str | None:
     assert isinstance(options, TCPProbe)
-    return packets_.fit_error(options.packets, options.packet_interval, timeout, unset)
+    whose = packets_.UNSET_TIMEOUT if unset else packets_.MODULE_TIMEOUT
+    return packets_.fit_error(options.packets, options.packet_interval, timeout, whose)
 
 
 PROBER = probes.register(
