@@ -11,16 +11,18 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from netprobe_exporter import exposition
+from netprobe_exporter import exposition, protobuf_exposition
 from netprobe_exporter.blackbox import families, render
 from netprobe_exporter.config import ConfigError, Target, parse_config, target_series
 from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.model import Module, ProbeResult
 from netprobe_exporter.probes import Clock, ProbeContext
 from netprobe_exporter.probes import icmp as icmp_prober
-from netprobe_exporter.probes.icmp import ICMPDetails, ICMPProbe
+from netprobe_exporter.probes.connect import ConnectInfo
+from netprobe_exporter.probes.icmp import ICMPDetails, ICMPPhases, ICMPProbe
 from netprobe_exporter.probes.packets import UNSET_TIMEOUT, Burst, Packets, fit_error, rtt_stats
-from netprobe_exporter.probes.tcp import TCPProbe
+from netprobe_exporter.probes.tcp import TCPDetails, TCPProbe
+from tests.support.protobuf import pb, read_families
 
 
 def parse(text: str) -> Any:
@@ -342,6 +344,13 @@ class IcmpBurstTests(SynchronousTestCase):
         self.assertIn(f"netprobe_packets_sent_total{{{lbl}}} 10.0\n", text)
         self.assertIn(f"netprobe_packets_received_total{{{lbl}}} 6.0\n", text)
         self.assertIn("# TYPE netprobe_packets_sent_total counter\n", text)
+        om = "".join(exposition.render(store, exposition.OPENMETRICS, None))
+        self.assertIn("# TYPE netprobe_packets_sent counter\n", om)
+        self.assertIn(f"netprobe_packets_sent_total{{{lbl}}} 10.0\n", om)
+        proto = b"".join(protobuf_exposition.render(store, None))
+        by_name = {f.name: f for f in read_families(proto)}
+        sent = by_name["netprobe_packets_sent_total"]
+        self.assertEqual((sent.type, sent.metric[0].counter.value), (pb.COUNTER, 10.0))
 
     def test_no_reply_at_all_is_a_timeout_with_loss_one(self) -> None:
         d = self.probe(3, 0.1, 0.5)
@@ -366,3 +375,30 @@ class IcmpBurstTests(SynchronousTestCase):
         assert isinstance(r.details, ICMPDetails)
         self.assertIsNone(r.details.packets)
         self.assertNotIn("probe_packets_sent", render(r))
+
+
+@pytest.mark.parametrize(
+    ("module", "address", "details"),
+    [
+        ("{prober: icmp, icmp: {packets: 5}}", "127.0.0.1",
+         lambda p: ICMPDetails(ICMPPhases(rtt=0.001), hop_limit=64, packets=p)),
+        ("{prober: tcp, tcp: {packets: 5}}", "127.0.0.1:1",
+         lambda p: TCPDetails(connect=ConnectInfo(0.001), dialed=True, packets=p)),
+    ],
+)  # fmt: skip
+def test_the_series_estimate_is_what_a_packets_target_shows(
+    module: str, address: str, details: Any
+) -> None:
+    cfg = parse(f"modules:\n  m: {module}\n")
+    target = Target(address, "m", 1.0, (("team", "a"),), (0.01, 0.1, 1.0))
+    store = MetricsStore()
+    store.sync([target])
+    burst = Packets(wanted=5, sent=5, rtts=[0.001, 0.002, 0.003])
+    result = ProbeResult(
+        True, "success", 0.5, connect_duration=0.001, ip="127.0.0.1", details=details(burst)
+    )
+    store.observe(target, result, 1000.0)
+    text = "".join(exposition.render(store, exposition.TEXT, None))
+    shown = [line for line in text.splitlines() if 'team="a"' in line]
+    assert len(shown) == target_series(len(target.buckets), cfg.modules["m"])
+    assert any(line.startswith("netprobe_packets_received_total{") for line in shown)
