@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from netprobe_exporter.addresses import is_url, redact_url
+from netprobe_exporter.durations import format_duration
 from netprobe_exporter.model import (
     ADDRESS_LENGTH_LIMIT,
     DEFAULT_BUCKETS,
@@ -37,6 +38,7 @@ from netprobe_exporter.nhist import (
 )
 from netprobe_exporter.policy import ProbePolicy, Rule, parse_rule
 from netprobe_exporter.probes.all import PROBERS
+from netprobe_exporter.scheduler import deadline_margin
 from netprobe_exporter.schema import (
     ANY,
     STRING,
@@ -295,6 +297,19 @@ def target_address_error(
     )
 
 
+def interval_error(interval: float, module: Module) -> str | None:
+    """Why a continuous target of ``module`` cannot be probed every ``interval``, or None: a
+    probe ends before the target's next slot, so what it needs must fit in that time."""
+    check = PROBERS[module.prober].check_timeout
+    if check is None:
+        return None
+    budget = interval - deadline_margin(interval)
+    interval_text = format_duration(interval)
+    whose = f'the {{}} a probe of module "{module.name}" has at interval {interval_text}'
+    problem = check(module.options, budget, whose)
+    return None if problem is None else f"{problem}, or lengthen the interval"
+
+
 @functools.cache
 def _takes_urls(prober: str) -> bool:
     return PROBERS[prober].check_address("http://127.0.0.1/") is None
@@ -434,6 +449,10 @@ def _targets(
         if problem is not None:
             c.error(anode if module.runnable else mnode, f"{path}.address", problem)
             continue
+        slow = interval_error(target.interval, module)
+        if slow is not None:
+            c.error(r.nodes.get("interval", mnode), f"{path}.interval", slow)
+            continue
         if target.key in seen:
             c.error(
                 anode,
@@ -525,6 +544,20 @@ def _known_module(modules: Mapping[str, Module]) -> Check:
     return Check(run)
 
 
+def _fits_interval(modules: Mapping[str, Module], defaults: Defaults) -> Check:
+    """A target_files entry's probes fit in its interval (``interval_error``)."""
+
+    def run(r: Reading) -> None:
+        module = modules.get(str(r.values.get("module", defaults.module)))
+        interval = r.values.get("interval", defaults.interval)
+        if module is not None and isinstance(interval, float):
+            slow = interval_error(interval, module)
+            if slow is not None:
+                r.error("interval", slow, on_section="interval" not in r.nodes)
+
+    return Check(run)
+
+
 def _target_files_section(
     defaults: Defaults, modules: Mapping[str, Module], base: str, limits: Limits
 ) -> Section[TargetFiles]:
@@ -543,6 +576,7 @@ def _target_files_section(
             Opt("module", STRING),
             _known_module(modules),
             Opt("interval", _INTERVAL),
+            _fits_interval(modules, defaults),
             Opt("refresh_interval", Duration(1.0)),
             Opt("labels", Labels(limits, defaults.labels)),
             Opt("buckets", BUCKETS),
@@ -766,6 +800,7 @@ def with_extra_targets(
             module = config.modules[takers[0]] if takers else default
         problem = config.limits.too_long_address(address)
         problem = problem or validate(address, module, config.modules)
+        problem = problem or interval_error(config.defaults.interval, module)
         if problem is not None:
             errors.append(f"--target: {problem}")
             continue

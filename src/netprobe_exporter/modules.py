@@ -78,10 +78,14 @@ def parse_module(c: Checker, name: str, node: yaml.Node, path: str) -> Module | 
     if options is None:
         options = spec.parse(c, None, f"{path}.{prober}", node)
     if spec.check_timeout is not None:
-        problem = spec.check_timeout(options, timeout or DEFAULT_TIMEOUT, not timeout)
+        whose = (
+            "the module's timeout of {}" if timeout
+            else "the {} a module without timeout gets in continuous mode"
+        )  # fmt: skip
+        problem = spec.check_timeout(options, timeout or DEFAULT_TIMEOUT, whose)
         if problem is not None:
             at = m.get(prober) or pnode
-            c.error(at, f"{path}.{prober}", problem)
+            c.error(at, f"{path}.{prober}", f"{problem}, or raise {path}.timeout")
     if not options.runnable:
         c.warn(pnode, f"{path}.prober",
                f'prober "{prober}" {SOON}: module "{name}" cannot be probed')  # fmt: skip

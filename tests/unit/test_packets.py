@@ -13,14 +13,20 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from netprobe_exporter import exposition, protobuf_exposition
 from netprobe_exporter.blackbox import families, render
-from netprobe_exporter.config import ConfigError, Target, parse_config, target_series
+from netprobe_exporter.config import (
+    ConfigError,
+    Target,
+    parse_config,
+    target_series,
+    with_extra_targets,
+)
 from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.model import Module, ProbeResult
 from netprobe_exporter.probes import Clock, ProbeContext
 from netprobe_exporter.probes import icmp as icmp_prober
 from netprobe_exporter.probes.connect import ConnectInfo
 from netprobe_exporter.probes.icmp import ICMPDetails, ICMPPhases, ICMPProbe
-from netprobe_exporter.probes.packets import UNSET_TIMEOUT, Burst, Packets, fit_error, rtt_stats
+from netprobe_exporter.probes.packets import Burst, Packets, fit_error, rtt_stats
 from netprobe_exporter.probes.tcp import TCPDetails, TCPProbe
 from tests.support.protobuf import pb, read_families
 
@@ -85,7 +91,7 @@ def test_fit_of_the_packets_in_the_timeout() -> None:
     assert message is not None
     assert "5 packets at packet_interval 250ms need 1250ms" in message
     assert "module's timeout of 1s" in message
-    unset = fit_error(30, 0.2, 5.0, UNSET_TIMEOUT)
+    unset = fit_error(30, 0.2, 5.0, "the {} a module without timeout gets")
     assert unset is not None and "a module without timeout gets" in unset
 
 
@@ -138,6 +144,35 @@ def test_packets_that_do_not_fit_the_default_timeout_say_so() -> None:
         """
     )
     assert any("modules.syn.tcp" in e and "without timeout" in e for e in errs), errs
+
+
+PING5 = """
+modules:
+  ping5:
+    prober: icmp
+    icmp: {packets: 5, packet_interval: 200ms}
+"""
+
+
+def test_a_target_interval_too_short_for_the_packets_is_a_config_error() -> None:
+    """A continuous probe ends before the target's next slot: 5 x 200 ms need more than the
+    990 ms a target every second leaves (10 ms margin); every 2 s fits."""
+    errs = errors(PING5 + "targets:\n  - {address: 127.0.0.1, module: ping5, interval: 1s}\n")
+    assert any(
+        "targets[0].interval" in e and "need 1s" in e and 'module "ping5" has at interval 1s' in e
+        for e in errs
+    ), errs
+    ok = parse(PING5 + "targets:\n  - {address: 127.0.0.1, module: ping5, interval: 2s}\n")
+    assert [t.interval for t in ok.targets] == [2.0]
+
+
+def test_target_files_and_extra_targets_are_held_to_their_interval_too() -> None:
+    errs = errors(PING5 + "target_files:\n  - {files: [x.yml], module: ping5, interval: 1s}\n")
+    assert any("target_files[0].interval" in e and "need 1s" in e for e in errs), errs
+    cfg = parse(PING5 + "defaults: {module: ping5, interval: 1s}\n")
+    with pytest.raises(ConfigError) as info:
+        with_extra_targets(cfg, ["127.0.0.1"])
+    assert any(e.startswith("--target: 5 packets") for e in info.value.errors), info.value.errors
 
 
 @pytest.mark.parametrize(

@@ -180,9 +180,9 @@ class ProberSpec:
     #: the families a module with these options can show (for ``limits.sample_limit``)
     families_for: Callable[[Options], tuple[Family, ...]] | None = None
     blackbox_families: tuple[BlackboxFamily, ...] = ()
-    #: why a module whose timeout is ``timeout`` (``unset``: none given, the continuous
-    #: default applies) cannot run these options, or None
-    check_timeout: Callable[[Options, float, bool], str | None] | None = None
+    #: why these options cannot run within ``timeout`` seconds, or None; the third argument
+    #: says where that timeout comes from (``{}`` standing for it), for the message
+    check_timeout: Callable[[Options, float, str], str | None] | None = None
     #: the options as YAML-able values, secrets already redacted (None: generic)
     shown: Callable[[Options, dict[str, object]], dict[str, object]] | None = None
     #: the options with a ``/probe?hostname=`` override; ValueError says why not

@@ -463,9 +463,8 @@ def _families(options: Options) -> tuple[Family, ...]:
     return (RTT, *packets_.FAMILIES) if options.packets > 1 else (RTT,)
 
 
-def _check_timeout(options: Options, timeout: float, unset: bool) -> str | None:
+def _check_timeout(options: Options, timeout: float, whose: str) -> str | None:
     assert isinstance(options, ICMPProbe)
-    whose = packets_.UNSET_TIMEOUT if unset else packets_.MODULE_TIMEOUT
     return packets_.fit_error(options.packets, options.packet_interval, timeout, whose)
 
 

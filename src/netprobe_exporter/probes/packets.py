@@ -66,16 +66,18 @@ BLACKBOX_FAMILIES = (
 )
 
 
-#: what ``fit_error`` compares with, by where the timeout came from
+#: where the timeout ``fit_error`` compares with comes from (``{}`` standing for it)
 MODULE_TIMEOUT = "the module's timeout of {}"
-UNSET_TIMEOUT = "the {} a module without timeout gets in continuous mode"
-PROBE_TIMEOUT = "this probe's time budget of {} (the scrape timeout, or what a late start left)"
+PROBE_TIMEOUT = (
+    "this probe's time budget of {} (the module's or scrape timeout, or what a late start left)"
+)
 
 
 def fit_error(
     packets: int, interval: float, timeout: float, whose: str = MODULE_TIMEOUT
 ) -> str | None:
-    """Why ``packets`` at ``interval`` do not fit in ``timeout``, or None when they do.
+    """Why ``packets`` at ``interval`` do not fit in ``timeout``, or None when they do;
+    ``whose`` says where the timeout comes from, for the message.
 
     The last packet leaves after ``(packets - 1) * interval`` and gets at least one more
     interval to be answered, so the burst needs ``packets * interval`` of the timeout.
@@ -85,8 +87,7 @@ def fit_error(
     need = format_duration(packets * interval)
     return (
         f"{packets} packets at packet_interval {format_duration(interval)} need {need}, more "
-        f"than {whose.format(format_duration(timeout))}: lower packets or packet_interval, or "
-        "raise the module's timeout"
+        f"than {whose.format(format_duration(timeout))}: lower packets or packet_interval"
     )
 
 

@@ -769,9 +769,8 @@ def _families(options: Options) -> tuple[Family, ...]:
     return (HANDSHAKE, *tls_.FAMILIES) if options.may_speak_tls else (HANDSHAKE,)
 
 
-def _check_timeout(options: Options, timeout: float, unset: bool) -> str | None:
+def _check_timeout(options: Options, timeout: float, whose: str) -> str | None:
     assert isinstance(options, TCPProbe)
-    whose = packets_.UNSET_TIMEOUT if unset else packets_.MODULE_TIMEOUT
     return packets_.fit_error(options.packets, options.packet_interval, timeout, whose)
 
 
