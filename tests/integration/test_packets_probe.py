@@ -78,17 +78,18 @@ class TCPPacketsTests(_ProbeTestCase):
 class ICMPPacketsTests(ICMPTestBase):
     @defer.inlineCallbacks
     def test_five_echoes_to_loopback_lose_nothing(self) -> Any:
-        module = Module(
-            "ping5",
-            "icmp",
-            options=ICMPProbe(preferred_ip_protocol="ip4", packets=5, packet_interval=0.05),
-        )
-        r = yield icmp_prober.probe(self.ctx, "127.0.0.1", module, 2.0)
-        self.assertEqual((r.result, r.success), ("success", True), r.detail)
-        got = packets_of(r)
-        self.assertEqual((got.sent, got.received, got.loss), (5, 5, 0.0))
-        self.assertTrue(all(0 < rtt < 0.05 for rtt in got.rtts), got.rtts)
-        self.assertGreaterEqual(r.duration, 4 * 0.05)
-        self.assertLess(r.duration, 1.5)
-        sock = next(iter(icmp_prober.engine_of(self.ctx)._sockets.values()))
-        self.assertEqual(sock.pending, {})
+        for target, protocol in (("127.0.0.1", "ip4"), ("::1", "ip6")):
+            module = Module(
+                "ping5",
+                "icmp",
+                options=ICMPProbe(preferred_ip_protocol=protocol, packets=5, packet_interval=0.05),
+            )
+            r = yield icmp_prober.probe(self.ctx, target, module, 2.0)
+            self.assertEqual((r.result, r.success), ("success", True), r.detail)
+            got = packets_of(r)
+            self.assertEqual((got.sent, got.received, got.loss), (5, 5, 0.0))
+            self.assertTrue(all(0 < rtt < 0.05 for rtt in got.rtts), got.rtts)
+            self.assertGreaterEqual(r.duration, 4 * 0.05)
+            self.assertLess(r.duration, 1.5)
+        for sock in icmp_prober.engine_of(self.ctx)._sockets.values():
+            self.assertEqual(sock.pending, {})
