@@ -787,7 +787,9 @@ class GRPCServer:
     host: str
     port: int
     #: the invocation metadata of every Check the server answered, in order
-    metadata: list[dict[str, str | bytes]] = field(default_factory=list)
+    metadata: list[list[tuple[str, str | bytes]]] = field(default_factory=list)
+    #: the peer of each of those calls, as grpcio writes it (``ipv4:127.0.0.2:41234``)
+    peers: list[str] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -805,11 +807,12 @@ def grpc_health_server(
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-    record: list[dict[str, str | bytes]] = []
+    seen = GRPCServer(host, 0)
 
     class _Recording(health.HealthServicer):  # type: ignore[misc]
         def Check(self, request: Any, context: Any) -> Any:
-            record.append(dict(context.invocation_metadata()))
+            seen.metadata.append([(m.key, m.value) for m in context.invocation_metadata()])
+            seen.peers.append(context.peer())
             return super().Check(request, context)
 
     servicer = _Recording()
@@ -824,7 +827,8 @@ def grpc_health_server(
         chain, key = (p.read_bytes() for p in tls)
         port = server.add_secure_port(where, grpc.ssl_server_credentials([(key, chain)]))
     server.start()
+    seen.port = port
     try:
-        yield GRPCServer(host, port, record)
+        yield seen
     finally:
         server.stop(grace=None).wait(JOIN_TIMEOUT)
