@@ -127,7 +127,9 @@ class GRPCDetails(Details):
         tls_.observe(out, self.tls)
 
     def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
-        phases = [({"phase": "resolve"}, round(result.resolve_duration or 0.0, 9))]
+        # blackbox's lookup time is 0 when no address was found
+        resolve = result.resolve_duration if result.ip is not None else None
+        phases = [({"phase": "resolve"}, round(resolve or 0.0, 9))]
         if self.check is not None:
             phases.append(({"phase": "check"}, round(self.check, 9)))
             out["probe_grpc_healthcheck_response"] = [
