@@ -11,7 +11,7 @@ from netprobe_exporter.config import ConfigError, parse_config
 from netprobe_exporter.model import ProbeResult
 from netprobe_exporter.probes import grpc
 from netprobe_exporter.probes.tls import TLSInfo
-from netprobe_exporter.redact import module_doc
+from netprobe_exporter.redact import config_yaml, module_doc
 
 
 def modules(text: str) -> dict[str, grpc.GRPCProbe]:
@@ -171,3 +171,22 @@ def test_tls_families_only_for_an_answered_check() -> None:
     assert out["probe_grpc_ssl"] == [({}, 0.0)]
     assert out["probe_ssl_earliest_cert_expiry"] == [({}, 0.0)]
     assert "probe_tls_version_info" not in out and "probe_ssl_last_chain_info" not in out
+
+
+def test_config_output_reads_back_to_the_same_modules() -> None:
+    text = """
+modules:
+  bare: {prober: grpc}
+  full:
+    prober: grpc
+    grpc:
+      service: s
+      tls: true
+      tls_config: {ca_file: /nonexistent/ca.pem}
+      preferred_ip_protocol: ip4
+      metadata: {x-tenant: [blue, green]}
+"""
+    first = parse_config(text, "g.yml")
+    again = parse_config(config_yaml(first), "shown.yml")
+    for name in ("bare", "full"):
+        assert again.modules[name].options == first.modules[name].options, name
