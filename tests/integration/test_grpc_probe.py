@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from netprobe_exporter.model import Module
@@ -185,6 +186,34 @@ class PlainTests(_GRPCTestCase):
         gaps = [b - a for a, b in itertools.pairwise(ticks)]
         self.assertLess(max(gaps), 0.5, "the reactor was blocked")
         yield self.assertClean()
+
+    @defer.inlineCallbacks
+    def test_a_cancelled_probe_leaves_nothing_behind(self) -> Any:
+        silent = socket.socket()
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        d = self.probe(f"127.0.0.1:{silent.getsockname()[1]}", timeout=5.0)
+        yield sleep(0.3)  # connected, the call under way
+        self.assertIsNotNone(engine_dir(self.ctx), "the call did not start")
+        d.cancel()
+        failures: list[Failure] = []
+        d.addErrback(failures.append)
+        self.assertEqual(len(failures), 1)
+        self.assertTrue(failures[0].check(CancelledError))
+        yield self.assertClean()
+
+    @defer.inlineCallbacks
+    def test_a_socket_directory_removed_meanwhile_is_made_again(self) -> Any:
+        server = self.server()
+        r = yield self.probe(server.address)
+        self.assertTrue(r.success, r.log)
+        first = engine_dir(self.ctx)
+        assert first is not None
+        os.rmdir(first)
+        r = yield self.probe(server.address)
+        self.assertTrue(r.success, r.log)
+        self.assertNotEqual(engine_dir(self.ctx), first)
 
 
 class TLSTests(_GRPCTestCase):

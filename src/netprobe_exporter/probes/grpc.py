@@ -344,7 +344,11 @@ async def _call(
         result.fail("error", str(exc))
         return
     relay.authority = target.authority(opts.tls)
-    path = relay.listen(ctx)
+    try:
+        path = relay.listen(ctx)
+    except OSError as exc:  # a local problem (a TMPDIR too long for a socket name): ours
+        result.fail("error", f"grpc: relay socket: {exc.strerror or exc}")
+        return
     channel = grpc.insecure_channel(
         f"unix:{path}",
         options=[
@@ -409,7 +413,13 @@ def _completion(ctx: ProbeContext, future: Any, wait: float) -> Deferred[Any]:
     ``callFromThread`` hands the event to the reactor either way.
     """
     reactor = cast(Any, ctx.reactor)
-    d: Deferred[Any] = Deferred(lambda _: future.cancel())
+
+    def cancel(_: Deferred[Any]) -> None:
+        if timer.active():
+            timer.cancel()
+        future.cancel()
+
+    d: Deferred[Any] = Deferred(cancel)
 
     def fire(value: Any) -> None:
         if not d.called:
@@ -512,10 +522,15 @@ class _Listener:
         self._relay = relay
         self._reactor = reactor
         self.path = path
-        self.sock: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.setblocking(False)
-        self.sock.bind(path)
-        self.sock.listen(1)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.bind(path)
+            sock.listen(1)
+        except OSError:
+            sock.close()
+            raise
+        self.sock: socket.socket | None = sock
         reactor.addReader(self)
 
     def fileno(self) -> int:
@@ -581,12 +596,12 @@ class _Relay:
 
         timer = self._reactor.callLater(max(timeout, 0.0), expired)
 
-        def settled(ok: bool) -> bool:
+        def settled(outcome: object) -> object:
             if timer.active():
                 timer.cancel()
-            return ok
+            return outcome  # cancelled (a Failure) as well as done
 
-        return d.addCallback(settled)
+        return d.addBoth(settled)
 
     def handshake_done(self, failure: Failure | None) -> None:
         d, self._handshake = self._handshake, None
@@ -643,6 +658,9 @@ class _SocketDir:
         atexit.register(shutil.rmtree, self.path, True)
 
     def next_path(self) -> str:
+        if not os.path.isdir(self.path):  # a temp cleaner took it: make another
+            self.path = tempfile.mkdtemp(prefix="netprobe-grpc-")
+            atexit.register(shutil.rmtree, self.path, True)
         return os.path.join(self.path, f"{next(self._seq)}.sock")
 
 
