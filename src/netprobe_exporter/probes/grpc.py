@@ -30,6 +30,7 @@ from typing import Any, cast
 
 import yaml
 from OpenSSL import SSL
+from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -293,6 +294,8 @@ async def _check(
     result: ProbeResult,
 ) -> None:
     clock = ctx.clock.monotonic
+    if _GRPCIO is None:  # before connecting: no connection waits for the import
+        await _load_grpcio(ctx)
     creator = None
     if opts.tls:
         creator = creator_or_fail(opts.tls_config, target.host, result)
@@ -334,9 +337,7 @@ async def _call(
     details: GRPCDetails,
     result: ProbeResult,
 ) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+    grpc, health_pb2, health_pb2_grpc = _GRPCIO or await _load_grpcio(ctx)
     clock = ctx.clock.monotonic
     try:
         metadata = _metadata(opts.metadata)
@@ -391,6 +392,28 @@ async def _call(
             result.fail("protocol_error", f"health check: serving status {name}")
     finally:
         channel.close()
+
+
+#: (grpc, health_pb2, health_pb2_grpc) once imported
+_GRPCIO: tuple[Any, Any, Any] | None = None
+
+
+def _import_grpcio() -> tuple[Any, Any, Any]:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    return grpc, health_pb2, health_pb2_grpc
+
+
+async def _load_grpcio(ctx: ProbeContext) -> tuple[Any, Any, Any]:
+    """grpcio, imported by the first grpc probe in a thread of the reactor's pool: the import
+    takes some 60 ms of CPU, which on the reactor thread would hold every other probe back
+    (an exporter without grpc modules never loads it)."""
+    global _GRPCIO
+    reactor = cast(Any, ctx.reactor)
+    found = await threads.deferToThreadPool(reactor, reactor.getThreadPool(), _import_grpcio)
+    _GRPCIO = found
+    return found
 
 
 def _failed_call(relay: _Relay, future: Any, details: GRPCDetails, result: ProbeResult) -> None:
