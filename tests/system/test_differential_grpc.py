@@ -114,3 +114,40 @@ def test_grpc_probe_matches_blackbox(
         if got.get(name) is not None and got[name].samples != want:
             problems.append(f"{name}: ours {got[name].samples}, blackbox {want}")
     assert not problems, f"{module} {address}: " + "; ".join(problems)
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_an_ipv6_literal_is_probed_where_blackbox_dials_it_unbracketed(
+    bb: blackbox.Blackbox, ours: Exporter
+) -> None:
+    """Documented difference: blackbox joins host and port without brackets ("::1:PORT"),
+    so its grpc probe of an IPv6 literal never connects (UNAVAILABLE); ours dials the address
+    it resolved, and the rest of the answer has blackbox's families and labels."""
+    if not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+    with grpc_health_server(host="::1") as server:
+        answers = {}
+        for who, url in (("blackbox", bb.url), ("ours", ours.url)):
+            resp = probe_response(url, f"[::1]:{server.port}", "grpc_plain")
+            answers[who] = parse_metrics(resp.body.decode())
+    ref, got = answers["blackbox"], answers["ours"]
+    value = {w: {n: next(iter(f.samples.values())) for n, f in a.items() if len(f.samples) == 1}
+             for w, a in answers.items()}  # fmt: skip
+    assert (value["blackbox"]["probe_success"], value["blackbox"]["probe_grpc_status_code"]) == (
+        0, 14)  # fmt: skip
+    assert (value["ours"]["probe_success"], value["ours"]["probe_grpc_status_code"]) == (1, 0)
+    assert value["ours"]["probe_ip_protocol"] == value["blackbox"]["probe_ip_protocol"] == 6
+    assert set(got) == set(ref)
+    assert {n: set(f.samples) for n, f in got.items()} == {
+        n: set(f.samples) for n, f in ref.items()
+    }
