@@ -137,6 +137,15 @@ class PlainTests(_GRPCTestCase):
         self.assertEqual(sent, [("x-tenant", "blue"), ("x-tenant", "green")])
 
     @defer.inlineCallbacks
+    def test_metadata_grpc_refuses_fails_the_probe_before_connecting(self) -> Any:
+        server = self.server()
+        r = yield self.probe(server.address, metadata=(("bad key", ("v",)),))
+        self.assertEqual((r.success, r.result), (False, "error"))
+        self.assertIn("'bad key'", r.detail)
+        self.assertIsNone(r.connect_duration)
+        self.assertEqual(server.peers, [])
+
+    @defer.inlineCallbacks
     def test_source_ip_address(self) -> Any:
         server = self.server()
         r = yield self.probe(server.address, source_ip_address="127.0.0.2")

@@ -296,6 +296,11 @@ async def _check(
     clock = ctx.clock.monotonic
     if _GRPCIO is None:  # before connecting: no connection waits for the import
         await _load_grpcio(ctx)
+    try:  # what the module says is checked before any packet is sent
+        metadata = _metadata(opts.metadata)
+    except ValueError as exc:
+        result.fail("error", str(exc))
+        return
     creator = None
     if opts.tls:
         creator = creator_or_fail(opts.tls_config, target.host, result)
@@ -323,7 +328,7 @@ async def _check(
                     conn, verified=not opts.tls_config.insecure_skip_verify
                 )
             result.note("TLS Handshake (client) succeeded.")
-        await _call(ctx, relay, target, opts, deadline, details, result)
+        await _call(ctx, relay, target, opts, metadata, deadline, details, result)
     finally:
         relay.close()
 
@@ -333,17 +338,13 @@ async def _call(
     relay: _Relay,
     target: GRPCTarget,
     opts: GRPCProbe,
+    metadata: list[tuple[str, str | bytes]],
     deadline: float,
     details: GRPCDetails,
     result: ProbeResult,
 ) -> None:
     grpc, health_pb2, health_pb2_grpc = _GRPCIO or await _load_grpcio(ctx)
     clock = ctx.clock.monotonic
-    try:
-        metadata = _metadata(opts.metadata)
-    except ValueError as exc:
-        result.fail("error", str(exc))
-        return
     relay.authority = target.authority(opts.tls)
     try:
         path = relay.listen(ctx)
