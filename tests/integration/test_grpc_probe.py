@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, utils
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -67,14 +68,16 @@ class _GRPCTestCase(TestCase):
         ended in: a connect's own bookkeeping finishes after its callbacks)."""
         yield sleep(0.01)
         self.assertEqual(leftover_timers(), [])
-        sockets = engine_dir(self.ctx)
-        if sockets is not None:
-            self.assertEqual(os.listdir(sockets), [])
+        self.assertEqual(relay_sockets(), [])
 
 
-def engine_dir(ctx: ProbeContext) -> str | None:
-    found = ctx.engines.get("grpc-sockets")
-    return None if found is None else str(getattr(found, "path"))  # noqa: B009
+def relay_sockets(listening: bool = False) -> list[str]:
+    """This process's relay sockets, listening or connected (/proc lists the abstract name for
+    both; the flag 00010000 marks a listening one)."""
+    mine = f"@netprobe-grpc-{os.getpid()}-"
+    with open("/proc/net/unix") as fh:
+        rows = [line.split() for line in fh]
+    return [f[-1] for f in rows if f[-1].startswith(mine) and (not listening or f[3] == "00010000")]
 
 
 class PlainTests(_GRPCTestCase):
@@ -204,7 +207,6 @@ class PlainTests(_GRPCTestCase):
         silent.listen(8)
         d = self.probe(f"127.0.0.1:{silent.getsockname()[1]}", timeout=5.0)
         yield sleep(0.3)  # connected, the call under way
-        self.assertIsNotNone(engine_dir(self.ctx), "the call did not start")
         d.cancel()
         failures: list[Failure] = []
         d.addErrback(failures.append)
@@ -213,16 +215,33 @@ class PlainTests(_GRPCTestCase):
         yield self.assertClean()
 
     @defer.inlineCallbacks
-    def test_a_socket_directory_removed_meanwhile_is_made_again(self) -> Any:
-        server = self.server()
-        r = yield self.probe(server.address)
-        self.assertTrue(r.success, r.log)
-        first = engine_dir(self.ctx)
-        assert first is not None
-        os.rmdir(first)
-        r = yield self.probe(server.address)
-        self.assertTrue(r.success, r.log)
-        self.assertNotEqual(engine_dir(self.ctx), first)
+    def test_the_relay_takes_no_connection_from_another_process(self) -> Any:
+        relay = grpc._Relay(reactor)
+        self.addCleanup(relay.close)
+        upstream, peer = socket.socketpair()  # the target's side of the relay
+        self.addCleanup(peer.close)
+        relay.open(self.ctx, upstream, None)
+        target = relay.listen()
+        self.assertEqual(len(relay_sockets(listening=True)), 1)
+        code = (
+            "import socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            "s.settimeout(5)\n"
+            "s.connect('\\0' + sys.argv[1])\n"
+            "print(repr(s.recv(1)))\n"
+        )
+        name = "\0" + target.removeprefix("unix-abstract:")
+        out = yield utils.getProcessOutput(sys.executable, ["-c", code, name[1:]], reactor=reactor)
+        self.assertEqual(out.strip(), b"b''")  # hung up on
+        self.assertEqual(len(relay_sockets(listening=True)), 1, "still waiting for grpcio")
+        mine = socket.socket(socket.AF_UNIX)
+        self.addCleanup(mine.close)
+        mine.connect(name)  # this process: taken, and the listener closes
+        mine.sendall(b"ping")
+        yield sleep(0.2)  # the reactor accepts and relays
+        peer.settimeout(2)
+        self.assertEqual(peer.recv(4), b"ping")  # relayed on to the target's side
+        self.assertEqual(relay_sockets(listening=True), [])
 
 
 class TLSTests(_GRPCTestCase):

@@ -9,22 +9,21 @@ an answered check (``metadata`` is 0.28's key, sent with the request).
 
 grpcio speaks gRPC; the connection is ours. The target is resolved (``preferred_ip_protocol``),
 connected from ``source_ip_address`` and, with ``tls``, handshaken with ``tls_config`` exactly as
-the tcp prober does, on the reactor. grpcio's channel talks to that connection through a Unix
-socket in a private directory, relayed on the reactor, so every TLS setting, the handshake's
-certificate details and the probe policy apply as for any other prober. grpcio runs the call
+the tcp prober does, on the reactor. grpcio's channel talks to that connection through an
+abstract Unix socket only this process may connect to, relayed on the reactor, so every TLS
+setting, the handshake's certificate details and the probe policy apply as for any other
+prober. grpcio runs the call
 on its own threads; its completion comes back to the reactor with ``callFromThread``, and the
 reactor thread never waits for it.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import itertools
 import os
-import shutil
+import secrets
 import socket
-import tempfile
+import struct
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -52,7 +51,6 @@ from netprobe_exporter.probes import (
     ProbeReactor,
     ProbeResult,
     ProberSpec,
-    engine,
     options_of,
     run_probe,
 )
@@ -347,12 +345,12 @@ async def _call(
     clock = ctx.clock.monotonic
     relay.authority = target.authority(opts.tls)
     try:
-        path = relay.listen(ctx)
-    except OSError as exc:  # a local problem (a TMPDIR too long for a socket name): ours
+        where = relay.listen()
+    except OSError as exc:  # a local problem (out of descriptors): ours
         result.fail("error", f"grpc: relay socket: {exc.strerror or exc}")
         return
     channel = grpc.insecure_channel(
-        f"unix:{path}",
+        where,
         options=[
             ("grpc.default_authority", relay.authority),
             ("grpc.enable_retries", 0),
@@ -422,8 +420,8 @@ def _failed_call(relay: _Relay, future: Any, details: GRPCDetails, result: Probe
     connection is the relay's socket, whose name means nothing to a reader)."""
     name = future.code().name
     said = str(future.details() or "")
-    if relay.path:
-        said = said.replace(f"unix:{relay.path}", relay.authority)
+    if relay.name:
+        said = said.replace(f"unix-abstract:{relay.name}", relay.authority)
     if details.status_code == UNAVAILABLE and relay.upstream_lost is not None:
         said = "the server closed the connection"
     text = f"health check: {name}: {said}" if said else f"health check: {name}"
@@ -540,17 +538,19 @@ class _H2Creator:
 
 @implementer(IReadDescriptor)
 class _Listener:
-    """A Unix socket that accepts grpcio's one connection, then closes."""
+    """A Unix socket in the abstract namespace (no file to clean up, even after a kill) that
+    accepts grpcio's one connection, then closes. Only a connection from this process is taken
+    (``SO_PEERCRED``): anything else on the host that finds the name is hung up on, as the
+    relay speaks with the module's TLS client identity."""
 
-    def __init__(self, relay: _Relay, reactor: ProbeReactor, path: str) -> None:
+    def __init__(self, relay: _Relay, reactor: ProbeReactor, name: str) -> None:
         self._relay = relay
         self._reactor = reactor
-        self.path = path
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            sock.bind(path)
-            sock.listen(1)
+            sock.bind("\0" + name)
+            sock.listen(4)
         except OSError:
             sock.close()
             raise
@@ -564,14 +564,19 @@ class _Listener:
         return "grpc-relay"
 
     def doRead(self) -> None:
-        if self.sock is None:
-            return
-        try:
-            conn, _ = self.sock.accept()
-        except BlockingIOError:
-            return
-        self.close()
-        self._relay.accepted(conn)
+        while self.sock is not None:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.close()
+                return
+            if _peer_pid(conn) != os.getpid():
+                conn.close()
+                continue
+            self.close()
+            self._relay.accepted(conn)
 
     def connectionLost(self, reason: Failure) -> None:
         self.close()
@@ -581,8 +586,20 @@ class _Listener:
             self._reactor.removeReader(self)
             self.sock.close()
             self.sock = None
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
+
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _peer_pid(conn: socket.socket) -> int:
+    """The process at the other end of a Unix connection, -1 when it cannot be told."""
+    try:
+        pid, _, _ = _UCRED.unpack(
+            conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        )
+    except (OSError, AttributeError, struct.error):
+        return -1
+    return int(pid)
 
 
 class _Relay:
@@ -596,8 +613,8 @@ class _Relay:
         self.timed_out = False
         self._handshake: Deferred[bool] | None = None
         self._listener: _Listener | None = None
-        #: the Unix socket grpcio connects to, and the target it stands for
-        self.path = ""
+        #: the abstract Unix socket grpcio connects to, and the target it stands for
+        self.name = ""
         self.authority = ""
 
     def open(self, ctx: ProbeContext, sock: socket.socket, creator: Any) -> None:
@@ -637,12 +654,11 @@ class _Relay:
             return "timed out"
         return self.upstream_lost.getErrorMessage() if self.upstream_lost else "closed"
 
-    def listen(self, ctx: ProbeContext) -> str:
-        directory = engine(ctx, "grpc-sockets", lambda _: _SocketDir())
-        assert isinstance(directory, _SocketDir)
-        self.path = directory.next_path()
-        self._listener = _Listener(self, self._reactor, self.path)
-        return self.path
+    def listen(self) -> str:
+        """Open the relay's socket; the grpcio target that reaches it."""
+        self.name = f"netprobe-grpc-{os.getpid()}-{_NONCE}-{next(_SEQ)}"
+        self._listener = _Listener(self, self._reactor, self.name)
+        return f"unix-abstract:{self.name}"
 
     def accepted(self, conn: socket.socket) -> None:
         try:
@@ -672,20 +688,9 @@ class _Relay:
                 cast(Any, side.transport).abortConnection()
 
 
-class _SocketDir:
-    """A private directory (mode 0700) for the relay sockets, removed at exit: only this
-    user's processes can reach a relay, which holds the module's TLS client identity."""
-
-    def __init__(self) -> None:
-        self.path = tempfile.mkdtemp(prefix="netprobe-grpc-")
-        self._seq = itertools.count()
-        atexit.register(shutil.rmtree, self.path, True)
-
-    def next_path(self) -> str:
-        if not os.path.isdir(self.path):  # a temp cleaner took it: make another
-            self.path = tempfile.mkdtemp(prefix="netprobe-grpc-")
-            atexit.register(shutil.rmtree, self.path, True)
-        return os.path.join(self.path, f"{next(self._seq)}.sock")
+#: relay socket names: unguessable per process, unique per probe
+_NONCE = secrets.token_hex(8)
+_SEQ = itertools.count()
 
 
 # options
