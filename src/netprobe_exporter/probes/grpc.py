@@ -12,9 +12,9 @@ connected from ``source_ip_address`` and, with ``tls``, handshaken with ``tls_co
 the tcp prober does, on the reactor. grpcio's channel talks to that connection through an
 abstract Unix socket only this process may connect to, relayed on the reactor, so every TLS
 setting, the handshake's certificate details and the probe policy apply as for any other
-prober. grpcio runs the call
-on its own threads; its completion comes back to the reactor with ``callFromThread``, and the
-reactor thread never waits for it.
+prober. grpcio runs the call on its own threads; its completion comes back to the reactor with
+``callFromThread``, and the reactor thread never waits for it (grpcio itself is imported by the
+first grpc probe in a pool thread).
 """
 
 from __future__ import annotations
