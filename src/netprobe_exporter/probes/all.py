@@ -10,6 +10,7 @@ from netprobe_exporter.probes import http as http
 from netprobe_exporter.probes import dns as dns
 from netprobe_exporter.probes import icmp as icmp
 from netprobe_exporter.probes import grpc as grpc
+from netprobe_exporter.probes import traceroute as traceroute
 from netprobe_exporter.probes import PROBERS
 
 __all__ = ["PROBERS"]
