@@ -238,8 +238,10 @@ class RouterChain:
     def hops(self, v6: bool = False, switched: bool = False) -> list[str | None]:
         """What each hop should answer from (None: silent), the target last."""
         second = self.ip(5, 2, v6) if switched else None  # r2 drops its time-exceeded
-        # r3 answers from the link its way back leaves by: link 3, through r2, either way
-        return [self.ip(1, 2, v6), second, self.ip(3, 2, v6), self.ip(4, 2, v6)]
+        # r3 answers over IPv4 from the link its way back leaves by (link 3, through r2, either
+        # way), over IPv6 from the link the packet came in by
+        third = self.ip(6 if v6 and switched else 3, 2, v6)
+        return [self.ip(1, 2, v6), second, third, self.ip(4, 2, v6)]
 
     @classmethod
     def create(cls) -> RouterChain:
@@ -372,8 +374,10 @@ class RouterChain:
     def hops(self, v6: bool = False, switched: bool = False) -> list[str | None]:
         """What each hop should answer from (None: silent), the target last."""
         second = self.ip(5, 2, v6) if switched else None  # r2 drops its time-exceeded
-        # r3 answers from the link its way back leaves by: link 3, through r2, either way
-        return [self.ip(1, 2, v6), second, self.ip(3, 2, v6), self.ip(4, 2, v6)]
+        # r3 answers over IPv4 from the link its way back leaves by (link 3, through r2, either
+        # way), over IPv6 from the link the packet came in by
+        third = self.ip(6 if v6 and switched else 3, 2, v6)
+        return [self.ip(1, 2, v6), second, third, self.ip(4, 2, v6)]
 
     @classmethod
     def create(cls) -> RouterChain:
