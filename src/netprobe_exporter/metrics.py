@@ -168,7 +168,9 @@ class TargetSeries(SeriesSink):
             found = hists[family] = []
         if label >= len(found):
             _check_label(family, label)
-            found.extend(Histogram(self.buckets, self.native) for _ in range(label + 1 - len(found)))
+            found.extend(
+                Histogram(self.buckets, self.native) for _ in range(label + 1 - len(found))
+            )
         found[label].observe(value)
 
     def counter(self, family: str, value: float, label: int = 0) -> None:

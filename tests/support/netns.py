@@ -26,6 +26,7 @@ import sys
 import unittest
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 _CMD_TIMEOUT = 10.0
 _MAX_SUBNET_TRIES = 32
@@ -214,10 +215,12 @@ class RouterChain:
     token: str
     _made: list[str] = field(default_factory=list)
 
-    ROLES = ("client", "r1", "r2", "r3", "target", "r2b")
+    ROLES: ClassVar[tuple[str, ...]] = ("client", "r1", "r2", "r3", "target", "r2b")
     #: link number: (namespace nearer the client, the other)
-    LINKS = {1: ("client", "r1"), 2: ("r1", "r2"), 3: ("r2", "r3"), 4: ("r3", "target"),
-             5: ("r1", "r2b"), 6: ("r2b", "r3")}  # fmt: skip
+    LINKS: ClassVar[dict[int, tuple[str, str]]] = {
+        1: ("client", "r1"), 2: ("r1", "r2"), 3: ("r2", "r3"), 4: ("r3", "target"),
+        5: ("r1", "r2b"), 6: ("r2b", "r3"),
+    }  # fmt: skip
 
     def ns(self, role: str) -> str:
         return f"npc-{self.token}-{role}"
@@ -265,150 +268,6 @@ class RouterChain:
     def _sysctl(self, role: str, path: str, value: str) -> None:
         # through /proc rather than sysctl(8): procps may be missing on a fresh machine
         self.exec(role, "/bin/sh", "-c", f"echo '{value}' > /proc/sys/{path}")
-
-    def _build(self) -> None:
-        n, vr, vn = self.name, self.veth_root, self.veth_ns
-        self._step(["ip", "netns", "add", n], ["ip", "netns", "delete", n])
-        self._step(
-            ["ip", "link", "add", vr, "type", "veth", "peer", "name", vn, "netns", n],
-            ["ip", "link", "delete", vr],
-        )
-        self._step(["ip", "addr", "add", f"{self.root_ip}/30", "dev", vr])
-        self._step(["ip", "link", "set", vr, "up"])
-        self._step(["ip", "-n", n, "link", "set", "lo", "up"])
-        self._step(["ip", "-n", n, "addr", "add", f"{self.ns_ip}/30", "dev", vn])
-        self._step(["ip", "-n", n, "link", "set", vn, "up"])
-        # Forwarding on, so that the unreachable route answers with ICMP (with forwarding off the
-        # kernel drops unroutable packets silently); the blackhole route drops in every case.
-        # Written through /proc rather than sysctl(8): procps may be missing on a fresh machine.
-        self._step(
-            [
-                "ip", "netns", "exec", n,
-                "/bin/sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward",
-            ]
-        )  # fmt: skip
-        self._step(["ip", "-n", n, "route", "add", "blackhole", self.blackhole_net])
-        self._step(["ip", "-n", n, "route", "add", "unreachable", self.unreachable_net])
-        for net in (self.blackhole_net, self.unreachable_net):
-            self._step(
-                ["ip", "route", "add", net, "via", self.ns_ip, "dev", vr],
-                ["ip", "route", "delete", net, "via", self.ns_ip, "dev", vr],
-            )
-
-    def destroy(self) -> None:
-        """Undo everything create() did; errors are ignored (the part may already be gone)."""
-        undo, self._undo = self._undo, []
-        for args in undo:
-            _run(args, check=False)
-        # belt and braces: whatever a half-finished build left behind
-        _run(["ip", "link", "delete", self.veth_root], check=False)
-        _run(["ip", "netns", "delete", self.name], check=False)
-
-    def exists(self) -> bool:
-        """Whether any part (namespace or root-side veth) is still present."""
-        names = _run(["ip", "netns", "list"], check=False).stdout.split()
-        link = _run(["ip", "link", "show", self.veth_root], check=False)
-        return self.name in names or link.returncode == 0
-
-
-def routed_namespace_or_skip() -> RoutedNamespace:
-    """Build a RoutedNamespace; skip the test when that is impossible (fail when CI is set)."""
-    try:
-        return RoutedNamespace.create()
-    except NetnsUnavailable as exc:
-        skip_or_fail(str(exc))
-        raise  # unreachable: skip_or_fail always raises
-
-
-#: a fetch run inside a namespace: prints the status line, then the body
-_FETCH = """
-import sys, urllib.error, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])) as r:
-        status, body = r.status, r.read()
-except urllib.error.HTTPError as e:
-    status, body = e.code, e.read()
-sys.stdout.write(f"{status}\\n"); sys.stdout.flush(); sys.stdout.buffer.write(body)
-"""
-
-
-@dataclass
-class RouterChain:
-    """A routed path of namespaces, each link a veth pair, for tests that need real hops::
-
-        client --1-- r1 --2-- r2 --3-- r3 --4-- target
-                      \\--5-- r2b --6--/
-
-    Link N is 10.201.N.0/24 and fd00:201:N::/64, the side nearer the client ``.1`` / ``::1``.
-    Forwarding is on in the routers and their ICMP rate limits are off (a burst of probes is
-    answered in full). ``r2`` drops the time-exceeded messages it would send (a silent hop);
-    ``switch()`` makes ``r1`` send towards the target through ``r2b`` instead of ``r2``.
-    Everything lives in namespaces the chain creates (addresses never reach the root one);
-    ``destroy()`` deletes them, which deletes their links too. Needs root and iproute2.
-    """
-
-    token: str
-    _made: list[str] = field(default_factory=list)
-
-    ROLES = ("client", "r1", "r2", "r3", "target", "r2b")
-    #: link number: (namespace nearer the client, the other)
-    LINKS = {1: ("client", "r1"), 2: ("r1", "r2"), 3: ("r2", "r3"), 4: ("r3", "target"),
-             5: ("r1", "r2b"), 6: ("r2b", "r3")}  # fmt: skip
-
-    def ns(self, role: str) -> str:
-        return f"npc-{self.token}-{role}"
-
-    @staticmethod
-    def ip(link: int, side: int, v6: bool = False) -> str:
-        """The address on ``link`` of its side 1 (nearer the client) or 2."""
-        return f"fd00:201:{link}::{side}" if v6 else f"10.201.{link}.{side}"
-
-    @property
-    def target_ip(self) -> str:
-        return self.ip(4, 2)
-
-    @property
-    def target_ip6(self) -> str:
-        return self.ip(4, 2, v6=True)
-
-    def hops(self, v6: bool = False, switched: bool = False) -> list[str | None]:
-        """What each hop should answer from (None: silent), the target last."""
-        second = self.ip(5, 2, v6) if switched else None  # r2 drops its time-exceeded
-        # r3 answers over IPv4 from the link its way back leaves by (link 3, through r2, either
-        # way), over IPv6 from the link the packet came in by
-        third = self.ip(6 if v6 and switched else 3, 2, v6)
-        return [self.ip(1, 2, v6), second, third, self.ip(4, 2, v6)]
-
-    @classmethod
-    def create(cls) -> RouterChain:
-        reason = unavailable_reason()
-        if reason is not None:
-            raise NetnsUnavailable(reason)
-        for tool in ("iptables", "ip6tables"):
-            if shutil.which(tool) is None:
-                raise NetnsUnavailable(f"the router chain needs {tool}")
-        chain = cls(secrets.token_hex(3))
-        try:
-            chain._build()
-        except BaseException:
-            chain.destroy()
-            raise
-        return chain
-
-    def exec(self, role: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return _run(["ip", "netns", "exec", self.ns(role), *args], check=check)
-
-    def _sysctl(self, role: str, path: str, value: str) -> None:
-        # through /proc rather than sysctl(8): procps may be missing on a fresh machine
-        self.exec(role, "/bin/sh", "-c", f"echo '{value}' > /proc/sys/{path}")
-
-    def _route(self, role: str, *spec: str) -> None:
-        for v6 in (False, True):
-            words = [w.replace("LINK", "") for w in spec]
-            via = [self.ip(int(w[4:].split(".")[0]), int(w.split(".")[1]), v6)
-                   if w.startswith("LINK") else w for w in spec]  # fmt: skip
-            del words
-            _run(["ip", "-6" if v6 else "-4", "-n", self.ns(role), "route", "replace", *via])
 
     def _build(self) -> None:
         for role in self.ROLES:

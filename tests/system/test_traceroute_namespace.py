@@ -193,7 +193,7 @@ def test_continuous_path_change_moves_the_hash_and_the_counter(rig: Rig) -> None
         assert _continuous(after, "netprobe_traceroute_path_changes_total", t) == 1.0
         assert _continuous(after, "netprobe_traceroute_route_hash", t) != hashes[v6]
         path = [ip or "*" for ip in chain.hops(v6, switched=True)]
-        info = [s.labels["path"] for s in after if s.name == "netprobe_traceroute_path_info"
-                and s.labels["target"] == t]  # fmt: skip
-        assert info == [" ".join(path)]
+        shown = [s.labels["path"] for s in after if s.name == "netprobe_traceroute_path_info"
+                 and s.labels["target"] == t]  # fmt: skip
+        assert shown == [" ".join(path)]
     chain.switch(through_r2b=False)

@@ -24,6 +24,7 @@ when any socket in it has an event, ``EPOLLERR`` included, and ``doRead`` drains
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -104,36 +105,36 @@ HOP_LABELS = tuple(str(h) for h in range(1, MAX_HOPS + 1))
 HOP_RTT = Family(
     "netprobe_traceroute_hop_rtt_seconds", "histogram",
     "traceroute modules: round trip to each hop, answers only (the hop label is the TTL).",
-    order=130, label="hop", label_values=HOP_LABELS,
+    order=121, label="hop", label_values=HOP_LABELS,
 )  # fmt: skip
 HOP_SENT = Family(
     "netprobe_traceroute_hop_sent_total", "counter",
     "traceroute modules: packets sent to each hop (up to the hop where the target answered).",
-    order=131, label="hop", label_values=HOP_LABELS,
+    order=122, label="hop", label_values=HOP_LABELS,
 )  # fmt: skip
 HOP_LOST = Family(
     "netprobe_traceroute_hop_lost_total", "counter",
     "traceroute modules: packets to each hop that got no answer in time.",
-    order=132, label="hop", label_values=HOP_LABELS,
+    order=123, label="hop", label_values=HOP_LABELS,
 )  # fmt: skip
 HOPS = Family(
     "netprobe_traceroute_hops", "gauge",
     "traceroute modules: hops of the last probe's path (the last hop that answered).",
-    order=133,
+    order=124,
 )  # fmt: skip
 ROUTE_HASH = Family(
     "netprobe_traceroute_route_hash", "gauge",
     "traceroute modules: FNV-1a hash of the last path's hop addresses ('*' for a silent hop).",
-    order=134,
+    order=125,
 )  # fmt: skip
 PATH = Family(
     "netprobe_traceroute_path_info", "info",
     "traceroute modules: the last path, hop addresses in order ('*' for a silent hop).",
-    order=135, label="path",
+    order=126, label="path",
 )  # fmt: skip
 PATH_CHANGES = Family(
     "netprobe_traceroute_path_changes_total", "counter",
-    "traceroute modules: probes whose path differed from the one before.", order=136,
+    "traceroute modules: probes whose path differed from the one before.", order=127,
 )  # fmt: skip
 FAMILIES = (HOP_RTT, HOP_SENT, HOP_LOST, HOPS, ROUTE_HASH, PATH, PATH_CHANGES)
 
@@ -252,7 +253,10 @@ def extended_error(
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
             sec, nsec = struct.unpack("qq", value[:16])
             rx_ns = sec * 1_000_000_000 + nsec
-        elif (level, kind) in ((socket.IPPROTO_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)):
+        elif (level, kind) in (
+            (socket.IPPROTO_IP, IP_RECVERR),
+            (socket.IPPROTO_IPV6, IPV6_RECVERR),
+        ):
             if len(value) < _EE.size:
                 continue
             _, origin, icmp_type, code, _, _, _ = _EE.unpack_from(value)
@@ -271,7 +275,9 @@ def extended_error(
     return (*found, rx_ns)
 
 
-def _recv_error(sock: socket.socket, v6: bool) -> tuple[bytes, Any, tuple[int, int, str, int | None]] | None:
+def _recv_error(
+    sock: socket.socket, v6: bool
+) -> tuple[bytes, Any, tuple[int, int, str, int | None]] | None:
     """One error-queue entry: (payload, address, ICMP details); None when the queue is empty."""
     while True:
         try:
@@ -326,10 +332,8 @@ class TraceEngine:
     def unwatch(self, sock: socket.socket) -> None:
         fd = sock.fileno()
         if self._handlers.pop(fd, None) is not None:
-            try:
+            with contextlib.suppress(OSError):  # closed already
                 self._ep.unregister(fd)
-            except OSError:
-                pass
         if not self._handlers and self._reading:
             self._reactor.removeReader(self)
             self._reading = False
@@ -373,10 +377,8 @@ class _Transport:
             except OSError:
                 raise OSError(errno.ENOPROTOOPT, NO_RECVERR.format(
                     option=name, protocol=type(self).__name__[1:4].lower())) from None  # fmt: skip
-        try:
+        with contextlib.suppress(OSError):  # else the clock is read on arrival
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        except OSError:
-            pass  # the clock is read on arrival instead
         if self.source:
             sock.bind((self.source, 0))
 
@@ -641,7 +643,9 @@ class _Trace:
         """Send hops while the window has room, then wait, or finish."""
         clock = self.ctx.clock.monotonic
         while (
-            len(self.waiting) < WINDOW and self.next_hop <= self._limit() and clock() < self.deadline
+            len(self.waiting) < WINDOW
+            and self.next_hop <= self._limit()
+            and clock() < self.deadline
         ):
             self._send_hop(self.next_hop)
             self.next_hop += 1
@@ -707,6 +711,10 @@ class _Trace:
         self.timer = None
         now = self.ctx.clock.monotonic()
         if now >= self.deadline:
+            # a packet whose wait the deadline cut short is neither lost nor counted
+            for ttl in self.waiting:
+                hop = self.hops[ttl]
+                hop.sent = len(hop.rtts)
             self.waiting.clear()
             self.next_hop = self._limit() + 1
         for ttl in [t for t, end in self.waiting.items() if end <= now]:
@@ -729,7 +737,7 @@ class _Trace:
     def result_hops(self) -> list[HopStats]:
         """Hops sent, up to where the path ended (the target or an unreachable answer)."""
         limit = self._limit()
-        return [self.hops[t] for t in sorted(self.hops) if t <= limit]
+        return [self.hops[t] for t in sorted(self.hops) if t <= limit and self.hops[t].sent]
 
 
 def engine_of(ctx: ProbeContext) -> TraceEngine:
@@ -820,8 +828,8 @@ async def _run(
 
 
 def _hops_in_order(r: Reading) -> None:
-    first = r.values.get("first_hop", TracerouteProbe.first_hop)
-    most = r.values.get("max_hops", TracerouteProbe.max_hops)
+    first = r.values.get("first_hop", OPTIONS.default.first_hop)
+    most = r.values.get("max_hops", OPTIONS.default.max_hops)
     if isinstance(first, int) and isinstance(most, int) and first > most:
         r.error("first_hop", f"must not be above max_hops ({most})")
         r.values.pop("first_hop", None)
@@ -845,8 +853,7 @@ def _families(options: Options) -> tuple[Family, ...]:
     """The per-hop families hold at most ``max_hops`` label values for one target."""
     hops = options.max_hops if isinstance(options, TracerouteProbe) else MAX_HOPS
     return tuple(
-        replace(f, label_values=f.label_values[:hops]) if f.label == "hop" else f
-        for f in FAMILIES
+        replace(f, label_values=f.label_values[:hops]) if f.label == "hop" else f for f in FAMILIES
     )
 
 
