@@ -632,6 +632,7 @@ class _Trace:
         self.done: Deferred[None] = Deferred()
         self.timer: IDelayedCall | None = None
         self.error: str | None = None
+        self.finished = False
 
     def start(self) -> None:
         self._pump()
@@ -676,7 +677,7 @@ class _Trace:
         self.waiting[ttl] = self.ctx.clock.monotonic() + self.opts.hop_timeout
 
     def answer(self, seq: int, ans: Answer) -> None:
-        if self.done.called:
+        if self.finished:
             return
         if seq < 0:
             self.error = "traceroute: the reactor dropped the sockets"
@@ -722,13 +723,15 @@ class _Trace:
         self._pump()
 
     def _finish(self) -> None:
-        if self.done.called:
+        if self.finished:
             return
+        self.finished = True
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
         self.t.close()
-        self.done.callback(None)
+        if not self.done.called:  # a cancelled probe's was errbacked already
+            self.done.callback(None)
 
     def cancel(self) -> None:
         self.waiting.clear()
