@@ -154,6 +154,9 @@ def _measure(
         "achieved_per_s": round(probes / elapsed, 2),
         "success_ratio": round(delta("netprobe_probes_total", result="success") / max(probes, 1),
                                4),
+        "probe_duration_mean_s": round(
+            delta("netprobe_probe_duration_seconds_sum") / max(probes, 1), 3
+        ),
         "probe_duration_p50_s": round(quantile(0.5, dur0, dur1), 3),
         "probe_duration_p99_s": round(quantile(0.99, dur0, dur1), 3),
         "lag_p50_ms": round(quantile(0.5, lag0, lag1) * 1000, 3),
