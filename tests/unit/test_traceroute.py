@@ -10,10 +10,17 @@ import pytest
 from twisted.internet.task import Clock as ReactorClock
 
 from netprobe_exporter import exposition, protobuf_exposition
-from netprobe_exporter.config import ConfigError, Target, parse_config, target_series
+from netprobe_exporter.config import (
+    RESERVED_LABELS,
+    ConfigError,
+    Target,
+    parse_config,
+    target_series,
+)
 from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.probes import Clock, ProbeContext, ProbeResult
 from netprobe_exporter.probes import traceroute as tr
+from netprobe_exporter.probes.all import PROBERS
 from tests.support.protobuf import read_families
 from tests.unit.test_exposition import samples
 
@@ -279,3 +286,20 @@ def test_probe_output_for_a_path() -> None:
     assert [labels for labels, _ in out["probe_traceroute_hop_rtt_seconds"]] == [
         {"hop": "1"}, {"hop": "3"}
     ]  # fmt: skip
+
+
+def test_every_family_label_is_reserved_from_user_labels() -> None:
+    """A target's ``labels: {hop: x}`` would give its per-hop series the label twice."""
+    declared = {f.label for spec in PROBERS.values() for f in spec.families if f.label}
+    assert {"hop", "path"} <= declared
+    assert declared <= RESERVED_LABELS
+    assert (
+        "is set by the exporter"
+        in _errors_of("targets:\n  - {address: 10.0.0.1, labels: {hop: a}}\n")[0]
+    )
+
+
+def _errors_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    return info.value.errors
