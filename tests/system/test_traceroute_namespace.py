@@ -197,3 +197,9 @@ def test_continuous_path_change_moves_the_hash_and_the_counter(rig: Rig) -> None
                  and s.labels["target"] == t]  # fmt: skip
         assert shown == [" ".join(path)]
     chain.switch(through_r2b=False)
+    announced = {
+        (r.get("protocol"), r.get("ip_protocol"), r.get("method"))
+        for r in rig.exporter.log_records()
+        if r.get("msg") == "traceroute sockets"
+    }
+    assert {("udp", "ip4", "errqueue"), ("udp", "ip6", "errqueue")} <= announced

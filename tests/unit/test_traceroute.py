@@ -230,6 +230,9 @@ def test_continuous_families_per_hop_and_the_path_change_counter() -> None:
     path = "10.0.0.1 10.0.1.1 10.9.9.9"
     assert got[_key("netprobe_traceroute_path_info", path=path)] == 1.0
     assert got[_key("netprobe_traceroute_route_hash")] == float(tr.fnv32a(path))
+    om = samples("".join(exposition.render(store, exposition.OPENMETRICS, None)), openmetrics=True)
+    assert om[_key("netprobe_traceroute_path_changes_total")] == 1.0
+    assert om[_key("netprobe_traceroute_hop_lost_total", hop="2")] == 4.0
     # hops past the path's end have no series: the label set stops at the last hop seen
     assert _key("netprobe_traceroute_hop_sent_total", hop="4") not in got
     assert not any(k[0].endswith("_bucket") and ("hop", "4") in k[1] for k in got)

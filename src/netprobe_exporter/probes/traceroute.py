@@ -37,6 +37,7 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReadDescriptor
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -57,6 +58,8 @@ from netprobe_exporter.probes import (
 from netprobe_exporter.probes.connect import ADDRESSING, resolve
 from netprobe_exporter.probes.icmp import checksum
 from netprobe_exporter.schema import Check, Choice, Duration, Int, Opt, Reading, Section
+
+log = Logger()
 
 #: the most hops a module may ask for: the ``hop`` label's values are bounded by it
 MAX_HOPS = 64
@@ -299,6 +302,7 @@ class TraceEngine:
         self._ep = select.epoll()
         self._handlers: dict[int, Callable[[int], None]] = {}
         self._reading = False
+        self._announced: set[tuple[str, bool, str]] = set()
 
     @property
     def watched(self) -> int:
@@ -320,6 +324,15 @@ class TraceEngine:
         self._reading = False
         for handler in list(self._handlers.values()):
             handler(-1)  # each owner fails its probe and unwatches
+
+    def announce(self, transport: _Transport) -> None:
+        """Log once per protocol, IP version and method how the routers are heard."""
+        key = (transport.protocol, transport.v6, transport.method)
+        if key not in self._announced:
+            self._announced.add(key)
+            log.info("traceroute sockets", protocol=transport.protocol,
+                     ip_protocol="ip6" if transport.v6 else "ip4", method=transport.method,
+                     privileged=transport.method == "raw")  # fmt: skip
 
     def watch(self, sock: socket.socket, mask: int, handler: Callable[[int], None]) -> None:
         fd = sock.fileno()
@@ -343,9 +356,10 @@ _idents = itertools.count(os.getpid() * 7919)
 
 
 class _Transport:
-    """How one traceroute sends its packets and hears the answers: ``send(ttl, seq)`` and a
-    callback ``on_answer(seq, Answer)``."""
+    """How one traceroute sends its packets and hears the answers: ``open()``,
+    ``send(ttl, seq)`` and a callback ``on_answer(seq, Answer)``."""
 
+    protocol = ""
     method = "errqueue"
 
     def __init__(
@@ -375,8 +389,8 @@ class _Transport:
             try:
                 sock.setsockopt(level, option, 1)
             except OSError:
-                raise OSError(errno.ENOPROTOOPT, NO_RECVERR.format(
-                    option=name, protocol=type(self).__name__[1:4].lower())) from None  # fmt: skip
+                why = NO_RECVERR.format(option=name, protocol=self.protocol)
+                raise OSError(errno.ENOPROTOOPT, why) from None
         with contextlib.suppress(OSError):  # else the clock is read on arrival
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         if self.source:
@@ -393,6 +407,9 @@ class _Transport:
         exceeded = icmp_type == _TIME_EXCEEDED[self.v6] and offender != self.ip
         self.on_answer(seq, Answer(offender, rx_ns, exceeded))
 
+    def open(self) -> None:
+        raise NotImplementedError
+
     def send(self, ttl: int, seq: int) -> None:
         raise NotImplementedError
 
@@ -405,7 +422,9 @@ class _Transport:
 
 
 class _UDP(_Transport):
-    """One UDP socket; packet ``seq`` goes to port ``port + seq``, which the error names."""
+    """One UDP socket; packet ``seq`` goes to port ``port + seq - 1``, which the error names."""
+
+    protocol = "udp"
 
     def open(self) -> None:
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
@@ -425,7 +444,7 @@ class _UDP(_Transport):
             try:
                 self.sock.sendto(PAYLOAD, (self.ip, port))
                 return
-            except (ConnectionRefusedError, OSError) as exc:
+            except OSError as exc:
                 if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                     raise
 
@@ -450,6 +469,8 @@ class _UDP(_Transport):
 class _ICMP(_Transport):
     """ICMP echoes, sequence ``seq``: an ICMP datagram socket with the error queue, else a
     raw socket reading every ICMP packet (``method`` says which)."""
+
+    protocol = "icmp"
 
     def open(self) -> None:
         proto = socket.IPPROTO_ICMPV6 if self.v6 else socket.IPPROTO_ICMP
@@ -550,6 +571,8 @@ class _ICMP(_Transport):
 class _TCP(_Transport):
     """One TCP socket per packet: a SYN with that TTL, from ``connect``. A router's ICMP
     arrives on its error queue; a SYN-ACK (connected) or RST (refused) is the target's."""
+
+    protocol = "tcp"
 
     def open(self) -> None:
         self._by_seq: dict[int, socket.socket] = {}
@@ -799,12 +822,13 @@ async def _run(
     transport = TRANSPORTS[opts.protocol](engine_of(ctx), ip, port, opts.source_ip_address,
                                           on_answer)  # fmt: skip
     try:
-        transport.open()  # type: ignore[attr-defined]
+        transport.open()
     except OSError as exc:
         transport.close()
         result.fail("error", f"traceroute {opts.protocol}: {exc.strerror or exc}")
         return
     details.method = transport.method
+    engine_of(ctx).announce(transport)
     result.note("Tracing", protocol=opts.protocol, method=transport.method, ip=ip, port=port,
                 max_hops=opts.max_hops)  # fmt: skip
     trace = _Trace(ctx, transport, opts, started + timeout)
