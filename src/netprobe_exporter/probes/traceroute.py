@@ -330,9 +330,9 @@ class TraceEngine:
         key = (transport.protocol, transport.v6, transport.method)
         if key not in self._announced:
             self._announced.add(key)
-            log.info("traceroute sockets", protocol=transport.protocol,
-                     ip_protocol="ip6" if transport.v6 else "ip4", method=transport.method,
-                     privileged=transport.method == "raw")  # fmt: skip
+            version = "ip6" if transport.v6 else "ip4"
+            log.info("traceroute sockets", protocol=transport.protocol, ip_protocol=version,
+                     method=transport.method)  # fmt: skip
 
     def watch(self, sock: socket.socket, mask: int, handler: Callable[[int], None]) -> None:
         fd = sock.fileno()
