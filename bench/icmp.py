@@ -7,7 +7,7 @@ rig's TUN device swallows. Reports probes/s achieved vs scheduled, loss per clas
 ``netprobe_icmp_rtt_seconds``), scheduler lag p50/p99, CPU and RSS. Needs root.
 
 With ``--packets P`` each probe sends P echoes ``--packet-interval`` apart: loss per class is
-then packet loss (``netprobe_packets_{sent,received}_total``), every reply is in the RTT
+then packet loss (``netprobe_packets_{sent,lost}_total``), every reply is in the RTT
 histogram, and packets/s and CPU per 1,000 packets are shown beside the probe figures.
 
     python bench/icmp.py --targets 1000 --silent 50 --interval 1 --seconds 20
@@ -132,9 +132,8 @@ def main() -> None:
     if args.packets > 1:  # packet loss, from the packet counters
         sent_all = delta("netprobe_packets_sent_total")
         sent_silent = sum(delta("netprobe_packets_sent_total", target=s) for s in silent)
-        got_silent = sum(delta("netprobe_packets_received_total", target=s) for s in silent)
-        lost_silent = sent_silent - got_silent
-        lost_answering = sent_all - delta("netprobe_packets_received_total") - lost_silent
+        lost_silent = sum(delta("netprobe_packets_lost_total", target=s) for s in silent)
+        lost_answering = delta("netprobe_packets_lost_total") - lost_silent
         sent_answering = sent_all - sent_silent
     else:  # probe loss: one echo per probe
         lost_answering = delta("netprobe_probes_total", result="timeout") - sum(

@@ -190,7 +190,24 @@ def _family_labelled_histogram_row(f: Family) -> Row:
             return ""
         return "".join(
             _histogram_lines(name, s.labels + suffix, h, _les(h.bounds))
-            for suffix, h in zip(suffixes, found, strict=True)
+            for suffix, h in zip(suffixes, found, strict=False)  # made up to the highest seen
+        )
+
+    return row
+
+
+def _family_counter_row(f: Family) -> Row:
+    name = f.name
+    suffixes = [f',{f.label}="{value}"' for value in f.label_values] or [""]
+
+    def row(s: TargetSeries) -> str:
+        counters = s.counters
+        found = None if counters is None else counters.get(name)
+        if found is None:
+            return ""
+        return "".join(
+            f"{name}{{{s.labels}{suffix}}} {_num(v)}\n"
+            for suffix, v in zip(suffixes, found, strict=False)
         )
 
     return row
@@ -224,6 +241,8 @@ def family_row(f: Family) -> Row:
         return _family_labelled_histogram_row(f) if f.label_values else _family_histogram_row(f)
     if f.kind == "info":
         return _family_info_row(f)
+    if f.kind == "counter":
+        return _family_counter_row(f)
     return _family_gauge_row(f)
 
 

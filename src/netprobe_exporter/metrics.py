@@ -82,6 +82,15 @@ def prober_families() -> dict[str, Family]:
 _LABEL_VALUES = {name: f.label_values for name, f in prober_families().items()}
 
 
+def _check_label(family: str, label: int) -> None:
+    """A label index must be one the family declared (index 0 only, with none): bounded."""
+    declared = _LABEL_VALUES.get(family)
+    if declared is None:  # a prober registered after this module was imported
+        declared = _LABEL_VALUES[family] = prober_families()[family].label_values
+    if not 0 <= label < max(len(declared), 1):
+        raise IndexError(f"{family}: label index {label} is not declared")
+
+
 class TargetSeries(SeriesSink):
     """Every continuous-mode series of one target: the core ones, and those its prober's
     results feed (by family name, made by the first result that has them)."""
@@ -89,6 +98,7 @@ class TargetSeries(SeriesSink):
     __slots__ = (
         "buckets",
         "connect",
+        "counters",
         "detail",
         "gauges",
         "histograms",
@@ -134,8 +144,10 @@ class TargetSeries(SeriesSink):
         self.last_success_ts: float | None = None
         self.ip: str | None = None
         self.buckets = target.buckets
-        # the prober's families: histograms (one per label value), gauges, info label values
+        # the prober's families: histograms and counters (one per label value, up to the
+        # highest observed), gauges, info label values
         self.histograms: dict[str, list[Histogram]] | None = None
+        self.counters: dict[str, list[float]] | None = None
         self.gauges: dict[str, float] | None = None
         self.infos: dict[str, str] | None = None
 
@@ -153,29 +165,37 @@ class TargetSeries(SeriesSink):
             hists = self.histograms = {}
         found = hists.get(family)
         if found is None:
-            declared = _LABEL_VALUES.get(family)
-            if declared is None:  # a prober registered after this module was imported
-                declared = _LABEL_VALUES[family] = prober_families()[family].label_values
-            count = len(declared) or 1
-            found = hists[family] = [Histogram(self.buckets, self.native) for _ in range(count)]
+            found = hists[family] = []
+        if label >= len(found):
+            _check_label(family, label)
+            found.extend(
+                Histogram(self.buckets, self.native) for _ in range(label + 1 - len(found))
+            )
         found[label].observe(value)
+
+    def counter(self, family: str, value: float, label: int = 0) -> None:
+        counters = self.counters
+        if counters is None:
+            counters = self.counters = {}
+        found = counters.get(family)
+        if found is None:
+            found = counters[family] = []
+        if label >= len(found):
+            _check_label(family, label)
+            found.extend([0.0] * (label + 1 - len(found)))
+        found[label] += value
 
     def gauge(self, family: str, value: float) -> None:
         if self.gauges is None:
             self.gauges = {}
         self.gauges[family] = value
 
-    def info(self, family: str, label_value: str) -> None:
+    def info(self, family: str, label_value: str) -> str | None:
         if self.infos is None:
             self.infos = {}
+        before = self.infos.get(family)
         self.infos[family] = label_value
-
-    def counter(self, family: str, increment: float) -> None:
-        # kept beside the gauges: both are one value per target, rendered alike (TYPE aside)
-        gauges = self.gauges
-        if gauges is None:
-            gauges = self.gauges = {}
-        gauges[family] = gauges.get(family, 0.0) + increment
+        return before
 
     def observe(self, result: ProbeResult, now: float) -> None:
         name = result.result if result.result in self.results else "error"

@@ -237,11 +237,12 @@ class SeriesSink:
     def gauge(self, family: str, value: float) -> None:
         raise NotImplementedError
 
-    def info(self, family: str, label_value: str) -> None:
+    def counter(self, family: str, value: float, label: int = 0) -> None:
+        """Add ``value`` to the counter (of label value ``label``)."""
         raise NotImplementedError
 
-    def counter(self, family: str, increment: float) -> None:
-        """Add ``increment`` to a counter family (``kind="counter"``: one value per target)."""
+    def info(self, family: str, label_value: str) -> str | None:
+        """Set the info's label value; returns the one it replaces (None: the first)."""
         raise NotImplementedError
 
 

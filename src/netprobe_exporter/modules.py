@@ -2,7 +2,7 @@
 
 A blackbox.yml is a valid module list. Every prober section is read by its prober's own
 declaration (``probes.PROBERS``); keys blackbox knows that we do not run yet are errors that
-say so. Modules whose prober is recognised but not run yet (grpc) load with a warning, so a
+say so. Modules whose prober is recognised but not run yet load with a warning, so a
 whole blackbox.yml still loads, and are refused where used (``/probe`` answers 400, a
 continuous target is a config error).
 """

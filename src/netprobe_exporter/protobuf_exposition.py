@@ -198,7 +198,7 @@ def _family_row(f: Family) -> ProtoRow:
             return ()
         if not f.label_values:
             return (((), found[0]),)
-        return [(((label, v),), h) for v, h in zip(f.label_values, found, strict=True)]
+        return [(((label, v),), h) for v, h in zip(f.label_values, found, strict=False)]
 
     def gauge(s: TargetSeries) -> Iterable[tuple[Pairs, float | Histogram]]:
         value = None if s.gauges is None else s.gauges.get(name)
@@ -208,7 +208,15 @@ def _family_row(f: Family) -> ProtoRow:
         value = None if s.infos is None else s.infos.get(name)
         return () if value is None else ((((label, value),), 1.0),)
 
-    return {"histogram": histograms, "info": info}.get(f.kind, gauge)
+    def counter(s: TargetSeries) -> Iterable[tuple[Pairs, float | Histogram]]:
+        found = None if s.counters is None else s.counters.get(name)
+        if found is None:
+            return ()
+        if not f.label_values:
+            return (((), found[0]),)
+        return [(((label, v),), c) for v, c in zip(f.label_values, found, strict=False)]
+
+    return {"histogram": histograms, "info": info, "counter": counter}.get(f.kind, gauge)
 
 
 def _core_rows() -> dict[str, ProtoRow]:

@@ -22,9 +22,11 @@ import random
 import secrets
 import shutil
 import subprocess
+import sys
 import unittest
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 _CMD_TIMEOUT = 10.0
 _MAX_SUBNET_TRIES = 32
@@ -178,6 +180,173 @@ def routed_namespace_or_skip() -> RoutedNamespace:
     """Build a RoutedNamespace; skip the test when that is impossible (fail when CI is set)."""
     try:
         return RoutedNamespace.create()
+    except NetnsUnavailable as exc:
+        skip_or_fail(str(exc))
+        raise  # unreachable: skip_or_fail always raises
+
+
+#: a fetch run inside a namespace: prints the status line, then the body
+_FETCH = """
+import sys, urllib.error, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])) as r:
+        status, body = r.status, r.read()
+except urllib.error.HTTPError as e:
+    status, body = e.code, e.read()
+sys.stdout.write(f"{status}\\n"); sys.stdout.flush(); sys.stdout.buffer.write(body)
+"""
+
+
+@dataclass
+class RouterChain:
+    """A routed path of namespaces, each link a veth pair, for tests that need real hops::
+
+        client --1-- r1 --2-- r2 --3-- r3 --4-- target
+                      \\--5-- r2b --6--/
+
+    Link N is 10.201.N.0/24 and fd00:201:N::/64, the side nearer the client ``.1`` / ``::1``.
+    Forwarding is on in the routers and their ICMP rate limits are off (a burst of probes is
+    answered in full). ``r2`` drops the time-exceeded messages it would send (a silent hop);
+    ``switch()`` makes ``r1`` send towards the target through ``r2b`` instead of ``r2``.
+    Everything lives in namespaces the chain creates (addresses never reach the root one);
+    ``destroy()`` deletes them, which deletes their links too. Needs root and iproute2.
+    """
+
+    token: str
+    _made: list[str] = field(default_factory=list)
+
+    ROLES: ClassVar[tuple[str, ...]] = ("client", "r1", "r2", "r3", "target", "r2b")
+    #: link number: (namespace nearer the client, the other)
+    LINKS: ClassVar[dict[int, tuple[str, str]]] = {
+        1: ("client", "r1"), 2: ("r1", "r2"), 3: ("r2", "r3"), 4: ("r3", "target"),
+        5: ("r1", "r2b"), 6: ("r2b", "r3"),
+    }  # fmt: skip
+
+    def ns(self, role: str) -> str:
+        return f"npc-{self.token}-{role}"
+
+    @staticmethod
+    def ip(link: int, side: int, v6: bool = False) -> str:
+        """The address on ``link`` of its side 1 (nearer the client) or 2."""
+        return f"fd00:201:{link}::{side}" if v6 else f"10.201.{link}.{side}"
+
+    @property
+    def target_ip(self) -> str:
+        return self.ip(4, 2)
+
+    @property
+    def target_ip6(self) -> str:
+        return self.ip(4, 2, v6=True)
+
+    def hops(self, v6: bool = False, switched: bool = False) -> list[str | None]:
+        """What each hop should answer from (None: silent), the target last."""
+        second = self.ip(5, 2, v6) if switched else None  # r2 drops its time-exceeded
+        # r3 answers over IPv4 from the link its way back leaves by (link 3, through r2, either
+        # way), over IPv6 from the link the packet came in by
+        third = self.ip(6 if v6 and switched else 3, 2, v6)
+        return [self.ip(1, 2, v6), second, third, self.ip(4, 2, v6)]
+
+    @classmethod
+    def create(cls) -> RouterChain:
+        reason = unavailable_reason()
+        if reason is not None:
+            raise NetnsUnavailable(reason)
+        for tool in ("iptables", "ip6tables"):
+            if shutil.which(tool) is None:
+                raise NetnsUnavailable(f"the router chain needs {tool}")
+        chain = cls(secrets.token_hex(3))
+        try:
+            chain._build()
+        except BaseException:
+            chain.destroy()
+            raise
+        return chain
+
+    def exec(self, role: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run(["ip", "netns", "exec", self.ns(role), *args], check=check)
+
+    def _sysctl(self, role: str, path: str, value: str) -> None:
+        # through /proc rather than sysctl(8): procps may be missing on a fresh machine
+        self.exec(role, "/bin/sh", "-c", f"echo '{value}' > /proc/sys/{path}")
+
+    def _build(self) -> None:
+        for role in self.ROLES:
+            _run(["ip", "netns", "add", self.ns(role)])
+            self._made.append(self.ns(role))
+            _run(["ip", "-n", self.ns(role), "link", "set", "lo", "up"])
+            self._sysctl(role, "net/ipv6/conf/all/accept_dad", "0")
+            self._sysctl(role, "net/ipv6/conf/default/accept_dad", "0")
+            self._sysctl(role, "net/ipv4/icmp_ratelimit", "0")
+            self._sysctl(role, "net/ipv6/icmp/ratelimit", "0")
+        for role in ("r1", "r2", "r3", "r2b"):
+            self._sysctl(role, "net/ipv4/ip_forward", "1")
+            self._sysctl(role, "net/ipv6/conf/all/forwarding", "1")
+        for link, (near, far) in self.LINKS.items():
+            a, b = f"l{link}a", f"l{link}b"
+            _run(["ip", "-n", self.ns(near), "link", "add", a, "type", "veth",
+                  "peer", "name", b, "netns", self.ns(far)])  # fmt: skip
+            for role, dev, side in ((near, a, 1), (far, b, 2)):
+                n = self.ns(role)
+                _run(["ip", "-n", n, "addr", "add", f"{self.ip(link, side)}/24", "dev", dev])
+                _run(["ip", "-n", n, "-6", "addr", "add", f"{self.ip(link, side, True)}/64",
+                      "dev", dev, "nodad"])  # fmt: skip
+                _run(["ip", "-n", n, "link", "set", dev, "up"])
+        # towards the target: the default routes; back to the client: its link's prefix
+        self._default("client", 1, 2)
+        self._default("r1", 2, 2)
+        self._default("r2", 3, 2)
+        self._default("r2b", 6, 2)
+        self._default("r3", 3, 1)  # r3's default points back, through r2
+        self._default("target", 4, 1)
+        for role, link, side in (("r2", 2, 1), ("r2b", 5, 1)):
+            self._prefix(role, 1, link, side)
+        self.exec("r2", "iptables", "-A", "OUTPUT", "-p", "icmp", "--icmp-type",
+                  "time-exceeded", "-j", "DROP")  # fmt: skip
+        self.exec("r2", "ip6tables", "-A", "OUTPUT", "-p", "icmpv6", "--icmpv6-type",
+                  "time-exceeded", "-j", "DROP")  # fmt: skip
+
+    def _default(self, role: str, link: int, side: int) -> None:
+        for v6 in (False, True):
+            _run(["ip", "-6" if v6 else "-4", "-n", self.ns(role), "route", "replace",
+                  "default", "via", self.ip(link, side, v6)])  # fmt: skip
+
+    def _prefix(self, role: str, prefix_link: int, link: int, side: int) -> None:
+        for v6 in (False, True):
+            prefix = f"fd00:201:{prefix_link}::/64" if v6 else f"10.201.{prefix_link}.0/24"
+            _run(["ip", "-6" if v6 else "-4", "-n", self.ns(role), "route", "replace",
+                  prefix, "via", self.ip(link, side, v6)])  # fmt: skip
+
+    def switch(self, through_r2b: bool = True) -> None:
+        """Send r1's traffic towards the target through r2b (or back through r2)."""
+        self._default("r1", 5 if through_r2b else 2, 2)
+
+    def fetch(self, url: str, timeout: float = 10.0) -> tuple[int, str]:
+        """GET ``url`` from inside the client namespace: (status, body)."""
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.ns("client"), sys.executable, "-c", _FETCH, url,
+             str(timeout)],
+            capture_output=True, text=True, timeout=timeout + _CMD_TIMEOUT, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise AssertionError(f"fetch {url} in {self.ns('client')}: {proc.stderr.strip()}")
+        status, _, body = proc.stdout.partition("\n")
+        return int(status), body
+
+    def destroy(self) -> None:
+        """Delete every namespace made (their links go with them); errors are ignored."""
+        made, self._made = self._made, []
+        for name in made:
+            _run(["ip", "netns", "delete", name], check=False)
+
+    def exists(self) -> bool:
+        names = _run(["ip", "netns", "list"], check=False).stdout.split()
+        return any(self.ns(role) in names for role in self.ROLES)
+
+
+def router_chain_or_skip() -> RouterChain:
+    """Build a RouterChain; skip the test when that is impossible (fail when CI is set)."""
+    try:
+        return RouterChain.create()
     except NetnsUnavailable as exc:
         skip_or_fail(str(exc))
         raise  # unreachable: skip_or_fail always raises

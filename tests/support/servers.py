@@ -794,3 +794,63 @@ def closed_port(host: str = "127.0.0.1") -> Iterator[int]:
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         yield int(s.getsockname()[1])
+
+
+# gRPC
+
+
+#: services of ``grpc_health_server``: "" (the whole server) and "up" are SERVING, "down" is
+#: NOT_SERVING; any other name is unknown (grpcio answers NOT_FOUND)
+GRPC_SERVICES = {"": "SERVING", "up": "SERVING", "down": "NOT_SERVING"}
+
+
+@dataclass
+class GRPCServer:
+    host: str
+    port: int
+    #: the invocation metadata of every Check the server answered, in order
+    metadata: list[list[tuple[str, str | bytes]]] = field(default_factory=list)
+    #: the peer of each of those calls, as grpcio writes it (``ipv4:127.0.0.2:41234``)
+    peers: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return host_port(self.host, self.port)
+
+
+@contextlib.contextmanager
+def grpc_health_server(
+    tls: tuple[Path, Path] | None = None, host: str = "127.0.0.1"
+) -> Iterator[GRPCServer]:
+    """grpcio's own health service (``GRPC_SERVICES``) on an ephemeral port, over TLS with
+    ``tls`` (certificate chain, key). Stopped, with its threads, when the block ends."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    seen = GRPCServer(host, 0)
+
+    class _Recording(health.HealthServicer):  # type: ignore[misc]
+        def Check(self, request: Any, context: Any) -> Any:
+            seen.metadata.append([(m.key, m.value) for m in context.invocation_metadata()])
+            seen.peers.append(context.peer())
+            return super().Check(request, context)
+
+    servicer = _Recording()
+    for name, status in GRPC_SERVICES.items():
+        servicer.set(name, health_pb2.HealthCheckResponse.ServingStatus.Value(status))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    where = f"[{host}]:0" if ":" in host else f"{host}:0"
+    if tls is None:
+        port = server.add_insecure_port(where)
+    else:
+        chain, key = (p.read_bytes() for p in tls)
+        port = server.add_secure_port(where, grpc.ssl_server_credentials([(key, chain)]))
+    server.start()
+    seen.port = port
+    try:
+        yield seen
+    finally:
+        server.stop(grace=None).wait(JOIN_TIMEOUT)

@@ -83,7 +83,7 @@ def test_builtin_module_exists_without_modules_section() -> None:
     assert cfg.targets[0].buckets == DEFAULT_BUCKETS
 
 
-def test_the_debian_blackbox_yml_loads_and_names_unsupported_modules(tmp_path: Path) -> None:
+def test_the_debian_blackbox_yml_loads_every_module_runnable(tmp_path: Path) -> None:
     example = Path("/etc/prometheus/blackbox.yml")
     if not example.exists():
         pytest.skip("apt-get install prometheus-blackbox-exporter")
@@ -97,8 +97,11 @@ def test_the_debian_blackbox_yml_loads_and_names_unsupported_modules(tmp_path: P
     ]  # fmt: skip
     assert irc[2].expect is not None and irc[2].expect.pattern == "PING :([^ ]+)"
     assert cfg.modules["pop3s_banner"].options.tls is True
-    warned = sorted(w.split('module "')[1].split('"')[0] for w in cfg.warnings)
-    assert warned == ["grpc", "grpc_plain"]
+    assert not cfg.warnings
+    assert all(m.runnable for m in cfg.modules.values())
+    grpc, plain = cfg.modules["grpc"].options, cfg.modules["grpc_plain"].options
+    assert (grpc.tls, grpc.preferred_ip_protocol, grpc.service) == (True, "ip4", "")
+    assert (plain.tls, plain.service, plain.ip_protocol_fallback) == (False, "service1", True)
     assert cfg.modules["icmp_ttl5"].options.ttl == 5
 
 
@@ -190,8 +193,8 @@ def test_a_blackbox_style_file_with_only_tcp_modules_is_valid() -> None:
         ),
         ("targets:\n  - address: host\n", "c.yml:2: targets[0].address: 'host': missing port"),
         (
-            "modules:\n  g:\n    prober: grpc\ntargets:\n  - address: a\n    module: g\n",
-            'c.yml:6: targets[0].address: module "g" uses prober "grpc", which is not supported',
+            "modules:\n  g:\n    prober: grpc\ntargets:\n  - address: a:0\n    module: g\n",
+            "c.yml:5: targets[0].address: 'a:0': port 0 is out of range 1-65535",
         ),
         (
             "modules:\n  h:\n    prober: http\n    http:\n      proxy_url: http://x\n",

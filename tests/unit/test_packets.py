@@ -377,7 +377,7 @@ class IcmpBurstTests(SynchronousTestCase):
         lbl = 'target="127.0.0.1",module="p"'
         self.assertIn(f"netprobe_icmp_rtt_seconds_count{{{lbl}}} 6\n", text)
         self.assertIn(f"netprobe_packets_sent_total{{{lbl}}} 10.0\n", text)
-        self.assertIn(f"netprobe_packets_received_total{{{lbl}}} 6.0\n", text)
+        self.assertIn(f"netprobe_packets_lost_total{{{lbl}}} 4.0\n", text)
         self.assertIn("# TYPE netprobe_packets_sent_total counter\n", text)
         om = "".join(exposition.render(store, exposition.OPENMETRICS, None))
         self.assertIn("# TYPE netprobe_packets_sent counter\n", om)
@@ -436,4 +436,4 @@ def test_the_series_estimate_is_what_a_packets_target_shows(
     text = "".join(exposition.render(store, exposition.TEXT, None))
     shown = [line for line in text.splitlines() if 'team="a"' in line]
     assert len(shown) == target_series(len(target.buckets), cfg.modules["m"])
-    assert any(line.startswith("netprobe_packets_received_total{") for line in shown)
+    assert any(line.startswith("netprobe_packets_lost_total{") for line in shown)

@@ -92,7 +92,7 @@ def toy() -> Iterator[ProberSpec]:
 
 
 def test_the_registry_holds_every_prober_module() -> None:
-    assert list(PROBERS) == ["tcp", "http", "dns", "icmp", "grpc", "unix"]
+    assert list(PROBERS) == ["tcp", "http", "dns", "icmp", "grpc", "unix", "traceroute"]
     for name, mod in (("tcp", tcp), ("http", http), ("dns", dns), ("icmp", icmp), ("unix", unix)):
         assert PROBERS[name] is mod.PROBER and mod.PROBER.probe is mod.probe
 

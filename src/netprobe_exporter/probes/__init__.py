@@ -136,14 +136,14 @@ Prober = Callable[[ProbeContext, str, Module, float], "Deferred[ProbeResult]"]
 class Family:
     """A continuous-mode family a prober feeds (``/metrics``).
 
-    ``order`` places it among every family (the exposition's order is fixed). A histogram with
-    ``label`` has one histogram per ``label_values`` entry (``phase="connect"``…), all made at
-    the first observation; an info gauge (``kind="info"``) is 1 with ``label`` set to the
-    last value written.
+    ``order`` places it among every family (the exposition's order is fixed). A histogram or
+    counter with ``label`` has one per ``label_values`` entry (``phase="connect"``…,
+    ``hop="1"``…), made up to the highest one observed (with the lower ones); an info gauge
+    (``kind="info"``) is 1 with ``label`` set to the last value written.
     """
 
     name: str
-    kind: str  # "histogram", "gauge", "counter" (fed by ``SeriesSink.counter``) or "info"
+    kind: str  # "histogram", "counter", "gauge" or "info"
     help: str
     order: int = 1000
     label: str = ""
@@ -153,6 +153,8 @@ class Family:
         """Series this family can show for one target with ``buckets`` bounds."""
         if self.kind == "histogram":
             return (buckets + 3) * max(len(self.label_values), 1)  # +Inf, _sum, _count
+        if self.kind == "counter":
+            return max(len(self.label_values), 1)
         return 1
 
 

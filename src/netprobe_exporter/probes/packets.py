@@ -9,8 +9,8 @@ before, with the same output.
 
 What a burst showed is a ``Packets``: packets sent and the RTT of each one answered, from which
 ``/probe`` writes the loss ratio and RTT min / max / mean / standard deviation, and continuous
-mode counts packets sent and received (``rate()`` of the two gives packet loss) and puts every
-RTT in the prober's RTT histogram.
+mode counts packets sent and lost (``rate()`` of the two gives packet loss, as the
+traceroute prober's per-hop counters do) and puts every RTT in the prober's RTT histogram.
 """
 
 from __future__ import annotations
@@ -42,15 +42,16 @@ PACKET_OPTIONS = (
 
 SENT = Family(
     "netprobe_packets_sent_total", "counter",
-    "Modules with packets > 1: echo requests sent / connects started.", order=160,
+    "icmp and tcp modules with packets > 1: echo requests sent / connects started.", order=160,
 )  # fmt: skip
-RECEIVED = Family(
-    "netprobe_packets_received_total", "counter",
-    "Modules with packets > 1: packets answered in time (tcp: connections established "
-    "without retransmitting the SYN); 1 - rate(received) / rate(sent) is the packet loss.",
+LOST = Family(
+    "netprobe_packets_lost_total", "counter",
+    "icmp and tcp modules with packets > 1: packets not answered in time (tcp: connects not "
+    "established, or only after the SYN was retransmitted); rate(lost) / rate(sent) is the "
+    "packet loss.",
     order=161,
 )  # fmt: skip
-FAMILIES = (SENT, RECEIVED)
+FAMILIES = (SENT, LOST)
 
 BLACKBOX_FAMILIES = (
     BlackboxFamily("probe_packets_sent", "Packets sent by the probe"),
@@ -129,7 +130,7 @@ class Packets:
         for rtt in self.rtts:
             out.histogram(rtt_family, rtt)
         out.counter(SENT.name, self.sent)
-        out.counter(RECEIVED.name, len(self.rtts))
+        out.counter(LOST.name, self.sent - len(self.rtts))
 
     def blackbox(self, out: dict[str, list[Sample]]) -> None:
         """The ``/probe`` families: counts always, loss once a packet left, RTTs once one
