@@ -3,7 +3,7 @@
 As blackbox_exporter keeps them: the newest ``limit`` results, and, so that a failure stays
 readable after a burst of successes, up to ``limit`` more failures that aged out of those. On
 top of blackbox's count bound the text is bounded in bytes (``max_bytes``): each entry's log is
-already bounded (``MAX_LOG_BYTES``), but 2 × limit of them could still be hundreds of MiB, so
+already bounded (``MAX_LOG_BYTES``), but twice limit of them could still be hundreds of MiB, so
 past the byte bound the oldest successes go first, then the oldest failures.
 """
 

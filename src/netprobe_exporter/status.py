@@ -298,7 +298,7 @@ class StatusView:
         """The newest /probe requests, for the list's "recent /probe" table."""
         if self.history is None:
             return []
-        out = []
+        out: list[dict[str, Any]] = []
         for r in self.history.newest_first():
             if len(out) >= PROBES_SHOWN:
                 break

@@ -320,7 +320,8 @@ document.addEventListener("DOMContentLoaded", () => {
 def _shell(page: str, title: str, body: str) -> str:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        '<link rel="icon" href="data:,">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
         f'<body data-page="{page}"><header><h1>netprobe-exporter</h1>'
         '<a href="./">targets</a><a href="metrics">metrics</a><a href="config">config</a>'

@@ -184,12 +184,15 @@ class Logs(Endpoint):
 
         raw_id, target, module = arg(b"id"), arg(b"target"), arg(b"module")
         record_id = int(raw_id) if raw_id.isdigit() else None
+        problem = None
         if record_id is not None and target:
-            return plain(request, 400, "Probe id and target can't be defined at the same time\n")
-        if record_id is None and not target:
-            return plain(request, 400, "Probe id or target must be defined as http query parameters\n")
-        if module and not target:
-            return plain(request, 400, "Probe module filter only works in conjunction with target parameter\n")
+            problem = "Probe id and target can't be defined at the same time"
+        elif record_id is None and not target:
+            problem = "Probe id or target must be defined as http query parameters"
+        elif module and not target:
+            problem = "Probe module filter only works in conjunction with target parameter"
+        if problem is not None:
+            return plain(request, 400, problem + "\n")
         if target:
             record = self._history.by_target(target, module)
             if record is None:
