@@ -92,11 +92,13 @@ class ProbeHistory:
         return record
 
     def _trim_bytes(self) -> None:
-        """Past ``max_bytes``: drop the oldest success, else the oldest failure (keep one)."""
+        """Past ``max_bytes``: drop the oldest success, else the oldest failure; never the
+        newest entry (so one larger than the bound alone is still kept)."""
+        newest = self._recent[-1]
         for _ in range(len(self._recent) + len(self._failures)):
             if self.bytes <= self.max_bytes or len(self._recent) + len(self._failures) <= 1:
                 return
-            victim = next((r for r in self._recent if r.success), None)
+            victim = next((r for r in self._recent if r.success and r is not newest), None)
             if victim is not None:
                 self._recent.remove(victim)
             elif self._failures:
