@@ -5,7 +5,9 @@ from __future__ import annotations
 from netprobe_exporter.history import ProbeHistory
 
 
-def add(h: ProbeHistory, success: bool, text: str = "", target: str = "t", module: str = "m") -> int:
+def add(
+    h: ProbeHistory, success: bool, text: str = "", target: str = "t", module: str = "m"
+) -> int:
     return h.add(0.0, module, target, success, "success" if success else "timeout", 0.1, "",
                  text or f"log {h._next_id}").id  # fmt: skip
 

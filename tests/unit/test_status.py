@@ -212,4 +212,4 @@ def test_recent_probe_requests_are_listed_newest_first_with_a_shown_target() -> 
 def test_the_pages_need_nothing_from_elsewhere() -> None:
     for page in (status_assets.LIST_PAGE, status_assets.TARGET_PAGE):
         assert "http://" not in page and "https://" not in page and "<script src" not in page
-        assert "<link rel=\"stylesheet\"" not in page
+        assert '<link rel="stylesheet"' not in page

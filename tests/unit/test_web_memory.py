@@ -108,4 +108,5 @@ def test_config_page_and_status_page() -> None:
     page = s.request(b"GET", "/")
     assert header(page, "content-type") == "text/html; charset=utf-8"
     assert b"<html" in body(page).lower()
-    assert s.request(b"GET", "/?state=sideways").responseCode == 400
+    assert s.request(b"GET", "/status.json?state=sideways").responseCode == 400
+    assert s.request(b"GET", "/target.json?id=nope").responseCode == 404
