@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.interfaces import IPullProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -143,29 +143,87 @@ class StatusPage(Endpoint):
 
 
 class StatusData(Endpoint):
-    """``/status.json`` (the list, filtered and paged here) and ``/target.json?id=``."""
+    """``/status.json`` (the list, filtered and paged here) and ``/target.json?id=``.
 
-    def __init__(self, view: status.StatusView, one: bool) -> None:
+    The view works in steps of a few hundred targets; each step runs in its own reactor turn
+    (``callLater(0)``), so building a page of a 10,000-target exporter never holds the reactor
+    for more than one step's work and probes keep their clock meanwhile.
+    """
+
+    def __init__(self, view: status.StatusView, one: bool, clock: IReactorTime | None) -> None:
         super().__init__()
         self._view = view
         self._one = one
+        self._clock = clock
 
-    def respond(self, request: Request) -> bytes:
+    def respond(self, request: Request) -> bytes | int:
         args = request.args or {}
+        steps: status.Steps[dict[str, Any] | None]
         if self._one:
-            sid = args.get(b"id", [b""])[0].decode("latin-1")
-            data = self._view.target(sid)
-            if data is None:
-                return plain(request, 404, "no such target (gone with a reload?)\n")
+            steps = self._view.target_steps(args.get(b"id", [b""])[0].decode("latin-1"))
         else:
             try:
-                query = status.parse_query(args)
+                steps = self._view.page_steps(status.parse_query(args))
             except ValueError as exc:
                 return plain(request, 400, f"{exc}\n")
-            data = self._view.page(query)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        return json.dumps(data, separators=(",", ":")).encode("utf-8")
+        encoded = _json_steps(steps)
+        clock = self._clock
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        self._step(request, encoded, clock, gone)
+        return NOT_DONE_YET
+
+    def _step(
+        self,
+        request: Request,
+        steps: status.Steps[bytes | None],
+        clock: IReactorTime,
+        gone: list[bool],
+    ) -> None:
+        if gone:
+            steps.close()
+            return
+        try:
+            next(steps)
+        except StopIteration as done:
+            self._answer(request, done.value)
+        except Exception:
+            log.failure("building the status page failed")
+            request.write(plain(request, 500, "internal error\n"))
+            request.finish()
+        else:
+            clock.callLater(0, self._step, request, steps, clock, gone)
+
+    def _answer(self, request: Request, data: bytes | None) -> None:
+        if data is None:
+            request.write(plain(request, 404, "no such target (gone with a reload?)\n"))
+        else:
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"cache-control", b"no-store")
+            request.write(data)
+        request.finish()
+
+
+def _json_steps(steps: status.Steps[dict[str, Any] | None]) -> status.Steps[bytes | None]:
+    """The view's steps, then its answer as JSON, the rows ``ROW_CHUNK`` at a time."""
+    data = yield from steps
+    if data is None:
+        return None
+    rows = data.pop("rows", None)
+    head = json.dumps(data, separators=(",", ":"))
+    if rows is None:
+        return head.encode("utf-8")
+    parts: list[str] = []
+    for start in range(0, len(rows), status.ROW_CHUNK):
+        yield
+        parts.extend(
+            json.dumps(r, separators=(",", ":")) for r in rows[start : start + status.ROW_CHUNK]
+        )
+    return (head[:-1] + ',"rows":[' + ",".join(parts) + "]}").encode("utf-8")
 
 
 class Logs(Endpoint):
@@ -307,6 +365,7 @@ def build_site(
     config: Callable[[], Any],
     limits: Callable[[], Limits] = Limits,
     history: ProbeHistory | None = None,
+    clock: IReactorTime | None = None,
 ) -> BoundedSite:
     history = history if history is not None else ProbeHistory()
 
@@ -317,8 +376,8 @@ def build_site(
     view = status.StatusView(store, history, source)
     root = Root(index=StatusPage(status_assets.LIST_PAGE))
     root.putChild(b"target", StatusPage(status_assets.TARGET_PAGE))
-    root.putChild(b"status.json", StatusData(view, one=False))
-    root.putChild(b"target.json", StatusData(view, one=True))
+    root.putChild(b"status.json", StatusData(view, one=False, clock=clock))
+    root.putChild(b"target.json", StatusData(view, one=True, clock=clock))
     root.putChild(b"logs", Logs(history))
     root.putChild(b"metrics", Metrics(store, registry))
     root.putChild(b"probe", probe)

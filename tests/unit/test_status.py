@@ -213,3 +213,24 @@ def test_the_pages_need_nothing_from_elsewhere() -> None:
     for page in (status_assets.LIST_PAGE, status_assets.TARGET_PAGE):
         assert "http://" not in page and "https://" not in page and "<script src" not in page
         assert '<link rel="stylesheet"' not in page
+
+
+def test_a_page_is_built_in_steps_of_at_most_chunk_targets() -> None:
+    n = status.CHUNK * 4 + 7
+    store = _store(*(Target(f"t{i:05d}.example:80", "tcp_connect", 1.0) for i in range(n)))
+    view = _view(store)
+    steps = view.page_steps(status.Query(per_page=status.MAX_PER_PAGE))
+    looked_at: list[int] = []
+    for _ in range(1000):
+        try:
+            next(steps)
+        except StopIteration as done:
+            page = done.value
+            break
+        looked_at.append(1)
+    # the order (once per reload), the walk and the rows each take one step per chunk
+    assert len(looked_at) >= 2 * (n // status.CHUNK) + status.MAX_PER_PAGE // status.ROW_CHUNK
+    assert page["total"] == n and len(page["rows"]) == status.MAX_PER_PAGE
+    again = view.page_steps(status.Query())
+    count = sum(1 for _ in again)  # the order is kept: only the walk and the rows are left
+    assert count < len(looked_at)
