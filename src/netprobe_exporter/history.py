@@ -4,13 +4,14 @@ As blackbox_exporter keeps them: the newest ``limit`` results, and, so that a fa
 readable after a burst of successes, up to ``limit`` more failures that aged out of those. On
 top of blackbox's count bound the text is bounded in bytes (``max_bytes``): each entry's log is
 already bounded (``MAX_LOG_BYTES``), but twice limit of them could still be hundreds of MiB, so
-past the byte bound the oldest successes go first, then the oldest failures.
+past the byte bound the oldest successes go first, then the oldest failures. A record keeps
+the probe's result and renders its debug page only when ``/logs`` asks for it.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from netprobe_exporter.addresses import redact_url
@@ -18,6 +19,15 @@ from netprobe_exporter.addresses import redact_url
 DEFAULT_LIMIT = 100
 #: the text of every kept entry together, at most (one entry is kept whatever its size)
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+#: what a kept probe costs besides its log's text: the result, its metrics, the page's head
+RECORD_OVERHEAD = 4096
+#: what one log entry costs besides its text (a tuple, a dict, a float)
+ENTRY_OVERHEAD = 320
+
+
+def kept_size(log_entries: int, log_text_bytes: int) -> int:
+    """What a kept /probe result is counted for against ``max_bytes``."""
+    return RECORD_OVERHEAD + ENTRY_OVERHEAD * log_entries + log_text_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +45,15 @@ class ProbeRecord:
     result: str
     duration: float
     detail: str
-    #: blackbox's debug page of the probe: its log, the metrics and the module
-    text: str
+    #: makes blackbox's debug page of the probe (its log, the metrics, the module) when asked:
+    #: rendering it costs more than the probe itself, and few are ever read
+    render: Callable[[], str]
+    #: what the record is counted for against ``max_bytes``
+    size: int
+
+    @property
+    def text(self) -> str:
+        return self.render()
 
     @property
     def shown(self) -> str:
@@ -69,25 +86,32 @@ class ProbeHistory:
         result: str,
         duration: float,
         detail: str,
-        text: str,
+        text: str | Callable[[], str],
+        size: int | None = None,
     ) -> ProbeRecord:
-        """Record a finished request; ages out the oldest beyond the bounds."""
-        record = ProbeRecord(
-            self._next_id, ts, module, target, success, result, duration, detail, text
-        )
+        """Record a finished request; ages out the oldest beyond the bounds.
+
+        ``text`` is the log, or what makes it (then ``size`` says what it will hold)."""
+        if isinstance(text, str):
+            size = len(text) if size is None else size
+            render: Callable[[], str] = text.__str__
+        else:
+            render = text
+        record = ProbeRecord(self._next_id, ts, module, target, success, result, duration,
+                             detail, render, size or 0)  # fmt: skip
         self._next_id += 1
         if not self.enabled:
             return record
         self._recent.append(record)
-        self.bytes += len(text)
+        self.bytes += record.size
         if len(self._recent) > self.limit:
             old = self._recent.popleft()
             if old.success:
-                self.bytes -= len(old.text)
+                self.bytes -= old.size
             else:
                 self._failures.append(old)
                 if len(self._failures) > self.limit:
-                    self.bytes -= len(self._failures.popleft().text)
+                    self.bytes -= self._failures.popleft().size
         self._trim_bytes()
         return record
 
@@ -105,7 +129,7 @@ class ProbeHistory:
                 victim = self._failures.popleft()
             else:
                 victim = self._recent.popleft()
-            self.bytes -= len(victim.text)
+            self.bytes -= victim.size
 
     def __len__(self) -> int:
         return len(self._recent) + len(self._failures)

@@ -9,6 +9,7 @@ the scrape config, not a failed probe.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from netprobe_exporter import blackbox, exposition
 from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.config import Config, target_address_error
-from netprobe_exporter.history import ProbeHistory
+from netprobe_exporter.history import ProbeHistory, kept_size
 from netprobe_exporter.metrics import ExporterStats
 from netprobe_exporter.model import Module
 from netprobe_exporter.probes import ProbeContext, Prober, ProbeResult
@@ -190,13 +191,14 @@ class ProbeEndpoint(Endpoint):
     def _record(
         self, module: Module, target: str, timeout: float, result: ProbeResult, started: float
     ) -> None:
-        """Keep the finished request in the history, with blackbox's debug page as its log."""
+        """Keep the finished request in the history; its debug page is made if /logs asks."""
         history = self.history
         if history is None or not history.enabled:
             return
-        text = blackbox.debug_output(module, target, timeout, result, started)
+        page = functools.partial(blackbox.debug_output, module, target, timeout, result, started)
+        size = kept_size(len(result.log or ()), result.log_bytes)
         history.add(started, module.name, target, result.success, result.result,
-                    result.duration, result.detail, text)  # fmt: skip
+                    result.duration, result.detail, page, size)  # fmt: skip
 
 
 def _client(request: Request) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netprobe_exporter.history import ProbeHistory
+from netprobe_exporter.history import ProbeHistory, kept_size
 
 
 def add(
@@ -74,3 +74,19 @@ def test_bytes_are_bounded_dropping_old_successes_before_failures() -> None:
     assert ids(h) == [5, 4, 3] and h.bytes == 900
     add(h, True, "x" * 5000)  # larger than the bound alone: kept as the only entry
     assert ids(h) == [6] and h.bytes == 5000
+
+
+def test_the_log_is_made_only_when_read_and_counted_by_its_estimated_size() -> None:
+    made: list[int] = []
+
+    def page() -> str:
+        made.append(1)
+        return "Logs for the probe:\n"
+
+    h = ProbeHistory(limit=10, max_bytes=10_000)
+    record = h.add(0.0, "m", "t", True, "success", 0.1, "", page, kept_size(3, 100))
+    assert made == [] and h.bytes == kept_size(3, 100)
+    assert record.text == "Logs for the probe:\n" and made == [1]
+    for _ in range(5):  # 5 more of the same size: past 10,000 bytes the oldest go
+        h.add(0.0, "m", "t", True, "success", 0.1, "", page, kept_size(3, 100))
+    assert h.bytes <= 10_000 and len(h) == 10_000 // kept_size(3, 100)
