@@ -326,7 +326,9 @@ def _shell(page: str, title: str, body: str) -> str:
         f'<body data-page="{page}"><header><h1>netprobe-exporter</h1>'
         '<a href="./">targets</a><a href="metrics">metrics</a><a href="config">config</a>'
         '<a href="-/healthy">health</a><a href="-/ready">readiness</a>'
-        '<span id="updated"></span></header><main><div id="banners"></div>'
+        '<span id="updated"></span></header><main><noscript><p>This page draws itself with '
+        'JavaScript; its data is <a href="status.json">status.json</a>.</p></noscript>'
+        '<div id="banners"></div>'
         f'<div class="health" id="health"></div>{body}</main>'
         f"<script>{SCRIPT}</script></body></html>\n"
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import time
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -138,3 +140,45 @@ class StatusEndpointTests(TestCase):
         self.assertEqual([p["id"] for p in page["probes"]], [2, 0])
         self.assertEqual((await self.get("/logs?id=1"))[0], 404)
         self.assertEqual((await self.get("/logs?id=0"))[0], 200)
+
+
+class TargetFileBannerTests(TestCase):
+    async def test_a_refused_target_file_shows_a_banner_until_it_is_fixed(self) -> None:
+        root = Path(self.mktemp()).resolve()
+        root.mkdir()
+        targets = root / "targets.yml"
+
+        def write(text: str, ago: float) -> None:
+            """Write the file as changed ``ago`` seconds back: settled, so read at the look."""
+            targets.write_text(text)
+            then = time.time() - ago
+            os.utime(targets, (then, then))
+
+        write("- targets: ['127.0.0.1:1']\n", 30)
+        config = root.with_name("config.yml")  # not matched by the glob
+        # the watcher's own timer never fires here: the test makes every look itself
+        config.write_text(
+            f"target_files:\n  - files: [{root}/*.yml]\n    interval: 1h\n"
+            "    refresh_interval: 1h\n"
+        )
+        app = App(reactor, config_file=str(config), process_metrics=False)
+        self.addCleanup(app.stop)
+        app.listen(["127.0.0.1:0"])
+        app.apply(app.read_config())
+        port = cast(IPv4Address, app.ports[0].getHost()).port
+
+        async def page() -> Any:
+            response = await Agent(reactor).request(
+                b"GET", f"http://127.0.0.1:{port}/status.json".encode()
+            )
+            return json.loads(await readBody(response))
+
+        self.assertEqual((await page())["banners"], [])
+        write("- targets: ['127.0.0.1:1']\n  labels: [not, a, map]\n", 20)
+        await app.refresh_files()
+        (banner,) = (await page())["banners"]
+        self.assertEqual(banner["kind"], "target_files")
+        self.assertTrue(any("targets.yml" in e for e in banner["errors"]), banner)
+        write("- targets: ['127.0.0.1:2']\n", 10)
+        await app.refresh_files()
+        self.assertEqual((await page())["banners"], [])

@@ -120,12 +120,16 @@ def test_the_page_in_chromium(procs: Processes, tmp_path: Path, listener: int) -
         field = driver.find_element("id", "q")
         field.send_keys(str(up))
         wait_for(lambda: _rows(driver) == [(up_t, "up")], 10, "the list filtered")
-        driver.execute_script("window.notReloaded = true; window.scrollTo(0, 0);")
+        driver.set_window_size(1500, 300)  # short enough to scroll
+        driver.execute_script("window.notReloaded = true; window.scrollTo(0, 120);")
+        scrolled = driver.execute_script("return window.scrollY;")
         seen = _refreshes(driver)
         wait_for(lambda: _refreshes(driver) >= seen + 2, 15, "two refreshes")
         assert field.get_attribute("value") == str(up)
         assert _rows(driver) == [(up_t, "up")]
         assert f"q={up}" in driver.current_url
+        assert scrolled > 0 and driver.execute_script("return window.scrollY;") == scrolled
+        driver.set_window_size(1500, 900)
 
         # the target goes away: its row turns red with no reload of the page
         stack.close()
