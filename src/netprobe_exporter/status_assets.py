@@ -150,7 +150,7 @@ function refreshSeconds() {
   const v = Number(new URLSearchParams(location.search).get("refresh") || 5);
   return isFinite(v) && v >= 0 ? Math.min(v, 3600) : 5;
 }
-const state = {busy: false, refreshes: 0};
+const state = {busy: false, again: false, refreshes: 0, page: 1};
 function markRefreshed() {
   state.refreshes++;
   document.body.dataset.refreshes = String(state.refreshes);
@@ -204,7 +204,7 @@ function drawList(d) {
     '<tr><td colspan="7">none yet</td></tr>';
 }
 function loadList() {
-  if (state.busy) return Promise.resolve();
+  if (state.busy) { state.again = true; return Promise.resolve(); }
   state.busy = true;
   const p = listQuery(state.page || 1);
   history.replaceState(null, "", "?" + p.toString());
@@ -213,7 +213,10 @@ function loadList() {
     .then((r) => r.ok ? r.json() : r.text().then((t) => { throw new Error(t.trim()); }))
     .then((d) => { drawList(d); markRefreshed(); })
     .catch(failed)
-    .finally(() => { state.busy = false; });
+    .finally(() => {
+      state.busy = false;
+      if (state.again) { state.again = false; loadList(); }  /* a filter changed meanwhile */
+    });
 }
 function startList() {
   const p = new URLSearchParams(location.search);

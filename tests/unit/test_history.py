@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from netprobe_exporter import cli
 from netprobe_exporter.history import ProbeHistory, kept_size
 
 
@@ -90,3 +93,15 @@ def test_the_log_is_made_only_when_read_and_counted_by_its_estimated_size() -> N
     for _ in range(5):  # 5 more of the same size: past 10,000 bytes the oldest go
         h.add(0.0, "m", "t", True, "success", 0.1, "", page, kept_size(3, 100))
     assert h.bytes <= 10_000 and len(h) == 10_000 // kept_size(3, 100)
+
+
+def test_the_history_limit_flag_defaults_to_blackbox_s_100(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = cli.build_parser()
+    assert parser.parse_args([]).history_limit == 100
+    assert parser.parse_args(["--history.limit=0"]).history_limit == 0
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--history.limit=-3"])
+    assert exit_.value.code == cli.EXIT_CONFIG
+    assert "--history.limit: '-3' is not a whole number of entries" in capsys.readouterr().err
