@@ -16,6 +16,7 @@ run continuous-2000-scraped  continuous.py --targets 2000  --interval 1 --second
 run continuous-10000-10s-scraped continuous.py --targets 10000 --interval 10 --seconds 30 --scrape-every 1
 run scrape-1000   scrape.py --targets 1000 --scrapes 20
 run scrape-10000  scrape.py --targets 10000 --scrapes 20
+run status-page-10000 status_page.py --targets 10000 --requests 50
 run probe-throughput probe_throughput.py --rounds 3 --seconds 10 --connections 32
 run accuracy accuracy.py
 run worker-restart-10000 worker_restart.py --targets 10000

@@ -85,11 +85,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="subtracted from Prometheus' scrape timeout for /probe (default 0.5)",
     )
     p.add_argument(
+        "--history.limit",
+        dest="history_limit",
+        type=_history_limit,
+        default=100,
+        metavar="N",
+        help="/probe requests kept for the status page and /logs, plus as many aged-out "
+        "failures (default 100, as blackbox; 0 keeps none)",
+    )
+    p.add_argument(
         "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
     )
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
     p.add_argument("--version", action="store_true", help="print version and exit")
     return p  # fmt: skip
+
+
+def _history_limit(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of entries")
+    return int(text)
 
 
 def version_text() -> str:
@@ -149,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         web_config=web_config,
         listen=listen,
     )
+    app.web.history.limit = args.history_limit
     try:
         if args.config_file is not None or args.targets:
             # before listening; the embedded default needs the bound port, so it waits

@@ -35,6 +35,8 @@ from netprobe_exporter.sources import ShardedSource, TargetSource, static_source
 from netprobe_exporter.targetfiles import Scan, file_targets, scan
 
 log = Logger()
+#: reload and target file errors kept for the status page (all are logged)
+MAX_SHOWN_ERRORS = 20
 
 T = TypeVar("T")
 
@@ -248,10 +250,12 @@ class ConfigManager(Service):
         stats = self._stats
         stats.reload_successful = 1.0
         stats.reload_success_ts = self._wall()
+        stats.reload_errors = []
         self._report_files(plan.seen)
         if plan.files_problem is not None:
             log.error("target files ignored", error=plan.files_problem)
             stats.target_files_ok = 0.0
+            stats.target_file_problems.append(plan.files_problem)
         for warning in config.warnings:
             log.warn("config warning", warning=warning)
         log.info(
@@ -269,6 +273,7 @@ class ConfigManager(Service):
         stats = self._stats
         stats.target_file_errors += len(files.errors)
         stats.target_files_ok = 1.0 if files.healthy else 0.0
+        stats.target_file_problems = list(files.errors[:MAX_SHOWN_ERRORS])
 
     def _watch_files(self, config: Config) -> None:
         if self._file_watch is not None and self._file_watch.running:
@@ -306,6 +311,7 @@ class ConfigManager(Service):
             if plan.problem is not None:
                 log.error("target files change ignored, previous targets kept", error=plan.problem)
                 self._stats.target_files_ok = 0.0
+                self._stats.target_file_problems.append(plan.problem)
                 return
             assert plan.prepared is not None
             self.files = files
@@ -366,6 +372,8 @@ class ConfigManager(Service):
         def rejected(reason: Failure) -> Failure:
             self._stats.reload_successful = 0.0
             exc = reason.value
+            errors = exc.errors if isinstance(exc, ConfigError) else [describe(exc)]
+            self._stats.reload_errors = list(errors[:MAX_SHOWN_ERRORS])
             if isinstance(exc, ConfigError):
                 for line in exc.errors:
                     log.error("config reload rejected, previous config kept", error=line)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import twisted
 
@@ -97,6 +97,7 @@ class TargetSeries(SeriesSink):
 
     __slots__ = (
         "buckets",
+        "changed_ts",
         "connect",
         "counters",
         "detail",
@@ -104,10 +105,13 @@ class TargetSeries(SeriesSink):
         "histograms",
         "history",
         "history_seconds",
+        "history_ts",
         "infos",
         "ip",
         "labels",
         "last_connect",
+        "last_failure",
+        "last_failure_ts",
         "last_probe_ts",
         "last_success_ts",
         "native",
@@ -132,8 +136,15 @@ class TargetSeries(SeriesSink):
         # result codes (RESULTS index) and probe durations; ``observed`` counts every probe
         self.history = bytearray(HISTORY)
         self.history_seconds = array("f", bytes(4 * HISTORY))
+        #: when each of those probes ended, in whole Unix seconds (for the page's tooltips)
+        self.history_ts = array("I", bytes(4 * HISTORY))
         self.observed = 0
         self.detail = ""
+        #: when ``up`` last changed (first probe included): the page's "down/up since"
+        self.changed_ts: float | None = None
+        #: the last failure's (result, detail) and time, kept while the target is up again
+        self.last_failure: tuple[str, str] | None = None
+        self.last_failure_ts: float | None = None
         self.up: float | None = None
         self.results = dict.fromkeys(RESULTS, 0)
         self.native = target.native
@@ -203,17 +214,22 @@ class TargetSeries(SeriesSink):
         slot = self.observed % HISTORY
         self.history[slot] = RESULT_CODE[name]
         self.history_seconds[slot] = result.duration
+        self.history_ts[slot] = min(max(int(now), 0), 0xFFFFFFFF)
         self.observed += 1
         self.detail = result.detail
         self.probe.observe(result.duration)
         self.last_probe_ts = now
         if result.ip is not None:
             self.ip = result.ip
+        up = 1.0 if result.success else 0.0
+        if up != self.up:
+            self.changed_ts = now
+        self.up = up
         if result.success:
-            self.up = 1.0
             self.last_success_ts = now
         else:
-            self.up = 0.0
+            self.last_failure = (name, result.detail)
+            self.last_failure_ts = now
         if result.connect_duration is not None:
             self.connect.observe(result.connect_duration)
             self.last_connect = result.connect_duration
@@ -235,6 +251,10 @@ class ExporterStats:
     web_reload_success_ts: float = 0.0
     target_file_errors: int = 0
     target_files_ok: float = 1.0
+    #: why the last reload was rejected (empty once one succeeds), for the status page
+    reload_errors: list[str] = field(default_factory=list)
+    #: why target files were last refused (empty while they are healthy), for the status page
+    target_file_problems: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.inflight_source: Callable[[], int] = lambda: 0

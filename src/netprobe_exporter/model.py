@@ -285,6 +285,11 @@ class ProbeResult:
     _log_bytes: int = 0
 
     @property
+    def log_bytes(self) -> int:
+        """The text the kept notes hold (bounded by ``MAX_LOG_BYTES``)."""
+        return self._log_bytes
+
+    @property
     def ip_protocol(self) -> int:
         """4 or 6 once an address was chosen, else 0."""
         ip = self.ip

@@ -9,6 +9,7 @@ the scrape config, not a failed probe.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from netprobe_exporter import blackbox, exposition
 from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.config import Config, target_address_error
+from netprobe_exporter.history import ProbeHistory, kept_size
 from netprobe_exporter.metrics import ExporterStats
 from netprobe_exporter.model import Module
 from netprobe_exporter.probes import ProbeContext, Prober, ProbeResult
@@ -80,6 +82,8 @@ def _with_host(module: Module, hostname: str) -> Module:
 
 class ProbeEndpoint(Endpoint):
     methods = (b"GET", b"HEAD", b"POST")
+    #: where each finished request goes, for the status page and ``/logs`` (None: nowhere)
+    history: ProbeHistory | None = None
 
     def __init__(
         self,
@@ -135,7 +139,8 @@ class ProbeEndpoint(Endpoint):
         self._running += 1
         self._per_source[source] = self._per_source.get(source, 0) + 1
         started = time.time()
-        d = self._probers[module.prober](self._context(debug), target, module, timeout)
+        keep_log = debug or (self.history is not None and self.history.enabled)
+        d = self._probers[module.prober](self._context(keep_log), target, module, timeout)
         gone: list[bool] = []  # the client went away: nothing more is written
 
         def client_gone(_: Failure) -> None:
@@ -163,6 +168,7 @@ class ProbeEndpoint(Endpoint):
                     request.write(plain(request, 403, body))
                     request.finish()
                 return
+            self._record(module, target, timeout, result, started)
             if debug:
                 body = blackbox.debug_output(module, target, timeout, result, started)
                 _write(request, body, "text/plain", gzip_ok=False, gone=bool(gone))
@@ -181,6 +187,18 @@ class ProbeEndpoint(Endpoint):
 
         d.addCallbacks(answer, failed)
         return NOT_DONE_YET
+
+    def _record(
+        self, module: Module, target: str, timeout: float, result: ProbeResult, started: float
+    ) -> None:
+        """Keep the finished request in the history; its debug page is made if /logs asks."""
+        history = self.history
+        if history is None or not history.enabled:
+            return
+        page = functools.partial(blackbox.debug_output, module, target, timeout, result, started)
+        size = kept_size(len(result.log or ()), result.log_bytes)
+        history.add(started, module.name, target, result.success, result.result,
+                    result.duration, result.detail, page, size)  # fmt: skip
 
 
 def _client(request: Request) -> str:

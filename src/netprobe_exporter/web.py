@@ -10,13 +10,14 @@ times the CPU for 25% less output).
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPullProducer
+from twisted.internet.interfaces import IPullProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -25,8 +26,9 @@ from zope.interface import implementer
 
 __all__ = ["Site", "build_site"]
 
-from netprobe_exporter import exposition, protobuf_exposition, redact, status
+from netprobe_exporter import exposition, protobuf_exposition, redact, status, status_assets
 from netprobe_exporter.config import ConfigError, Limits
+from netprobe_exporter.history import ProbeHistory
 from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.webserver import BoundedSite
 
@@ -128,30 +130,137 @@ class ConfigPage(Endpoint):
 
 
 class StatusPage(Endpoint):
-    """``/``: the status of every continuous target (see ``status``), streamed."""
+    """``/`` and ``/target``: a static shell; its script asks the JSON endpoints for data."""
 
-    def __init__(self, store: MetricsStore, config: Callable[[], Any]) -> None:
+    def __init__(self, body: str) -> None:
         super().__init__()
-        self._store = store
-        self._config = config
+        self._body = body.encode("utf-8")
+
+    def respond(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        return self._body
+
+
+class StatusData(Endpoint):
+    """``/status.json`` (the list, filtered and paged here) and ``/target.json?id=``.
+
+    The view works in steps of a few hundred targets; each step runs in its own reactor turn
+    (``callLater(0)``), so building a page of a 10,000-target exporter never holds the reactor
+    for more than one step's work and probes keep their clock meanwhile.
+    """
+
+    def __init__(self, view: status.StatusView, one: bool, clock: IReactorTime | None) -> None:
+        super().__init__()
+        self._view = view
+        self._one = one
+        self._clock = clock
 
     def respond(self, request: Request) -> bytes | int:
-        values = (request.args or {}).get(b"state", [b"all"])
-        state = values[0].decode("latin-1")
-        if state not in status.STATES:
-            return plain(request, 400, f"state must be one of {', '.join(status.STATES)}\n")
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"vary", b"Accept-Encoding")
-        gz = exposition.wants_gzip(_header(request, b"accept-encoding"))
-        if gz:
-            request.setHeader(b"content-encoding", b"gzip")
-        if request.method == b"HEAD":
-            return b""
-        config = self._config()
-        source = config.source if config is not None else "not loaded yet"
-        chunks = status.render(self._store, source, state)
-        request.registerProducer(_RenderProducer(request, chunks, gz), False)
+        args = request.args or {}
+        steps: status.Steps[dict[str, Any] | None]
+        if self._one:
+            steps = self._view.target_steps(args.get(b"id", [b""])[0].decode("latin-1"))
+        else:
+            try:
+                steps = self._view.page_steps(status.parse_query(args))
+            except ValueError as exc:
+                return plain(request, 400, f"{exc}\n")
+        encoded = _json_steps(steps)
+        clock = self._clock
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        self._step(request, encoded, clock, gone)
         return NOT_DONE_YET
+
+    def _step(
+        self,
+        request: Request,
+        steps: status.Steps[bytes | None],
+        clock: IReactorTime,
+        gone: list[bool],
+    ) -> None:
+        if gone:
+            steps.close()
+            return
+        try:
+            next(steps)
+        except StopIteration as done:
+            self._answer(request, done.value)
+        except Exception:
+            log.failure("building the status page failed")
+            request.write(plain(request, 500, "internal error\n"))
+            request.finish()
+        else:
+            clock.callLater(0, self._step, request, steps, clock, gone)
+
+    def _answer(self, request: Request, data: bytes | None) -> None:
+        if data is None:
+            request.write(plain(request, 404, "no such target (gone with a reload?)\n"))
+        else:
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"cache-control", b"no-store")
+            request.write(data)
+        request.finish()
+
+
+def _json_steps(steps: status.Steps[dict[str, Any] | None]) -> status.Steps[bytes | None]:
+    """The view's steps, then its answer as JSON, the rows ``ROW_CHUNK`` at a time."""
+    data = yield from steps
+    if data is None:
+        return None
+    rows = data.pop("rows", None)
+    head = json.dumps(data, separators=(",", ":"))
+    if rows is None:
+        return head.encode("utf-8")
+    parts: list[str] = []
+    for start in range(0, len(rows), status.ROW_CHUNK):
+        yield
+        parts.extend(
+            json.dumps(r, separators=(",", ":")) for r in rows[start : start + status.ROW_CHUNK]
+        )
+    return (head[:-1] + ',"rows":[' + ",".join(parts) + "]}").encode("utf-8")
+
+
+class Logs(Endpoint):
+    """``/logs?id=N`` or ``/logs?target=T[&module=M]``: a kept ``/probe`` request's log."""
+
+    def __init__(self, history: ProbeHistory) -> None:
+        super().__init__()
+        self._history = history
+
+    def respond(self, request: Request) -> bytes:
+        args = request.args or {}
+
+        def arg(name: bytes) -> str:
+            values = args.get(name, [])
+            return values[0].decode("utf-8", "replace") if values else ""
+
+        raw_id, target, module = arg(b"id"), arg(b"target"), arg(b"module")
+        record_id = int(raw_id) if raw_id.isdigit() else None
+        problem = None
+        if record_id is not None and target:
+            problem = "Probe id and target can't be defined at the same time"
+        elif record_id is None and not target:
+            problem = "Probe id or target must be defined as http query parameters"
+        elif module and not target:
+            problem = "Probe module filter only works in conjunction with target parameter"
+        if problem is not None:
+            return plain(request, 400, problem + "\n")
+        if target:
+            record = self._history.by_target(target, module)
+            if record is None:
+                return plain(request, 404, "Probe target not found\n")
+        else:
+            assert record_id is not None
+            record = self._history.by_id(record_id)
+            if record is None:
+                return plain(request, 404, "Probe id not found\n")
+        return plain(request, 200, record.text)
 
 
 class Metrics(Endpoint):
@@ -255,8 +364,21 @@ def build_site(
     probe: Resource,
     config: Callable[[], Any],
     limits: Callable[[], Limits] = Limits,
+    history: ProbeHistory | None = None,
+    clock: IReactorTime | None = None,
 ) -> BoundedSite:
-    root = Root(index=StatusPage(store, config))
+    history = history if history is not None else ProbeHistory()
+
+    def source() -> str:
+        running = config()
+        return str(running.source) if running is not None else "not loaded yet"
+
+    view = status.StatusView(store, history, source)
+    root = Root(index=StatusPage(status_assets.LIST_PAGE))
+    root.putChild(b"target", StatusPage(status_assets.TARGET_PAGE))
+    root.putChild(b"status.json", StatusData(view, one=False, clock=clock))
+    root.putChild(b"target.json", StatusData(view, one=True, clock=clock))
+    root.putChild(b"logs", Logs(history))
     root.putChild(b"metrics", Metrics(store, registry))
     root.putChild(b"probe", probe)
     root.putChild(b"config", ConfigPage(config))

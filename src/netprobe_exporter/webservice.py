@@ -31,6 +31,7 @@ from netprobe_exporter import web
 from netprobe_exporter.addresses import parse_host_port
 from netprobe_exporter.config import Config, ConfigError, Limits
 from netprobe_exporter.configmanager import ConfigChange, describe
+from netprobe_exporter.history import ProbeHistory
 from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.probe_endpoint import ProbeEndpoint
 from netprobe_exporter.probes import ProbeContext, Prober
@@ -124,6 +125,8 @@ class WebService(Service):
         self.config: Config | None = None
         #: the context of a /probe request, by its debug flag (policy: the running config's)
         self.contexts = {debug: dataclasses.replace(ctx, debug=debug) for debug in (False, True)}
+        #: the last /probe requests and their logs (``--history.limit``)
+        self.history = ProbeHistory()
         self.guard: Guard | None = None
         self.tls_context: ServerContext | None = None
         self.site: BoundedSite | None = None
@@ -154,6 +157,7 @@ class WebService(Service):
             self.store.stats,
             self.timeout_offset,
         )
+        probe.history = self.history
         site = web.build_site(
             self.store,
             self._registry,
@@ -162,6 +166,7 @@ class WebService(Service):
             probe,
             lambda: self.config,
             lambda: self.config.limits if self.config is not None else Limits(),
+            history=self.history,
         )
         if self.web_config_file is not None:
             self.guard = Guard(site.resource, self._reactor, self.web_config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.web.resource import Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
@@ -24,9 +24,11 @@ class Site:
         self.reloads = 0
         self._ready, self._error = ready, reload_error
         probe = Resource()
+        self.clock = task.Clock()
         self.site = web.build_site(
-            self.store, None, lambda: self._ready, self._reload, probe, lambda: CONFIG
-        )
+            self.store, None, lambda: self._ready, self._reload, probe, lambda: CONFIG,
+            clock=self.clock,
+        )  # fmt: skip
 
     def _reload(self) -> defer.Deferred[None]:
         self.reloads += 1
@@ -108,4 +110,11 @@ def test_config_page_and_status_page() -> None:
     page = s.request(b"GET", "/")
     assert header(page, "content-type") == "text/html; charset=utf-8"
     assert b"<html" in body(page).lower()
-    assert s.request(b"GET", "/?state=sideways").responseCode == 400
+    assert s.request(b"GET", "/status.json?state=sideways").responseCode == 400
+    missing = s.request(b"GET", "/target.json?id=nope")
+    s.clock.pump([0.0] * 10)  # the view's steps, one per reactor turn
+    assert missing.responseCode == 404
+    listing = s.request(b"GET", "/status.json")
+    s.clock.pump([0.0] * 10)
+    assert header(listing, "content-type") == "application/json"
+    assert b'"summary":{"targets":0' in body(listing)
