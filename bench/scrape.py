@@ -1,4 +1,4 @@
-"""Scrape cost: /metrics render time at N targets, text and OpenMetrics, plain and gzip.
+"""Scrape cost: /metrics render time at N targets, text, OpenMetrics and protobuf, plain and gzip.
 
 Targets are probed every --interval seconds; after a warm-up in which every target has been
 probed, the benchmark scrapes --scrapes times per format, one after another, and reports the
@@ -20,6 +20,9 @@ from common import exporter, loopback_targets, percentile, table, write_json
 FORMATS = {
     "text": "text/plain;version=0.0.4",
     "openmetrics": "application/openmetrics-text;version=1.0.0",
+    # what Prometheus sends with native histograms enabled
+    "protobuf": "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;"
+    "encoding=delimited;q=0.8,text/plain;version=0.0.4;q=0.2",
 }
 
 
@@ -48,6 +51,9 @@ def main() -> None:
                         t0 = time.perf_counter()
                         with urllib.request.urlopen(req, timeout=60) as resp:
                             body = resp.read()
+                            kind = resp.headers.get("Content-Type", "")
+                        if fmt == "protobuf" and not kind.startswith("application/vnd.google"):
+                            raise RuntimeError(f"asked for protobuf, got {kind}")
                         times.append(time.perf_counter() - t0)
                         size = len(body)
                         if gz:

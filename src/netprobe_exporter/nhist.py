@@ -22,6 +22,8 @@ DEFAULT_ZERO_THRESHOLD = 2.0**-128
 DEFAULT_BUCKET_FACTOR = 1.1
 DEFAULT_MAX_BUCKETS = 160
 _INF = math.inf
+#: empty buckets between two populated ones that stay in one span (client_golang's rule)
+GAP_FILLED = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +199,9 @@ def spans_and_deltas(counts: dict[int, int]) -> tuple[list[tuple[int, int]], lis
     """The protobuf form of ``counts``: (offset, length) spans and count deltas.
 
     A span's offset is its gap from the previous span's end (the first's is its start index);
-    each delta is a bucket's count minus the previous bucket's, across spans.
+    each delta is a bucket's count minus the previous bucket's, across spans. A gap of one or
+    two empty buckets is filled with zero-count buckets rather than starting a span (cheaper
+    on the wire), as client_golang's makeBuckets does.
     """
     spans: list[tuple[int, int]] = []
     deltas: list[int] = []
@@ -207,9 +211,12 @@ def spans_and_deltas(counts: dict[int, int]) -> tuple[list[tuple[int, int]], lis
         n = counts[key]
         if prev_key is None:
             spans.append((key, 1))
-        elif key == prev_key + 1:
+        elif key - prev_key <= GAP_FILLED + 1:
+            for _ in range(key - prev_key - 1):
+                deltas.append(-prev_count)
+                prev_count = 0
             offset, length = spans[-1]
-            spans[-1] = (offset, length + 1)
+            spans[-1] = (offset, length + key - prev_key)
         else:
             spans.append((key - prev_key - 1, 1))
         deltas.append(n - prev_count)

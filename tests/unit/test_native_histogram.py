@@ -133,6 +133,12 @@ def test_spans_and_deltas() -> None:
     )
 
 
+def test_gaps_of_one_or_two_empty_buckets_stay_in_the_span_as_client_golang_s_do() -> None:
+    # 0 and 2: one empty bucket between, filled; 2 and 6: three empty, a new span
+    assert spans_and_deltas({0: 1, 2: 1, 6: 2}) == ([(0, 3), (3, 1)], [1, -1, 1, 1])
+    assert spans_and_deltas({0: 5, 3: 5}) == ([(0, 4)], [5, -5, 0, 5])
+
+
 def test_dense_counts_grow_either_way_and_match_a_dict() -> None:
     import random
 
