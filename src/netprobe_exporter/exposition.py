@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import attrgetter
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text_exposition
@@ -139,27 +140,52 @@ def _les(bounds: tuple[float, ...]) -> list[str]:
     return les
 
 
-def _braces(text: str) -> str:
-    """``text`` as a literal part of a ``str.format`` template."""
-    return text.replace("{", "{{").replace("}", "}}")
+#: a template: constant text (str) and the index of an argument (int), in output order
+Template = list[str | int]
 
 
-def histogram_template(name: str, suffix: str, bounds: tuple[float, ...]) -> str:
-    """Every line of one target's histogram as one ``str.format`` template: the target's
-    labels are ``{0}``, the cumulative counts ``{1}``…, then the sum and the count.
+def compile_template(template: Template, nargs: int) -> Callable[..., str]:
+    """A function of ``nargs`` arguments returning ``template`` filled in, made of one f-string.
 
-    Filling it is one C call per histogram where a line at a time costs ~0.4 µs per line.
+    An f-string is built in one step (one allocation, then copies); ``str.format`` re-parses its
+    template at every call and costs 2.5 times as much for a histogram's 19 lines. Only
+    identifiers go into the generated source: the constant text is in closure variables.
     """
+    consts: list[str] = []
+    parts: list[str] = []
+    for item in template:
+        if isinstance(item, int):
+            if not 0 <= item < nargs:
+                raise ValueError(f"template argument {item} of {nargs}")
+            parts.append(f"{{a{item}}}")
+        elif item:
+            parts.append(f"{{k{len(consts)}}}")
+            consts.append(item)
+    params = ", ".join(f"a{i}" for i in range(nargs))
+    names = ", ".join(f"k{i}" for i in range(len(consts)))
+    source = (
+        f"def make({names}):\n"
+        f"    def fill({params}):\n"
+        f"        return f'{''.join(parts)}'\n"
+        f"    return fill\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    fill: Callable[..., str] = namespace["make"](*consts)
+    return fill
+
+
+def histogram_template(name: str, suffix: str, bounds: tuple[float, ...]) -> Template:
+    """Every line of one target's histogram: the target's labels are argument 0, the
+    cumulative counts 1…, then the sum and the count."""
     les = _les(bounds)
-    name, suffix = _braces(name), _braces(suffix)
-    lines = [
-        f'{name}_bucket{{{{{{0}}{suffix},le="{le}"}}}} {{{i}}}\n'
-        for i, le in enumerate(les, start=1)
-    ]
+    out: Template = []
+    for i, le in enumerate(les, start=1):
+        out += [f"{name}_bucket{{", 0, f'{suffix},le="{le}"}} ', i, "\n"]
     n = len(les)
-    lines.append(f"{name}_sum{{{{{{0}}{suffix}}}}} {{{n + 1}}}\n")
-    lines.append(f"{name}_count{{{{{{0}}{suffix}}}}} {{{n + 2}}}\n")
-    return "".join(lines)
+    out += [f"{name}_sum{{", 0, f"{suffix}}} ", n + 1, "\n"]
+    out += [f"{name}_count{{", 0, f"{suffix}}} ", n + 2, "\n"]
+    return out
 
 
 _templates: dict[tuple[str, str, tuple[float, ...]], Callable[..., str]] = {}
@@ -169,7 +195,8 @@ def _filler(name: str, suffix: str, bounds: tuple[float, ...]) -> Callable[..., 
     key = (name, suffix, bounds)
     found = _templates.get(key)
     if found is None:
-        found = _templates[key] = histogram_template(name, suffix, bounds).format
+        template = histogram_template(name, suffix, bounds)
+        found = _templates[key] = compile_template(template, len(bounds) + 4)
     return found
 
 
@@ -198,15 +225,16 @@ def _gauge_rows(name: str, attr: str) -> Rows:
     return rows
 
 
-_RESULTS_TEMPLATE = "".join(
-    f'netprobe_probes_total{{{{{{0}},result="{r}"}}}} {{{i}}}\n'
-    for i, r in enumerate(RESULTS, start=1)
-)
+_fill_results = compile_template(
+    [p for i, r in enumerate(RESULTS, start=1)
+     for p in ("netprobe_probes_total{", 0, f',result="{r}"}} ', i, "\n")],
+    len(RESULTS) + 1,
+)  # fmt: skip
 
 
 def _results_rows(chunk: list[TargetSeries]) -> str:
-    fill = _RESULTS_TEMPLATE.format
-    return "".join([fill(s.labels, *s.results.values()) for s in chunk])
+    fill = _fill_results
+    return "".join([fill(s.labels, *s.result_counts) for s in chunk])
 
 
 def _hist_rows(name: str, attr: str) -> Rows:

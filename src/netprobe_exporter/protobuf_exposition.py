@@ -85,7 +85,7 @@ _BUCKET_HEAD = [
     b"\x1a" + _ONE_BYTE[10 + len(varint(c))] + b"\x08" + varint(c) for c in range(_TABLE)
 ]
 #: a positive_delta (histogram field 13, unpacked as the proto2 schema has it), by delta
-_POSITIVE_DELTA = {d: b"\x68" + varint(zigzag(d)) for d in range(-(_TABLE >> 1), _TABLE >> 1)}
+_POSITIVE_DELTA = {d: b"\x68" + varint(zigzag(d)) for d in range(-2048, 2048)}
 
 _DOUBLE = struct.Struct("<d").pack
 
@@ -197,8 +197,7 @@ def _native_bytes(nb: NativeBuckets) -> bytes:
     """Fields 5 to 13: schema, zero bucket, negative and positive spans and deltas."""
     fixed = _native_fixed.get((nb.schema, nb.zero_threshold))
     if fixed is None:
-        fixed = b"\x28" + varint(zigzag(nb.schema)) + b"\x31" + _DOUBLE(nb.zero_threshold) + b"\x38"
-        _native_fixed[(nb.schema, nb.zero_threshold)] = fixed
+        fixed = _native_fixed[(nb.schema, nb.zero_threshold)] = _fixed_bytes(nb)
     z = nb.zero_count
     out = [fixed, _ONE_BYTE[z] if z < 128 else varint(z)]
     neg = nb.negative
@@ -217,10 +216,52 @@ def _native_bytes(nb: NativeBuckets) -> bytes:
 def histogram_bytes(h: Histogram) -> bytes:
     """``histogram_message(h)`` encoded: the same bytes the protobuf package writes."""
     n = h.count
+    nb = h.native
+    pos = nb.positive
+    arr = pos.counts
+    if n >= _TABLE or nb.negative is not None or not arr or 0 in arr:
+        return b"".join((
+            b"\x08", varint(n), b"\x11", _DOUBLE(h.sum), _classic_bytes(h), _native_bytes(nb),
+        ))  # fmt: skip
+    # the common case in one place, every loop in C: small counts, one span, no negatives
+    classic = _classic_template(h.bounds).copy()
+    classic[0::2] = map(_BUCKET_HEAD.__getitem__, accumulate(h.counts[: len(h.bounds)]))
+    fixed = _native_fixed.get((nb.schema, nb.zero_threshold))
+    if fixed is None:
+        fixed = _native_fixed[(nb.schema, nb.zero_threshold)] = _fixed_bytes(nb)
+    span = _one_span.get((pos.start, len(arr)))
+    if span is None:
+        span = _span_bytes(b"\x62", [(pos.start, len(arr))])
+        if len(_one_span) < 4096:
+            _one_span[(pos.start, len(arr))] = span
+    try:
+        deltas = b"".join(map(_POSITIVE_DELTA.__getitem__, map(sub, arr, chain((0,), arr))))
+    except KeyError:
+        deltas = _delta_bytes(b"\x68", arr)
     return b"".join((
         b"\x08", _ONE_BYTE[n] if n < 128 else varint(n), b"\x11", _DOUBLE(h.sum),
-        _classic_bytes(h), _native_bytes(h.native),
+        b"".join(classic), fixed, varint(nb.zero_count), span, deltas,
     ))  # fmt: skip
+
+
+#: per bucket bounds, the classic buckets' parts with each head (tag, length, count) unset
+_classic_templates: dict[tuple[float, ...], list[bytes]] = {}
+
+
+def _classic_template(bounds: tuple[float, ...]) -> list[bytes]:
+    found = _classic_templates.get(bounds)
+    if found is None:
+        found = _classic_templates[bounds] = [b""] * (2 * len(bounds))
+        found[1::2] = [b"\x11" + _DOUBLE(b) for b in bounds]
+    return found
+
+
+#: the encoded span of a histogram whose populated buckets are one run, by (start, length)
+_one_span: dict[tuple[int, int], bytes] = {}
+
+
+def _fixed_bytes(nb: NativeBuckets) -> bytes:
+    return b"\x28" + varint(zigzag(nb.schema)) + b"\x31" + _DOUBLE(nb.zero_threshold) + b"\x38"
 
 
 def _histogram_field(h: Histogram) -> bytes:
@@ -297,7 +338,7 @@ def _results_rows(chunk: list[TargetSeries]) -> list[bytes]:
         labels = _target_labels(s)
         out += [
             labels + prefix + _DOUBLE(n)
-            for prefix, n in zip(_RESULT_PREFIXES, s.results.values(), strict=True)
+            for prefix, n in zip(_RESULT_PREFIXES, s.result_counts, strict=True)
         ]
     return out
 

@@ -219,3 +219,16 @@ def test_output_is_byte_for_byte_the_line_at_a_time_renderer_s(fmt: exposition.F
     text = "".join(got)
     assert 'le="1e+300"' in text and "netprobe_tls_version_info" in text and "+Inf\n" in text
     assert "NaN\n" in text and "-Inf\n" in text
+
+
+def test_a_count_past_32_bits_keeps_counting() -> None:
+    """Counts are held in 32-bit words until one is full, then in 64-bit ones."""
+    s = MetricsStore()
+    s.sync([B])
+    series = next(iter(s.series.values()))
+    series.probe.counts[1] = series.result_counts[2] = 2**32 - 1
+    s.observe(B, refused(), 1.0)  # 0.0002 s: bucket 1 of the default buckets
+    got = samples(render(s))
+    assert got[("netprobe_probes_total", lbl(B, result="refused"))] == 2**32
+    assert got[("netprobe_probe_duration_seconds_bucket", lbl(B, le="0.0001"))] == 0
+    assert got[("netprobe_probe_duration_seconds_bucket", lbl(B, le="0.00025"))] == 2**32

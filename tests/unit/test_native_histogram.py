@@ -6,7 +6,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from netprobe_exporter.metrics import Histogram
 from netprobe_exporter.nhist import (
     NativeBuckets,
     NativeSpec,
@@ -153,3 +156,32 @@ def test_dense_counts_grow_either_way_and_match_a_dict() -> None:
         expected[k] = expected.get(k, 0) + 1
     assert nb.positive.as_dict() == expected
     assert nb.positive.populated == len(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.floats(min_value=1e-6, max_value=10.0),
+            st.sampled_from([0.0, -1.0, math.inf, math.nan, 1e-200]),
+        ),
+        max_size=80,
+    ),
+    factor=st.sampled_from([1.1, 2.0, 4.0]),
+    max_buckets=st.sampled_from([4, 160]),
+)
+def test_a_histogram_s_native_buckets_are_native_buckets_fed_the_same_values(
+    values: list[float], factor: float, max_buckets: int
+) -> None:
+    """Histogram.observe inlines the common case of NativeBuckets.observe."""
+    spec = NativeSpec(factor, max_buckets, 1e-9)
+    h, nb = Histogram((0.01, 0.1), spec), NativeBuckets(spec)
+    for v in values * 2:
+        h.observe(v)
+        nb.observe(v)
+    got = h.native
+    assert (got.schema, got.zero_count) == (nb.schema, nb.zero_count)
+    assert got.positive.as_dict() == nb.positive.as_dict()
+    assert got.positive.populated == nb.positive.populated
+    neg = None if got.negative is None else got.negative.as_dict()
+    assert neg == (None if nb.negative is None else nb.negative.as_dict())
