@@ -30,7 +30,13 @@ from prometheus_client import CollectorRegistry
 from netprobe_exporter import exposition
 from netprobe_exporter.metrics import Histogram, MetricsStore, TargetSeries, prober_families
 from netprobe_exporter.model import RESULTS
-from netprobe_exporter.nhist import GAP_FILLED, Counts, NativeBuckets, spans_and_deltas
+from netprobe_exporter.nhist import (
+    GAP_FILLED,
+    ONE_SPAN_EMPTY,
+    Counts,
+    NativeBuckets,
+    spans_and_deltas,
+)
 from netprobe_exporter.probes import Family
 from netprobe_exporter.promproto import metrics_pb2
 
@@ -151,7 +157,7 @@ def _spans(counts: Counts) -> tuple[list[tuple[int, int]], Iterable[int]]:
     length; gaps of up to GAP_FILLED empty buckets inside a span) and the counts the spans
     cover, in order, found with bytes searches rather than a loop over the buckets."""
     arr = counts.counts
-    if 0 not in arr:  # one run: the common case
+    if len(arr) - counts.populated <= ONE_SPAN_EMPTY:  # one span: the common case
         return [(counts.start, len(arr))], arr
     mask = bytes(map(bool, arr))  # 1 where a bucket is populated
     gap = b"\x00" * (GAP_FILLED + 1)
@@ -219,11 +225,17 @@ def histogram_bytes(h: Histogram) -> bytes:
     nb = h.native
     pos = nb.positive
     arr = pos.counts
-    if n >= _TABLE or nb.negative is not None or not arr or 0 in arr:
+    if (
+        n >= _TABLE
+        or nb.negative is not None
+        or not arr
+        or len(arr) - pos.populated > ONE_SPAN_EMPTY
+    ):
         return b"".join((
             b"\x08", varint(n), b"\x11", _DOUBLE(h.sum), _classic_bytes(h), _native_bytes(nb),
         ))  # fmt: skip
     # the common case in one place, every loop in C: small counts, one span, no negatives
+    # (counts has no zero at its ends: only its populated buckets ever extend it)
     classic = _classic_template(h.bounds).copy()
     classic[0::2] = map(_BUCKET_HEAD.__getitem__, accumulate(h.counts[: len(h.bounds)]))
     fixed = _native_fixed.get((nb.schema, nb.zero_threshold))
@@ -418,10 +430,17 @@ def _target_families() -> list[tuple[str, str, str, ProtoRows]]:
 _METRIC_TAG = b"\x22"
 
 
+_METRIC_HEAD = [_METRIC_TAG + varint(n) for n in range(_TABLE)]
+
+
 def _family(name: str, kind: str, help_text: str, metrics: list[bytes]) -> bytes:
     """One delimited MetricFamily: its header fields, then each encoded Metric as field 4."""
     head: bytes = pb.MetricFamily(name=name, help=help_text, type=_TYPES[kind]).SerializeToString()
-    body = b"".join([_METRIC_TAG + varint(len(m)) + m for m in metrics])
+    try:  # tag and length of each from a table, all in C
+        heads = map(_METRIC_HEAD.__getitem__, map(len, metrics))
+        body = b"".join(chain.from_iterable(zip(heads, metrics, strict=True)))
+    except IndexError:  # a Metric of 16 KiB or more: labels near their length limits
+        body = b"".join([_METRIC_TAG + varint(len(m)) + m for m in metrics])
     return varint(len(head) + len(body)) + head + body
 
 

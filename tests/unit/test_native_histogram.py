@@ -130,16 +130,22 @@ def test_infinity_counts_in_a_bucket_past_every_finite_one() -> None:
 
 def test_spans_and_deltas() -> None:
     assert spans_and_deltas({}) == ([], [])
+    # few empty buckets: one span, the empty ones as zero counts
     assert spans_and_deltas({-2: 3, -1: 1, 0: 4, 5: 2, 6: 2}) == (
-        [(-2, 3), (4, 2)],
+        [(-2, 9)],
+        [3, -2, 3, -4, 0, 0, 0, 2, 0],
+    )
+    # more than ONE_SPAN_EMPTY empty: spans as client_golang makes them
+    assert spans_and_deltas({-2: 3, -1: 1, 0: 4, 25: 2, 26: 2}) == (
+        [(-2, 3), (24, 2)],
         [3, -2, 3, -2, 0],
     )
 
 
-def test_gaps_of_one_or_two_empty_buckets_stay_in_the_span_as_client_golang_s_do() -> None:
-    # 0 and 2: one empty bucket between, filled; 2 and 6: three empty, a new span
-    assert spans_and_deltas({0: 1, 2: 1, 6: 2}) == ([(0, 3), (3, 1)], [1, -1, 1, 1])
-    assert spans_and_deltas({0: 5, 3: 5}) == ([(0, 4)], [5, -5, 0, 5])
+def test_wide_gaps_split_spans_gaps_of_one_or_two_buckets_do_not_as_client_golang_s() -> None:
+    # 0 and 2: one empty bucket between, filled; 2 and 26: 23 empty, a new span
+    assert spans_and_deltas({0: 1, 2: 1, 26: 2}) == ([(0, 3), (23, 1)], [1, -1, 1, 1])
+    assert spans_and_deltas({0: 5, 3: 5, 30: 1}) == ([(0, 4), (26, 1)], [5, -5, 0, 5, -4])
 
 
 def test_dense_counts_grow_either_way_and_match_a_dict() -> None:

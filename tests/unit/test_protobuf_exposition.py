@@ -253,3 +253,15 @@ def test_every_family_of_avaried_store_has_the_text_output_s_values() -> None:
     assert {k: v for k, v in got.items() if k not in nan} == {
         k: v for k, v in want.items() if k not in nan
     }
+
+
+def test_a_metric_of_more_than_16_kib_is_written_whole() -> None:
+    big = Target("127.0.0.1:7", "tcp_connect", 1.0, (("note", "x" * 20000),))
+    s = MetricsStore()
+    s.sync([big, B])
+    fams = {f.name: f for f in read_families(_proto(s))}
+    notes = [
+        dict((p.name, p.value) for p in m.label).get("note")
+        for m in fams["netprobe_probe_duration_seconds"].metric
+    ]
+    assert sorted(notes, key=str) == [None, "x" * 20000]
