@@ -11,6 +11,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from math import frexp, inf
 
 import twisted
 
@@ -23,7 +24,9 @@ from netprobe_exporter.probes.all import PROBERS
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...], tuple[float, ...], float, int, float]
 #: probes per target remembered for the status page
 HISTORY = 30
+_INF = inf
 RESULT_CODE = {name: i for i, name in enumerate(RESULTS)}
+_ERROR = RESULT_CODE["error"]
 
 LAG_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -53,29 +56,70 @@ def series_key(target: Target) -> SeriesKey:
     )
 
 
+def _zeros(n: int) -> array[int]:
+    """``n`` zero counts, allocated to size (``array("I", bytes(…))`` over-allocates)."""
+    return array("I", [0]) * n
+
+
+def _wider(counts: array[int], i: int) -> array[int]:
+    """``counts`` in 64-bit words, with one more in ``i``: its 32-bit word was full."""
+    wide = array("Q", counts)
+    wide[i] += 1
+    return wide
+
+
 class Histogram:
     """A cumulative-on-render histogram: ``counts[i]`` holds observations in bucket i only;
-    ``native`` the same observations in native buckets (only the protobuf format shows them)."""
+    ``native`` the same observations in native buckets (only the protobuf format shows them).
+
+    The counts are an array of 32-bit words (64-bit past 2^32 - 1 in a bucket): a list would
+    hold an int object of 28 bytes per bucket once counts pass 256, some 1.3 KB per TCP target.
+    """
 
     __slots__ = ("bounds", "count", "counts", "native", "sum")
 
     def __init__(self, bounds: tuple[float, ...], native: NativeSpec = DEFAULT_NATIVE) -> None:
         self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
+        self.counts = _zeros(len(bounds) + 1)
         self.native = NativeBuckets(native)
         self.sum = 0.0
         self.count = 0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.native.observe(value)
+        i = bisect_left(self.bounds, value)
+        try:
+            self.counts[i] += 1
+        except OverflowError:
+            self.counts = _wider(self.counts, i)
         self.sum += value
         self.count += 1
+        # NativeBuckets.observe's commonest case inlined (a positive duration into a bucket
+        # that already has a count): this runs for every histogram of every probe
+        nb = self.native
+        bounds = nb.bounds
+        if value > nb.zero_threshold and value < _INF and bounds is not None:
+            frac, exp = frexp(value)
+            pos = nb.positive
+            j = bisect_left(bounds, frac) + (exp - 1) * len(bounds) - pos.start
+            c = pos.counts
+            if 0 <= j < len(c) and c[j]:
+                c[j] += 1
+                return
+        nb.observe(value)
 
 
 def prober_families() -> dict[str, Family]:
     """Every family the registered probers declare, by name (shared ones once)."""
     return {f.name: f for spec in PROBERS.values() for f in spec.families}
+
+
+_specs: dict[NativeSpec, NativeSpec] = {}
+
+
+def _native_spec(target: Target) -> NativeSpec:
+    """The target's native settings, one object for every target that has the same ones."""
+    spec = target.native
+    return _specs.setdefault(spec, spec)
 
 
 #: label values of the labelled histogram families (``phase``), by family name
@@ -116,10 +160,9 @@ class TargetSeries(SeriesSink):
         "last_success_ts",
         "native",
         "observed",
-        "pairs",
         "pb_labels",
         "probe",
-        "results",
+        "result_counts",
         "target",
         "up",
     )
@@ -128,16 +171,14 @@ class TargetSeries(SeriesSink):
         pairs = [("target", target.display_address), ("module", target.module), *target.labels]
         self.target = target
         self.labels = label_string(pairs)
-        #: the same labels unescaped, for the protobuf format
-        self.pairs = tuple(pairs)
         #: ``pairs`` encoded for the protobuf format, made by its first render
         self.pb_labels: bytes | None = None
         # the status page's recent history, a ring allocated whole so that memory stays flat:
         # result codes (RESULTS index) and probe durations; ``observed`` counts every probe
         self.history = bytearray(HISTORY)
-        self.history_seconds = array("f", bytes(4 * HISTORY))
+        self.history_seconds = array("f", [0.0]) * HISTORY
         #: when each of those probes ended, in whole Unix seconds (for the page's tooltips)
-        self.history_ts = array("I", bytes(4 * HISTORY))
+        self.history_ts = array("I", [0]) * HISTORY
         self.observed = 0
         self.detail = ""
         #: when ``up`` last changed (first probe included): the page's "down/up since"
@@ -146,8 +187,9 @@ class TargetSeries(SeriesSink):
         self.last_failure: tuple[str, str] | None = None
         self.last_failure_ts: float | None = None
         self.up: float | None = None
-        self.results = dict.fromkeys(RESULTS, 0)
-        self.native = target.native
+        #: probes by result, in RESULTS order
+        self.result_counts = _zeros(len(RESULTS))
+        self.native = _native_spec(target)
         self.connect = Histogram(target.buckets, target.native)
         self.probe = Histogram(target.buckets, target.native)
         self.last_connect: float | None = None
@@ -162,6 +204,17 @@ class TargetSeries(SeriesSink):
         self.gauges: dict[str, float] | None = None
         self.infos: dict[str, str] | None = None
 
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        """The target's labels unescaped (for the protobuf format)."""
+        t = self.target
+        return (("target", t.display_address), ("module", t.module), *t.labels)
+
+    @property
+    def results(self) -> dict[str, int]:
+        """Probes by result name."""
+        return dict(zip(RESULTS, self.result_counts, strict=True))
+
     def recent(self) -> list[tuple[str, float]]:
         """The last (up to) ``HISTORY`` probes, oldest first: (result, seconds)."""
         first = max(self.observed - HISTORY, 0)
@@ -172,6 +225,9 @@ class TargetSeries(SeriesSink):
 
     def histogram(self, family: str, value: float, label: int = 0) -> None:
         hists = self.histograms
+        if hists is not None and (found := hists.get(family)) is not None and label < len(found):
+            found[label].observe(value)
+            return
         if hists is None:
             hists = self.histograms = {}
         found = hists.get(family)
@@ -209,12 +265,16 @@ class TargetSeries(SeriesSink):
         return before
 
     def observe(self, result: ProbeResult, now: float) -> None:
-        name = result.result if result.result in self.results else "error"
-        self.results[name] += 1
+        code = RESULT_CODE.get(result.result, _ERROR)
+        try:
+            self.result_counts[code] += 1
+        except OverflowError:
+            self.result_counts = _wider(self.result_counts, code)
         slot = self.observed % HISTORY
-        self.history[slot] = RESULT_CODE[name]
+        self.history[slot] = code
         self.history_seconds[slot] = result.duration
-        self.history_ts[slot] = min(max(int(now), 0), 0xFFFFFFFF)
+        # whole seconds in 32 bits; a clock that is not a finite time of day reads as 0
+        self.history_ts[slot] = int(now) if 0.0 <= now < 4294967296.0 else 0
         self.observed += 1
         self.detail = result.detail
         self.probe.observe(result.duration)
@@ -228,7 +288,7 @@ class TargetSeries(SeriesSink):
         if result.success:
             self.last_success_ts = now
         else:
-            self.last_failure = (name, result.detail)
+            self.last_failure = (RESULTS[code], result.detail)
             self.last_failure_ts = now
         if result.connect_duration is not None:
             self.connect.observe(result.connect_duration)

@@ -56,7 +56,8 @@ def text_samples(families: list[Any]) -> dict[SampleKey, float]:
 
 
 def native_counts(h: Any) -> dict[int, int]:
-    """A native histogram's positive bucket counts by index, from its spans and deltas."""
+    """A native histogram's populated positive buckets, count by index, from its spans and
+    deltas (spans may hold empty buckets in short gaps, as client_golang's do)."""
     counts: dict[int, int] = {}
     index = 0
     count = 0
@@ -65,6 +66,7 @@ def native_counts(h: Any) -> dict[int, int]:
         index = span.offset if i == 0 else index + span.offset
         for _ in range(span.length):
             count += next(deltas)
-            counts[index] = count
+            if count:
+                counts[index] = count
             index += 1
     return counts

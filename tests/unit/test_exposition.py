@@ -14,6 +14,7 @@ from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.probes import ProbeResult
 from netprobe_exporter.probes.connect import ConnectInfo
 from netprobe_exporter.probes.tcp import TCPDetails
+from tests.support import text_reference
 
 A = Target("127.0.0.1:80", "tcp_connect", 1.0, (("team", 'st"or\\age\n'),), (0.001, 0.01, 0.1))
 B = Target("[::1]:22", "tcp_connect", 1.0)
@@ -178,3 +179,56 @@ def test_dns_lookup_histogram_counts_answered_queries() -> None:
     assert got[("netprobe_dns_lookup_duration_seconds_count", lbl(t))] == 1
     assert got[("netprobe_dns_lookup_duration_seconds_bucket", lbl(t, le="0.01"))] == 1
     assert got[("netprobe_probes_total", lbl(t, result="timeout"))] == 1
+
+
+def varied_store() -> MetricsStore:
+    """Every kind of target family, odd values and labels, over more than one chunk."""
+    s = MetricsStore()
+    http = Target("http://127.0.0.1:8080/{x}", "http_2xx", 1.0, (("z", "}{"),), (0.5, 1.0))
+    odd = Target("127.0.0.1:9", "tcp_connect", 1.0, (("a", "b\\n"),), (1e-5, 0.25, 1e300))
+    many = [Target(f"127.0.0.1:{2000 + i}", "tcp_connect", 1.0) for i in range(450)]
+    s.sync([A, B, http, odd, *many])
+    for i, t in enumerate(many):
+        for j in range(i % 7):
+            s.observe(t, success(0.0001 * (i + 1) * (j + 1)), 1000.0 + i + j / 10)
+        if i % 5 == 0:
+            s.observe(t, refused(), 2000.5 + i)
+    s.observe(A, success(0.0005), 1000.0)
+    s.observe(odd, success(float("inf")), 3.0)
+    series = {ts.target: ts for ts in s.series.values()}
+    series[odd].observe(ProbeResult(False, "mystery", float("nan")), float("-inf"))
+    h = series[http]
+    h.observe(ProbeResult(True, "success", 0.3, connect_duration=0.01, ip="::1"), 5.0)
+    for phase in range(5):
+        h.histogram("netprobe_http_duration_seconds", 0.01 * phase, phase)
+    h.gauge("netprobe_http_status_code", 200)
+    h.gauge("netprobe_tls_cert_expiry_timestamp_seconds", 1.9e9 + 0.25)
+    h.info("netprobe_tls_version_info", "TLS 1.3")
+    s.stats.lag.observe(0.002)
+    s.stats.skipped = 3
+    return s
+
+
+@pytest.mark.parametrize("fmt", [exposition.TEXT, exposition.OPENMETRICS])
+def test_output_is_byte_for_byte_the_line_at_a_time_renderer_s(fmt: exposition.Format) -> None:
+    store = varied_store()
+    want = list(text_reference.render(store, fmt, None))
+    got = list(exposition.render(store, fmt, None))
+    assert "".join(got) == "".join(want)
+    assert len(got) == len(want)  # the same chunks: one family's targets at a time
+    text = "".join(got)
+    assert 'le="1e+300"' in text and "netprobe_tls_version_info" in text and "+Inf\n" in text
+    assert "NaN\n" in text and "-Inf\n" in text
+
+
+def test_a_count_past_32_bits_keeps_counting() -> None:
+    """Counts are held in 32-bit words until one is full, then in 64-bit ones."""
+    s = MetricsStore()
+    s.sync([B])
+    series = next(iter(s.series.values()))
+    series.probe.counts[1] = series.result_counts[2] = 2**32 - 1
+    s.observe(B, refused(), 1.0)  # 0.0002 s: bucket 1 of the default buckets
+    got = samples(render(s))
+    assert got[("netprobe_probes_total", lbl(B, result="refused"))] == 2**32
+    assert got[("netprobe_probe_duration_seconds_bucket", lbl(B, le="0.0001"))] == 0
+    assert got[("netprobe_probe_duration_seconds_bucket", lbl(B, le="0.00025"))] == 2**32

@@ -6,7 +6,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from netprobe_exporter.metrics import Histogram
 from netprobe_exporter.nhist import (
     NativeBuckets,
     NativeSpec,
@@ -127,10 +130,22 @@ def test_infinity_counts_in_a_bucket_past_every_finite_one() -> None:
 
 def test_spans_and_deltas() -> None:
     assert spans_and_deltas({}) == ([], [])
+    # few empty buckets: one span, the empty ones as zero counts
     assert spans_and_deltas({-2: 3, -1: 1, 0: 4, 5: 2, 6: 2}) == (
-        [(-2, 3), (4, 2)],
+        [(-2, 9)],
+        [3, -2, 3, -4, 0, 0, 0, 2, 0],
+    )
+    # more than ONE_SPAN_EMPTY empty: spans as client_golang makes them
+    assert spans_and_deltas({-2: 3, -1: 1, 0: 4, 25: 2, 26: 2}) == (
+        [(-2, 3), (24, 2)],
         [3, -2, 3, -2, 0],
     )
+
+
+def test_wide_gaps_split_spans_gaps_of_one_or_two_buckets_do_not_as_client_golang_s() -> None:
+    # 0 and 2: one empty bucket between, filled; 2 and 26: 23 empty, a new span
+    assert spans_and_deltas({0: 1, 2: 1, 26: 2}) == ([(0, 3), (23, 1)], [1, -1, 1, 1])
+    assert spans_and_deltas({0: 5, 3: 5, 30: 1}) == ([(0, 4), (26, 1)], [5, -5, 0, 5, -4])
 
 
 def test_dense_counts_grow_either_way_and_match_a_dict() -> None:
@@ -147,3 +162,32 @@ def test_dense_counts_grow_either_way_and_match_a_dict() -> None:
         expected[k] = expected.get(k, 0) + 1
     assert nb.positive.as_dict() == expected
     assert nb.positive.populated == len(expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.floats(min_value=1e-6, max_value=10.0),
+            st.sampled_from([0.0, -1.0, math.inf, math.nan, 1e-200]),
+        ),
+        max_size=80,
+    ),
+    factor=st.sampled_from([1.1, 2.0, 4.0]),
+    max_buckets=st.sampled_from([4, 160]),
+)
+def test_a_histogram_s_native_buckets_are_native_buckets_fed_the_same_values(
+    values: list[float], factor: float, max_buckets: int
+) -> None:
+    """Histogram.observe inlines the common case of NativeBuckets.observe."""
+    spec = NativeSpec(factor, max_buckets, 1e-9)
+    h, nb = Histogram((0.01, 0.1), spec), NativeBuckets(spec)
+    for v in values * 2:
+        h.observe(v)
+        nb.observe(v)
+    got = h.native
+    assert (got.schema, got.zero_count) == (nb.schema, nb.zero_count)
+    assert got.positive.as_dict() == nb.positive.as_dict()
+    assert got.positive.populated == nb.positive.populated
+    neg = None if got.negative is None else got.negative.as_dict()
+    assert neg == (None if nb.negative is None else nb.negative.as_dict())
