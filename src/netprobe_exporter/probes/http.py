@@ -26,6 +26,7 @@ import yaml
 from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, IProtocol, IProtocolFactory
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -54,6 +55,7 @@ from netprobe_exporter.probes import (
     ProbeFailure,
     ProbeResult,
     ProberSpec,
+    http2,
     options_of,
     run_probe,
 )
@@ -268,6 +270,10 @@ class _Hop:
     outer: IProtocol | None = None
     #: why the response head was refused (too big), when it was
     head_error: str | None = None
+    #: the timing wrapper of this hop's connection
+    timing: _Timing | None = None
+    #: fires at the end of the TLS handshake, when ALPN must be read before any request
+    handshake: Deferred[None] | None = None
 
     def abort(self) -> None:
         """Drop the connection if it is still open: no socket outlives its probe.
@@ -288,6 +294,7 @@ class _Timing(ProtocolWrapper):
         #: bytes and lines of the response head so far; None once its blank line has come
         self._head: list[int] | None = [0, 0]
         self._tail = b""
+        self._framed = False
 
     def makeConnection(self, transport: Any) -> None:
         if self._hop.tls_start == 0.0:
@@ -299,9 +306,23 @@ class _Timing(ProtocolWrapper):
         self._hop.tls_done = self._hop.got_conn = now
         if IHandshakeListener.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.handshakeCompleted()
+        if self._hop.handshake is not None and not self._hop.handshake.called:
+            self._hop.handshake.callback(None)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        if self._hop.handshake is not None and not self._hop.handshake.called:
+            self._hop.handshake.errback(reason)
+        super().connectionLost(reason)
+
+    def switch(self, protocol: IProtocol) -> None:
+        """Hand the connection to ``protocol`` (a framed one: it times the response itself)."""
+        self._head = None
+        self._framed = True
+        self.wrappedProtocol = protocol
+        protocol.makeConnection(cast(Any, self))
 
     def dataReceived(self, data: bytes) -> None:
-        if self._hop.response_start == 0.0:
+        if self._hop.response_start == 0.0 and not self._framed:
             self._hop.response_start = self._hop.clock()
         if self._head is not None and not self._head_ok(data):
             return
@@ -345,7 +366,8 @@ class _TimingFactory(WrappingFactory):
         inner = self.wrappedFactory.buildProtocol(addr)
         assert inner is not None
         self._hop.inner = inner
-        return _Timing(self, inner, self._hop)
+        self._hop.timing = _Timing(self, inner, self._hop)
+        return self._hop.timing
 
 
 class _HopEndpoint:
@@ -353,10 +375,12 @@ class _HopEndpoint:
 
     def __init__(
         self, ctx: ProbeContext, ip: str, port: int, creator: Any, hop: _Hop,
-        result: ProbeResult, info: ConnectInfo, deadline: float,
+        result: ProbeResult, info: ConnectInfo, deadline: float, alpn: bool = False,
     ) -> None:  # fmt: skip
         self._ctx, self._ip, self._port, self._creator = ctx, ip, port, creator
         self._hop, self._result, self._info, self._deadline = hop, result, info, deadline
+        #: ALPN was offered: the handshake decides between HTTP/2 and HTTP/1.1
+        self._alpn = alpn
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         return Deferred.fromCoroutine(self._connect(factory))
@@ -372,12 +396,31 @@ class _HopEndpoint:
         if self._creator is not None:
             self._hop.tls_start = self._hop.clock()
             wrapped = TLSMemoryBIOFactory(self._creator, True, wrapped)
+            if self._alpn:
+                self._hop.handshake = Deferred()
         outer = adopt(self._ctx, sock, wrapped)
         self._hop.outer = outer
         if isinstance(outer, TLSMemoryBIOProtocol):
             self._hop.tls_protocol = outer
         assert self._hop.inner is not None
+        if self._hop.handshake is not None:
+            return await self._negotiated()
         return self._hop.inner
+
+    async def _negotiated(self) -> IProtocol:
+        """After the handshake: the HTTP/2 client if ALPN chose ``h2``, else HTTP/1.1's."""
+        assert self._hop.handshake is not None and self._hop.inner is not None
+        try:
+            await self._hop.handshake
+        except Exception as exc:  # the handshake's own error, as HTTP/1.1 reports it
+            raise ResponseFailed([Failure(exc)]) from None
+        tls = self._hop.tls_protocol
+        if tls is None or tls.negotiatedProtocol != b"h2":
+            return self._hop.inner
+        client = http2.H2Client(self._hop, MAX_RESPONSE_HEADER_BYTES)
+        assert self._hop.timing is not None
+        self._hop.timing.switch(client)
+        return client
 
 
 @implementer(IAgentEndpointFactory)
@@ -560,12 +603,13 @@ async def _exchange(
     assert isinstance(info, HTTPDetails)
     phases = info.phases
     assert phases is not None  # set once the address was found
+    alpn = http2.ALPN if opts.enable_http2 else ()
     try:  # local problems (credential or certificate files) are ours: "error", not the peer's
         headers = _headers(opts)
         first_creator: Any = None
         if url.scheme == "https":
             first_creator = client_creator(
-                opts.tls_config, opts.tls_config.server_name or _server_name(opts, url)
+                opts.tls_config, opts.tls_config.server_name or _server_name(opts, url), alpn
             )
     except Exception as exc:
         raise ProbeFailure("error", f"local configuration: {exc}") from None
@@ -577,12 +621,12 @@ async def _exchange(
         if current.scheme == "https":
             try:
                 creator = first_creator if current is url else client_creator(
-                    opts.tls_config, opts.tls_config.server_name or current.host
+                    opts.tls_config, opts.tls_config.server_name or current.host, alpn
                 )  # fmt: skip
             except Exception as exc:
                 raise ProbeFailure("error", f"local configuration: {exc}") from None
         endpoint = _HopEndpoint(ctx, current_ip, current.port, creator, hop, result, info.connect,
-                                deadline)  # fmt: skip
+                                deadline, alpn=bool(alpn))  # fmt: skip
         agent = Agent.usingEndpointFactory(
             ctx.reactor, _OneEndpointFactory(endpoint),
             pool=HTTPConnectionPool(ctx.reactor, persistent=False),

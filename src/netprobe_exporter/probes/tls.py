@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,8 +173,10 @@ class _NoVerify:
         return conn
 
 
-def client_creator(cfg: TLSConfig, host: str) -> IOpenSSLClientConnectionCreator:
-    """Build the client TLS settings for ``host`` from ``cfg``."""
+def client_creator(
+    cfg: TLSConfig, host: str, alpn: Sequence[bytes] = ()
+) -> IOpenSSLClientConnectionCreator:
+    """Build the client TLS settings for ``host`` from ``cfg``, offering ``alpn`` if any."""
     name = cfg.server_name or host
     extra: dict[str, Any] = {}
     if cfg.min_version:
@@ -192,6 +195,8 @@ def client_creator(cfg: TLSConfig, host: str) -> IOpenSSLClientConnectionCreator
         )
     if cfg.insecure_skip_verify:
         kw: dict[str, Any] = dict(extra)
+        if alpn:
+            kw["acceptableProtocols"] = list(alpn)
         if client_cert is not None:
             kw["privateKey"] = client_cert.privateKey.original
             kw["certificate"] = client_cert.original
@@ -202,8 +207,9 @@ def client_creator(cfg: TLSConfig, host: str) -> IOpenSSLClientConnectionCreator
             [ssl.Certificate(c) for c in _load_certs(read_config_file(cfg.ca_file, "ca_file"))]
         )
     return ssl.optionsForClientTLS(
-        name, trustRoot=trust, clientCertificate=client_cert, extraCertificateOptions=extra
-    )
+        name, trustRoot=trust, clientCertificate=client_cert, extraCertificateOptions=extra,
+        acceptableProtocols=list(alpn) or None,
+    )  # fmt: skip
 
 
 def creator_or_fail(
