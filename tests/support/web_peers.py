@@ -8,9 +8,12 @@ of its own (asyncio there, never in the exporter).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import subprocess
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +173,58 @@ def _h3_protocol(requests: list[tuple[bytes, bytes]]) -> Callable[..., Any]:
             self.transmit()
 
     return _Protocol
+
+
+@contextlib.contextmanager
+def h2_site_process(certs: Certs, h2: bool = True) -> Iterator[int]:
+    """Twisted's HTTPS site (``h2`` offered or not) in a subprocess; yields its port."""
+    mode = "h2" if h2 else "h1"
+    cmd = [sys.executable, "-m", "tests.support.web_peers", mode, str(certs.directory)]
+    root = Path(__file__).resolve().parents[2]
+    with subprocess.Popen(cmd, cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line.strip().isdigit():
+                raise RuntimeError(f"the HTTP/2 test site did not start: {line!r}")
+            yield int(line)
+        finally:
+            if proc.stdin is not None:
+                proc.stdin.close()  # it exits when its stdin closes
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def _certs_in(directory: Path) -> Certs:
+    """The ``Certs`` that ``make_certs`` wrote into ``directory`` (file names only)."""
+    return Certs(
+        directory=directory, ca_cert=directory / "ca.pem", leaf_cert=directory / "leaf.pem",
+        leaf_chain=directory / "leaf-chain.pem", leaf_key=directory / "leaf-key.pem",
+        expired_cert=directory / "expired.pem", expired_key=directory / "expired-key.pem",
+        selfsigned_cert=directory / "selfsigned.pem",
+        selfsigned_key=directory / "selfsigned-key.pem",
+        leaf_not_after=0, expired_not_after=0, selfsigned_not_after=0,
+    )  # fmt: skip
+
+
+def _main(mode: str, directory: str) -> None:
+    """Serve until stdin closes: print the port, then run the reactor."""
+    from twisted.internet import reactor, stdio
+    from twisted.internet.protocol import Protocol
+
+    port = twisted_site(reactor, _certs_in(Path(directory)), h2=mode == "h2")
+
+    class _Stdin(Protocol):
+        def connectionLost(self, reason: Any = None) -> None:
+            reactor.stop()  # type: ignore[attr-defined]
+
+    stdio.StandardIO(_Stdin())
+    print(port.getHost().port, flush=True)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1], sys.argv[2])
