@@ -56,6 +56,7 @@ from netprobe_exporter.probes import (
     ProbeResult,
     ProberSpec,
     http2,
+    http3,
     options_of,
     run_probe,
 )
@@ -153,6 +154,8 @@ class HTTPProbe(Options):
     tls_config: TLSConfig = field(default_factory=TLSConfig)
     follow_redirects: bool = True
     enable_http2: bool = True
+    #: HTTP/3 over QUIC, no fallback (blackbox 0.28); needs enable_http2 off
+    enable_http3: bool = False
 
 
 DURATION = Family(
@@ -274,6 +277,8 @@ class _Hop:
     timing: _Timing | None = None
     #: fires at the end of the TLS handshake, when ALPN must be read before any request
     handshake: Deferred[None] | None = None
+    #: the HTTP/3 client of this hop (enable_http3)
+    quic: http3.H3Client | None = None
 
     def abort(self) -> None:
         """Drop the connection if it is still open: no socket outlives its probe.
@@ -284,6 +289,8 @@ class _Hop:
         transport = getattr(self.outer, "transport", None)
         if transport is not None and not getattr(transport, "disconnected", True):
             transport.abortConnection()
+        if self.quic is not None:
+            self.quic.close()
 
 
 @implementer(IHandshakeListener)
@@ -522,6 +529,10 @@ async def _run(
 ) -> None:
     info = result.details
     assert isinstance(info, HTTPDetails)
+    if opts.enable_http3 and not address.lower().startswith("https://"):
+        # as blackbox 0.28: HTTP/3 needs TLS, so an http:// (or bare) target is asked over https
+        address = "https://" + address.removeprefix("http://").removeprefix("HTTP://")
+        result.note("Converting HTTP to HTTPS for HTTP/3 compatibility", url=redact_url(address))
     try:
         url = parse_url(address)
     except ValueError as exc:
@@ -635,10 +646,16 @@ async def _exchange(
         result.note("Making HTTP request", url=current.display, host=current.netloc)
         try:
             try:
-                response: IResponse = await agent.request(
-                    method.encode(), current.request_text.encode(),
-                    _with_userinfo(headers, opts, current), producer,
-                )  # fmt: skip
+                if opts.enable_http3:
+                    response = await _h3_request(
+                        ctx, hop, opts, current, current_ip, method, body,
+                        _with_userinfo(headers, opts, current), deadline, result,
+                    )  # fmt: skip
+                else:
+                    response = await agent.request(
+                        method.encode(), current.request_text.encode(),
+                        _with_userinfo(headers, opts, current), producer,
+                    )  # fmt: skip
             except (ProbeFailure, defer.CancelledError):
                 raise
             except Exception as exc:
@@ -679,6 +696,32 @@ async def _exchange(
                 raise ProbeFailure(result.result, result.detail)
             current_ip = new_ip
         current = nxt
+
+
+async def _h3_request(
+    ctx: ProbeContext, hop: _Hop, opts: HTTPProbe, url: URL, ip: str, method: str, body: str,
+    headers: Headers, deadline: float, result: ProbeResult,
+) -> IResponse:  # fmt: skip
+    """One HTTP/3 exchange (no fallback to TCP, as blackbox); the hop keeps its client."""
+    if url.scheme != "https":
+        raise ProbeFailure("protocol_error", f"http3: unsupported protocol scheme {url.scheme}")
+    host = headers.getRawHeaders(b"host") or [url.netloc.encode()]
+    head = [(b":method", method.encode()), (b":scheme", b"https"), (b":authority", host[0]),
+            (b":path", url.path.encode() or b"/")]  # fmt: skip
+    head += [(n.lower(), v) for n, vs in headers.getAllRawHeaders() if n.lower() != b"host"
+             for v in vs]  # fmt: skip
+    name = opts.tls_config.server_name or _server_name(opts, url)
+    try:
+        hop.quic, answer = http3.request(
+            ctx, hop, opts.tls_config, name, ip, url.port,
+            max(deadline - ctx.clock.monotonic(), 0.001), head, body.encode(), result,
+        )  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise ProbeFailure("error", f"local configuration: {exc}") from None
+    response = await answer
+    assert isinstance(result.details, HTTPDetails)
+    result.details.tls = hop.quic.tls_info()
+    return response
 
 
 def _add_phases(phases: HTTPPhases, hop: _Hop, result: ProbeResult) -> None:
@@ -852,6 +895,24 @@ async def _final(
         raise ProbeFailure("protocol_error", "; ".join(failures))
 
 
+def _http3_versions(r: Reading) -> None:
+    """blackbox 0.28's rules: HTTP/3 alone, with enable_http2 (true by default) turned off."""
+    versions = r.values.get("valid_http_versions") or ()
+    assert isinstance(versions, tuple)
+    if not r.values.get("enable_http3"):
+        if "HTTP/3.0" in versions:
+            r.error(
+                "valid_http_versions",
+                "HTTP/3 cannot be used as a valid HTTP version when enable_http3 is false",
+            )
+        return
+    if "HTTP/2.0" in versions or "HTTP/1.1" in versions:
+        r.error("valid_http_versions", "HTTP/3 and HTTP/2.0/1.1 cannot be used together - "
+                "only HTTP/3.0 is allowed when enable_http3 is true")  # fmt: skip
+    if r.values.get("enable_http2", True):
+        r.error("enable_http3", "when enable_http3 is true, enable_http2 must be set to false")
+
+
 def _header_and_regexp(r: Reading) -> bool:
     if "header" in r.nodes and "regexp" in r.nodes:
         return True
@@ -943,6 +1004,8 @@ OPTIONS = Section(
         Opt("fail_if_not_ssl", BOOL),
         Opt("follow_redirects", BOOL),
         Opt("enable_http2", BOOL),
+        Opt("enable_http3", BOOL),
+        Check(_http3_versions),
         Opt("no_follow_redirects", BOOL, field="follow_redirects",
             deprecated="is deprecated: use follow_redirects", convert=lambda nf: not nf),
         Opt("method", Scalar(_method)),

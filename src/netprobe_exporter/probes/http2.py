@@ -39,8 +39,12 @@ _STREAM = 1  # the one request's stream id
 
 
 class HopTimes(TypingProtocol):
-    """What the prober's hop records: the response's first byte and why its head was refused."""
+    """What the prober's hop records: handshake end, the response's first byte, and why its
+    head was refused."""
 
+    tls_start: float
+    tls_done: float
+    got_conn: float
     response_start: float
     head_error: str | None
 
