@@ -121,3 +121,14 @@ class HTTP2Probe(TestCase):
         assert result.details.phases is not None
         phases = dict(result.details.phases.items())
         assert phases["tls"] > 0 and phases["processing"] > 0
+
+    async def test_h2_with_insecure_skip_verify(self) -> None:
+        """The unverified path builds its own OpenSSL connection: it must offer ALPN too."""
+        module = parse_config(
+            "modules:\n  m: {prober: http, http: {preferred_ip_protocol: ip4, "
+            "tls_config: {insecure_skip_verify: true}}}\n",
+            "m.yml",
+        ).modules["m"]
+        result = await http_prober.probe(self.ctx, self.site() + "/ok", module, 5.0)
+        assert result.success, result.detail
+        assert bb_values(result)["probe_http_version"] == 2.0

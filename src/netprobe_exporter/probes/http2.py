@@ -113,9 +113,8 @@ class StreamResponse:
         if self._reader is None:
             self._pending.append(data)
             return
-        if self._ended is None:
-            self._reader.dataReceived(data)
-            self._consumed(len(data))
+        self._reader.dataReceived(data)
+        self._consumed(len(data))
 
     def end(self, reason: Failure | None = None) -> None:
         """The body is complete (``reason`` None) or broken."""

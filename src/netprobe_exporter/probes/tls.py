@@ -160,13 +160,19 @@ def _is_ip(name: str) -> bool:
 class _NoVerify:
     """A client connection creator that sends SNI but checks neither chain nor name."""
 
-    def __init__(self, options: ssl.CertificateOptions, server_name: str) -> None:
+    def __init__(
+        self, options: ssl.CertificateOptions, server_name: str, alpn: Sequence[bytes] = ()
+    ) -> None:
         self._options = options
         self._sni = None if _is_ip(server_name) or not server_name else server_name
+        #: set per connection: Twisted's options keep ALPN off the shared context
+        self._alpn = list(alpn)
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         conn = SSL.Connection(self._options.getContext(), None)
         conn.set_app_data(tlsProtocol)
+        if self._alpn:
+            conn.set_alpn_protos(self._alpn)
         if self._sni:
             conn.set_tlsext_host_name(self._sni.encode("idna"))
         conn.set_connect_state()
@@ -195,12 +201,10 @@ def client_creator(
         )
     if cfg.insecure_skip_verify:
         kw: dict[str, Any] = dict(extra)
-        if alpn:
-            kw["acceptableProtocols"] = list(alpn)
         if client_cert is not None:
             kw["privateKey"] = client_cert.privateKey.original
             kw["certificate"] = client_cert.original
-        return _NoVerify(ssl.CertificateOptions(verify=False, **kw), name)
+        return _NoVerify(ssl.CertificateOptions(verify=False, **kw), name, alpn)
     trust: Any = ssl.platformTrust()
     if cfg.ca_file:
         trust = ssl.trustRootFromCertificates(
