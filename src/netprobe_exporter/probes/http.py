@@ -1067,6 +1067,8 @@ def shown(options: Options, section: dict[str, object]) -> dict[str, object]:
         section.pop("body_size_limit", None)  # 0: no limit, the default
     if options.basic_auth is not None:
         section.setdefault("basic_auth", {"username": ""})  # set, if empty: still sent
+    if not options.enable_http3:
+        section.pop("enable_http3", None)  # omitempty in blackbox 0.28; 0.23 has no such key
     return section
 
 
