@@ -15,7 +15,7 @@ from netprobe_exporter.resolver import Resolver
 from tests.support.loopback import LocalDNSServer, leftover_timers, temp_path, write_file
 from tests.support.reactor import reactor
 from tests.support.servers import BODY_OK, make_certs
-from tests.support.web_peers import GZIP_TEXT, twisted_site
+from tests.support.web_peers import GZIP_TEXT, bb_values, twisted_site
 
 
 def _module(certs: Any, extra: str = "") -> Module:
@@ -25,14 +25,6 @@ def _module(certs: Any, extra: str = "") -> Module:
         f"{extra}"
     )
     return parse_config(text, "m.yml").modules["m"]
-
-
-def bb_values(result: ProbeResult) -> dict[str, float]:
-    """The /probe output's unlabelled values, by family."""
-    out: dict[str, list[Any]] = {}
-    assert result.details is not None
-    result.details.blackbox(out, result)
-    return {name: samples[0][1] for name, samples in out.items() if samples and not samples[0][0]}
 
 
 class HTTP2Probe(TestCase):

@@ -1,8 +1,9 @@
 """The http prober over HTTP/3 (``enable_http3``) against aioquic's HTTP/3 server on loopback.
 
 The server runs in a thread of the test with its own asyncio loop; the prober drives QUIC from
-the reactor alone. Modules follow blackbox 0.28's CONFIGURATION.md: ``enable_http3: true``
-needs ``enable_http2: false``.
+the reactor alone. The module is blackbox 0.28's ``http_3xx`` of its ``blackbox.yml`` (as its
+CONFIGURATION.md asks: ``enable_http3: true`` with ``enable_http2: false`` and only
+``HTTP/3.0`` valid), plus the test CA.
 """
 
 from __future__ import annotations
@@ -18,19 +19,24 @@ from netprobe_exporter.model import Module
 from netprobe_exporter.probes import ProbeContext, ProbeResult
 from netprobe_exporter.probes import http as http_prober
 from netprobe_exporter.resolver import Resolver
-from tests.integration.test_http2_probe import bb_values
 from tests.support.loopback import LocalDNSServer, leftover_timers, temp_path, write_file
 from tests.support.reactor import reactor
 from tests.support.servers import BODY_OK, make_certs
-from tests.support.web_peers import GZIP_TEXT, H3Server
+from tests.support.web_peers import GZIP_TEXT, H3Server, bb_values, twisted_site
+
+HTTP_3XX = """modules:
+  m:
+    prober: http
+    http:
+      preferred_ip_protocol: "ip4"
+      enable_http3: true
+      enable_http2: false
+      valid_http_versions: ["HTTP/3.0"]
+"""
 
 
 def _module(certs: Any, extra: str = "") -> Module:
-    text = (
-        "modules:\n  m:\n    prober: http\n    http:\n"
-        "      preferred_ip_protocol: ip4\n      enable_http2: false\n      enable_http3: true\n"
-        f"      tls_config: {{ca_file: {certs.ca_cert}}}\n{extra}"
-    )
+    text = HTTP_3XX + f"      tls_config: {{ca_file: {certs.ca_cert}}}\n{extra}"
     return parse_config(text, "m.yml").modules["m"]
 
 
@@ -88,12 +94,13 @@ class HTTP3Probe(TestCase):
         regex = await self.probe(base + "/ok", "      fail_if_body_matches_regexp: [netprobe]\n")
         assert not regex.success and bb_values(regex)["probe_failed_due_to_regex"] == 1.0
 
-    async def test_valid_http_versions_h3(self) -> None:
-        server = self.server()
-        ok = await self.probe(
-            f"https://localhost:{server.port}/ok", "      valid_http_versions: [HTTP/3.0]\n"
-        )
-        assert ok.success, ok.detail
+    async def test_no_fallback_to_tcp(self) -> None:
+        """An HTTPS server on TCP only: the UDP port is closed, so the probe is refused."""
+        tcp = twisted_site(reactor, self.certs)
+        self.addCleanup(tcp.stopListening)
+        result = await self.probe(f"https://localhost:{tcp.getHost().port}/ok")
+        assert not result.success
+        assert result.result == "refused", (result.result, result.detail)
 
     async def test_phases(self) -> None:
         server = self.server()
@@ -117,11 +124,7 @@ class HTTP3Probe(TestCase):
 
     async def test_unknown_ca_is_a_tls_error(self) -> None:
         server = self.server()
-        module = parse_config(
-            "modules:\n  m: {prober: http, http: {preferred_ip_protocol: ip4, "
-            "enable_http2: false, enable_http3: true}}\n",
-            "m.yml",
-        ).modules["m"]
+        module = parse_config(HTTP_3XX, "m.yml").modules["m"]
         result = await http_prober.probe(
             self.ctx, f"https://localhost:{server.port}/ok", module, 5.0
         )

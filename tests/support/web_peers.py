@@ -21,9 +21,18 @@ from twisted.internet import ssl
 from twisted.internet.interfaces import IListeningPort
 from twisted.web import resource, server
 
+from netprobe_exporter.probes import ProbeResult
 from tests.support.servers import BODY_OK, Certs
 
 GZIP_TEXT = b"squeezed through HTTP/2\n" * 40
+
+
+def bb_values(result: ProbeResult) -> dict[str, float]:
+    """A probe's /probe output (its details' part): the unlabelled values, by family."""
+    out: dict[str, list[Any]] = {}
+    assert result.details is not None
+    result.details.blackbox(out, result)
+    return {name: samples[0][1] for name, samples in out.items() if samples and not samples[0][0]}
 
 
 class _Page(resource.Resource):
