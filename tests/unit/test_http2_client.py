@@ -245,3 +245,29 @@ def test_a_control_frame_flood_stops_the_exchange(monkeypatch: pytest.MonkeyPatc
     assert len(pair.failures) == 1
     (reason,) = pair.failures[0].value.reasons
     assert reason.getErrorMessage() == "http2: server sent more than 65536 bytes of non-DATA frames"
+
+
+class _Producer:
+    """A request body producer, as Twisted's FileBodyProducer is used (all at once here)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body, self.length = body, len(body)
+
+    def startProducing(self, consumer: Any) -> Any:
+        from twisted.internet.defer import succeed
+
+        consumer.write(self.body)
+        return succeed(None)
+
+
+def test_a_request_body_is_sent_as_data() -> None:
+    from h2.events import DataReceived, StreamEnded
+
+    pair = _Pair()
+    request = _Request(method=b"POST", bodyProducer=_Producer(b'{"ping": 1}'))
+    pair.client.request(request)
+    events = pair.to_server()
+    head = next(e for e in events if isinstance(e, RequestReceived))
+    assert dict(head.headers)[b":method"] == b"POST"
+    assert b"".join(e.data for e in events if isinstance(e, DataReceived)) == b'{"ping": 1}'
+    assert any(isinstance(e, StreamEnded) for e in events)
