@@ -26,6 +26,7 @@ import yaml
 from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, IProtocol, IProtocolFactory
 from twisted.internet.protocol import Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -54,6 +55,8 @@ from netprobe_exporter.probes import (
     ProbeFailure,
     ProbeResult,
     ProberSpec,
+    http2,
+    http3,
     options_of,
     run_probe,
 )
@@ -151,6 +154,8 @@ class HTTPProbe(Options):
     tls_config: TLSConfig = field(default_factory=TLSConfig)
     follow_redirects: bool = True
     enable_http2: bool = True
+    #: HTTP/3 over QUIC, no fallback (blackbox 0.28); needs enable_http2 off
+    enable_http3: bool = False
 
 
 DURATION = Family(
@@ -268,6 +273,12 @@ class _Hop:
     outer: IProtocol | None = None
     #: why the response head was refused (too big), when it was
     head_error: str | None = None
+    #: the timing wrapper of this hop's connection
+    timing: _Timing | None = None
+    #: fires at the end of the TLS handshake, when ALPN must be read before any request
+    handshake: Deferred[None] | None = None
+    #: the HTTP/3 client of this hop (enable_http3)
+    quic: http3.H3Client | None = None
 
     def abort(self) -> None:
         """Drop the connection if it is still open: no socket outlives its probe.
@@ -278,6 +289,8 @@ class _Hop:
         transport = getattr(self.outer, "transport", None)
         if transport is not None and not getattr(transport, "disconnected", True):
             transport.abortConnection()
+        if self.quic is not None:
+            self.quic.close()
 
 
 @implementer(IHandshakeListener)
@@ -288,6 +301,7 @@ class _Timing(ProtocolWrapper):
         #: bytes and lines of the response head so far; None once its blank line has come
         self._head: list[int] | None = [0, 0]
         self._tail = b""
+        self._framed = False
 
     def makeConnection(self, transport: Any) -> None:
         if self._hop.tls_start == 0.0:
@@ -299,9 +313,23 @@ class _Timing(ProtocolWrapper):
         self._hop.tls_done = self._hop.got_conn = now
         if IHandshakeListener.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.handshakeCompleted()
+        if self._hop.handshake is not None and not self._hop.handshake.called:
+            self._hop.handshake.callback(None)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        if self._hop.handshake is not None and not self._hop.handshake.called:
+            self._hop.handshake.errback(reason)
+        super().connectionLost(reason)
+
+    def switch(self, protocol: IProtocol) -> None:
+        """Hand the connection to ``protocol`` (a framed one: it times the response itself)."""
+        self._head = None
+        self._framed = True
+        self.wrappedProtocol = protocol
+        protocol.makeConnection(cast(Any, self))
 
     def dataReceived(self, data: bytes) -> None:
-        if self._hop.response_start == 0.0:
+        if self._hop.response_start == 0.0 and not self._framed:
             self._hop.response_start = self._hop.clock()
         if self._head is not None and not self._head_ok(data):
             return
@@ -345,7 +373,8 @@ class _TimingFactory(WrappingFactory):
         inner = self.wrappedFactory.buildProtocol(addr)
         assert inner is not None
         self._hop.inner = inner
-        return _Timing(self, inner, self._hop)
+        self._hop.timing = _Timing(self, inner, self._hop)
+        return self._hop.timing
 
 
 class _HopEndpoint:
@@ -353,10 +382,12 @@ class _HopEndpoint:
 
     def __init__(
         self, ctx: ProbeContext, ip: str, port: int, creator: Any, hop: _Hop,
-        result: ProbeResult, info: ConnectInfo, deadline: float,
+        result: ProbeResult, info: ConnectInfo, deadline: float, alpn: bool = False,
     ) -> None:  # fmt: skip
         self._ctx, self._ip, self._port, self._creator = ctx, ip, port, creator
         self._hop, self._result, self._info, self._deadline = hop, result, info, deadline
+        #: ALPN was offered: the handshake decides between HTTP/2 and HTTP/1.1
+        self._alpn = alpn
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         return Deferred.fromCoroutine(self._connect(factory))
@@ -372,12 +403,31 @@ class _HopEndpoint:
         if self._creator is not None:
             self._hop.tls_start = self._hop.clock()
             wrapped = TLSMemoryBIOFactory(self._creator, True, wrapped)
+            if self._alpn:
+                self._hop.handshake = Deferred()
         outer = adopt(self._ctx, sock, wrapped)
         self._hop.outer = outer
         if isinstance(outer, TLSMemoryBIOProtocol):
             self._hop.tls_protocol = outer
         assert self._hop.inner is not None
+        if self._hop.handshake is not None:
+            return await self._negotiated()
         return self._hop.inner
+
+    async def _negotiated(self) -> IProtocol:
+        """After the handshake: the HTTP/2 client if ALPN chose ``h2``, else HTTP/1.1's."""
+        assert self._hop.handshake is not None and self._hop.inner is not None
+        try:
+            await self._hop.handshake
+        except Exception as exc:  # the handshake's own error, as HTTP/1.1 reports it
+            raise ResponseFailed([Failure(exc)]) from None
+        tls = self._hop.tls_protocol
+        if tls is None or tls.negotiatedProtocol != b"h2":
+            return self._hop.inner
+        client = http2.H2Client(self._hop, MAX_RESPONSE_HEADER_BYTES)
+        assert self._hop.timing is not None
+        self._hop.timing.switch(client)
+        return client
 
 
 @implementer(IAgentEndpointFactory)
@@ -479,6 +529,10 @@ async def _run(
 ) -> None:
     info = result.details
     assert isinstance(info, HTTPDetails)
+    if opts.enable_http3 and not address.lower().startswith("https://"):
+        # as blackbox 0.28: HTTP/3 needs TLS, so an http:// (or bare) target is asked over https
+        address = "https://" + address.removeprefix("http://").removeprefix("HTTP://")
+        result.note("Converting HTTP to HTTPS for HTTP/3 compatibility", url=redact_url(address))
     try:
         url = parse_url(address)
     except ValueError as exc:
@@ -560,12 +614,13 @@ async def _exchange(
     assert isinstance(info, HTTPDetails)
     phases = info.phases
     assert phases is not None  # set once the address was found
+    alpn = http2.ALPN if opts.enable_http2 else ()
     try:  # local problems (credential or certificate files) are ours: "error", not the peer's
         headers = _headers(opts)
         first_creator: Any = None
         if url.scheme == "https":
             first_creator = client_creator(
-                opts.tls_config, opts.tls_config.server_name or _server_name(opts, url)
+                opts.tls_config, opts.tls_config.server_name or _server_name(opts, url), alpn
             )
     except Exception as exc:
         raise ProbeFailure("error", f"local configuration: {exc}") from None
@@ -577,12 +632,12 @@ async def _exchange(
         if current.scheme == "https":
             try:
                 creator = first_creator if current is url else client_creator(
-                    opts.tls_config, opts.tls_config.server_name or current.host
+                    opts.tls_config, opts.tls_config.server_name or current.host, alpn
                 )  # fmt: skip
             except Exception as exc:
                 raise ProbeFailure("error", f"local configuration: {exc}") from None
         endpoint = _HopEndpoint(ctx, current_ip, current.port, creator, hop, result, info.connect,
-                                deadline)  # fmt: skip
+                                deadline, alpn=bool(alpn))  # fmt: skip
         agent = Agent.usingEndpointFactory(
             ctx.reactor, _OneEndpointFactory(endpoint),
             pool=HTTPConnectionPool(ctx.reactor, persistent=False),
@@ -591,10 +646,16 @@ async def _exchange(
         result.note("Making HTTP request", url=current.display, host=current.netloc)
         try:
             try:
-                response: IResponse = await agent.request(
-                    method.encode(), current.request_text.encode(),
-                    _with_userinfo(headers, opts, current), producer,
-                )  # fmt: skip
+                if opts.enable_http3:
+                    response = await _h3_request(
+                        ctx, hop, opts, current, current_ip, method, body,
+                        _with_userinfo(headers, opts, current), deadline, result,
+                    )  # fmt: skip
+                else:
+                    response = await agent.request(
+                        method.encode(), current.request_text.encode(),
+                        _with_userinfo(headers, opts, current), producer,
+                    )  # fmt: skip
             except (ProbeFailure, defer.CancelledError):
                 raise
             except Exception as exc:
@@ -635,6 +696,32 @@ async def _exchange(
                 raise ProbeFailure(result.result, result.detail)
             current_ip = new_ip
         current = nxt
+
+
+async def _h3_request(
+    ctx: ProbeContext, hop: _Hop, opts: HTTPProbe, url: URL, ip: str, method: str, body: str,
+    headers: Headers, deadline: float, result: ProbeResult,
+) -> IResponse:  # fmt: skip
+    """One HTTP/3 exchange (no fallback to TCP, as blackbox); the hop keeps its client."""
+    if url.scheme != "https":
+        raise ProbeFailure("protocol_error", f"http3: unsupported protocol scheme {url.scheme}")
+    host = headers.getRawHeaders(b"host") or [url.netloc.encode()]
+    head = [(b":method", method.encode()), (b":scheme", b"https"), (b":authority", host[0]),
+            (b":path", url.path.encode() or b"/")]  # fmt: skip
+    head += [(n.lower(), v) for n, vs in headers.getAllRawHeaders() if n.lower() != b"host"
+             for v in vs]  # fmt: skip
+    name = opts.tls_config.server_name or _server_name(opts, url)
+    try:
+        hop.quic, answer = http3.request(
+            ctx, hop, opts.tls_config, name, ip, url.port,
+            max(deadline - ctx.clock.monotonic(), 0.001), head, body.encode(), result,
+        )  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise ProbeFailure("error", f"local configuration: {exc}") from None
+    response = await answer
+    assert isinstance(result.details, HTTPDetails)
+    result.details.tls = hop.quic.tls_info()
+    return response
 
 
 def _add_phases(phases: HTTPPhases, hop: _Hop, result: ProbeResult) -> None:
@@ -808,6 +895,24 @@ async def _final(
         raise ProbeFailure("protocol_error", "; ".join(failures))
 
 
+def _http3_versions(r: Reading) -> None:
+    """blackbox 0.28's rules: HTTP/3 alone, with enable_http2 (true by default) turned off."""
+    versions = r.values.get("valid_http_versions") or ()
+    assert isinstance(versions, tuple)
+    if not r.values.get("enable_http3"):
+        if "HTTP/3.0" in versions:
+            r.error(
+                "valid_http_versions",
+                "HTTP/3 cannot be used as a valid HTTP version when enable_http3 is false",
+            )
+        return
+    if "HTTP/2.0" in versions or "HTTP/1.1" in versions:
+        r.error("valid_http_versions", "HTTP/3 and HTTP/2.0/1.1 cannot be used together - "
+                "only HTTP/3.0 is allowed when enable_http3 is true")  # fmt: skip
+    if r.values.get("enable_http2", True):
+        r.error("enable_http3", "when enable_http3 is true, enable_http2 must be set to false")
+
+
 def _header_and_regexp(r: Reading) -> bool:
     if "header" in r.nodes and "regexp" in r.nodes:
         return True
@@ -899,6 +1004,8 @@ OPTIONS = Section(
         Opt("fail_if_not_ssl", BOOL),
         Opt("follow_redirects", BOOL),
         Opt("enable_http2", BOOL),
+        Opt("enable_http3", BOOL),
+        Check(_http3_versions),
         Opt("no_follow_redirects", BOOL, field="follow_redirects",
             deprecated="is deprecated: use follow_redirects", convert=lambda nf: not nf),
         Opt("method", Scalar(_method)),
@@ -960,6 +1067,8 @@ def shown(options: Options, section: dict[str, object]) -> dict[str, object]:
         section.pop("body_size_limit", None)  # 0: no limit, the default
     if options.basic_auth is not None:
         section.setdefault("basic_auth", {"username": ""})  # set, if empty: still sent
+    if not options.enable_http3:
+        section.pop("enable_http3", None)  # omitempty in blackbox 0.28; 0.23 has no such key
     return section
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,21 +160,29 @@ def _is_ip(name: str) -> bool:
 class _NoVerify:
     """A client connection creator that sends SNI but checks neither chain nor name."""
 
-    def __init__(self, options: ssl.CertificateOptions, server_name: str) -> None:
+    def __init__(
+        self, options: ssl.CertificateOptions, server_name: str, alpn: Sequence[bytes] = ()
+    ) -> None:
         self._options = options
         self._sni = None if _is_ip(server_name) or not server_name else server_name
+        #: set per connection: Twisted's options keep ALPN off the shared context
+        self._alpn = list(alpn)
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         conn = SSL.Connection(self._options.getContext(), None)
         conn.set_app_data(tlsProtocol)
+        if self._alpn:
+            conn.set_alpn_protos(self._alpn)
         if self._sni:
             conn.set_tlsext_host_name(self._sni.encode("idna"))
         conn.set_connect_state()
         return conn
 
 
-def client_creator(cfg: TLSConfig, host: str) -> IOpenSSLClientConnectionCreator:
-    """Build the client TLS settings for ``host`` from ``cfg``."""
+def client_creator(
+    cfg: TLSConfig, host: str, alpn: Sequence[bytes] = ()
+) -> IOpenSSLClientConnectionCreator:
+    """Build the client TLS settings for ``host`` from ``cfg``, offering ``alpn`` if any."""
     name = cfg.server_name or host
     extra: dict[str, Any] = {}
     if cfg.min_version:
@@ -195,15 +204,16 @@ def client_creator(cfg: TLSConfig, host: str) -> IOpenSSLClientConnectionCreator
         if client_cert is not None:
             kw["privateKey"] = client_cert.privateKey.original
             kw["certificate"] = client_cert.original
-        return _NoVerify(ssl.CertificateOptions(verify=False, **kw), name)
+        return _NoVerify(ssl.CertificateOptions(verify=False, **kw), name, alpn)
     trust: Any = ssl.platformTrust()
     if cfg.ca_file:
         trust = ssl.trustRootFromCertificates(
             [ssl.Certificate(c) for c in _load_certs(read_config_file(cfg.ca_file, "ca_file"))]
         )
     return ssl.optionsForClientTLS(
-        name, trustRoot=trust, clientCertificate=client_cert, extraCertificateOptions=extra
-    )
+        name, trustRoot=trust, clientCertificate=client_cert, extraCertificateOptions=extra,
+        acceptableProtocols=list(alpn) or None,
+    )  # fmt: skip
 
 
 def creator_or_fail(
