@@ -1250,8 +1250,9 @@ _HEADER_SOURCE = Section(
     HeaderSource(),
     (
         Opt("values", STRINGS),
-        Opt("secrets", ListOf(SECRET_TEXT), secret=True),
-        Opt("files", ListOf(PROBE_FILE), secret=True),
+        # shown as <secret> (they are Secret values); a file's name is not withheld
+        Opt("secrets", ListOf(SECRET_TEXT)),
+        Opt("files", ListOf(PROBE_FILE)),
     ),
 )
 

@@ -64,8 +64,8 @@ class CEL(Kind[CELProgram]):
             c.error(node, path, f'Could not compile CEL program expression="{text}": {exc}')
             return None
 
-    def dump(self, value: CELProgram) -> object:
-        return value.expression
+    def dump(self, value: CELProgram | None) -> object:
+        return None if value is None else value.expression
 
 
 class _Overtime(BaseException):

@@ -71,7 +71,7 @@ def parse_proxy(text: str) -> ProxyURL:
         raise ValueError("is not a valid URL") from None
     scheme = parts.scheme.lower()
     if scheme not in PROXY_SCHEMES:
-        raise ValueError(f'proxy scheme "{scheme}" is not supported (http only)')
+        raise ValueError(f'scheme "{scheme}" is not supported (http only)')
     if not parts.hostname:
         raise ValueError("has no host")
     password = None if parts.password is None else Secret(unquote(parts.password))
@@ -93,8 +93,8 @@ class ProxyURLKind(Kind[ProxyURL]):
             c.error(node, path, f"proxy URL {exc}")
             return None
 
-    def dump(self, value: ProxyURL) -> object:
-        return value.shown()
+    def dump(self, value: ProxyURL | None) -> object:
+        return None if value is None else value.shown()
 
 
 # no_proxy matching (Go's golang.org/x/net/http/httpproxy)
