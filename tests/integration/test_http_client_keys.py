@@ -245,7 +245,7 @@ skip_resolve_phase_with_proxy: true
             ("fail_if_body_json_not_matches_cel: \"body.status == 'up'\"", "/json", True),
             ("fail_if_body_json_not_matches_cel: \"body.status == 'down'\"", "/json", False),
             ("fail_if_body_json_matches_cel: 'body.checks.exists(c, !c.ok)'", "/json", True),
-            ("fail_if_body_json_matches_cel: 'body.version > 2.0'", "/json", False),
+            ("fail_if_body_json_matches_cel: 'body.version > 2'", "/json", False),
             ("fail_if_body_json_not_matches_cel: 'body.status == 1'", "/echo", False),  # not JSON
             ("fail_if_body_json_not_matches_cel: 'body.nope'", "/json", False),  # eval error
         ]

@@ -951,7 +951,8 @@ def _decoder(opts: HTTPProbe) -> _Inflater | _Unbrotli | None:
 
 
 class _Unbrotli:
-    """Brotli, its output in pieces of at most ``_PIECE`` bytes (as ``_Inflater``'s)."""
+    """Brotli, its output in pieces of about ``_PIECE`` bytes (brotli's buffer stops growing
+    past it: a piece may be up to twice that), so a bomb meets the body limits early."""
 
     _PIECE = 1 << 20
 
@@ -962,7 +963,7 @@ class _Unbrotli:
         out = self._d.process(data, output_buffer_limit=self._PIECE)
         if out:
             yield out
-        while not self._d.is_finished() and self._d.can_accept_more_data() is False:
+        while not self._d.is_finished():  # what the limit held back, until none is left
             out = self._d.process(b"", output_buffer_limit=self._PIECE)
             if not out:
                 return

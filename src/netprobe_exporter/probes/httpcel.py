@@ -1,11 +1,15 @@
 """CEL checks of a JSON response body (``fail_if_body_json_matches_cel`` and its negation).
 
-The expression sees one variable, ``body``: the response body parsed as JSON, numbers as
-doubles (as blackbox's Go decoder makes them). cel-python is a pure-Python tree walker, slow on
-big documents (hundreds of microseconds per list element), so the JSON conversion and the
-evaluation run in the reactor's thread pool, never on the reactor, and stop at the probe's
-deadline: a trace hook counts the evaluator's calls and raises once the deadline has passed.
-The body it sees is at most ``limits.max_body_bytes`` (16 MiB by default).
+The expression sees one variable, ``body``: the response body parsed as JSON. A number written
+without a fraction or exponent is an int, others doubles (blackbox's Go decoder makes every
+number a double, and cel-go compares doubles with ints; cel-python does not, so ``body.n == 3``
+works for ``{"n": 3}`` here as there, while ``body.n == 3.0`` is an evaluation error here).
+
+cel-python is a pure-Python tree walker, slow on big documents (hundreds of microseconds per
+list element), so the JSON conversion and the evaluation run in the reactor's thread pool,
+never on the reactor, and stop at the probe's deadline: a trace hook counts the evaluator's
+calls and raises once the deadline has passed. The body it sees is at most
+``limits.max_body_bytes`` (16 MiB by default).
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ def check_body(
 
 def _check(body: bytes, matches: CELProgram | None, not_matches: CELProgram | None) -> Verdict:
     try:
-        doc = json.loads(body, parse_int=float)
+        doc = json.loads(body)
     except ValueError as exc:
         return Verdict(True, f"response body is not JSON: {exc}")
     activation = {"body": celpy.json_to_cel(doc)}
