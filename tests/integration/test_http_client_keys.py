@@ -140,8 +140,8 @@ oauth2:
         self.assertTrue(r.success, r.detail)
         [asked] = proxy.seen.requests
         self.assertEqual(asked["method"], "GET")
-        # blackbox requests the resolved address; the Host header keeps the name
-        self.assertEqual(asked["target"], f"http://127.0.0.1:{site.port}/echo")
+        # Go's transport writes the Host (the target's name) in the absolute-form request line
+        self.assertEqual(asked["target"], f"http://localhost:{site.port}/echo")
         headers = {k.lower(): v for k, v in asked["headers"]}
         self.assertEqual(headers["host"], f"localhost:{site.port}")
         self.assertEqual(headers["proxy-authorization"],

@@ -231,6 +231,9 @@ class HTTPPhases:
     transfer: float = 0.0
     #: an address was found: every phase is shown, not only ``resolve``
     resolved: bool = False
+    #: the proxy resolves the target (``skip_resolve_phase_with_proxy``): blackbox then shows
+    #: no ``resolve`` phase unless a redirect was followed
+    resolve_skipped: bool = False
 
     def values(self) -> tuple[float, ...]:
         """The shown phases' seconds, in ``PHASES`` order (a prefix of it)."""
@@ -286,8 +289,11 @@ class HTTPDetails(Details):
         out["probe_http_status_code"] = [({}, float(self.status_code))]
         out["probe_http_version"] = [({}, self.version)]
         if self.phases is not None:
+            hide = self.phases.resolve_skipped and not self.redirects
             out["probe_http_duration_seconds"] = [
-                ({"phase": p}, round(v, 9)) for p, v in self.phases.items()
+                ({"phase": p}, round(v, 9))
+                for p, v in self.phases.items()
+                if not (hide and p == "resolve")
             ]
         if self.last_modified is not None:
             out["probe_http_last_modified_timestamp_seconds"] = [({}, self.last_modified)]
@@ -608,7 +614,7 @@ async def _run(
         return
     ip: str | None = None
     if _skip_resolve(opts):  # the proxy resolves the name (a direct request does, at connect)
-        phases = info.phases = HTTPPhases(0.0, resolved=True)
+        phases = info.phases = HTTPPhases(0.0, resolved=True, resolve_skipped=True)
     else:
         ip = await resolve(
             ctx, url.host, url.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
@@ -744,9 +750,11 @@ async def _exchange(
         target_text = current.request_text
         if route.forward is not None:  # absolute form to the proxy, as Go's transport sends it
             agent = ProxyAgent(endpoint, ctx.reactor, pool)
-            target_text = _by_address(current, current_ip)
             if not hop_headers.hasHeader(b"host"):
                 hop_headers.setRawHeaders(b"Host", [current.netloc.encode()])
+            # Go writes the Host (the name, or the module's Host header) in the request line
+            host = (hop_headers.getRawHeaders(b"host") or [b""])[0].decode("latin-1")
+            target_text = f"{current.scheme}://{host}{current.path}"
             auth = route.forward.authorization()
             if auth is not None:
                 hop_headers.setRawHeaders(b"Proxy-Authorization", [auth])
@@ -816,16 +824,6 @@ class _Route:
     target_ip: str | None
     forward: ProxyURL | None = None
     tunnel: _Tunnel | None = None
-
-
-def _by_address(url: URL, ip: str | None) -> str:
-    """The URL requested: its host replaced by the address it resolved to (blackbox's)."""
-    if ip is None:
-        return url.request_text
-    host = f"[{ip}]" if ":" in ip else ip
-    default = 443 if url.scheme == "https" else 80
-    netloc = host if url.port == default else f"{host}:{url.port}"
-    return f"{url.scheme}://{netloc}{url.path}"
 
 
 async def _route(
