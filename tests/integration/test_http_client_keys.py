@@ -259,6 +259,19 @@ skip_resolve_phase_with_proxy: true
                 self.assertEqual(shown["probe_failed_due_to_cel"], [({}, 0.0 if success else 1.0)])
 
     @defer.inlineCallbacks
+    def test_cel_example_of_blackbox_documentation(self) -> Any:
+        """example.yml's http_json_cel_match module on the body its comment gives."""
+        line = (
+            "fail_if_body_json_not_matches_cel: \"body.foo == 'bar' && body.baz.startsWith('q')\""
+        )
+        with http_peers.site() as site:
+            good = yield self.probe(site.url("/doc-example"), self.module(line))
+            other = yield self.probe(site.url("/json"), self.module(line))
+        self.assertTrue(good.success, good.detail)
+        self.assertFalse(other.success)  # no foo: an evaluation error fails the probe
+        self.assertTrue(other.details.failed_due_to_cel)
+
+    @defer.inlineCallbacks
     def test_http_headers_values_secrets_and_files_are_all_sent(self) -> Any:
         token = self.dir / "token"
         token.write_text("from-file\n")

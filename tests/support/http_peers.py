@@ -160,6 +160,8 @@ class _Site(_Base):
             auth = self.headers.get("Authorization", "")
             ok = auth.startswith("Bearer tok-")
             self.reply(200 if ok else 401, b"ok\n" if ok else b"no\n")
+        elif path == "/doc-example":  # CONFIGURATION.md's CEL example body
+            self.reply(200, b'{ "foo": "bar", "baz": "qux" }', {"Content-Type": "application/json"})
         elif path == "/json":
             self.reply(200, json.dumps(JSON_BODY).encode(), {"Content-Type": "application/json"})
         elif path in ("/br", "/br-broken"):

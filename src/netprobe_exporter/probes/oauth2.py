@@ -147,8 +147,11 @@ class TokenCache:
 
     def token(self, cfg: OAuth2, fetch: Fetch, timeout: float) -> Deferred[Token]:
         """The cached token, or one fetched (by this call or one already in flight)."""
-        slot = self._slots.setdefault(cfg, _Slot())
         now = self._clock()
+        slot = self._slots.get(cfg)
+        if slot is None:
+            self._prune(now)
+            slot = self._slots[cfg] = _Slot()
         if slot.token is not None and (slot.token.renew_at is None or now < slot.token.renew_at):
             d: Deferred[Token] = Deferred()
             d.callback(slot.token)
@@ -160,6 +163,15 @@ class TokenCache:
         slot.inflight = [waiter]
         Deferred.fromCoroutine(self._fetch(cfg, slot, fetch, timeout))
         return waiter
+
+    def _prune(self, now: float) -> None:
+        """Forget configurations whose token has expired and that nothing waits for (a
+        reload's old modules), so the cache does not grow with every config change."""
+        for key, slot in list(self._slots.items()):
+            token = slot.token
+            stale = token is None or (token.renew_at is not None and now >= token.renew_at)
+            if stale and slot.inflight is None:
+                del self._slots[key]
 
     async def _fetch(self, cfg: OAuth2, slot: _Slot, fetch: Fetch, timeout: float) -> None:
         outcome: Token | TokenError
