@@ -130,6 +130,28 @@ oauth2:
         self.assertIn("oauth2: cannot fetch token:", r.detail)
         self.assertIn("refused", r.detail.lower())
 
+    @defer.inlineCallbacks
+    def test_oauth2_token_request_goes_through_its_own_proxy(self) -> Any:
+        with http_peers.token_endpoint(3600) as tokens, http_peers.site() as site, \
+                http_peers.proxy() as proxy:  # fmt: skip
+            module = self.module(f"""
+oauth2:
+  client_id: {CLIENT_ID}
+  client_secret: {CLIENT_SECRET}
+  scopes: [{SCOPE}]
+  token_url: {tokens.url("/token")}
+  proxy_url: http://127.0.0.1:{proxy.port}
+""")
+            debug = ProbeContext(self.ctx.reactor, self.ctx.resolver, debug=True)
+            r = yield self.probe(site.url("/protected"), module, debug)
+        self.assertTrue(r.success, r.detail)
+        self.assertEqual([(a["method"], a["target"]) for a in proxy.seen.requests],
+                         [("POST", tokens.url("/token"))])  # fmt: skip
+        self.assertEqual(len(site.seen.requests), 1, "the target itself is not proxied")
+        shown = repr(r.log) + r.detail
+        self.assertNotIn(CLIENT_SECRET, shown)
+        self.assertNotIn("tok-1", shown)
+
     # proxies
 
     @defer.inlineCallbacks
