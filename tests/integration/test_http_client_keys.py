@@ -76,6 +76,14 @@ oauth2:
                          ["Bearer tok-1", "Bearer tok-1"])  # fmt: skip
 
     @defer.inlineCallbacks
+    def test_oauth2_token_takes_the_place_of_url_userinfo(self) -> Any:
+        with http_peers.token_endpoint(3600) as tokens, http_peers.site() as site:
+            module = self.oauth2_module(tokens.url("/token"))
+            r = yield self.probe(f"http://u:p@127.0.0.1:{site.port}/protected", module)
+        self.assertTrue(r.success, r.detail)
+        self.assertEqual(site.seen.requests[0]["headers"]["Authorization"], "Bearer tok-1")
+
+    @defer.inlineCallbacks
     def test_oauth2_token_past_its_expiry_is_fetched_again(self) -> Any:
         # expires_in under the margin: already due for renewal at the next probe
         with http_peers.token_endpoint(oauth2.EXPIRY_MARGIN / 2) as tokens, \

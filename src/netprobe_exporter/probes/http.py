@@ -689,6 +689,8 @@ def _with_userinfo(headers: Headers, opts: HTTPProbe, url: URL) -> Headers:
     hop = headers.copy()
     if url.username is None or any(n.lower() == "authorization" for n, _ in opts.headers):
         return hop
+    if opts.oauth2 is not None:  # Go's oauth2 transport sets its token after the client's Basic
+        return hop
     token = base64.b64encode(f"{url.username}:{url.password or ''}".encode()).decode()
     hop.setRawHeaders(b"Authorization", [f"Basic {token}".encode()])
     return hop
