@@ -28,7 +28,7 @@ from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener, IProtocol, IProtocolFactory
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -424,22 +424,14 @@ class _Tunnel:
     headers: list[tuple[bytes, bytes]]
 
 
-class _Single:
+class _Single(Factory):
     """A factory for one protocol already built (the CONNECT tunnel's)."""
 
-    def __init__(self, proto: IProtocol) -> None:
+    def __init__(self, proto: ConnectTunnel) -> None:
         self._proto = proto
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(WrappingFactory, name)
-
-    def doStart(self) -> None:
-        pass
-
-    def doStop(self) -> None:
-        pass
-
-    def buildProtocol(self, addr: Any) -> IProtocol:
+    def buildProtocol(self, addr: Any) -> ConnectTunnel:
+        self._proto.factory = self
         return self._proto
 
 
@@ -496,7 +488,7 @@ class _HopEndpoint:
     ) -> IProtocol:
         then = cast(IProtocolFactory, _TLSStartFactory(wrapped, self._hop))
         proto = ConnectTunnel(tunnel.authority, tunnel.headers, then)
-        self._hop.outer = adopt(self._ctx, sock, cast(IProtocolFactory, _Single(proto)))
+        self._hop.outer = adopt(self._ctx, sock, _Single(proto))
         self._result.note("Sent CONNECT to proxy", authority=tunnel.authority)
         try:
             inner = await proto.ready

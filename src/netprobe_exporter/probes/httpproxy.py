@@ -353,7 +353,3 @@ PROXY_OPTIONS = (
     Opt("proxy_connect_header", _SecretLists()),
     Check(_proxy_rules),
 )
-
-
-def proxy_choice(url: ProxyURL | None, no_proxy: str, from_environment: bool) -> ProxyChoice:
-    return ProxyChoice(url, no_proxy, from_environment)
