@@ -4,6 +4,7 @@ oauth2 token cache)."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import brotli
@@ -22,6 +23,7 @@ from netprobe_exporter.probes.oauth2 import (
     TokenError,
     TokenReply,
     parse_token,
+    token_form,
 )
 
 EVERY_KEY = """
@@ -380,6 +382,37 @@ def test_one_fetch_in_flight_and_a_failure_is_not_kept() -> None:
     assert "Connection refused" in outcomes[0].getErrorMessage()
     cache.token(CFG, fetch, 5.0).addBoth(outcomes.append)
     assert len(pending) == 2, "the failure was kept instead of fetching again"
+
+
+def test_a_changed_client_secret_file_fetches_a_new_token(tmp_path: Any) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("one\n")
+    cfg = OAuth2(client_id="c", client_secret_file=str(secret), token_url="http://127.0.0.1/t")
+    cache = TokenCache(_Clock())
+    sent: list[bytes | None] = []
+
+    async def fetch(cfg: OAuth2, form: bytes, basic: bytes | None, timeout: float) -> TokenReply:
+        sent.append(basic)
+        return _ok(3600, f"t{len(sent)}")
+
+    for _ in range(2):
+        cache.token(cfg, fetch, 5.0)
+    secret.write_text("two\n")
+    got: list[Any] = []
+    cache.token(cfg, fetch, 5.0).addCallback(got.append)
+    assert got[0].header() == b"Bearer t2"
+    assert sent == [b"Basic " + base64.b64encode(p) for p in (b"c:one", b"c:two")]
+
+
+def test_token_form_follows_go_clientcredentials() -> None:
+    cfg = OAuth2(client_id="c", token_url="t", scopes=("a", "b"),
+                 endpoint_params=(("grant_type", "custom"), ("audience", "x")))  # fmt: skip
+    assert token_form(cfg) == [("grant_type", "custom"), ("scope", "a b"), ("audience", "x")]
+    clash = OAuth2(client_id="c", token_url="t", scopes=("a",), endpoint_params=(("scope", "z"),))
+    with pytest.raises(TokenError, match='cannot overwrite parameter "scope"'):
+        token_form(clash)
+    alone = OAuth2(client_id="c", token_url="t", endpoint_params=(("scope", "z"),))
+    assert token_form(alone) == [("grant_type", "client_credentials"), ("scope", "z")]
 
 
 @pytest.mark.parametrize(

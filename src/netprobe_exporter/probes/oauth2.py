@@ -134,6 +134,31 @@ class _Slot:
     inflight: list[Deferred[Token]] | None = None
     #: the token endpoint wants the credentials in the form, not in a Basic header
     in_params: bool = False
+    #: the client secret ``token`` was got with
+    secret: str = ""
+
+
+def _client_secret(cfg: OAuth2) -> str:
+    if not cfg.client_secret_file:
+        return cfg.client_secret.reveal() if cfg.client_secret is not None else ""
+    try:
+        raw = read_config_file(cfg.client_secret_file, "client_secret_file")
+    except ValueError as exc:
+        raise TokenError(f"oauth2: {exc}") from None
+    return raw.decode("utf-8", "replace").strip()
+
+
+def token_form(cfg: OAuth2) -> list[tuple[str, str]]:
+    """The client credentials request's parameters, as Go's clientcredentials builds them:
+    ``endpoint_params`` may replace ``grant_type`` but not a ``scope`` made of ``scopes``."""
+    form: dict[str, str] = {"grant_type": "client_credentials"}
+    if cfg.scopes:
+        form["scope"] = " ".join(cfg.scopes)
+    for key, value in cfg.endpoint_params:
+        if key in form and key != "grant_type":
+            raise TokenError(f'oauth2: cannot overwrite parameter "{key}"')
+        form[key] = value
+    return list(form.items())
 
 
 class TokenCache:
@@ -142,27 +167,37 @@ class TokenCache:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._slots: dict[OAuth2, _Slot] = {}
-        #: token requests sent, for tests and the debug log
-        self.fetches = 0
 
     def token(self, cfg: OAuth2, fetch: Fetch, timeout: float) -> Deferred[Token]:
-        """The cached token, or one fetched (by this call or one already in flight)."""
+        """The cached token, or one fetched (by this call or one already in flight).
+
+        ``client_secret_file`` is read each time, as Go's oauth2 client reads it: a token got
+        with another secret than the file's now is fetched again."""
         now = self._clock()
+        d: Deferred[Token] = Deferred()
+        try:
+            secret = _client_secret(cfg)
+        except TokenError as exc:
+            d.errback(exc)
+            return d
         slot = self._slots.get(cfg)
         if slot is None:
             self._prune(now)
             slot = self._slots[cfg] = _Slot()
-        if slot.token is not None and (slot.token.renew_at is None or now < slot.token.renew_at):
-            d: Deferred[Token] = Deferred()
-            d.callback(slot.token)
+        token = slot.token
+        if (
+            token is not None
+            and slot.secret == secret
+            and (token.renew_at is None or now < token.renew_at)
+        ):
+            d.callback(token)
             return d
-        waiter: Deferred[Token] = Deferred()
         if slot.inflight is not None:
-            slot.inflight.append(waiter)
-            return waiter
-        slot.inflight = [waiter]
-        Deferred.fromCoroutine(self._fetch(cfg, slot, fetch, timeout))
-        return waiter
+            slot.inflight.append(d)
+            return d
+        slot.inflight = [d]
+        Deferred.fromCoroutine(self._fetch(cfg, slot, secret, fetch, timeout))
+        return d
 
     def _prune(self, now: float) -> None:
         """Forget configurations whose token has expired and that nothing waits for (a
@@ -173,17 +208,19 @@ class TokenCache:
             if stale and slot.inflight is None:
                 del self._slots[key]
 
-    async def _fetch(self, cfg: OAuth2, slot: _Slot, fetch: Fetch, timeout: float) -> None:
+    async def _fetch(
+        self, cfg: OAuth2, slot: _Slot, secret: str, fetch: Fetch, timeout: float
+    ) -> None:
         outcome: Token | TokenError
         try:
-            outcome = await self._request(cfg, slot, fetch, timeout)
+            outcome = await self._request(cfg, slot, secret, fetch, timeout)
         except TokenError as exc:
             outcome = exc
         except Exception as exc:
             outcome = TokenError(f"oauth2: cannot fetch token: {type(exc).__name__}")
         waiters, slot.inflight = slot.inflight or [], None
         if isinstance(outcome, Token):
-            slot.token = outcome
+            slot.token, slot.secret = outcome, secret
         for w in waiters:
             if w.called:  # that probe timed out meanwhile
                 continue
@@ -192,19 +229,11 @@ class TokenCache:
             else:
                 w.errback(outcome)
 
-    async def _request(self, cfg: OAuth2, slot: _Slot, fetch: Fetch, timeout: float) -> Token:
-        secret = cfg.client_secret.reveal() if cfg.client_secret is not None else ""
-        if cfg.client_secret_file:
-            try:
-                raw = read_config_file(cfg.client_secret_file, "client_secret_file")
-            except ValueError as exc:
-                raise TokenError(f"oauth2: {exc}") from None
-            secret = raw.decode("utf-8", "replace").strip()
+    async def _request(
+        self, cfg: OAuth2, slot: _Slot, secret: str, fetch: Fetch, timeout: float
+    ) -> Token:
         started = self._clock()
-        form: list[tuple[str, str]] = [("grant_type", "client_credentials")]
-        if cfg.scopes:
-            form.append(("scope", " ".join(cfg.scopes)))
-        form += [(k, v) for k, v in cfg.endpoint_params if k not in ("grant_type", "scope")]
+        form = token_form(cfg)
         styles = [True] if slot.in_params else [False, True]
         reply, used_params = TokenReply(0), False
         for in_params in styles:
@@ -215,7 +244,6 @@ class TokenCache:
             else:
                 pair = f"{quote_plus(cfg.client_id)}:{quote_plus(secret)}".encode()
                 basic = b"Basic " + base64.b64encode(pair)
-            self.fetches += 1
             remaining = timeout - (self._clock() - started)
             reply = await fetch(cfg, urlencode(body).encode(), basic, remaining)
             if reply.status == 0 or not 400 <= reply.status < 500:
