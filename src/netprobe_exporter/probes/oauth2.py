@@ -6,10 +6,9 @@ is kept per oauth2 configuration until ``expires_in`` minus ``EXPIRY_MARGIN`` (a
 ``expires_in`` does not expire, as in Go's oauth2 package); while one is being fetched, other
 probes of the same configuration wait for it instead of fetching their own. A failed fetch is
 not kept: the next probe tries again. ``client_secret_file`` is read by each probe (a small
-file, as the other ``*_file`` keys are), and a token got with another secret is not used. The
-client authenticates with HTTP Basic first and, when
-the server refuses that (4xx), once more with the credentials in the form, which it then keeps
-using (Go's auto-detection).
+file, as the other ``*_file`` keys are), and a token got with another secret is not used.
+The client authenticates with HTTP Basic first and, when the server refuses that (4xx), once
+more with the credentials in the form, which it then keeps using (Go's auto-detection).
 """
 
 from __future__ import annotations
