@@ -37,7 +37,7 @@ MODULE_ERRORS = {
     f"{{prober: http, http: {{bearer_token: {{t: {WRONG_KIND}}}}}}}":
         "http.bearer_token: must be a string, not a mapping",
     f"{{prober: http, http: {{oauth2: {WRONG_KIND}}}}}":
-        "http.oauth2: is not supported yet",
+        "http.oauth2: must be a mapping, not a string",
 }  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import json
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import brotli
 from twisted.internet import ssl
 from twisted.internet.interfaces import IListeningPort
 from twisted.web import resource, server
@@ -25,6 +27,14 @@ from netprobe_exporter.probes import ProbeResult
 from tests.support.servers import BODY_OK, Certs
 
 GZIP_TEXT = b"squeezed through HTTP/2\n" * 40
+
+
+def _echo(version: str, client: str, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """What ``/echo`` answers: JSON of the request as the server saw it."""
+    return json.dumps({
+        "version": version, "client": client, "body": body.decode("latin-1"),
+        "headers": [[n.decode("latin-1").lower(), v.decode("latin-1")] for n, v in headers],
+    }).encode()  # fmt: skip
 
 
 def bb_values(result: ProbeResult) -> dict[str, float]:
@@ -37,7 +47,9 @@ def bb_values(result: ProbeResult) -> dict[str, float]:
 
 class _Page(resource.Resource):
     """``/ok`` ``BODY_OK``; ``/redirect`` 302 to ``/ok``; ``/gzip`` gzip of ``GZIP_TEXT``;
-    ``/error`` 500; ``/version`` the request's protocol (``HTTP/2`` or ``HTTP/1.1``)."""
+    ``/error`` 500; ``/version`` the request's protocol (``HTTP/2`` or ``HTTP/1.1``); ``/br``
+    brotli of ``GZIP_TEXT``; ``/echo`` JSON of the request (version, client address, headers,
+    body)."""
 
     isLeaf = True
 
@@ -55,6 +67,14 @@ class _Page(resource.Resource):
             body = b"broken\n"
         elif path == b"/version":
             body = request.clientproto
+        elif path == b"/br":
+            body = brotli.compress(GZIP_TEXT)
+            request.setHeader(b"content-encoding", b"br")
+        elif path == b"/echo":
+            headers = [(n, v) for n, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
+            body = _echo(request.clientproto.decode(), request.getClientAddress().host, headers,
+                         request.content.read())  # fmt: skip
+            request.setHeader(b"content-type", b"application/json")
         else:
             body = BODY_OK
         request.setHeader(b"content-type", b"text/plain")
@@ -93,14 +113,16 @@ def twisted_site(reactor: Any, certs: Certs | None, h2: bool = True) -> IListeni
 class H3Server:
     """aioquic's HTTP/3 server on 127.0.0.1 UDP in a thread with its own event loop.
 
-    Paths as ``_Page`` (``/ok``, ``/redirect``, ``/gzip``, ``/error``); ``requests`` records
-    each request's ``(method, path)``.
+    Paths as ``_Page`` (``/ok``, ``/redirect``, ``/gzip``, ``/error``, ``/echo`` without the
+    body); ``requests`` records each request's ``(method, path)``, ``heads`` its headers and the
+    client's address.
     """
 
     def __init__(self, cert: Path, key: Path) -> None:
         self._cert, self._key = cert, key
         self.port = 0
         self.requests: list[tuple[bytes, bytes]] = []
+        self.heads: list[tuple[list[tuple[bytes, bytes]], str]] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -136,7 +158,10 @@ class H3Server:
         config = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
         config.load_cert_chain(self._cert, self._key)
         self._server = await serve(
-            "127.0.0.1", 0, configuration=config, create_protocol=_h3_protocol(self.requests)
+            "127.0.0.1",
+            0,
+            configuration=config,
+            create_protocol=_h3_protocol(self.requests, self.heads),
         )
         self.port = self._server._transport.get_extra_info("sockname")[1]
 
@@ -151,7 +176,9 @@ def _reply(path: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     return 200, [(b"content-type", b"text/plain")], BODY_OK
 
 
-def _h3_protocol(requests: list[tuple[bytes, bytes]]) -> Callable[..., Any]:
+def _h3_protocol(
+    requests: list[tuple[bytes, bytes]], heads: list[tuple[list[tuple[bytes, bytes]], str]]
+) -> Callable[..., Any]:
     from aioquic.asyncio import QuicConnectionProtocol
     from aioquic.h3.connection import H3Connection
     from aioquic.h3.events import HeadersReceived
@@ -172,7 +199,11 @@ def _h3_protocol(requests: list[tuple[bytes, bytes]]) -> Callable[..., Any]:
                     head = dict(h3_event.headers)
                     path = head.get(b":path", b"/")
                     requests.append((head.get(b":method", b""), path))
+                    client = str(self._quic._network_paths[0].addr[0])
+                    heads.append((list(h3_event.headers), client))
                     status, headers, body = _reply(path)
+                    if path == b"/echo":
+                        body = _echo("HTTP/3", client, list(h3_event.headers), b"")
                     self._h3.send_headers(
                         h3_event.stream_id,
                         [(b":status", str(status).encode()),

@@ -197,8 +197,9 @@ def test_a_blackbox_style_file_with_only_tcp_modules_is_valid() -> None:
             "c.yml:5: targets[0].address: 'a:0': port 0 is out of range 1-65535",
         ),
         (
-            "modules:\n  h:\n    prober: http\n    http:\n      proxy_url: http://x\n",
-            "c.yml:5: modules.h.http.proxy_url: is not supported yet",
+            "modules:\n  h:\n    prober: http\n    http:\n      proxy_url: socks5://x\n",
+            'c.yml:5: modules.h.http.proxy_url: proxy URL scheme "socks5" is not supported'
+            " (http only)",
         ),
         (
             "modules:\n  t:\n    prober: tcp\n    tcp:\n      query_response:\n"
@@ -220,8 +221,8 @@ def test_a_blackbox_style_file_with_only_tcp_modules_is_valid() -> None:
             'modules.h.http.body_size_limit: "3" is not a size with a unit',
         ),
         (
-            "modules:\n  h:\n    prober: http\n    http:\n      compression: br\n",
-            'modules.h.http.compression: "br" is not supported yet',
+            "modules:\n  h:\n    prober: http\n    http:\n      compression: zstd\n",
+            'modules.h.http.compression: unknown compression "zstd"',
         ),
         (
             "modules:\n  h:\n    prober: http\n    http:\n      basic_auth: {username: a}\n"

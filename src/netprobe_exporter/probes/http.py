@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urljoin
 
+import brotli
 import yaml
 from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, IProtocol, IProtocolFactory
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -36,6 +37,7 @@ from twisted.web.client import (
     Agent,
     FileBodyProducer,
     HTTPConnectionPool,
+    ProxyAgent,
     ResponseDone,
     ResponseFailed,
 )
@@ -45,7 +47,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from netprobe_exporter import __version__, probes
-from netprobe_exporter.addresses import URL, parse_url, redact_url
+from netprobe_exporter.addresses import URL, parse_host, parse_url, redact_url
 from netprobe_exporter.durations import byte_size
 from netprobe_exporter.model import Details, Module, Options, Sample, Secret, SeriesSink
 from netprobe_exporter.probes import (
@@ -60,6 +62,7 @@ from netprobe_exporter.probes import (
     options_of,
     run_probe,
 )
+from netprobe_exporter.probes import oauth2 as oauth2_
 from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
     HANDSHAKE,
@@ -69,6 +72,15 @@ from netprobe_exporter.probes.connect import (
     connect,
     resolve,
 )
+from netprobe_exporter.probes.httpcel import CEL, CELProgram, check_off_reactor
+from netprobe_exporter.probes.httpproxy import (
+    PROXY_OPTIONS,
+    ConnectTunnel,
+    ProxyChoice,
+    ProxyURL,
+    free_mapping,
+)
+from netprobe_exporter.probes.oauth2 import OAUTH2_SECTION, OAuth2, TokenError, TokenReply
 from netprobe_exporter.probes.tcp import FAILED_DUE_TO_REGEX
 from netprobe_exporter.probes.tls import (
     TLS_OPTION,
@@ -80,11 +92,11 @@ from netprobe_exporter.probes.tls import (
 )
 from netprobe_exporter.schema import (
     BOOL,
+    IP_ADDRESS,
     PROBE_FILE,
     REGEX,
     REGEXES,
     SECRET_TEXT,
-    SOON,
     STRING,
     STRINGS,
     TEXT,
@@ -93,6 +105,7 @@ from netprobe_exporter.schema import (
     Choice,
     Inline,
     Int,
+    Kind,
     ListOf,
     Nested,
     Opt,
@@ -101,7 +114,6 @@ from netprobe_exporter.schema import (
     Section,
     StringMap,
     at_most_one,
-    soon,
 )
 from netprobe_exporter.yamlcheck import Checker, is_secret_header
 
@@ -112,7 +124,24 @@ MAX_REDIRECTS = 10
 MAX_RESPONSE_HEADER_BYTES = 1 << 20
 MAX_RESPONSE_HEADER_LINES = 10_000
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
-COMPRESSIONS = ("gzip", "deflate", "identity")
+COMPRESSIONS = ("gzip", "deflate", "br", "identity")
+#: headers ``http_headers`` may not set (prometheus/common's reserved list)
+RESERVED_HEADERS = frozenset(h.lower() for h in (
+    "Authorization", "Host", "Content-Encoding", "Content-Length", "Content-Type", "User-Agent",
+    "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Www-Authenticate",
+    "Accept-Encoding", "X-Prometheus-Remote-Write-Version", "X-Prometheus-Remote-Read-Version",
+    "X-Prometheus-Scrape-Timeout-Seconds", "X-Amz-Date", "X-Amz-Security-Token",
+    "X-Amz-Content-Sha256",
+))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSource:
+    """One ``http_headers`` entry: its values, in this order, each sent as a line of its own."""
+
+    values: tuple[str, ...] = ()
+    secrets: tuple[Secret, ...] = ()
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +185,27 @@ class HTTPProbe(Options):
     enable_http2: bool = True
     #: HTTP/3 over QUIC, no fallback (blackbox 0.28); needs enable_http2 off
     enable_http3: bool = False
+    body_file: str | None = None
+    http_headers: tuple[tuple[str, HeaderSource], ...] = ()
+    fail_if_body_json_matches_cel: CELProgram | None = None
+    fail_if_body_json_not_matches_cel: CELProgram | None = None
+    proxy_url: ProxyURL | None = None
+    no_proxy: str = ""
+    proxy_from_environment: bool = False
+    proxy_connect_header: tuple[tuple[str, tuple[Secret, ...]], ...] = ()
+    skip_resolve_phase_with_proxy: bool = False
+    oauth2: OAuth2 | None = None
+    source_ip_address: str | None = None
+
+    @property
+    def proxies(self) -> ProxyChoice:
+        return ProxyChoice(self.proxy_url, self.no_proxy, self.proxy_from_environment)
+
+    @property
+    def uses_cel(self) -> bool:
+        return (
+            self.fail_if_body_json_matches_cel or self.fail_if_body_json_not_matches_cel
+        ) is not None
 
 
 DURATION = Family(
@@ -186,6 +236,9 @@ class HTTPPhases:
     transfer: float = 0.0
     #: an address was found: every phase is shown, not only ``resolve``
     resolved: bool = False
+    #: the proxy resolves the target (``skip_resolve_phase_with_proxy``): blackbox then shows
+    #: no ``resolve`` phase unless a redirect was followed
+    resolve_skipped: bool = False
 
     def values(self) -> tuple[float, ...]:
         """The shown phases' seconds, in ``PHASES`` order (a prefix of it)."""
@@ -213,6 +266,12 @@ class HTTPDetails(Details):
     phases: HTTPPhases | None = None
     #: a body or header rule decided the failure
     failed_due_to_regex: bool = False
+    #: a CEL rule decided the failure; None: the module has none (the family is absent)
+    failed_due_to_cel: bool | None = None
+    #: keep the final response's body in ``body`` (the oauth2 token request)
+    keep_body: bool = False
+    body: bytes = b""
+    content_type: str = ""
     connect: ConnectInfo = field(default_factory=ConnectInfo)
     tls: TLSInfo | None = None
 
@@ -226,6 +285,8 @@ class HTTPDetails(Details):
 
     def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
         out["probe_failed_due_to_regex"] = [({}, 1.0 if self.failed_due_to_regex else 0.0)]
+        if self.failed_due_to_cel is not None:
+            out["probe_failed_due_to_cel"] = [({}, 1.0 if self.failed_due_to_cel else 0.0)]
         out["probe_http_content_length"] = [({}, float(self.content_length))]
         out["probe_http_uncompressed_body_length"] = [({}, float(self.body_length))]
         out["probe_http_redirects"] = [({}, float(self.redirects))]
@@ -233,8 +294,11 @@ class HTTPDetails(Details):
         out["probe_http_status_code"] = [({}, float(self.status_code))]
         out["probe_http_version"] = [({}, self.version)]
         if self.phases is not None:
+            hide = self.phases.resolve_skipped and not self.redirects
             out["probe_http_duration_seconds"] = [
-                ({"phase": p}, round(v, 9)) for p, v in self.phases.items()
+                ({"phase": p}, round(v, 9))
+                for p, v in self.phases.items()
+                if not (hide and p == "resolve")
             ]
         if self.last_modified is not None:
             out["probe_http_last_modified_timestamp_seconds"] = [({}, self.last_modified)]
@@ -244,6 +308,8 @@ class HTTPDetails(Details):
 
 BLACKBOX_FAMILIES = (
     FAILED_DUE_TO_REGEX,
+    BlackboxFamily("probe_failed_due_to_cel",
+                   "Indicates if probe failed due to CEL expression not matching"),
     BlackboxFamily("probe_http_duration_seconds",
                    "Duration of http request by phase, summed over all redirects"),
     BlackboxFamily("probe_http_content_length", "Length of http content response"),
@@ -279,6 +345,8 @@ class _Hop:
     handshake: Deferred[None] | None = None
     #: the HTTP/3 client of this hop (enable_http3)
     quic: http3.H3Client | None = None
+    #: the probe's deadline (monotonic), for work after the response (CEL)
+    deadline: float = 0.0
 
     def abort(self) -> None:
         """Drop the connection if it is still open: no socket outlives its probe.
@@ -377,17 +445,50 @@ class _TimingFactory(WrappingFactory):
         return self._hop.timing
 
 
+@dataclass(frozen=True, slots=True)
+class _Tunnel:
+    """A CONNECT through a proxy: the authority asked for and the request's headers."""
+
+    authority: str
+    headers: list[tuple[bytes, bytes]]
+
+
+class _Single(Factory):
+    """A factory for one protocol already built (the CONNECT tunnel's)."""
+
+    def __init__(self, proto: ConnectTunnel) -> None:
+        self._proto = proto
+
+    def buildProtocol(self, addr: Any) -> ConnectTunnel:
+        self._proto.factory = self
+        return self._proto
+
+
+class _TLSStartFactory:
+    """Notes when TLS begins inside a tunnel (after the proxy's answer, not at connect)."""
+
+    def __init__(self, wrapped: IProtocolFactory, hop: _Hop) -> None:
+        self._wrapped, self._hop = wrapped, hop
+
+    def buildProtocol(self, addr: Any) -> IProtocol | None:
+        self._hop.tls_start = self._hop.clock()
+        return self._wrapped.buildProtocol(addr)
+
+
 class _HopEndpoint:
-    """An IStreamClientEndpoint connecting to an already-resolved address."""
+    """An IStreamClientEndpoint connecting to an already-resolved address (the target's, or
+    its proxy's: then for https through a CONNECT tunnel)."""
 
     def __init__(
         self, ctx: ProbeContext, ip: str, port: int, creator: Any, hop: _Hop,
         result: ProbeResult, info: ConnectInfo, deadline: float, alpn: bool = False,
+        source: str | None = None, tunnel: _Tunnel | None = None,
     ) -> None:  # fmt: skip
         self._ctx, self._ip, self._port, self._creator = ctx, ip, port, creator
         self._hop, self._result, self._info, self._deadline = hop, result, info, deadline
         #: ALPN was offered: the handshake decides between HTTP/2 and HTTP/1.1
         self._alpn = alpn
+        self._source, self._tunnel = source, tunnel
 
     def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         return Deferred.fromCoroutine(self._connect(factory))
@@ -395,16 +496,19 @@ class _HopEndpoint:
     async def _connect(self, factory: IProtocolFactory) -> IProtocol:
         remaining = self._deadline - self._ctx.clock.monotonic()
         sock = await connect(
-            self._ctx, self._ip, self._port, None, remaining, self._result, self._info
+            self._ctx, self._ip, self._port, self._source, remaining, self._result, self._info
         )
         if sock is None:
             raise ProbeFailure(self._result.result, self._result.detail)
         wrapped: IProtocolFactory = _TimingFactory(factory, self._hop)
         if self._creator is not None:
-            self._hop.tls_start = self._hop.clock()
             wrapped = TLSMemoryBIOFactory(self._creator, True, wrapped)
             if self._alpn:
                 self._hop.handshake = Deferred()
+        if self._tunnel is not None:
+            return await self._through_tunnel(sock, wrapped, self._tunnel)
+        if self._creator is not None:
+            self._hop.tls_start = self._hop.clock()
         outer = adopt(self._ctx, sock, wrapped)
         self._hop.outer = outer
         if isinstance(outer, TLSMemoryBIOProtocol):
@@ -428,6 +532,24 @@ class _HopEndpoint:
         assert self._hop.timing is not None
         self._hop.timing.switch(client)
         return client
+
+    async def _through_tunnel(
+        self, sock: Any, wrapped: IProtocolFactory, tunnel: _Tunnel
+    ) -> IProtocol:
+        then = cast(IProtocolFactory, _TLSStartFactory(wrapped, self._hop))
+        proto = ConnectTunnel(tunnel.authority, tunnel.headers, then)
+        self._hop.outer = adopt(self._ctx, sock, _Single(proto))
+        self._result.note("Sent CONNECT to proxy", authority=tunnel.authority)
+        try:
+            inner = await proto.ready
+        except ConnectionError as exc:
+            raise ProbeFailure("protocol_error", f"proxyconnect: {exc}") from None
+        if isinstance(inner, TLSMemoryBIOProtocol):
+            self._hop.tls_protocol = inner
+        assert self._hop.inner is not None
+        if self._hop.handshake is not None:  # TLS inside the tunnel offered ALPN: h2 or not
+            return await self._negotiated()
+        return self._hop.inner
 
 
 @implementer(IAgentEndpointFactory)
@@ -460,7 +582,7 @@ class _Body(Protocol):
                 self._piece(piece)
                 if self.error is not None:
                     return
-        except zlib.error as exc:
+        except (zlib.error, brotli.error) as exc:
             self._stop(f"failed to decompress response body: {exc}")
 
     def _piece(self, data: bytes) -> None:
@@ -490,7 +612,7 @@ class _Body(Protocol):
         if self.error is None and self._decoder is not None:
             try:
                 self._take(self._decoder.flush())
-            except zlib.error as exc:
+            except (zlib.error, brotli.error) as exc:
                 self.error = f"failed to decompress response body: {exc}"
         if self.error is None and not reason.check(ResponseDone, PotentialDataLoss):
             self.error = f"failed to read response body: {reason.getErrorMessage()}"
@@ -538,14 +660,18 @@ async def _run(
     except ValueError as exc:
         result.fail("error", f"could not parse target URL: {exc}")
         return
-    ip = await resolve(
-        ctx, url.host, url.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
-        timeout, result,
-    )  # fmt: skip
-    phases = info.phases = HTTPPhases(result.resolve_duration or 0.0)
-    if ip is None:
-        return
-    phases.resolved = True
+    ip: str | None = None
+    if _skip_resolve(opts):  # the proxy resolves the name (a direct request does, at connect)
+        phases = info.phases = HTTPPhases(0.0, resolved=True, resolve_skipped=True)
+    else:
+        ip = await resolve(
+            ctx, url.host, url.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
+            timeout, result,
+        )  # fmt: skip
+        phases = info.phases = HTTPPhases(result.resolve_duration or 0.0)
+        if ip is None:
+            return
+        phases.resolved = True
     exchange = Deferred.fromCoroutine(_exchange(ctx, url, ip, opts, started + timeout, result))
     timer = ctx.reactor.callLater(
         max(timeout - (ctx.clock.monotonic() - started), 0), exchange.cancel
@@ -562,10 +688,26 @@ async def _run(
             timer.cancel()
 
 
+def _skip_resolve(opts: HTTPProbe) -> bool:
+    """blackbox's ``skip_resolve_phase_with_proxy``: only with a proxy configured."""
+    return opts.skip_resolve_phase_with_proxy and (
+        opts.proxy_url is not None or opts.proxy_from_environment
+    )
+
+
 def _headers(opts: HTTPProbe) -> Headers:
     headers = Headers()
     for name, value in opts.headers:
         headers.addRawHeader(name.encode("latin-1"), value.encode("latin-1"))
+    for name, source in opts.http_headers:  # prometheus/common: added after the others
+        key = name.encode("latin-1")
+        for value in source.values:
+            headers.addRawHeader(key, value.encode("latin-1"))
+        for secret in source.secrets:
+            headers.addRawHeader(key, secret.reveal().encode("latin-1"))
+        for path in source.files:
+            text = read_config_file(path, f"http_headers.{name}.files").decode().strip()
+            headers.addRawHeader(key, text.encode("latin-1"))
     if not headers.hasHeader(b"user-agent"):
         headers.addRawHeader(b"User-Agent", f"netprobe-exporter/{__version__}".encode())
     if opts.compression and not headers.hasHeader(b"accept-encoding"):
@@ -595,6 +737,8 @@ def _with_userinfo(headers: Headers, opts: HTTPProbe, url: URL) -> Headers:
     hop = headers.copy()
     if url.username is None or any(n.lower() == "authorization" for n, _ in opts.headers):
         return hop
+    if opts.oauth2 is not None:  # Go's oauth2 transport sets its token after the client's Basic
+        return hop
     token = base64.b64encode(f"{url.username}:{url.password or ''}".encode()).decode()
     hop.setRawHeaders(b"Authorization", [f"Basic {token}".encode()])
     return hop
@@ -608,7 +752,12 @@ def _server_name(opts: HTTPProbe, url: URL) -> str:
 
 
 async def _exchange(
-    ctx: ProbeContext, url: URL, ip: str, opts: HTTPProbe, deadline: float, result: ProbeResult
+    ctx: ProbeContext,
+    url: URL,
+    ip: str | None,
+    opts: HTTPProbe,
+    deadline: float,
+    result: ProbeResult,
 ) -> None:
     info = result.details
     assert isinstance(info, HTTPDetails)
@@ -617,6 +766,9 @@ async def _exchange(
     alpn = http2.ALPN if opts.enable_http2 else ()
     try:  # local problems (credential or certificate files) are ours: "error", not the peer's
         headers = _headers(opts)
+        body_bytes = opts.body.encode()
+        if opts.body_file:
+            body_bytes = read_config_file(opts.body_file, "body_file")
         first_creator: Any = None
         if url.scheme == "https":
             first_creator = client_creator(
@@ -624,10 +776,13 @@ async def _exchange(
             )
     except Exception as exc:
         raise ProbeFailure("error", f"local configuration: {exc}") from None
-    method, body = opts.method, opts.body
+    if opts.oauth2 is not None:
+        token = await _oauth2_token(ctx, opts.oauth2, deadline, result)
+        headers.setRawHeaders(b"Authorization", [token])
+    method, body = opts.method, body_bytes
     current, current_ip = url, ip
     while True:
-        hop = _Hop(ctx.clock.monotonic)
+        hop = _Hop(ctx.clock.monotonic, deadline=deadline)
         creator = None
         if current.scheme == "https":
             try:
@@ -636,25 +791,42 @@ async def _exchange(
                 )  # fmt: skip
             except Exception as exc:
                 raise ProbeFailure("error", f"local configuration: {exc}") from None
-        endpoint = _HopEndpoint(ctx, current_ip, current.port, creator, hop, result, info.connect,
-                                deadline, alpn=bool(alpn))  # fmt: skip
-        agent = Agent.usingEndpointFactory(
-            ctx.reactor, _OneEndpointFactory(endpoint),
-            pool=HTTPConnectionPool(ctx.reactor, persistent=False),
-        )  # fmt: skip
-        producer = FileBodyProducer(io.BytesIO(body.encode())) if body else None
+        route = await _route(ctx, opts, current, current_ip, deadline, result)
+        current_ip = route.target_ip
+        endpoint = _HopEndpoint(ctx, route.ip, route.port, creator, hop, result, info.connect,
+                                deadline, alpn=bool(alpn), source=opts.source_ip_address,
+                                tunnel=route.tunnel)  # fmt: skip
+        pool = HTTPConnectionPool(ctx.reactor, persistent=False)
+        agent: Agent | ProxyAgent
+        hop_headers = _with_userinfo(headers, opts, current)
+        target_text = current.request_text
+        if route.forward is not None:  # absolute form to the proxy, as Go's transport sends it
+            agent = ProxyAgent(endpoint, ctx.reactor, pool)
+            if not hop_headers.hasHeader(b"host"):
+                hop_headers.setRawHeaders(b"Host", [current.netloc.encode()])
+            # Go writes the Host (the name, or the module's Host header) in the request line
+            host = (hop_headers.getRawHeaders(b"host") or [b""])[0].decode("latin-1")
+            target_text = f"{current.scheme}://{host}{current.path}"
+            auth = route.forward.authorization()
+            if auth is not None:
+                hop_headers.setRawHeaders(b"Proxy-Authorization", [auth])
+        else:
+            agent = Agent.usingEndpointFactory(
+                ctx.reactor, _OneEndpointFactory(endpoint), pool=pool
+            )
+        producer = FileBodyProducer(io.BytesIO(body)) if body else None
         result.note("Making HTTP request", url=current.display, host=current.netloc)
         try:
             try:
+                response: IResponse
                 if opts.enable_http3:
                     response = await _h3_request(
-                        ctx, hop, opts, current, current_ip, method, body,
-                        _with_userinfo(headers, opts, current), deadline, result,
+                        ctx, hop, opts, current, route.ip, method, body, hop_headers, deadline,
+                        result,
                     )  # fmt: skip
                 else:
                     response = await agent.request(
-                        method.encode(), current.request_text.encode(),
-                        _with_userinfo(headers, opts, current), producer,
+                        method.encode(), target_text.encode(), hop_headers, producer,
                     )  # fmt: skip
             except (ProbeFailure, defer.CancelledError):
                 raise
@@ -684,8 +856,10 @@ async def _exchange(
         except ValueError as exc:
             raise ProbeFailure("protocol_error", f"bad redirect location: {exc}") from None
         if response.code in (301, 302, 303) and method not in ("GET", "HEAD"):
-            method, body = "GET", ""
-        if nxt.host != current.host:
+            method, body = "GET", b""
+        if nxt.host != current.host and _skip_resolve(opts):
+            current_ip = None
+        elif nxt.host != current.host:
             t0 = ctx.clock.monotonic()
             new_ip = await resolve(
                 ctx, nxt.host, nxt.ip_version, opts.preferred_ip_protocol,
@@ -699,10 +873,15 @@ async def _exchange(
 
 
 async def _h3_request(
-    ctx: ProbeContext, hop: _Hop, opts: HTTPProbe, url: URL, ip: str, method: str, body: str,
+    ctx: ProbeContext, hop: _Hop, opts: HTTPProbe, url: URL, ip: str, method: str, body: bytes,
     headers: Headers, deadline: float, result: ProbeResult,
 ) -> IResponse:  # fmt: skip
-    """One HTTP/3 exchange (no fallback to TCP, as blackbox); the hop keeps its client."""
+    """One HTTP/3 exchange (no fallback to TCP, as blackbox); the hop keeps its client.
+
+    The request carries the hop's headers (``headers``, ``http_headers``, authorization,
+    oauth2's token) and body as HTTP/1.1 and HTTP/2 do; the UDP socket is bound to
+    ``source_ip_address`` when one is set.
+    """
     if url.scheme != "https":
         raise ProbeFailure("protocol_error", f"http3: unsupported protocol scheme {url.scheme}")
     host = headers.getRawHeaders(b"host") or [url.netloc.encode()]
@@ -714,7 +893,8 @@ async def _h3_request(
     try:
         hop.quic, answer = http3.request(
             ctx, hop, opts.tls_config, name, ip, url.port,
-            max(deadline - ctx.clock.monotonic(), 0.001), head, body.encode(), result,
+            max(deadline - ctx.clock.monotonic(), 0.001), head, body, result,
+            source=opts.source_ip_address,
         )  # fmt: skip
     except (OSError, ValueError) as exc:
         raise ProbeFailure("error", f"local configuration: {exc}") from None
@@ -722,6 +902,115 @@ async def _h3_request(
     assert isinstance(result.details, HTTPDetails)
     result.details.tls = hop.quic.tls_info()
     return response
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Where a hop connects: the target, or its proxy (``forward`` for http, ``tunnel`` for
+    https)."""
+
+    ip: str
+    port: int
+    #: the target's address, when known (None: the proxy resolves its name)
+    target_ip: str | None
+    forward: ProxyURL | None = None
+    tunnel: _Tunnel | None = None
+
+
+async def _route(
+    ctx: ProbeContext, opts: HTTPProbe, url: URL, ip: str | None, deadline: float,
+    result: ProbeResult,
+) -> _Route:  # fmt: skip
+    """The hop's proxy by the module's rules (matched on the address requested, as blackbox
+    requests it), resolved; or the target itself.
+
+    HTTP/3 goes straight to the target: blackbox 0.28's QUIC transport has no proxy, so the
+    proxy keys are ignored there (not refused).
+    """
+    try:
+        proxy = None if opts.enable_http3 else opts.proxies.proxy_for(
+            url.scheme, ip or url.host, url.port
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ProbeFailure("error", f"local configuration: {exc}") from None
+    remaining = deadline - ctx.clock.monotonic()
+    if proxy is None:
+        if ip is None:
+            ip = await resolve(
+                ctx, url.host, url.ip_version, opts.preferred_ip_protocol,
+                opts.ip_protocol_fallback, remaining, result,
+            )  # fmt: skip
+            if ip is None:
+                raise ProbeFailure(result.result, result.detail)
+        return _Route(ip, url.port, ip)
+    result.note("Using proxy", proxy=proxy.shown())
+    proxy_ip = await _resolve_proxy(ctx, opts, proxy, remaining)
+    if url.scheme != "https":
+        return _Route(proxy_ip, proxy.port, ip, forward=proxy)
+    target = ip or url.host
+    authority = f"[{target}]:{url.port}" if ":" in target else f"{target}:{url.port}"
+    headers = [(name.encode("latin-1"), v.reveal().encode("latin-1"))
+               for name, values in opts.proxy_connect_header for v in values]  # fmt: skip
+    auth = proxy.authorization()
+    if auth is not None and not any(n.lower() == b"proxy-authorization" for n, _ in headers):
+        headers.append((b"Proxy-Authorization", auth))
+    return _Route(proxy_ip, proxy.port, ip, tunnel=_Tunnel(authority, headers))
+
+
+async def _resolve_proxy(
+    ctx: ProbeContext, opts: HTTPProbe, proxy: ProxyURL, timeout: float
+) -> str:
+    """The proxy's address (its own lookup, apart from the target's: not in any phase)."""
+    scratch = ProbeResult(False, "error", 0.0)
+    found = await resolve(
+        dataclasses.replace(ctx, policy=None), proxy.host, parse_host(proxy.host),
+        opts.preferred_ip_protocol, True, timeout, scratch,
+    )  # fmt: skip
+    if found is None:
+        raise ProbeFailure("dns_error", f"proxy {proxy.host}: {scratch.detail}")
+    return found
+
+
+async def _oauth2_token(
+    ctx: ProbeContext, cfg: OAuth2, deadline: float, result: ProbeResult
+) -> bytes:
+    """The Authorization value for the probe: the module's cached token or a fresh one."""
+    remaining = deadline - ctx.clock.monotonic()
+
+    async def fetch(cfg: OAuth2, form: bytes, basic: bytes | None, timeout: float) -> TokenReply:
+        return await _token_request(ctx, cfg, form, basic, timeout)
+
+    result.note("Getting OAuth2 token", token_url=redact_url(cfg.token_url))
+    try:
+        token = await oauth2_.cache_of(ctx).token(cfg, fetch, remaining)
+    except TokenError as exc:
+        raise ProbeFailure("error", str(exc)) from None
+    return token.header()
+
+
+async def _token_request(
+    ctx: ProbeContext, cfg: OAuth2, form: bytes, basic: bytes | None, timeout: float
+) -> TokenReply:
+    """POST the token form with this prober's own request path (reactor only)."""
+    headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/x-www-form-urlencoded"),)
+    if basic is not None:
+        headers = (*headers, ("Authorization", basic.decode()))
+    opts = HTTPProbe(
+        method="POST", headers=headers, body=form.decode(), tls_config=cfg.tls_config,
+        proxy_url=cfg.proxy_url, no_proxy=cfg.no_proxy,
+        proxy_from_environment=cfg.proxy_from_environment,
+        proxy_connect_header=cfg.proxy_connect_header, preferred_ip_protocol="ip4",
+        valid_status_codes=tuple(range(100, 600)),
+    )  # fmt: skip
+    sub = dataclasses.replace(ctx, policy=None, debug=False)
+    result = ProbeResult(False, "error", 0.0)
+    result.details = HTTPDetails(keep_body=True)
+    await _run(sub, cfg.token_url, opts, max(timeout, 0.0), sub.clock.monotonic(), result)
+    info = result.details
+    assert isinstance(info, HTTPDetails)
+    if not result.success and not info.status_code:
+        return TokenReply(0, error=result.detail or result.result)
+    return TokenReply(info.status_code, info.body, info.content_type)
 
 
 def _add_phases(phases: HTTPPhases, hop: _Hop, result: ProbeResult) -> None:
@@ -748,10 +1037,38 @@ def _classify(exc: Exception, hop: _Hop) -> ProbeFailure:
     return ProbeFailure("protocol_error", f"error for HTTP request: {text}")
 
 
-def _decoder(opts: HTTPProbe) -> _Inflater | None:
+def _decoder(opts: HTTPProbe) -> _Inflater | _Unbrotli | None:
     if not opts.compression or opts.compression == "identity":
         return None
+    if opts.compression == "br":
+        return _Unbrotli()
     return _Inflater(gzip=opts.compression == "gzip")
+
+
+class _Unbrotli:
+    """Brotli, its output in pieces of about ``_PIECE`` bytes (brotli's buffer stops growing
+    past it: a piece may be up to twice that), so a bomb meets the body limits early."""
+
+    _PIECE = 1 << 20
+
+    def __init__(self) -> None:
+        self._d = brotli.Decompressor()
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        out = self._d.process(data, output_buffer_limit=self._PIECE)
+        if out:
+            yield out
+        while not self._d.is_finished():  # what the limit held back, until none is left
+            out = self._d.process(b"", output_buffer_limit=self._PIECE)
+            if not out:
+                return
+            yield out
+
+    def flush(self) -> bytes:
+        """Raises brotli.error when the stream ended before its end."""
+        if not self._d.is_finished():
+            raise brotli.error("compressed body ends early")
+        return b""
 
 
 class _Inflater:
@@ -855,7 +1172,12 @@ async def _final(
             info.last_modified = email.utils.parsedate_to_datetime(
                 modified[0].decode("latin-1")
             ).timestamp()
-    keep = bool(opts.fail_if_body_matches_regexp or opts.fail_if_body_not_matches_regexp)
+    keep = bool(
+        opts.fail_if_body_matches_regexp or opts.fail_if_body_not_matches_regexp
+        or opts.uses_cel or info.keep_body
+    )  # fmt: skip
+    ctype = response.headers.getRawHeaders(b"content-type")
+    info.content_type = ctype[0].decode("latin-1") if ctype else ""
     reader = _Body(opts.body_size_limit, _decoder(opts), ctx.max_body_bytes * keep)
     response.deliverBody(reader)
     await reader.done
@@ -876,6 +1198,20 @@ async def _final(
                 failures.append(f"body did not match {rx.pattern!r}")
                 regex_failed = True
     info.failed_due_to_regex = regex_failed
+    if info.keep_body and reader.error is None:
+        info.body = b"".join(reader.chunks)
+    if opts.uses_cel:
+        info.failed_due_to_cel = False
+        if not failures and reader.error is None:
+            remaining = max(hop.deadline - ctx.clock.monotonic(), 0.0)
+            verdict = await check_off_reactor(
+                ctx.reactor, b"".join(reader.chunks), opts.fail_if_body_json_matches_cel,
+                opts.fail_if_body_json_not_matches_cel, remaining,
+            )  # fmt: skip
+            if verdict.failed:
+                result.note(verdict.reason, "error")
+                failures.append(verdict.reason)
+                info.failed_due_to_cel = True
     info.content_length = -1 if response.length is UNKNOWN_LENGTH else int(response.length)
     _, major, minor = response.version
     info.version = float(f"{major}.{minor}")
@@ -989,8 +1325,56 @@ def _compression_vs_accept_encoding(r: Reading) -> None:
 
 
 _HEADER_MATCHES = ListOf(Nested(HEADER_MATCH))
-_COMPRESSION = Choice(COMPRESSIONS, 'unknown compression "{}"', str.lower,
-                      refused={"br": f'"br" {SOON} (gzip, deflate)'})  # fmt: skip
+_COMPRESSION = Choice(COMPRESSIONS, 'unknown compression "{}"', str.lower)
+
+
+@dataclass(frozen=True, slots=True)
+class _HTTPHeaders(Kind[tuple[tuple[str, HeaderSource], ...]]):
+    """``http_headers`` (prometheus/common): per header, ``values``, ``secrets`` and ``files``."""
+
+    def read(
+        self, c: Checker, node: yaml.Node, path: str
+    ) -> tuple[tuple[str, HeaderSource], ...] | None:
+        found = free_mapping(c, node, path)
+        if found is None:
+            return None
+        out: list[tuple[str, HeaderSource]] = []
+        for name, vnode in found.items():
+            sub = f"{path}.{name}"
+            if name.lower() in RESERVED_HEADERS:
+                c.error(vnode, sub, f'setting header "{_canonical(name)}" is not allowed')
+                continue
+            source = _HEADER_SOURCE.read(c, vnode, sub)
+            if source is not None:
+                out.append((name, source))
+        return tuple(out)
+
+    def dump(self, value: tuple[tuple[str, HeaderSource], ...]) -> object:
+        return {name: _HEADER_SOURCE.dump(source) for name, source in value}
+
+    def holds_secret(self) -> bool:
+        return True
+
+
+def _canonical(name: str) -> str:
+    return "-".join(part.capitalize() for part in name.split("-"))
+
+
+_HEADER_SOURCE = Section(
+    HeaderSource(),
+    (
+        Opt("values", STRINGS),
+        # shown as <secret> (they are Secret values); a file's name is not withheld
+        Opt("secrets", ListOf(SECRET_TEXT)),
+        Opt("files", ListOf(PROBE_FILE)),
+    ),
+)
+
+
+def _one_body(r: Reading) -> None:
+    if r.values.get("body") and r.values.get("body_file"):
+        r.error("body_file", "setting body and body_file both are not allowed")
+
 
 OPTIONS = Section(
     HTTPProbe(),
@@ -998,8 +1382,8 @@ OPTIONS = Section(
         *IP_PROTOCOL,
         Opt("valid_status_codes", ListOf(Int(100, 999))),
         Opt("valid_http_versions", STRINGS),
-        # meaningless without proxy_url: checked, ignored
-        Opt("skip_resolve_phase_with_proxy", BOOL, field=None),
+        Opt("skip_resolve_phase_with_proxy", BOOL),
+        Opt("source_ip_address", IP_ADDRESS),
         Opt("fail_if_ssl", BOOL),
         Opt("fail_if_not_ssl", BOOL),
         Opt("follow_redirects", BOOL),
@@ -1012,21 +1396,25 @@ OPTIONS = Section(
         Opt("headers", StringMap(secret=is_secret_header)),
         Opt("fail_if_body_matches_regexp", REGEXES),
         Opt("fail_if_body_not_matches_regexp", REGEXES),
+        Opt("fail_if_body_json_matches_cel", CEL()),
+        Opt("fail_if_body_json_not_matches_cel", CEL()),
         Opt("fail_if_header_matches", _HEADER_MATCHES),
         Opt("fail_if_header_not_matches", _HEADER_MATCHES),
         Opt("body", TEXT),
+        Opt("body_file", PROBE_FILE),
+        Check(_one_body),
         Opt("compression", _COMPRESSION),
         Check(_compression_vs_accept_encoding),
         Opt("body_size_limit", ByteSize()),
-        at_most_one("basic_auth", "authorization", "bearer_token", "bearer_token_file"),
+        at_most_one("basic_auth", "oauth2", "authorization", "bearer_token", "bearer_token_file"),
         Opt("basic_auth", Nested(BASIC_AUTH)),
         Opt("authorization", Inline(AUTHORIZATION)),
         Opt("bearer_token", SECRET_TEXT, field="credentials", secret=True),
         Opt("bearer_token_file", PROBE_FILE, field="credentials_file", secret=True),
         TLS_OPTION,
-        soon("oauth2", holds_secret=True),
-        soon("proxy_url"),
-        soon("proxy_connect_header", holds_secret=True),
+        Opt("oauth2", Nested(OAUTH2_SECTION), holds_secret=True),
+        *PROXY_OPTIONS,
+        Opt("http_headers", _HTTPHeaders()),
     ),
 )  # fmt: skip
 

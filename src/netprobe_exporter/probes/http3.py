@@ -88,17 +88,29 @@ class _UDPSocket:
     as ECONNREFUSED (a refused probe) rather than waited out.
     """
 
-    def __init__(self, reactor: ProbeReactor, client: H3Client, ip: str, port: int) -> None:
+    def __init__(
+        self, reactor: ProbeReactor, client: H3Client, ip: str, port: int, source: str | None
+    ) -> None:
         self._reactor, self._client = reactor, client
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         self._sock: socket.socket | None = socket.socket(family, socket.SOCK_DGRAM)
         try:
             self._sock.setblocking(False)
+            if source:
+                self._bind(source)
             self._sock.connect((ip, port))
-        except OSError:
+        except (OSError, ProbeFailure):
             self.close()
             raise
         reactor.addReader(self)
+
+    def _bind(self, source: str) -> None:
+        """The source address (``source_ip_address``), as the TCP connector binds it."""
+        assert self._sock is not None
+        try:
+            self._sock.bind((source, 0))
+        except OSError as exc:  # a local problem (address not ours, wrong family)
+            raise ProbeFailure("error", f"bind {source}: {exc.strerror}") from None
 
     def fileno(self) -> int:
         return self._sock.fileno() if self._sock is not None else -1
@@ -146,9 +158,9 @@ class H3Client:
 
     def __init__(
         self, ctx: ProbeContext, hop: HopTimes, config: QuicConfiguration, ip: str, port: int,
-        max_header_bytes: int,
+        max_header_bytes: int, source: str | None = None,
     ) -> None:  # fmt: skip
-        self._ctx, self._hop, self._peer = ctx, hop, (ip, port)
+        self._ctx, self._hop, self._peer, self._source = ctx, hop, (ip, port), source
         self._quic = QuicConnection(configuration=config)
         self._h3 = H3Connection(self._quic)
         self._max_header_bytes = max_header_bytes
@@ -168,7 +180,7 @@ class H3Client:
         """Start the handshake; the request goes once it is done. Fires with the head."""
         self._request = (headers, body)
         self._answer = Deferred(lambda _: self.close())
-        self._port = _UDPSocket(self._ctx.reactor, self, *self._peer)
+        self._port = _UDPSocket(self._ctx.reactor, self, *self._peer, self._source)
         self._handshake_start = self._hop.tls_start = self._hop.clock()
         self._quic.connect(self._peer, now=self._ctx.clock.monotonic())
         self._transmit()
@@ -371,11 +383,12 @@ class H3Client:
 def request(
     ctx: ProbeContext, hop: HopTimes, cfg: TLSConfig, server_name: str, ip: str, port: int,
     timeout: float, head: list[tuple[bytes, bytes]], body: bytes, result: ProbeResult,
+    source: str | None = None,
 ) -> tuple[H3Client, Deferred[IResponse]]:  # fmt: skip
     """Send one request; the Deferred fires with the response head. ``result`` gets the
     handshake's time as its connect time (the ``connect`` phase, as quic-go's trace has it)."""
     client = H3Client(ctx, hop, configuration(cfg, server_name, timeout), ip, port,
-                      MAX_HEADER_BYTES)  # fmt: skip
+                      MAX_HEADER_BYTES, source)  # fmt: skip
 
     def handshake(passthrough: Any) -> Any:
         result.connect_duration = client.handshake_seconds
