@@ -1,5 +1,8 @@
 """The exporter as one ``MultiService``: config manager, continuous probing and web service.
 
+Continuous probing is the in-process ``ProbingService`` with ``workers=0``, else a
+``WorkerPool`` of probe worker processes (``workerpool``) feeding the same store.
+
 ``App`` only assembles: it takes the collaborators (reactor, resolver, wall clock, store,
 registry, web config) and wires the three services together. They start in the order web
 (listeners), probing, config (which loads the config and commits it to the other two) and
@@ -53,6 +56,7 @@ from netprobe_exporter.webservice import (
     self_probe_address,
     split_listen_address,
 )
+from netprobe_exporter.workerpool import Spawn, WorkerPool, spawn_process
 
 T = TypeVar("T")
 
@@ -106,6 +110,9 @@ class App(MultiService):
         metrics_registry: CollectorRegistry | None = None,
         probers: Mapping[str, Prober] | None = None,
         offload: Offload | None = None,
+        workers: int = 0,
+        spawn: Spawn | None = None,
+        log_level: str = "info",
     ) -> None:
         super().__init__()
         if web_config is None and web_config_file is not None:
@@ -119,7 +126,12 @@ class App(MultiService):
         # the running reactor provides every interface a prober uses (ProbeReactor)
         ctx = ProbeContext(cast(ProbeReactor, reactor), resolver or Resolver(clock))
         found = dict(probers) if probers is not None else registry()
-        self.probing = ProbingService(clock, ctx, found, self.store, wall)
+        self.probing: ProbingService | WorkerPool
+        if workers > 0:
+            spawn = spawn or spawn_process(reactor, log_level)
+            self.probing = WorkerPool(clock, spawn, self.store, wall, workers)
+        else:
+            self.probing = ProbingService(clock, ctx, found, self.store, wall)
         self.manager = ConfigManager(
             clock,
             offload or ThreadOffload(reactor),
@@ -177,11 +189,13 @@ class App(MultiService):
     # the probing service's
     @property
     def scheduler(self) -> Scheduler:
+        assert isinstance(self.probing, ProbingService), "probing runs in worker processes"
         return self.probing.scheduler
 
     @property
     def probers(self) -> dict[str, Prober]:
         """Continuous probing's probers (a test may replace one before ``apply``)."""
+        assert isinstance(self.probing, ProbingService), "probing runs in worker processes"
         return self.probing.probers
 
     # the web service's

@@ -112,6 +112,8 @@ class Config:
     probe_policy: ProbePolicy = field(default_factory=ProbePolicy)
     limits: Limits = field(default_factory=Limits)
     target_files: tuple[TargetFiles, ...] = ()
+    #: the bytes parsed, when read from a file (probe workers parse the same modules from them)
+    text: bytes | None = field(default=None, repr=False, compare=False)
 
 
 class ConfigError(Exception):
@@ -699,7 +701,25 @@ def over_limits(config: Config, targets: Sequence[Target]) -> str | None:
 
 def load_config(path: str) -> Config:
     """Read and parse ``path``; an unreadable file is a ConfigError like any other."""
-    return parse_config(read_file(path), path)
+    data = read_file(path)
+    return dataclasses.replace(parse_config(data, path), text=data)
+
+
+def parse_modules(text: bytes, filename: str) -> Config:
+    """A config's modules, limits and policy from its bytes, without its targets (a probe
+    worker is sent its targets; parsing them again would only cost it time)."""
+    root = compose(text, filename, "YAML")
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError([f"{filename}: not a mapping"])
+    try:
+        root.value = [
+            (k, v)
+            for k, v in root.value
+            if not (isinstance(k, yaml.ScalarNode) and k.value in ("targets", "target_files"))
+        ]
+        return _parse_root(root, filename)
+    finally:
+        release(root)
 
 
 def with_extra_targets(

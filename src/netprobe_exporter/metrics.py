@@ -208,6 +208,8 @@ class ExporterStats:
     web_reload_success_ts: float = 0.0
     target_file_errors: int = 0
     target_files_ok: float = 1.0
+    #: probe workers started again after one exited or hung
+    worker_restarts: int = 0
 
     def __post_init__(self) -> None:
         self.inflight_source: Callable[[], int] = lambda: 0

@@ -1,0 +1,253 @@
+"""A probe worker: ``python -m netprobe_exporter.worker``, started by the main process.
+
+It runs its own reactor and scheduler over the targets the main process sends it on stdin
+(``workerproto``), and writes their results, batched every few milliseconds, to stdout. It keeps
+no series: the main process's store does, so a worker that dies loses nothing but the probes
+in flight. A new target list is planned and committed by the same scheduler as in one process,
+so a reload keeps the cadence of kept targets. Its log events go to the main process as frames
+(one per event); stderr is read by the main process too. It exits when stdin ends (the main
+process is gone) or on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, cast
+
+from twisted.internet import protocol, stdio, task, threads
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore, IReactorTime, ITransport
+from twisted.logger import ILogObserver, Logger, LogLevel, globalLogBeginner
+from twisted.python.failure import Failure
+from zope.interface import provider
+
+from netprobe_exporter import logs
+from netprobe_exporter.config import Config, ConfigError, parse_modules
+from netprobe_exporter.configmanager import describe
+from netprobe_exporter.frames import MAIN_FRAME_LIMIT, FrameDecoder, FrameError, encode
+from netprobe_exporter.model import Module, Target
+from netprobe_exporter.probes import ProbeContext, Prober, ProbeReactor, ProbeResult, registry
+from netprobe_exporter.resolver import Resolver
+from netprobe_exporter.scheduler import Scheduler
+from netprobe_exporter.workerproto import encode_result
+
+log = Logger()
+
+#: results wait at most this long before they are sent, or until there are this many
+FLUSH_DELAY = 0.005
+FLUSH_COUNT = 512
+HEARTBEAT = 0.5
+
+
+class WorkerProbing:
+    """The worker's scheduler and the batch of results it has not sent yet."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        ctx: ProbeContext,
+        probers: dict[str, Prober],
+        send: Any,
+    ) -> None:
+        self._clock = clock
+        self.ctx = ctx
+        self.probers = probers
+        self._send = send
+        self.modules: dict[str, Module] = Config().modules
+        self.ids: dict[tuple[str, str], int] = {}
+        self.results: list[list[Any]] = []
+        self.lags: list[float] = []
+        self.skipped = 0
+        self._flush: Any = None
+        self.scheduler = Scheduler(
+            clock, self._run, self._on_result, on_lag=self._on_lag, on_skip=self._on_skip
+        )
+
+    def set_modules(self, modules: dict[str, Module], inflight: int, body: int) -> None:
+        self.modules = modules
+        self.ctx.max_body_bytes = body
+        self.scheduler.max_inflight = inflight
+        self.scheduler.drain()
+
+    def set_targets(self, rows: list[list[Any]]) -> None:
+        ids: dict[tuple[str, str], int] = {}
+        targets: list[Target] = []
+        for target_id, address, module, interval in rows:
+            t = Target(str(address), str(module), float(interval))
+            ids[t.key] = int(target_id)
+            targets.append(t)
+        self.ids = ids
+        self.scheduler.update(targets)
+
+    def _run(self, target: Target, budget: float) -> Deferred[ProbeResult]:
+        module = self.modules[target.module]
+        timeout = min(module.continuous_timeout, budget)
+        return self.probers[module.prober](self.ctx, target.address, module, timeout)
+
+    def _on_result(self, target: Target, result: ProbeResult) -> None:
+        target_id = self.ids.get(target.key)
+        if target_id is None:
+            return
+        self.results.append(encode_result(target_id, result))
+        if len(self.results) >= FLUSH_COUNT:
+            self.flush()
+        elif self._flush is None:
+            self._flush = self._clock.callLater(FLUSH_DELAY, self.flush)
+
+    def _on_lag(self, lag: float) -> None:
+        self.lags.append(lag)
+
+    def _on_skip(self, target: Target, n: int) -> None:
+        self.skipped += n
+
+    def flush(self) -> None:
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._flush = None
+        if self.results or self.lags or self.skipped:
+            batch = ["b", self.results, self.lags, self.skipped, self.scheduler.inflight]
+            self.results, self.lags, self.skipped = [], [], 0
+            self._send(batch)
+
+    def heartbeat(self) -> None:
+        self._send(["h", self.scheduler.inflight])
+
+
+class MainLink(protocol.Protocol):
+    """The worker's end of the pipes: frames from the main process in, frames out."""
+
+    def __init__(self, reactor: IReactorCore, level: str) -> None:
+        self.reactor = reactor
+        self.level = level
+        self.decoder = FrameDecoder(MAIN_FRAME_LIMIT)
+        self.out: ITransport | None = None
+        clock = IReactorTime(reactor)
+        ctx = ProbeContext(cast(ProbeReactor, reactor), Resolver(clock))
+        self.probing = WorkerProbing(clock, ctx, registry(), self.send)
+        self._beat = task.LoopingCall(self.probing.heartbeat)
+        self._beat.clock = clock
+        self._config_version = 0
+        #: a target list that came while its config was being parsed waits for it
+        self._parsing = False
+        self._held: list[list[Any]] | None = None
+
+    def send(self, message: list[Any]) -> None:
+        if self.out is not None:
+            self.out.write(encode(message))
+
+    def connectionMade(self) -> None:
+        self.out = self.transport
+        self._beat.start(HEARTBEAT, now=True)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            messages = self.decoder.feed(data)
+        except FrameError as exc:
+            log.error("bad frame from the main process, exiting", error=str(exc))
+            self.reactor.stop()
+            return
+        for message in messages:
+            self.handle(message)
+
+    def handle(self, message: list[Any]) -> None:
+        kind = message[0]
+        if kind == "config":
+            self._config(message)
+        elif kind == "targets":
+            if self._parsing:
+                self._held = message[1]
+            else:
+                self.probing.set_targets(message[1])
+
+    def _config(self, message: list[Any]) -> None:
+        _, filename, text, inflight, body = message
+        self._config_version += 1
+        version = self._config_version
+        if text is None:
+            self.probing.set_modules(Config().modules, int(inflight), int(body))
+            self._parsing = False
+            held, self._held = self._held, None
+            if held is not None:
+                self.probing.set_targets(held)
+            return
+        self._parsing = True
+        # off the reactor: a big config's YAML takes long to compose, and probes are due
+        d = threads.deferToThread(parse_modules, str(text).encode(), str(filename))
+
+        def parsed(config: Config) -> None:
+            if version == self._config_version:  # a later config supersedes this one
+                self.probing.set_modules(config.modules, int(inflight), int(body))
+
+        def failed(reason: Failure) -> None:
+            exc = reason.value
+            errors = exc.errors if isinstance(exc, ConfigError) else [describe(exc)]
+            for line in errors:
+                log.error("config from the main process rejected", error=line)
+
+        def release(_: object) -> None:
+            if version != self._config_version:
+                return
+            self._parsing = False
+            held, self._held = self._held, None
+            if held is not None:
+                self.probing.set_targets(held)
+
+        d.addCallbacks(parsed, failed).addBoth(release)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        """stdin ended: the main process is gone or stopping us."""
+        self.probing.scheduler.stop()
+        if self.reactor.running:
+            self.reactor.stop()
+
+
+def frame_observer(link: MainLink, level: str) -> ILogObserver:
+    """Log events as ``["l", level, message, fields]`` frames to the main process."""
+    threshold = logs.LEVELS[level]
+
+    @provider(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        event_level = event.get("log_level", LogLevel.info)
+        if event_level < threshold:
+            return
+        fields = logs.event_fields(event)
+        fields.pop("ts", None)
+        name = str(fields.pop("level", "info"))
+        message = str(fields.pop("msg", ""))
+        plain = {str(k): v if isinstance(v, int | float) else str(v) for k, v in fields.items()}
+        with contextlib.suppress(Exception):  # a log line must never take the worker down
+            link.send(["l", name, message, plain])
+
+    return cast(ILogObserver, observe)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="netprobe-exporter-worker")
+    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--log.level", dest="log_level", default="info", choices=list(logs.LEVELS))
+    args = p.parse_args(argv)
+    from twisted.internet import reactor as _reactor
+
+    reactor = IReactorCore(_reactor)
+    sys.setswitchinterval(0.0005)
+    link = MainLink(reactor, args.log_level)
+    globalLogBeginner.beginLoggingTo(
+        [frame_observer(link, args.log_level)], redirectStandardIO=False, discardBuffer=True
+    )
+    # stdout carries frames only: anything printed goes to stderr, which the main process logs
+    sys.stdout = sys.stderr
+    stdio.StandardIO(link)
+    # SIGTERM keeps its default action (exit at once, probes in flight or not); a terminal's
+    # Ctrl-C reaches the whole process group, but stopping workers is the main process's job
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cast(Any, reactor).run(installSignalHandlers=False)
+    link.probing.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
