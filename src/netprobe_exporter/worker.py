@@ -35,7 +35,7 @@ from netprobe_exporter.resolver import Resolver
 from netprobe_exporter.scheduler import Scheduler
 from netprobe_exporter.workerproto import encode_result
 
-log = Logger()
+log = Logger(namespace="netprobe_exporter.worker")  # also when run as __main__
 
 #: results wait at most this long before they are sent, or until there are this many
 FLUSH_DELAY = 0.005
@@ -82,6 +82,7 @@ class WorkerProbing:
             targets.append(t)
         self.ids = ids
         self.scheduler.update(targets)
+        log.info("targets assigned", targets=len(targets))
 
     def _run(self, target: Target, budget: float) -> Deferred[ProbeResult]:
         module = self.modules[target.module]

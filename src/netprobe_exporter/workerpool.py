@@ -250,9 +250,9 @@ class WorkerPool(Service):
             return
         link.pid = link.process.pid
         self.links[index] = link
-        if self._config_frame is not None:
+        if self._config_frame is not None:  # None before the first config is committed
             link.send(self._config_frame)
-        link.send(self._target_frames[index])
+            link.send(self._target_frames[index])
         log.info("worker started", worker=index, pid=link.pid)
 
     def _schedule_restart(self, index: int) -> None:
