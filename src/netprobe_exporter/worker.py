@@ -38,8 +38,8 @@ from netprobe_exporter.workerproto import encode_result
 log = Logger(namespace="netprobe_exporter.worker")  # also when run as __main__
 
 #: results wait at most this long before they are sent, or until there are this many
-FLUSH_DELAY = 0.005
-FLUSH_COUNT = 512
+FLUSH_DELAY = 0.02
+FLUSH_COUNT = 1000
 HEARTBEAT = 0.5
 
 

@@ -329,9 +329,13 @@ class WorkerPool(Service):
             before = series.up
             series.observe(result, now)
             if before is not None and before != series.up:
+                # state changes only: one line per transition, not one per probe
                 log.info("target up" if result.success else "target down",
                          target=target.display_address, module=target.module,
                          result=result.result, detail=result.detail)  # fmt: skip
+            elif not result.success:
+                log.debug("probe failed", target=target.display_address, module=target.module,
+                          result=result.result, detail=result.detail)  # fmt: skip
         stats = self.store.stats
         for lag in lags:
             if type(lag) is not float and type(lag) is not int:
