@@ -38,6 +38,7 @@ from netprobe_exporter.configmanager import (
     no_full_collections,
 )
 from netprobe_exporter.metrics import MetricsStore
+from netprobe_exporter.probe_endpoint import Handoff
 from netprobe_exporter.probes import (
     AddressResolver,
     ProbeContext,
@@ -127,9 +128,11 @@ class App(MultiService):
         ctx = ProbeContext(cast(ProbeReactor, reactor), resolver or Resolver(clock))
         found = dict(probers) if probers is not None else registry()
         self.probing: ProbingService | WorkerPool
+        handoff: Handoff | None = None
         if workers > 0:
             spawn = spawn or spawn_process(reactor, log_level)
-            self.probing = WorkerPool(clock, spawn, self.store, wall, workers)
+            self.probing = pool = WorkerPool(clock, spawn, self.store, wall, workers)
+            handoff = pool.probe  # /probe runs in the workers too (main keeps HTTP and checks)
         else:
             self.probing = ProbingService(clock, ctx, found, self.store, wall)
         self.manager = ConfigManager(
@@ -155,6 +158,7 @@ class App(MultiService):
             web_config=web_config,
             web_config_file=web_config_file,
             timeout_offset=timeout_offset,
+            handoff=handoff,
         )
         self.manager.subscribe(self.probing)
         self.manager.subscribe(self.web)

@@ -13,7 +13,7 @@ import gzip
 import time
 from collections.abc import Callable
 
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
@@ -78,7 +78,50 @@ def _with_host(module: Module, hostname: str) -> Module:
     return dataclasses.replace(module, options=options)
 
 
+#: what a probe's answer is: the ``/probe`` metrics, the debug page, or a probe_policy refusal
+METRICS, DEBUG, REFUSED = "metrics", "debug", "refused"
+Outcome = tuple[str, str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """A checked ``/probe`` request, as handed to a probe worker."""
+
+    module: str
+    target: str
+    hostname: str
+    timeout: float
+    debug: bool
+    started: float
+
+
+class WorkerUnavailable(Exception):
+    """A probe worker could not answer (it exited, or has not the module yet)."""
+
+
+Handoff = Callable[[ProbeRequest], "Deferred[Outcome] | None"]
+
+
+def outcome(
+    result: ProbeResult, module: Module, target: str, timeout: float, debug: bool, started: float
+) -> Outcome:
+    """What a finished probe answers, rendered where it ran (here or in a probe worker)."""
+    if result.policy_refused is not None:
+        return REFUSED, result.policy_refused
+    if debug:
+        return DEBUG, blackbox.debug_output(module, target, timeout, result, started)
+    return METRICS, blackbox.render(result)
+
+
+def with_host(module: Module, hostname: str) -> Module:
+    """The module with ``/probe?hostname=`` applied (a probe worker applies it too)."""
+    return _with_host(module, hostname) if hostname else module
+
+
 class ProbeEndpoint(Endpoint):
+    """``/probe``. Requests are checked here (parameters, module, probe_policy's limits); the
+    probe itself runs in a probe worker when ``handoff`` finds one, else in this process."""
+
     methods = (b"GET", b"HEAD", b"POST")
 
     def __init__(
@@ -88,8 +131,10 @@ class ProbeEndpoint(Endpoint):
         probers: dict[str, Prober],
         stats: ExporterStats,
         timeout_offset: float,
+        handoff: Handoff | None = None,
     ) -> None:
         super().__init__()
+        self._handoff = handoff
         self._config = config
         self._context = context
         self._probers = probers
@@ -135,7 +180,7 @@ class ProbeEndpoint(Endpoint):
         self._running += 1
         self._per_source[source] = self._per_source.get(source, 0) + 1
         started = time.time()
-        d = self._probers[module.prober](self._context(debug), target, module, timeout)
+        d = self._run(name, module, target, hostname, timeout, debug, started)
         gone: list[bool] = []  # the client went away: nothing more is written
 
         def client_gone(_: Failure) -> None:
@@ -155,20 +200,18 @@ class ProbeEndpoint(Endpoint):
 
         d.addBoth(release)
 
-        def answer(result: ProbeResult) -> None:
+        def answer(outcome: Outcome) -> None:
             self._stats.probe_requests += 1
-            if result.policy_refused is not None:
+            kind, body = outcome
+            if kind == REFUSED:
                 if not request.finished and not gone:
-                    body = f"target refused by probe_policy: {result.policy_refused}\n"
-                    request.write(plain(request, 403, body))
+                    text = f"target refused by probe_policy: {body}\n"
+                    request.write(plain(request, 403, text))
                     request.finish()
-                return
-            if debug:
-                body = blackbox.debug_output(module, target, timeout, result, started)
+            elif kind == DEBUG:
                 _write(request, body, "text/plain", gzip_ok=False, gone=bool(gone))
             else:
                 gz = exposition.wants_gzip(_header(request, b"accept-encoding"))
-                body = blackbox.render(result)
                 _write(request, body, exposition.TEXT.content_type, gzip_ok=gz, gone=bool(gone))
 
         def failed(reason: Failure) -> None:
@@ -181,6 +224,34 @@ class ProbeEndpoint(Endpoint):
 
         d.addCallbacks(answer, failed)
         return NOT_DONE_YET
+
+    def _run(
+        self,
+        name: str,
+        module: Module,
+        target: str,
+        hostname: str,
+        timeout: float,
+        debug: bool,
+        started: float,
+    ) -> Deferred[Outcome]:
+        """The probe's answer: from a probe worker when there is one, else probed here."""
+
+        def local() -> Deferred[Outcome]:
+            d = self._probers[module.prober](self._context(debug), target, module, timeout)
+            return d.addCallback(outcome, module, target, timeout, debug, started)
+
+        if self._handoff is None:
+            return local()
+        remote = self._handoff(ProbeRequest(name, target, hostname, timeout, debug, started))
+        if remote is None:
+            return local()
+
+        def fallback(reason: Failure) -> Deferred[Outcome]:
+            reason.trap(WorkerUnavailable)  # the worker exited or lacks the module: probe here
+            return local()
+
+        return remote.addErrback(fallback)
 
 
 def _client(request: Request) -> str:

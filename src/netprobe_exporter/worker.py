@@ -13,27 +13,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, cast
 
 from twisted.internet import protocol, stdio, task, threads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorTime, ITransport
 from twisted.logger import ILogObserver, Logger, LogLevel, globalLogBeginner
 from twisted.python.failure import Failure
 from zope.interface import provider
 
 from netprobe_exporter import logs
+from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.config import Config, ConfigError, parse_modules
 from netprobe_exporter.configmanager import describe
 from netprobe_exporter.frames import MAIN_FRAME_LIMIT, FrameDecoder, FrameError, encode
 from netprobe_exporter.model import Module, Target
+from netprobe_exporter.probe_endpoint import (
+    Outcome,
+    ProbeRequest,
+    ProbeRequestError,
+    outcome,
+    with_host,
+)
 from netprobe_exporter.probes import ProbeContext, Prober, ProbeReactor, ProbeResult, registry
 from netprobe_exporter.resolver import Resolver
 from netprobe_exporter.scheduler import Scheduler
-from netprobe_exporter.workerproto import encode_result
+from netprobe_exporter.workerproto import FAILED, UNAVAILABLE, encode_result
 
 log = Logger(namespace="netprobe_exporter.worker")  # also when run as __main__
 
@@ -58,6 +67,9 @@ class WorkerProbing:
         self.probers = probers
         self._send = send
         self.modules: dict[str, Module] = Config().modules
+        self.contexts = {debug: dataclasses.replace(ctx, debug=debug) for debug in (False, True)}
+        #: /probe requests running, by the main process's request id
+        self.requests: dict[int, Deferred[Outcome]] = {}
         self.ids: dict[tuple[str, str], int] = {}
         self.results: list[list[Any]] = []
         self.lags: list[float] = []
@@ -67,9 +79,12 @@ class WorkerProbing:
             clock, self._run, self._on_result, on_lag=self._on_lag, on_skip=self._on_skip
         )
 
-    def set_modules(self, modules: dict[str, Module], inflight: int, body: int) -> None:
-        self.modules = modules
+    def set_config(self, config: Config, inflight: int, body: int) -> None:
+        self.modules = config.modules
         self.ctx.max_body_bytes = body
+        # /probe's contexts: the config's probe_policy checks every address they resolve
+        base = dataclasses.replace(self.ctx, policy=config.probe_policy.check)
+        self.contexts = {debug: dataclasses.replace(base, debug=debug) for debug in (False, True)}
         self.scheduler.max_inflight = inflight
         self.scheduler.drain()
 
@@ -113,6 +128,41 @@ class WorkerProbing:
             batch = ["b", self.results, self.lags, self.skipped, self.scheduler.inflight]
             self.results, self.lags, self.skipped = [], [], 0
             self._send(batch)
+
+    def probe(self, request_id: int, request: ProbeRequest) -> None:
+        """Run one /probe request and send its rendered answer back."""
+        module = self.modules.get(request.module)
+        if module is None:
+            self._send(["p", request_id, UNAVAILABLE, ""])
+            return
+        try:
+            module = with_host(module, request.hostname)
+        except ProbeRequestError as exc:
+            self._send(["p", request_id, UNAVAILABLE, str(exc)])
+            return
+        target, timeout, debug = request.target, request.timeout, request.debug
+        probed = self.probers[module.prober](self.contexts[debug], target, module, timeout)
+        d = probed.addCallback(outcome, module, target, timeout, debug, request.started)
+        self.requests[request_id] = d
+
+        def answer(found: Outcome) -> None:
+            self.requests.pop(request_id, None)
+            self._send(["p", request_id, found[0], found[1]])
+
+        def failed(reason: Failure) -> None:
+            self.requests.pop(request_id, None)
+            if reason.check(CancelledError):
+                return  # the client went away: the main process expects nothing
+            log.failure("probe failed unexpectedly", reason, target=redact_url(target),
+                        module=request.module)  # fmt: skip
+            self._send(["p", request_id, FAILED, ""])
+
+        d.addCallbacks(answer, failed)
+
+    def cancel(self, request_id: int) -> None:
+        d = self.requests.pop(request_id, None)
+        if d is not None:
+            d.cancel()
 
     def heartbeat(self) -> None:
         self._send(["h", self.scheduler.inflight])
@@ -158,6 +208,16 @@ class MainLink(protocol.Protocol):
         kind = message[0]
         if kind == "config":
             self._config(message)
+        elif kind == "probe":
+            _, request_id, module, target, hostname, timeout, debug, started = message
+            if self._parsing:  # its module may be about to change: the main process probes
+                self.send(["p", request_id, UNAVAILABLE, ""])
+                return
+            request = ProbeRequest(str(module), str(target), str(hostname), float(timeout),
+                                   bool(debug), float(started))  # fmt: skip
+            self.probing.probe(int(request_id), request)
+        elif kind == "cancel":
+            self.probing.cancel(int(message[1]))
         elif kind == "targets":
             if self._parsing:
                 self._held = message[1]
@@ -169,7 +229,7 @@ class MainLink(protocol.Protocol):
         self._config_version += 1
         version = self._config_version
         if text is None:
-            self.probing.set_modules(Config().modules, int(inflight), int(body))
+            self.probing.set_config(Config(), int(inflight), int(body))
             self._parsing = False
             held, self._held = self._held, None
             if held is not None:
@@ -181,7 +241,7 @@ class MainLink(protocol.Protocol):
 
         def parsed(config: Config) -> None:
             if version == self._config_version:  # a later config supersedes this one
-                self.probing.set_modules(config.modules, int(inflight), int(body))
+                self.probing.set_config(config, int(inflight), int(body))
 
         def failed(reason: Failure) -> None:
             exc = reason.value

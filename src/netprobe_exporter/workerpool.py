@@ -16,7 +16,12 @@ replaced; one that sends a frame that does not decode is too. Each restart count
 ``netprobe_worker_restarts_total``. Worker log events and stderr lines come out of the main
 process's log with ``worker=``.
 
-``/probe`` requests are not handed to workers: the main process serves them itself.
+``/probe``: requests are handed to workers (rather than workers sharing the listening
+socket), so the main process keeps HTTP, TLS, basic auth, the parameter checks and
+probe_policy's limits in one place; the worker with the fewest requests running probes and
+renders the answer (metrics or debug page), the main process writes it. With no worker up,
+or one that exits or lacks the module (a reload it has not parsed yet), the main process
+probes itself.
 """
 
 from __future__ import annotations
@@ -40,7 +45,15 @@ from netprobe_exporter.configmanager import ConfigChange, describe
 from netprobe_exporter.frames import WORKER_FRAME_LIMIT, FrameDecoder, FrameError, encode
 from netprobe_exporter.metrics import MetricsStore, SeriesPlan, TargetSeries, series_key
 from netprobe_exporter.model import stable_hash
-from netprobe_exporter.workerproto import LEVELS, decode_result
+from netprobe_exporter.probe_endpoint import (
+    DEBUG,
+    METRICS,
+    REFUSED,
+    Outcome,
+    ProbeRequest,
+    WorkerUnavailable,
+)
+from netprobe_exporter.workerproto import FAILED, LEVELS, UNAVAILABLE, decode_result
 
 log = Logger()
 
@@ -57,6 +70,7 @@ MAX_BACKOFF = 1.0
 MAX_LINE = 4096
 
 Spawn = Callable[["WorkerLink"], IProcessTransport]
+_ANSWERS = frozenset((METRICS, DEBUG, REFUSED, UNAVAILABLE, FAILED))
 
 
 def worker_of(target: Target, count: int) -> int:
@@ -96,6 +110,8 @@ class WorkerLink(protocol.ProcessProtocol):
         self.dropped = False
         self.decoder = FrameDecoder(WORKER_FRAME_LIMIT)
         self._stderr = b""
+        #: /probe requests handed to it and not answered yet
+        self.requests: dict[int, Deferred[Outcome]] = {}
 
     def send(self, frame: bytes) -> None:
         if self.process is not None and not self.ended:
@@ -128,6 +144,9 @@ class WorkerLink(protocol.ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self.ended = True
+        requests, self.requests = self.requests, {}
+        for d in requests.values():  # probed again in the main process
+            d.errback(Failure(WorkerUnavailable(f"probe worker {self.index} exited")))
         self.pool.ended(self, reason)
 
 
@@ -186,6 +205,7 @@ class WorkerPool(Service):
         self._table: dict[int, tuple[Target, TargetSeries]] = {}
         self._watch: task.LoopingCall | None = None
         self._stopping: list[Deferred[None]] = []
+        self._request_id = 0
         store.stats.inflight_source = self.inflight
 
     @property
@@ -311,6 +331,8 @@ class WorkerPool(Service):
             link.inflight = _count(message[1])
         elif kind == "l":
             self._log(link, message)
+        elif kind == "p":
+            self._answer(link, message)
         else:
             raise FrameError("unknown frame kind")
 
@@ -343,6 +365,41 @@ class WorkerPool(Service):
             stats.lag.observe(max(0.0, float(lag)))
         stats.skipped += _count(skipped)
         link.inflight = _count(inflight)
+
+    def _answer(self, link: WorkerLink, message: list[Any]) -> None:
+        _, request_id, kind, body = message
+        if kind not in _ANSWERS or type(body) is not str:
+            raise FrameError("a /probe answer needs a known kind and a text")
+        d = link.requests.pop(request_id, None)
+        if d is None:
+            return  # cancelled meanwhile
+        if kind == UNAVAILABLE:
+            d.errback(Failure(WorkerUnavailable(body or "the worker has not the module yet")))
+        elif kind == FAILED:
+            d.errback(Failure(RuntimeError(f"the probe failed in worker {link.index}")))
+        else:
+            d.callback((kind, body))
+
+    # /probe
+    def probe(self, request: ProbeRequest) -> Deferred[Outcome] | None:
+        """Hand a checked /probe request to the worker with the fewest running; None if no
+        worker is up (the caller then probes in this process)."""
+        live = [x for x in self.links if x is not None and not x.ended and not x.dropped]
+        if not live or self._config_frame is None:
+            return None
+        link = min(live, key=lambda x: len(x.requests))
+        self._request_id += 1
+        request_id = self._request_id
+
+        def cancel(_: Deferred[Outcome]) -> None:
+            if link.requests.pop(request_id, None) is not None:
+                link.send(encode(["cancel", request_id]))
+
+        d: Deferred[Outcome] = Deferred(cancel)
+        link.requests[request_id] = d
+        link.send(encode(["probe", request_id, request.module, request.target, request.hostname,
+                          request.timeout, request.debug, request.started]))  # fmt: skip
+        return d
 
     def _log(self, link: WorkerLink, message: list[Any]) -> None:
         _, level, text, fields = message

@@ -5,6 +5,8 @@ Main to worker:
 - ``["config", filename | None, text | None, max_inflight, max_body_bytes]``: the config bytes
   the main process parsed (None: the embedded default); the worker parses its modules only.
 - ``["targets", [[id, address, module, interval], ...]]``: exactly the targets it probes now.
+- ``["probe", id, module, target, hostname, timeout, debug, started]``: a checked ``/probe``
+  request; ``["cancel", id]`` when its client went away.
 
 Worker to main:
 
@@ -12,6 +14,8 @@ Worker to main:
   scheduler lag of each probe started, slots skipped and probes running now.
 - ``["h", inflight]``: a heartbeat (a worker silent for long is hung).
 - ``["l", level, message, fields]``: one log event, logged again by the main process.
+- ``["p", id, kind, body]``: a ``/probe`` answer, rendered (``probe_endpoint.outcome``), or
+  ``unavailable`` (the main process probes itself) or ``failed`` (a 500).
 
 A result carries the core ``ProbeResult`` fields and the calls its details made on a recording
 ``SeriesSink``, so the main process replays them into the target's series without knowing the
@@ -36,6 +40,8 @@ _FAMILIES: dict[str, int] = {
 #: a result's detail text or info label value is cut to this many characters
 MAX_TEXT = 4096
 LEVELS = ("debug", "info", "warn", "error", "critical")
+#: ``/probe`` answers besides probe_endpoint's METRICS, DEBUG and REFUSED
+UNAVAILABLE, FAILED = "unavailable", "failed"
 
 
 class RecordingSink(SeriesSink):

@@ -133,3 +133,23 @@ def test_sigterm_with_probes_in_flight_stops_every_process_within_2s(
         assert time.monotonic() - sent < 2.0, exporter.stderr()
     alive = [p for p in workers if Path(f"/proc/{p}").exists()]
     assert alive == [], "worker processes outlived the exporter"
+
+
+def test_probe_requests_are_answered_by_workers_with_the_policy_applied(
+    procs: Processes, tmp_path: Path, ports: list[int]
+) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        f"targets:\n  - address: 127.0.0.1:{ports[0]}\nprobe_policy:\n  deny: [127.0.0.2/32]\n"
+    )
+    exporter = procs.start_exporter(f"--config.file={config}", "--probe.workers=2")
+    workers_of(exporter)
+    wait_for(lambda: exporter.get("/-/ready").status == 200, 10, "readiness")
+    for _ in range(4):  # more than one worker's share
+        ok = exporter.get(f"/probe?target=127.0.0.1:{ports[1]}&module=tcp_connect")
+        assert ok.status == 200 and "probe_success 1" in ok.text, ok
+    refused = exporter.get(f"/probe?target=127.0.0.2:{ports[1]}&module=tcp_connect")
+    assert refused.status == 403 and "probe_policy" in refused.text, refused
+    debug = exporter.get(f"/probe?target=127.0.0.1:{ports[1]}&module=tcp_connect&debug=true")
+    assert debug.status == 200 and "Probe succeeded" in debug.text, debug
+    assert value(exporter.metrics(), "netprobe_probe_requests_total") == 6

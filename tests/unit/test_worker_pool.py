@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet import error
+from twisted.internet import defer, error
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -14,6 +14,7 @@ from netprobe_exporter.configmanager import ConfigChange
 from netprobe_exporter.frames import MAIN_FRAME_LIMIT, FrameDecoder, encode
 from netprobe_exporter.metrics import MetricsStore, series_key
 from netprobe_exporter.model import Target
+from netprobe_exporter.probe_endpoint import ProbeRequest, WorkerUnavailable
 from netprobe_exporter.workerpool import HANG_TIMEOUT, WorkerLink, WorkerPool, worker_of
 
 WALL = 1_700_000_000.0
@@ -206,3 +207,49 @@ def test_worker_logs_and_stderr_are_logged_with_the_worker(pool: Any) -> None:
     ours = [(e["log_format"], e.get("target"), e.get("line")) for e in seen if e.get("worker") == 1]
     assert ("probe failed", "x", None) in ours
     assert ("worker output", None, "Traceback (most") in ours
+
+
+def probe_request() -> ProbeRequest:
+    return ProbeRequest("tcp_connect", "127.0.0.1:9", "", 5.0, False, WALL)
+
+
+def test_a_probe_request_goes_to_the_least_busy_worker_and_back(pool: Any) -> None:
+    p, spawner, _, _ = pool
+    first = p.probe(probe_request())
+    second = p.probe(probe_request())
+    sent = [(i, m) for i in range(2) for m in spawner.live(i)[1].received if m[0] == "probe"]
+    assert sorted(i for i, _ in sent) == [0, 1], "one request each"
+    got: list[object] = []
+    first.addCallback(got.append)
+    second.addCallback(got.append)
+    for i, m in sent:
+        spawner.live(i)[0].childDataReceived(1, encode(["p", m[1], "metrics", f"body {i}\n"]))
+    assert sorted(got) == [("metrics", "body 0\n"), ("metrics", "body 1\n")]  # type: ignore[type-var]
+
+
+def test_a_probe_whose_worker_exits_or_cannot_is_unavailable(pool: Any) -> None:
+    p, spawner, _, _ = pool
+    failures: list[Failure] = []
+    for _ in range(2):
+        p.probe(probe_request()).addErrback(failures.append)
+    link0, process0 = spawner.live(0)
+    (request,) = [m for m in process0.received if m[0] == "probe"]
+    link0.childDataReceived(1, encode(["p", request[1], "unavailable", ""]))
+    died(spawner.live(1)[0])
+    assert [f.check(WorkerUnavailable) for f in failures] == [WorkerUnavailable] * 2
+
+
+def test_a_cancelled_probe_is_cancelled_in_the_worker(pool: Any) -> None:
+    p, spawner, _, _ = pool
+    d = p.probe(probe_request())
+    d.addErrback(lambda f: f.trap(defer.CancelledError))
+    d.cancel()
+    sent = [m for i in range(2) for m in spawner.live(i)[1].received if m[0] in ("probe", "cancel")]
+    assert [m[0] for m in sent] == ["probe", "cancel"] and sent[0][1] == sent[1][1]
+
+
+def test_no_worker_up_means_probing_in_the_main_process(pool: Any) -> None:
+    p, spawner, _, _ = pool
+    died(spawner.live(0)[0])
+    died(spawner.live(1)[0])
+    assert p.probe(probe_request()) is None
