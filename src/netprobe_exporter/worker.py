@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, cast
 
-from twisted.internet import protocol, stdio, task, threads
+from twisted.internet import defer, protocol, stdio, task, threads
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorTime, ITransport
 from twisted.logger import ILogObserver, Logger, LogLevel, globalLogBeginner
@@ -41,7 +41,7 @@ from netprobe_exporter.probe_endpoint import (
 )
 from netprobe_exporter.probes import ProbeContext, Prober, ProbeReactor, ProbeResult, registry
 from netprobe_exporter.resolver import Resolver
-from netprobe_exporter.scheduler import Scheduler
+from netprobe_exporter.scheduler import SchedulePlan, Scheduler, TargetKey
 from netprobe_exporter.workerproto import FAILED, UNAVAILABLE, encode_result
 
 log = Logger(namespace="netprobe_exporter.worker")  # also when run as __main__
@@ -88,16 +88,22 @@ class WorkerProbing:
         self.scheduler.max_inflight = inflight
         self.scheduler.drain()
 
-    def set_targets(self, rows: list[list[Any]]) -> None:
-        ids: dict[tuple[str, str], int] = {}
+    def plan_targets(self, rows: list[list[Any]]) -> tuple[dict[TargetKey, int], SchedulePlan]:
+        """The ids and schedule of a target list; only reads the running schedule, so a big
+        list is planned off the reactor (as the main process plans a reload)."""
+        ids: dict[TargetKey, int] = {}
         targets: list[Target] = []
         for target_id, address, module, interval in rows:
             t = Target(str(address), str(module), float(interval))
             ids[t.key] = int(target_id)
             targets.append(t)
+        return ids, self.scheduler.plan(targets)
+
+    def commit_targets(self, planned: tuple[dict[TargetKey, int], SchedulePlan]) -> None:
+        ids, plan = planned
         self.ids = ids
-        self.scheduler.update(targets)
-        log.info("targets assigned", targets=len(targets))
+        self.scheduler.commit(plan)
+        log.info("targets assigned", targets=len(plan.entries))
 
     def _run(self, target: Target, budget: float) -> Deferred[ProbeResult]:
         module = self.modules[target.module]
@@ -181,10 +187,9 @@ class MainLink(protocol.Protocol):
         self.probing = WorkerProbing(clock, ctx, registry(), self.send)
         self._beat = task.LoopingCall(self.probing.heartbeat)
         self._beat.clock = clock
-        self._config_version = 0
-        #: a target list that came while its config was being parsed waits for it
-        self._parsing = False
-        self._held: list[list[Any]] | None = None
+        #: config and target changes not applied yet (``_serially``), and their chain
+        self._changing = 0
+        self._serial: Deferred[None] = defer.succeed(None)
 
     def send(self, message: list[Any]) -> None:
         if self.out is not None:
@@ -206,11 +211,9 @@ class MainLink(protocol.Protocol):
 
     def handle(self, message: list[Any]) -> None:
         kind = message[0]
-        if kind == "config":
-            self._config(message)
-        elif kind == "probe":
+        if kind == "probe":
             _, request_id, module, target, hostname, timeout, debug, started = message
-            if self._parsing:  # its module may be about to change: the main process probes
+            if self._changing:  # its module may be about to change: the main process probes
                 self.send(["p", request_id, UNAVAILABLE, ""])
                 return
             request = ProbeRequest(str(module), str(target), str(hostname), float(timeout),
@@ -218,46 +221,40 @@ class MainLink(protocol.Protocol):
             self.probing.probe(int(request_id), request)
         elif kind == "cancel":
             self.probing.cancel(int(message[1]))
-        elif kind == "targets":
-            if self._parsing:
-                self._held = message[1]
-            else:
-                self.probing.set_targets(message[1])
+        elif kind in ("config", "targets"):
+            self._serially(message)
 
-    def _config(self, message: list[Any]) -> None:
+    def _serially(self, message: list[Any]) -> None:
+        """Config and target lists take effect in the order sent, each built off the reactor
+        (the config's modules, a big target list's schedule), then swapped in on it."""
+        self._changing += 1
+
+        def step(_: object) -> Deferred[None]:
+            d = self._config(message) if message[0] == "config" else self._targets(message[1])
+            return d.addErrback(self._change_failed)
+
+        def done(_: object) -> None:
+            self._changing -= 1
+
+        self._serial = self._serial.addCallback(step).addBoth(done)
+
+    def _targets(self, rows: list[list[Any]]) -> Deferred[None]:
+        probing = self.probing
+        return threads.deferToThread(probing.plan_targets, rows).addCallback(probing.commit_targets)
+
+    def _config(self, message: list[Any]) -> Deferred[None]:
         _, filename, text, inflight, body = message
-        self._config_version += 1
-        version = self._config_version
         if text is None:
             self.probing.set_config(Config(), int(inflight), int(body))
-            self._parsing = False
-            held, self._held = self._held, None
-            if held is not None:
-                self.probing.set_targets(held)
-            return
-        self._parsing = True
-        # off the reactor: a big config's YAML takes long to compose, and probes are due
-        d = threads.deferToThread(parse_modules, str(text).encode(), str(filename))
+            return defer.succeed(None)
+        d = threads.deferToThread(parse_modules, str(text), str(filename))
+        return d.addCallback(lambda c: self.probing.set_config(c, int(inflight), int(body)))
 
-        def parsed(config: Config) -> None:
-            if version == self._config_version:  # a later config supersedes this one
-                self.probing.set_config(config, int(inflight), int(body))
-
-        def failed(reason: Failure) -> None:
-            exc = reason.value
-            errors = exc.errors if isinstance(exc, ConfigError) else [describe(exc)]
-            for line in errors:
-                log.error("config from the main process rejected", error=line)
-
-        def release(_: object) -> None:
-            if version != self._config_version:
-                return
-            self._parsing = False
-            held, self._held = self._held, None
-            if held is not None:
-                self.probing.set_targets(held)
-
-        d.addCallbacks(parsed, failed).addBoth(release)
+    def _change_failed(self, reason: Failure) -> None:
+        exc = reason.value
+        errors = exc.errors if isinstance(exc, ConfigError) else [describe(exc)]
+        for line in errors:
+            log.error("change from the main process not applied", error=line)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         """stdin ended: the main process is gone or stopping us."""

@@ -167,9 +167,10 @@ class PoolChange:
 
 
 def config_frame(config: Config, workers: int) -> bytes:
-    """The config as a worker rebuilds its modules from it: the bytes the main process parsed."""
+    """The config as a worker rebuilds its modules from it: the text the main process parsed,
+    less its targets (``Config.worker_text``)."""
     limits = config.limits
-    text = None if config.text is None else config.text.decode()
+    text = config.worker_text
     inflight = max(1, -(-limits.max_concurrent_probes // workers))
     return encode(["config", config.source, text, inflight, limits.max_body_bytes])
 
