@@ -720,6 +720,8 @@ def parse_modules(text: str | bytes, filename: str) -> Config:
     """A config's modules, limits and policy, its targets and target_files ignored (a probe
     worker is sent its targets)."""
     root = compose(text, filename, "YAML")
+    if root is None:  # nothing but targets: the built-in modules and default limits
+        return Config(source=filename)
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError([f"{filename}: not a mapping"])
     try:

@@ -34,21 +34,24 @@ def encode(message: list[Any]) -> bytes:
 
 
 class FrameDecoder:
-    """Splits a byte stream into messages; keeps at most one partial frame."""
+    """Splits a byte stream into messages; keeps at most one partial frame. Frames over
+    ``raw_above`` bytes come out undecoded, for ``decode_body`` elsewhere (a thread)."""
 
-    __slots__ = ("_buffer", "limit")
+    __slots__ = ("_buffer", "limit", "raw_above")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, raw_above: int | None = None) -> None:
         self.limit = limit
+        self.raw_above = limit if raw_above is None else raw_above
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[list[Any]]:
-        """The complete messages ``data`` finishes; raise FrameError on the first bad one."""
+    def feed(self, data: bytes) -> list[Any]:
+        """The complete messages ``data`` finishes (decoded, or the bytes of a big one);
+        raise FrameError on the first bad one."""
         buf = self._buffer
         buf += data
         start = 0
         end = len(buf)
-        out: list[list[Any]] = []
+        out: list[Any] = []
         try:
             while end - start >= HEADER:
                 (size,) = _LENGTH.unpack_from(buf, start)
@@ -58,7 +61,7 @@ class FrameDecoder:
                     break
                 body = bytes(buf[start + HEADER : start + HEADER + size])
                 start += HEADER + size
-                out.append(_decode(body))
+                out.append(body if size > self.raw_above else decode_body(body))
         finally:
             del buf[:start]
         return out
@@ -69,7 +72,8 @@ class FrameDecoder:
         return len(self._buffer)
 
 
-def _decode(body: bytes) -> list[Any]:
+def decode_body(body: bytes) -> list[Any]:
+    """One frame's message; FrameError if it is not a JSON array starting with its kind."""
     try:
         message = json.loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

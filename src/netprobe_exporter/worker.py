@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import signal
 import sys
 from collections.abc import Sequence
@@ -29,8 +30,14 @@ from zope.interface import provider
 from netprobe_exporter import logs
 from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.config import Config, ConfigError, parse_modules
-from netprobe_exporter.configmanager import describe
-from netprobe_exporter.frames import MAIN_FRAME_LIMIT, FrameDecoder, FrameError, encode
+from netprobe_exporter.configmanager import describe, freeze_if_big, no_full_collections
+from netprobe_exporter.frames import (
+    MAIN_FRAME_LIMIT,
+    FrameDecoder,
+    FrameError,
+    decode_body,
+    encode,
+)
 from netprobe_exporter.model import Module, Target
 from netprobe_exporter.probe_endpoint import (
     Outcome,
@@ -50,6 +57,8 @@ log = Logger(namespace="netprobe_exporter.worker")  # also when run as __main__
 FLUSH_DELAY = 0.02
 FLUSH_COUNT = 1000
 HEARTBEAT = 0.5
+#: frames larger than this (big target lists) are decoded off the reactor
+RAW_ABOVE = 64 * 1024
 
 
 class WorkerProbing:
@@ -93,11 +102,16 @@ class WorkerProbing:
         list is planned off the reactor (as the main process plans a reload)."""
         ids: dict[TargetKey, int] = {}
         targets: list[Target] = []
-        for target_id, address, module, interval in rows:
-            t = Target(str(address), str(module), float(interval))
-            ids[t.key] = int(target_id)
-            targets.append(t)
-        return ids, self.scheduler.plan(targets)
+        # as the main process builds a reload: no full collection (each holds the GIL, the
+        # reactor's too, for as long as it walks everything), then frozen out of later ones
+        with no_full_collections():
+            for target_id, address, module, interval in rows:
+                t = Target(str(address), str(module), float(interval))
+                ids[t.key] = int(target_id)
+                targets.append(t)
+            plan = self.scheduler.plan(targets)
+            freeze_if_big(len(targets))
+        return ids, plan
 
     def commit_targets(self, planned: tuple[dict[TargetKey, int], SchedulePlan]) -> None:
         ids, plan = planned
@@ -180,7 +194,7 @@ class MainLink(protocol.Protocol):
     def __init__(self, reactor: IReactorCore, level: str) -> None:
         self.reactor = reactor
         self.level = level
-        self.decoder = FrameDecoder(MAIN_FRAME_LIMIT)
+        self.decoder = FrameDecoder(MAIN_FRAME_LIMIT, raw_above=RAW_ABOVE)
         self.out: ITransport | None = None
         clock = IReactorTime(reactor)
         ctx = ProbeContext(cast(ProbeReactor, reactor), Resolver(clock))
@@ -207,7 +221,10 @@ class MainLink(protocol.Protocol):
             self.reactor.stop()
             return
         for message in messages:
-            self.handle(message)
+            if isinstance(message, bytes):  # a big config or target list: decoded in turn
+                self._serially(message)
+            else:
+                self.handle(message)
 
     def handle(self, message: list[Any]) -> None:
         kind = message[0]
@@ -224,14 +241,25 @@ class MainLink(protocol.Protocol):
         elif kind in ("config", "targets"):
             self._serially(message)
 
-    def _serially(self, message: list[Any]) -> None:
+    def _serially(self, message: list[Any] | bytes) -> None:
         """Config and target lists take effect in the order sent, each built off the reactor
-        (the config's modules, a big target list's schedule), then swapped in on it."""
+        (a big frame's JSON, the config's modules, a big target list's schedule), then
+        swapped in on it."""
         self._changing += 1
 
         def step(_: object) -> Deferred[None]:
-            d = self._config(message) if message[0] == "config" else self._targets(message[1])
+            if isinstance(message, bytes):
+                d = threads.deferToThread(decode_body, message).addCallback(change)
+            else:
+                d = change(message)
             return d.addErrback(self._change_failed)
+
+        def change(m: list[Any]) -> Deferred[None]:
+            if m[0] == "config":
+                return self._config(m)
+            if m[0] == "targets":
+                return self._targets(m[1])
+            raise FrameError("a big frame must be a config or a target list")
 
         def done(_: object) -> None:
             self._changing -= 1
@@ -299,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # stdout carries frames only: anything printed goes to stderr, which the main process logs
     sys.stdout = sys.stderr
     stdio.StandardIO(link)
+    # what the imports made lives as long as the process: out of every later full collection,
+    # or the first ones hold the reactor for a good part of a second on a busy machine
+    gc.freeze()
     # SIGTERM keeps its default action (exit at once, probes in flight or not); a terminal's
     # Ctrl-C reaches the whole process group, but stopping workers is the main process's job
     signal.signal(signal.SIGINT, signal.SIG_IGN)

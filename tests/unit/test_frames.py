@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from netprobe_exporter.frames import FrameDecoder, FrameError, encode
+from netprobe_exporter.frames import FrameDecoder, FrameError, decode_body, encode
 from netprobe_exporter.metrics import TargetSeries
 from netprobe_exporter.model import ProbeResult, Target
 from netprobe_exporter.probes.connect import ConnectInfo
@@ -89,3 +89,11 @@ def test_a_result_replayed_feeds_the_series_as_the_result_itself_does() -> None:
 def test_a_bad_result_is_a_frame_error(row: object) -> None:
     with pytest.raises(FrameError):
         decode_result(row)
+
+
+def test_big_frames_come_out_undecoded_for_later() -> None:
+    big = ["targets", [[i, f"127.0.0.1:{i}", "tcp_connect", 1.0] for i in range(100)]]
+    decoder = FrameDecoder(1 << 20, raw_above=256)
+    small, raw = decoder.feed(encode(["h", 0]) + encode(big))
+    assert small == ["h", 0]
+    assert isinstance(raw, bytes) and decode_body(raw) == big

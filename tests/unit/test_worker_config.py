@@ -46,3 +46,10 @@ def test_an_anchor_shared_with_the_targets_gets_the_whole_text() -> None:
 def test_flow_style_gets_the_whole_text() -> None:
     text = '{modules: {m: {prober: tcp}}, targets: [{address: "127.0.0.1:1", module: m}]}'
     assert parse_config(text, "c.yml").worker_text == text
+
+
+def test_a_config_of_targets_only_gives_workers_next_to_nothing() -> None:
+    text = "targets:\n" + "".join(f"  - address: 127.0.0.1:{p}\n" for p in range(1, 1000))
+    config = parse_config(text, "c.yml")
+    assert config.worker_text is not None and config.worker_text.strip() == ""
+    assert parse_modules(config.worker_text, "c.yml").modules == config.modules
