@@ -198,6 +198,7 @@ class WorkerPool(Service):
         self.config: Config | None = None
         self.links: list[WorkerLink | None] = [None] * count
         self._quick_deaths = [0] * count
+        self._answered = [False] * count
         self._respawns: list[IDelayedCall | None] = [None] * count
         self._config_frame: bytes | None = None
         self._target_frames: list[bytes] = [encode(["targets", []])] * count
@@ -211,8 +212,9 @@ class WorkerPool(Service):
 
     @property
     def probing(self) -> bool:
-        """A config is committed and the pool has not been stopped (workers may be restarting)."""
-        return bool(self.running) and self.config is not None
+        """A config is committed, every worker has answered once since the start and the pool
+        has not been stopped. A worker restarting later leaves it true: its series stay."""
+        return bool(self.running) and self.config is not None and all(self._answered)
 
     def inflight(self) -> int:
         return sum(link.inflight for link in self.links if link is not None)
@@ -325,6 +327,7 @@ class WorkerPool(Service):
     # frames from workers
     def handle(self, link: WorkerLink, message: list[Any]) -> None:
         link.last_seen = self._clock.seconds()
+        self._answered[link.index] = True
         kind = message[0]
         if kind == "b":
             self._batch(link, message)

@@ -66,6 +66,10 @@ def pool() -> tuple[WorkerPool, Spawner, Clock, MetricsStore]:
     p = WorkerPool(clock, spawner, store, lambda: WALL, 2)
     p.startService()
     p.prepare(ConfigChange(Config(), TARGETS)).commit()
+    assert not p.probing, "not ready before every worker has answered"
+    for link, _ in spawner.started:
+        link.childDataReceived(1, encode(["h", 0]))
+    assert p.probing
     return p, spawner, clock, store
 
 
