@@ -97,6 +97,10 @@ class Exporter:
         """Resident memory of the exporter and its probe workers together."""
         return sum(rss_bytes(pid) for pid in self.pids())
 
+    def pss_bytes(self) -> int:
+        """Their proportional set size: pages shared between them (libraries) counted once."""
+        return sum(pss_bytes(pid) for pid in self.pids())
+
 
 def child_pids(pid: int) -> list[int]:
     found: list[int] = []
@@ -118,6 +122,13 @@ def cpu_seconds(pid: int) -> float:
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def pss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
             return int(line.split()[1]) * 1024
     return 0
 

@@ -68,7 +68,7 @@ def main() -> None:
                 scraper.join(120)
             text1, render_once = ex.get("/metrics")
             cpu1, t1 = ex.cpu_seconds(), time.monotonic()
-            rss = ex.rss_bytes()
+            rss, pss = ex.rss_bytes(), ex.pss_bytes()
             processes = len(ex.pids())
     t0_text, t1_text = text0.decode(), text1.decode()
     probes = total(t1_text, "netprobe_probes_total") - total(t0_text, "netprobe_probes_total")
@@ -94,6 +94,7 @@ def main() -> None:
         "lag_p50_ms": round(quantile(0.5, lag0, lag1) * 1000, 3),
         "lag_p99_ms": round(quantile(0.99, lag0, lag1) * 1000, 3),
         "rss_mb": round(rss / 2**20, 1),
+        "pss_mb": round(pss / 2**20, 1),
         "processes": processes,
         "scrape_every_s": args.scrape_every,
         "scrapes": len(renders),
