@@ -11,10 +11,13 @@ which re-plan their schedule as one process does (kept targets keep their cadenc
 Results come back in batches and are replayed into the store's series here, so the series
 outlive any worker: one that exits (SIGKILL included) is started again within a second, sent
 the config and its targets, and its targets resume with their counters where they were. One
-that sends nothing for ``hang_timeout`` (it heartbeats every half second) is killed and
-replaced; one that sends a frame that does not decode is too. Each restart counts in
-``netprobe_worker_restarts_total``. Worker log events and stderr lines come out of the main
-process's log with ``worker=``.
+that sends nothing for ``hang_timeout`` (it heartbeats every half second; a new one has
+``START_TIMEOUT`` for its first frame) is killed and replaced; one that sends a frame that
+does not decode is too. Each restart counts in ``netprobe_worker_restarts_total``. Worker log
+events and stderr lines come out of the main process's log with ``worker=``.
+
+Why processes spawned, not forked: forking a running reactor copies its epoll set, timers and
+threads; a fresh interpreter costs a second of imports once, then only its own memory.
 
 ``/probe``: requests are handed to workers (rather than workers sharing the listening
 socket), so the main process keeps HTTP, TLS, basic auth, the parameter checks and
@@ -60,6 +63,8 @@ log = Logger()
 TargetKey = tuple[str, str]
 #: a worker silent this long (no heartbeat, no results) is hung: killed and replaced
 HANG_TIMEOUT = 5.0
+#: a worker's first frame may take this long (imports take seconds on a busy machine)
+START_TIMEOUT = 30.0
 #: after SIGTERM, a worker still running this long later is killed
 STOP_GRACE = 0.8
 #: a worker that lived at least this long before it died is restarted at once
@@ -102,6 +107,8 @@ class WorkerLink(protocol.ProcessProtocol):
         self.index = index
         self.started = now
         self.last_seen = now
+        #: set by its first frame: until then START_TIMEOUT applies, not the hang timeout
+        self.answered = False
         self.inflight = 0
         self.pid: int | None = None
         self.process: IProcessTransport | None = None
@@ -198,7 +205,6 @@ class WorkerPool(Service):
         self.config: Config | None = None
         self.links: list[WorkerLink | None] = [None] * count
         self._quick_deaths = [0] * count
-        self._answered = [False] * count
         self._respawns: list[IDelayedCall | None] = [None] * count
         self._config_frame: bytes | None = None
         self._target_frames: list[bytes] = [encode(["targets", []])] * count
@@ -212,9 +218,9 @@ class WorkerPool(Service):
 
     @property
     def probing(self) -> bool:
-        """A config is committed, every worker has answered once since the start and the pool
-        has not been stopped. A worker restarting later leaves it true: its series stay."""
-        return bool(self.running) and self.config is not None and all(self._answered)
+        """A config is committed and the pool has not been stopped: as with one process, ready
+        from the start (workers take a second to come up) and while a worker restarts."""
+        return bool(self.running) and self.config is not None
 
     def inflight(self) -> int:
         return sum(link.inflight for link in self.links if link is not None)
@@ -320,14 +326,17 @@ class WorkerPool(Service):
     def _check_hung(self) -> None:
         now = self._clock.seconds()
         for link in self.links:
-            if link is not None and not link.ended and now - link.last_seen > self.hang_timeout:
-                self.replace(link, f"no heartbeat for {self.hang_timeout:g}s")
+            if link is None or link.ended:
+                continue
+            limit = self.hang_timeout if link.answered else START_TIMEOUT
+            if now - link.last_seen > limit:
+                self.replace(link, f"no heartbeat for {limit:g}s")
                 link.last_seen = now  # one kill per timeout, should SIGKILL be slow to act
 
     # frames from workers
     def handle(self, link: WorkerLink, message: list[Any]) -> None:
         link.last_seen = self._clock.seconds()
-        self._answered[link.index] = True
+        link.answered = True
         kind = message[0]
         if kind == "b":
             self._batch(link, message)

@@ -15,7 +15,13 @@ from netprobe_exporter.frames import MAIN_FRAME_LIMIT, FrameDecoder, encode
 from netprobe_exporter.metrics import MetricsStore, series_key
 from netprobe_exporter.model import Target
 from netprobe_exporter.probe_endpoint import ProbeRequest, WorkerUnavailable
-from netprobe_exporter.workerpool import HANG_TIMEOUT, WorkerLink, WorkerPool, worker_of
+from netprobe_exporter.workerpool import (
+    HANG_TIMEOUT,
+    START_TIMEOUT,
+    WorkerLink,
+    WorkerPool,
+    worker_of,
+)
 
 WALL = 1_700_000_000.0
 
@@ -66,10 +72,6 @@ def pool() -> tuple[WorkerPool, Spawner, Clock, MetricsStore]:
     p = WorkerPool(clock, spawner, store, lambda: WALL, 2)
     p.startService()
     p.prepare(ConfigChange(Config(), TARGETS)).commit()
-    assert not p.probing, "not ready before every worker has answered"
-    for link, _ in spawner.started:
-        link.childDataReceived(1, encode(["h", 0]))
-    assert p.probing
     return p, spawner, clock, store
 
 
@@ -128,6 +130,7 @@ def test_a_hung_worker_is_killed_and_replaced(pool: Any) -> None:
     _p, spawner, clock, store = pool
     link0, process0 = spawner.live(0)
     link1, process1 = spawner.live(1)
+    link0.childDataReceived(1, encode(["h", 0]))  # both up
     for _ in range(int(HANG_TIMEOUT * 2) + 4):
         clock.advance(0.5)
         link1.childDataReceived(1, encode(["h", 0]))  # worker 1 heartbeats, worker 0 is silent
@@ -137,6 +140,17 @@ def test_a_hung_worker_is_killed_and_replaced(pool: Any) -> None:
     clock.advance(0.1)
     assert spawner.live(0)[0] is not link0
     assert store.stats.worker_restarts == 1
+
+
+def test_a_starting_worker_has_longer_than_the_hang_timeout(pool: Any) -> None:
+    _p, spawner, clock, _ = pool
+    (_, process0), (link1, process1) = spawner.live(0), spawner.live(1)
+    link1.childDataReceived(1, encode(["h", 0]))
+    clock.advance(HANG_TIMEOUT + 2)
+    assert process0.signals == [], "slow imports are not a hang"
+    assert process1.signals == ["KILL"]
+    clock.advance(START_TIMEOUT)
+    assert process0.signals == ["KILL"], "but a worker that never answers is"
 
 
 @pytest.mark.parametrize(
