@@ -205,6 +205,7 @@ class WorkerPool(Service):
         self.config: Config | None = None
         self.links: list[WorkerLink | None] = [None] * count
         self._quick_deaths = [0] * count
+        self._answered = [False] * count
         self._respawns: list[IDelayedCall | None] = [None] * count
         self._config_frame: bytes | None = None
         self._target_frames: list[bytes] = [encode(["targets", []])] * count
@@ -218,9 +219,10 @@ class WorkerPool(Service):
 
     @property
     def probing(self) -> bool:
-        """A config is committed and the pool has not been stopped: as with one process, ready
-        from the start (workers take a second to come up) and while a worker restarts."""
-        return bool(self.running) and self.config is not None
+        """A config is committed, every worker has answered once since the start (probing is
+        under way: imports take a second or more) and the pool has not been stopped. A worker
+        restarting later leaves it true: its series stay and it is back within seconds."""
+        return bool(self.running) and self.config is not None and all(self._answered)
 
     def inflight(self) -> int:
         return sum(link.inflight for link in self.links if link is not None)
@@ -337,6 +339,7 @@ class WorkerPool(Service):
     def handle(self, link: WorkerLink, message: list[Any]) -> None:
         link.last_seen = self._clock.seconds()
         link.answered = True
+        self._answered[link.index] = True
         kind = message[0]
         if kind == "b":
             self._batch(link, message)
