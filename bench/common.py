@@ -85,11 +85,33 @@ class Exporter:
             body: bytes = resp.read()
         return body, time.perf_counter() - t0
 
+    def pids(self) -> list[int]:
+        """The exporter and its probe workers."""
+        return [self.proc.pid, *child_pids(self.proc.pid)]
+
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.proc.pid)
+        """CPU of the exporter and its probe workers together."""
+        return sum(cpu_seconds(pid) for pid in self.pids())
 
     def rss_bytes(self) -> int:
-        return rss_bytes(self.proc.pid)
+        """Resident memory of the exporter and its probe workers together."""
+        return sum(rss_bytes(pid) for pid in self.pids())
+
+    def pss_bytes(self) -> int:
+        """Their proportional set size: pages shared between them (libraries) counted once."""
+        return sum(pss_bytes(pid) for pid in self.pids())
+
+
+def child_pids(pid: int) -> list[int]:
+    found: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return sorted(found)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -100,6 +122,13 @@ def cpu_seconds(pid: int) -> float:
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def pss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
             return int(line.split()[1]) * 1024
     return 0
 

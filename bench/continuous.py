@@ -1,7 +1,8 @@
 """Continuous capacity: N loopback targets probed every I seconds by one exporter.
 
 Reports probes/s achieved vs scheduled, exporter CPU seconds per 1,000 probes, scheduler lag
-p50/p99 (from netprobe_scheduler_lag_seconds over the measured window), RSS, and, with
+p50/p99 (from netprobe_scheduler_lag_seconds over the measured window), RSS (CPU and RSS of
+the exporter and its probe workers together; ``--workers N`` sets --probe.workers), and, with
 --scrape-every, the /metrics render time while Prometheus-sized scrapes run.
 
     python bench/continuous.py --targets 1000 --interval 1 --seconds 20
@@ -36,7 +37,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--scrape-every", type=float, default=0.0, help="0: no background scrapes")
     ap.add_argument("--extra", action="append", default=[], help="extra exporter flag")
+    ap.add_argument("--workers", type=int, default=None, help="--probe.workers (default: its)")
     args = ap.parse_args()
+    if args.workers is not None:
+        args.extra.append(f"--probe.workers={args.workers}")
     n, interval = args.targets, args.interval
     budget = args.warmup + args.seconds + 60
     with loopback_targets(n, budget) as ports:
@@ -64,7 +68,8 @@ def main() -> None:
                 scraper.join(120)
             text1, render_once = ex.get("/metrics")
             cpu1, t1 = ex.cpu_seconds(), time.monotonic()
-            rss = ex.rss_bytes()
+            rss, pss = ex.rss_bytes(), ex.pss_bytes()
+            processes = len(ex.pids())
     t0_text, t1_text = text0.decode(), text1.decode()
     probes = total(t1_text, "netprobe_probes_total") - total(t0_text, "netprobe_probes_total")
     ok = total(t1_text, "netprobe_probes_total", result="success") - total(
@@ -89,6 +94,8 @@ def main() -> None:
         "lag_p50_ms": round(quantile(0.5, lag0, lag1) * 1000, 3),
         "lag_p99_ms": round(quantile(0.99, lag0, lag1) * 1000, 3),
         "rss_mb": round(rss / 2**20, 1),
+        "pss_mb": round(pss / 2**20, 1),
+        "processes": processes,
         "scrape_every_s": args.scrape_every,
         "scrapes": len(renders),
         "render_p50_ms": round(percentile(renders, 0.5) * 1000, 1) if renders else None,

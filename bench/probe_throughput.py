@@ -45,7 +45,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None, help="--probe.workers (default: its)")
     args = ap.parse_args()
+    extra = [] if args.workers is None else [f"--probe.workers={args.workers}"]
     for tool in ("wrk", "prometheus-blackbox-exporter"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install {tool}")
@@ -62,23 +64,24 @@ def main() -> None:
         )  # fmt: skip
         try:
             time.sleep(1.0)
-            with exporter(OURS_CONFIG) as ours:
+            with exporter(OURS_CONFIG, *extra) as ours:
                 urls = {
                     "ours": f"{ours.base}/probe?module=tcp_connect&target={target}",
                     "blackbox": f"http://127.0.0.1:{bb_port}/probe?module=tcp_connect"
                     f"&target={target}",
                 }
-                pids = {"ours": ours.proc.pid, "blackbox": bb.pid}
+                # ours: the exporter and its probe workers together
+                cpu_of = {"ours": ours.cpu_seconds, "blackbox": lambda: cpu_seconds(bb.pid)}
                 runs: dict[str, list[dict[str, float]]] = {"ours": [], "blackbox": []}
                 for _ in range(args.rounds):
                     for who in ("ours", "blackbox"):
-                        cpu0 = cpu_seconds(pids[who])
+                        cpu0 = cpu_of[who]()
                         rps, p99, bad = wrk(urls[who], args.seconds, args.connections,
                                             args.threads)  # fmt: skip
-                        cpu = cpu_seconds(pids[who]) - cpu0
+                        used = cpu_of[who]() - cpu0
                         runs[who].append({
                             "rps": rps, "p99_ms": p99, "non_2xx": bad,
-                            "cpu_us_per_request": cpu / max(rps * args.seconds, 1) * 1e6,
+                            "cpu_us_per_request": used / max(rps * args.seconds, 1) * 1e6,
                         })  # fmt: skip
         finally:
             bb.terminate()

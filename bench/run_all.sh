@@ -24,4 +24,5 @@ run reload-50000 reload.py --targets 50000
 run resolver resolver.py --lookups 3000 --rounds 5
 run icmp-1000 icmp.py --targets 1000 --silent 50 --interval 1 --seconds 20
 run icmp-1000-packets5 icmp.py --targets 1000 --silent 50 --interval 1 --seconds 20 --packets 5
+run worker-restart-10000 worker_restart.py --targets 10000 --interval 1
 run soak-10000 soak.py --targets 10000 --minutes 10

@@ -1,5 +1,8 @@
 """The exporter as one ``MultiService``: config manager, continuous probing and web service.
 
+Continuous probing is the in-process ``ProbingService`` with ``workers=0``, else a
+``WorkerPool`` of probe worker processes (``workerpool``) feeding the same store.
+
 ``App`` only assembles: it takes the collaborators (reactor, resolver, wall clock, store,
 registry, web config) and wires the three services together. They start in the order web
 (listeners), probing, config (which loads the config and commits it to the other two) and
@@ -35,6 +38,7 @@ from netprobe_exporter.configmanager import (
     no_full_collections,
 )
 from netprobe_exporter.metrics import MetricsStore
+from netprobe_exporter.probe_endpoint import Handoff
 from netprobe_exporter.probes import (
     AddressResolver,
     ProbeContext,
@@ -53,6 +57,7 @@ from netprobe_exporter.webservice import (
     self_probe_address,
     split_listen_address,
 )
+from netprobe_exporter.workerpool import Spawn, WorkerPool, spawn_process
 
 T = TypeVar("T")
 
@@ -106,6 +111,9 @@ class App(MultiService):
         metrics_registry: CollectorRegistry | None = None,
         probers: Mapping[str, Prober] | None = None,
         offload: Offload | None = None,
+        workers: int = 0,
+        spawn: Spawn | None = None,
+        log_level: str = "info",
     ) -> None:
         super().__init__()
         if web_config is None and web_config_file is not None:
@@ -119,7 +127,14 @@ class App(MultiService):
         # the running reactor provides every interface a prober uses (ProbeReactor)
         ctx = ProbeContext(cast(ProbeReactor, reactor), resolver or Resolver(clock))
         found = dict(probers) if probers is not None else registry()
-        self.probing = ProbingService(clock, ctx, found, self.store, wall)
+        self.probing: ProbingService | WorkerPool
+        handoff: Handoff | None = None
+        if workers > 0:
+            spawn = spawn or spawn_process(reactor, log_level)
+            self.probing = pool = WorkerPool(clock, spawn, self.store, wall, workers)
+            handoff = pool.probe  # /probe runs in the workers too (main keeps HTTP and checks)
+        else:
+            self.probing = ProbingService(clock, ctx, found, self.store, wall)
         self.manager = ConfigManager(
             clock,
             offload or ThreadOffload(reactor),
@@ -143,6 +158,7 @@ class App(MultiService):
             web_config=web_config,
             web_config_file=web_config_file,
             timeout_offset=timeout_offset,
+            handoff=handoff,
         )
         self.manager.subscribe(self.probing)
         self.manager.subscribe(self.web)
@@ -177,11 +193,13 @@ class App(MultiService):
     # the probing service's
     @property
     def scheduler(self) -> Scheduler:
+        assert isinstance(self.probing, ProbingService), "probing runs in worker processes"
         return self.probing.scheduler
 
     @property
     def probers(self) -> dict[str, Prober]:
         """Continuous probing's probers (a test may replace one before ``apply``)."""
+        assert isinstance(self.probing, ProbingService), "probing runs in worker processes"
         return self.probing.probers
 
     # the web service's

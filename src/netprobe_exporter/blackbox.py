@@ -150,13 +150,33 @@ def debug_output(
     module: Module, target: str, timeout: float, r: ProbeResult, started: float
 ) -> str:
     """blackbox's ``debug=true`` page: the probe's log, the metrics, the module."""
-    begin = {"probe": module.prober, "timeout_seconds": go_float(timeout)}
-    head = [(started, "info", "Beginning probe", begin)]
+    entries = list(r.log or [])
+    return debug_page(
+        module, target, timeout, entries, r.log_dropped, r.log_dropped_at, render(r), started
+    )
+
+
+def debug_page(
+    module: Module,
+    target: str,
+    timeout: float,
+    entries: list[tuple[float, str, str, dict[str, object]]],
+    dropped: int,
+    dropped_at: int,
+    metrics: str,
+    started: float,
+) -> str:
+    """The debug page from its parts: a probe worker sends the notes and the metrics text, so
+    the main process can make the page of a kept request only when ``/logs`` asks for it."""
+    begin: dict[str, object] = {"probe": module.prober, "timeout_seconds": go_float(timeout)}
+    head: list[tuple[float, str, str, dict[str, object]]] = [
+        (started, "info", "Beginning probe", begin)
+    ]
     lines = []
     shown = redact_url(target)
-    entries = list(r.log or [])
-    if r.log_dropped:  # the log was full: say how much is missing, where it is missing
-        entries.insert(r.log_dropped_at, (0.0, "", f"… {r.log_dropped} more lines", {}))
+    entries = list(entries)
+    if dropped:  # the log was full: say how much is missing, where it is missing
+        entries.insert(dropped_at, (0.0, "", f"… {dropped} more lines", {}))
     for ts, level, msg, fields in head + entries:
         if not level:
             lines.append(msg + "\n")
@@ -168,6 +188,6 @@ def debug_output(
         )
     return (
         "Logs for the probe:\n" + "".join(lines)
-        + "\n\n\nMetrics that would have been returned:\n" + render(r)
+        + "\n\n\nMetrics that would have been returned:\n" + metrics
         + "\n\n\nModule configuration:\n" + module_yaml(module)
     )  # fmt: skip

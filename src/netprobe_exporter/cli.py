@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -22,12 +23,21 @@ if TYPE_CHECKING:
 log = Logger()
 
 EXIT_OK, EXIT_CONFIG, EXIT_LISTEN = 0, 1, 2
+#: more probe workers than this is surely a typo (each is a Python process of ~30 MB)
+MAX_WORKERS = 256
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
+def _workers(text: str) -> int:
+    if not text.isdigit() or int(text) > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers from 0 to "
+                                         f"{MAX_WORKERS}")  # fmt: skip
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="0/1",
         metavar="INDEX/COUNT",
         help="probe only this replica's share of the continuous targets (default 0/1: all)",
+    )
+    p.add_argument(
+        "--probe.workers",
+        dest="workers",
+        type=_workers,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="probe worker processes (default: the number of CPUs; 0: probe in this process)",
     )
     p.add_argument(
         "--timeout-offset",
@@ -163,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         web_config_file=args.web_config_file,
         web_config=web_config,
         listen=listen,
+        workers=args.workers,
+        log_level=args.log_level,
     )
     app.web.history.limit = args.history_limit
     try:

@@ -115,6 +115,9 @@ class Config:
     probe_policy: ProbePolicy = field(default_factory=ProbePolicy)
     limits: Limits = field(default_factory=Limits)
     target_files: tuple[TargetFiles, ...] = ()
+    #: the document parsed without its targets and target_files: what probe workers parse
+    #: their modules from (None: the embedded default)
+    worker_text: str | None = field(default=None, repr=False, compare=False)
 
 
 class ConfigError(Exception):
@@ -701,7 +704,11 @@ def parse_config(text: str | bytes, filename: str = "config.yml") -> Config:
     if root is None:
         raise ConfigError([f"{filename}: empty config: expected a mapping with modules or targets"])
     try:
-        return _parse_root(root, filename)
+        config = _parse_root(root, filename)
+        if isinstance(root, yaml.MappingNode):
+            source = text.decode() if isinstance(text, bytes) else text  # compose decoded it
+            config = dataclasses.replace(config, worker_text=_worker_text(source, root, config))
+        return config
     finally:
         release(root)
 
@@ -777,6 +784,51 @@ def over_limits(config: Config, targets: Sequence[Target]) -> str | None:
 def load_config(path: str) -> Config:
     """Read and parse ``path``; an unreadable file is a ConfigError like any other."""
     return parse_config(read_file(path), path)
+
+
+_WORKERS_SKIP = ("targets", "target_files")
+
+
+def _skipped(knode: yaml.Node) -> bool:
+    return isinstance(knode, yaml.ScalarNode) and knode.value in _WORKERS_SKIP
+
+
+def parse_modules(text: str | bytes, filename: str) -> Config:
+    """A config's modules, limits and policy, its targets and target_files ignored (a probe
+    worker is sent its targets)."""
+    root = compose(text, filename, "YAML")
+    if root is None:  # nothing but targets: the built-in modules and default limits
+        return Config(source=filename)
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError([f"{filename}: not a mapping"])
+    try:
+        root.value = [(k, v) for k, v in root.value if not _skipped(k)]
+        return _parse_root(root, filename)
+    finally:
+        release(root)
+
+
+def _worker_text(text: str, root: yaml.MappingNode, config: Config) -> str:
+    """``text`` without its top-level targets and target_files, cut where the parser found
+    them, so that workers do not scan 50,000 targets to read a few modules. Checked by
+    parsing it: when the cut text does not give the same modules, policy and limits (flow
+    style, anchors used across sections), workers get the whole text."""
+    spans = sorted((k.start_mark.index, v.end_mark.index) for k, v in root.value if _skipped(k))
+    if not spans or root.flow_style:
+        return text
+    parts, pos = [], 0
+    for start, end in spans:
+        parts.append(text[pos:start])
+        pos = end
+    parts.append(text[pos:])
+    cut = "".join(parts)
+    try:
+        again = parse_modules(cut, config.source)
+    except ConfigError:
+        return text
+    same = (again.modules, again.probe_policy, again.limits) == (
+        config.modules, config.probe_policy, config.limits)  # fmt: skip
+    return cut if same else text
 
 
 def with_extra_targets(

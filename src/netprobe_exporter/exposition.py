@@ -424,6 +424,9 @@ def exporter_values(store: MetricsStore) -> list[ExporterFamily]:
         ("netprobe_target_file_read_errors_total", "counter",
          "Target file reads that failed (the file's previous targets were kept).",
          [((), st.target_file_errors)]),
+        ("netprobe_worker_restarts_total", "counter",
+         "Probe worker processes started again after one exited or stopped answering.",
+         [((), st.worker_restarts)]),
     ]  # fmt: skip
 
 

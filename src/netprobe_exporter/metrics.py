@@ -315,6 +315,8 @@ class ExporterStats:
     reload_errors: list[str] = field(default_factory=list)
     #: why target files were last refused (empty while they are healthy), for the status page
     target_file_problems: list[str] = field(default_factory=list)
+    #: probe workers started again after one exited or hung
+    worker_restarts: int = 0
 
     def __post_init__(self) -> None:
         self.inflight_source: Callable[[], int] = lambda: 0

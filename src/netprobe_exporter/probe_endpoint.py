@@ -14,7 +14,7 @@ import gzip
 import time
 from collections.abc import Callable
 
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
@@ -80,7 +80,87 @@ def _with_host(module: Module, hostname: str) -> Module:
     return dataclasses.replace(module, options=options)
 
 
+#: what a probe's answer is: the ``/probe`` metrics, the debug page, or a probe_policy refusal
+METRICS, DEBUG, REFUSED = "metrics", "debug", "refused"
+LogEntry = tuple[float, str, str, dict[str, object]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """A finished probe's answer, rendered where it ran (here or in a probe worker), with what
+    the ``/probe`` history keeps of it."""
+
+    kind: str
+    body: str
+    success: bool = False
+    result: str = ""
+    duration: float = 0.0
+    detail: str = ""
+    #: the probe's notes, when they were kept (debug, or the history is on)
+    log: tuple[LogEntry, ...] | None = None
+    log_dropped: int = 0
+    log_dropped_at: int = 0
+    log_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """A checked ``/probe`` request, as handed to a probe worker."""
+
+    module: str
+    target: str
+    hostname: str
+    timeout: float
+    debug: bool
+    started: float
+    #: keep the probe's notes (for the history's debug page) even without ``debug``
+    keep_log: bool = False
+
+
+class WorkerUnavailable(Exception):
+    """A probe worker could not answer (it exited, or has not the module yet)."""
+
+
+Handoff = Callable[[ProbeRequest], "Deferred[Outcome] | None"]
+
+
+def outcome(
+    result: ProbeResult, module: Module, target: str, timeout: float, debug: bool, started: float
+) -> Outcome:
+    """What a finished probe answers, rendered where it ran (here or in a probe worker)."""
+    if result.policy_refused is not None:
+        return Outcome(REFUSED, result.policy_refused)
+    if debug:
+        kind, body = DEBUG, blackbox.debug_output(module, target, timeout, result, started)
+    else:
+        kind, body = METRICS, blackbox.render(result)
+    log = None if result.log is None else tuple(result.log)
+    return Outcome(
+        kind, body, result.success, result.result, result.duration, result.detail, log,
+        result.log_dropped, result.log_dropped_at, result.log_bytes,
+    )  # fmt: skip
+
+
+def history_page(module: Module, target: str, timeout: float, o: Outcome, started: float) -> str:
+    """The debug page of a kept request, made when ``/logs`` asks for it: the page itself for a
+    ``debug=true`` request, else from its notes and the metrics it answered."""
+    if o.kind == DEBUG:
+        return o.body
+    return blackbox.debug_page(
+        module, target, timeout, list(o.log or ()), o.log_dropped, o.log_dropped_at, o.body,
+        started,
+    )  # fmt: skip
+
+
+def with_host(module: Module, hostname: str) -> Module:
+    """The module with ``/probe?hostname=`` applied (a probe worker applies it too)."""
+    return _with_host(module, hostname) if hostname else module
+
+
 class ProbeEndpoint(Endpoint):
+    """``/probe``. Requests are checked here (parameters, module, probe_policy's limits); the
+    probe itself runs in a probe worker when ``handoff`` finds one, else in this process."""
+
     methods = (b"GET", b"HEAD", b"POST")
     #: where each finished request goes, for the status page and ``/logs`` (None: nowhere)
     history: ProbeHistory | None = None
@@ -92,8 +172,10 @@ class ProbeEndpoint(Endpoint):
         probers: dict[str, Prober],
         stats: ExporterStats,
         timeout_offset: float,
+        handoff: Handoff | None = None,
     ) -> None:
         super().__init__()
+        self._handoff = handoff
         self._config = config
         self._context = context
         self._probers = probers
@@ -140,7 +222,7 @@ class ProbeEndpoint(Endpoint):
         self._per_source[source] = self._per_source.get(source, 0) + 1
         started = time.time()
         keep_log = debug or (self.history is not None and self.history.enabled)
-        d = self._probers[module.prober](self._context(keep_log), target, module, timeout)
+        d = self._run(name, module, target, hostname, timeout, debug, started, keep_log)
         gone: list[bool] = []  # the client went away: nothing more is written
 
         def client_gone(_: Failure) -> None:
@@ -160,21 +242,20 @@ class ProbeEndpoint(Endpoint):
 
         d.addBoth(release)
 
-        def answer(result: ProbeResult) -> None:
+        def answer(outcome: Outcome) -> None:
             self._stats.probe_requests += 1
-            if result.policy_refused is not None:
+            kind, body = outcome.kind, outcome.body
+            if kind == REFUSED:
                 if not request.finished and not gone:
-                    body = f"target refused by probe_policy: {result.policy_refused}\n"
-                    request.write(plain(request, 403, body))
+                    text = f"target refused by probe_policy: {body}\n"
+                    request.write(plain(request, 403, text))
                     request.finish()
                 return
-            self._record(module, target, timeout, result, started)
-            if debug:
-                body = blackbox.debug_output(module, target, timeout, result, started)
+            self._record(module, target, timeout, outcome, started)
+            if kind == DEBUG:
                 _write(request, body, "text/plain", gzip_ok=False, gone=bool(gone))
             else:
                 gz = exposition.wants_gzip(_header(request, b"accept-encoding"))
-                body = blackbox.render(result)
                 _write(request, body, exposition.TEXT.content_type, gzip_ok=gz, gone=bool(gone))
 
         def failed(reason: Failure) -> None:
@@ -189,16 +270,46 @@ class ProbeEndpoint(Endpoint):
         return NOT_DONE_YET
 
     def _record(
-        self, module: Module, target: str, timeout: float, result: ProbeResult, started: float
+        self, module: Module, target: str, timeout: float, o: Outcome, started: float
     ) -> None:
         """Keep the finished request in the history; its debug page is made if /logs asks."""
         history = self.history
         if history is None or not history.enabled:
             return
-        page = functools.partial(blackbox.debug_output, module, target, timeout, result, started)
-        size = kept_size(len(result.log or ()), result.log_bytes)
-        history.add(started, module.name, target, result.success, result.result,
-                    result.duration, result.detail, page, size)  # fmt: skip
+        page = functools.partial(history_page, module, target, timeout, o, started)
+        size = kept_size(len(o.log or ()), o.log_bytes)
+        history.add(started, module.name, target, o.success, o.result,
+                    o.duration, o.detail, page, size)  # fmt: skip
+
+    def _run(
+        self,
+        name: str,
+        module: Module,
+        target: str,
+        hostname: str,
+        timeout: float,
+        debug: bool,
+        started: float,
+        keep_log: bool,
+    ) -> Deferred[Outcome]:
+        """The probe's answer: from a probe worker when there is one, else probed here."""
+
+        def local() -> Deferred[Outcome]:
+            d = self._probers[module.prober](self._context(keep_log), target, module, timeout)
+            return d.addCallback(outcome, module, target, timeout, debug, started)
+
+        if self._handoff is None:
+            return local()
+        request = ProbeRequest(name, target, hostname, timeout, debug, started, keep_log)
+        remote = self._handoff(request)
+        if remote is None:
+            return local()
+
+        def fallback(reason: Failure) -> Deferred[Outcome]:
+            reason.trap(WorkerUnavailable)  # the worker exited or lacks the module: probe here
+            return local()
+
+        return remote.addErrback(fallback)
 
 
 def _client(request: Request) -> str:

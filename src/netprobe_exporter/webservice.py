@@ -33,7 +33,7 @@ from netprobe_exporter.config import Config, ConfigError, Limits
 from netprobe_exporter.configmanager import ConfigChange, describe
 from netprobe_exporter.history import ProbeHistory
 from netprobe_exporter.metrics import MetricsStore
-from netprobe_exporter.probe_endpoint import ProbeEndpoint
+from netprobe_exporter.probe_endpoint import Handoff, ProbeEndpoint
 from netprobe_exporter.probes import ProbeContext, Prober
 from netprobe_exporter.webconfig import Guard, ServerContext, WebConfig, load_web_config
 from netprobe_exporter.webserver import BoundedSite
@@ -107,8 +107,10 @@ class WebService(Service):
         web_config: WebConfig | None = None,
         web_config_file: str | None = None,
         timeout_offset: float = 0.5,
+        handoff: Handoff | None = None,
     ) -> None:
         self._reactor = reactor
+        self._handoff = handoff
         self.addresses = list(addresses)
         self.store = store
         self._registry = registry
@@ -156,6 +158,7 @@ class WebService(Service):
             self.probers,
             self.store.stats,
             self.timeout_offset,
+            self._handoff,
         )
         probe.history = self.history
         site = web.build_site(

@@ -253,6 +253,19 @@ class Exporter:
             self._stderr = None
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (an exporter's probe workers), sorted."""
+    found: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return sorted(found)
+
+
 def exporter_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "netprobe_exporter", *args]
 

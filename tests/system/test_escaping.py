@@ -12,7 +12,7 @@ from twisted.logger import LogLevel
 
 from netprobe_exporter import logs
 from netprobe_exporter.logs import logfmt_value
-from tests.support.procutil import Processes, closed_port, require_binary
+from tests.support.procutil import Processes, closed_port, require_binary, wait_for
 from tests.support.servers import Conn, tcp_server
 
 WEIRD_MODULE = 'we"ird\\mod'
@@ -34,7 +34,13 @@ def test_a_module_name_with_quote_and_backslash_keeps_metrics_parseable(
         "    interval: 1h\n"
     )
     exporter = procs.start_exporter(f"--config.file={config}")
-    text = exporter.get("/metrics").text
+
+    # the first probe's series (it runs once the probe workers are up)
+    def probed() -> str | None:
+        text = exporter.get("/metrics").text
+        return text if "netprobe_up{" in text else None
+
+    text = wait_for(probed, 10, "the first probe")
     families = {f.name: f for f in parse_text(text)}
     targets = {s.labels["module"]: s.value for s in families["netprobe_targets"].samples}
     assert targets == {WEIRD_MODULE: 1.0}

@@ -141,6 +141,11 @@ def test_max_concurrent_probes_bounds_the_probes_in_flight(
     procs: Processes, tmp_path: Path, namespace: RoutedNamespace
 ) -> None:
     ex = _blackholed(procs, tmp_path, namespace, 50, "1500ms", "2s", max_concurrent=10)
+    wait_for(
+        lambda: (value(ex.metrics(), "netprobe_inflight_probes") or 0) > 0,
+        10,
+        "the first probes in flight (once the probe workers are up)",
+    )
     seen: list[float] = []
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:

@@ -211,7 +211,8 @@ def test_a_wrong_password_flood_delays_neither_reloads_nor_known_logins(
     config.write_text("defaults: {interval: 1h}\ntargets: []\n")
     ex = procs.start_exporter(f"--config.file={config}", f"--web.config.file={web}")
     login = {"Authorization": _auth("prom", "s3cret")}
-    assert ex.get("/-/ready", headers=login).status == 200  # prom's login is now remembered
+    # once ready (the probe workers are up), prom's login is remembered
+    wait_for(lambda: ex.get("/-/ready", headers=login).status == 200, 10, "readiness")
     stop, seen = threading.Event(), Counter[int]()
     flood = threading.Thread(target=_flood, args=(ex.port, stop, time.monotonic() + 30, seen))
     flood.start()
