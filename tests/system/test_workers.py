@@ -157,3 +157,8 @@ def test_probe_requests_are_answered_by_workers_with_the_policy_applied(
     debug = exporter.get(f"/probe?target=127.0.0.1:{ports[1]}&module=tcp_connect&debug=true")
     assert debug.status == 200 and "Probe succeeded" in debug.text, debug
     assert value(exporter.metrics(), "netprobe_probe_requests_total") == 6
+    # the history has the workers' probes with their notes: /logs makes their debug page
+    logs = exporter.get(f"/logs?target=127.0.0.1:{ports[1]}&module=tcp_connect")
+    assert logs.status == 200, logs
+    assert "Logs for the probe:" in logs.text and "Probe succeeded" in logs.text, logs.text
+    assert "probe_success 1" in logs.text and "Module configuration:" in logs.text
