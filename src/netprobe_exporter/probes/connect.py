@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netprobe_exporter.addresses import parse_dns_server
+from netprobe_exporter.durations import format_duration
 from netprobe_exporter.probes import (
     Family,
     ProbeContext,
@@ -42,7 +43,7 @@ from netprobe_exporter.probes import (
     SeriesSink,
     engine,
 )
-from netprobe_exporter.schema import BOOL, IP_ADDRESS, Choice, Duration, Opt, Scalar
+from netprobe_exporter.schema import BOOL, IP_ADDRESS, Choice, Opt, Scalar
 
 if TYPE_CHECKING:
     import yaml
@@ -455,9 +456,13 @@ def _dns_server(c: Checker, node: yaml.Node, path: str) -> str | None:
     return text
 
 
+def _dns_timeout(c: Checker, node: yaml.Node, path: str) -> float | None:
+    return c.duration(node, path, minimum=0.001)
+
+
 #: ``dns_server`` and ``dns_timeout`` (blackbox PR #1443): resolve the target through this
 #: server instead of resolv.conf's, the hosts file still first; every prober that resolves
 RESOLVING = (
     Opt("dns_server", Scalar(_dns_server)),
-    Opt("dns_timeout", Duration(minimum=0.001)),
+    Opt("dns_timeout", Scalar(_dns_timeout, lambda v: None if v is None else format_duration(v))),
 )

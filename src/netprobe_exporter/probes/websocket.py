@@ -372,16 +372,30 @@ BLACKBOX_FAMILIES = (
 
 
 @dataclass(slots=True)
+class WebsocketPhases:
+    """blackbox's phases, each set only once reached: ``resolve`` after a resolution that
+    worked, ``connect`` after a connect that did, ``processing`` (TLS and the upgrade) after
+    any dial, ``transfer`` after a query_response."""
+
+    resolve: float | None = None
+    connect: float | None = None
+    processing: float | None = None
+    transfer: float | None = None
+
+    def items(self) -> tuple[tuple[str, float], ...]:
+        every = (("resolve", self.resolve), ("connect", self.connect),
+                 ("processing", self.processing), ("transfer", self.transfer))  # fmt: skip
+        return tuple((p, v) for p, v in every if v is not None)
+
+
+@dataclass(slots=True)
 class WebsocketDetails(Details):
     """What a websocket probe showed: blackbox's four families and the kernel's connect view."""
 
     status_code: int = 0
     upgraded: bool = False
     failed_due_to_regex: bool = False
-    #: blackbox's phases, each only once reached (``resolve`` after a resolution that worked,
-    #: ``connect`` after a connect that did, ``processing`` after any dial, ``transfer`` after
-    #: a query_response)
-    phases: dict[str, float] = field(default_factory=dict)
+    phases: WebsocketPhases = field(default_factory=WebsocketPhases)
     connect: ConnectInfo = field(default_factory=ConnectInfo)
     tls: TLSInfo | None = None
     #: the conversation ran to its end
@@ -392,9 +406,9 @@ class WebsocketDetails(Details):
         tls_.observe(out, self.tls)
         out.gauge(STATUS.name, float(self.status_code))
         if self.upgraded:
-            out.histogram(DURATION.name, self.phases.get("processing", 0.0), 0)
-        if self.transferred and "transfer" in self.phases:
-            out.histogram(DURATION.name, self.phases["transfer"], 1)
+            out.histogram(DURATION.name, self.phases.processing or 0.0, 0)
+        if self.transferred and self.phases.transfer is not None:
+            out.histogram(DURATION.name, self.phases.transfer, 1)
 
     def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
         out["probe_websocket_status_code"] = [({}, float(self.status_code))]
@@ -402,9 +416,10 @@ class WebsocketDetails(Details):
         out["probe_websocket_failed_due_to_regex"] = [
             ({}, 1.0 if self.failed_due_to_regex else 0.0)
         ]
-        if self.phases:
+        phases = self.phases.items()
+        if phases:  # a GaugeVec with no child writes nothing, as blackbox's
             out["probe_websocket_duration_seconds"] = [
-                ({"phase": p}, round(v, 9)) for p, v in self.phases.items()
+                ({"phase": p}, round(v, 9)) for p, v in phases
             ]
 
 
@@ -760,14 +775,14 @@ async def _run(
     )  # fmt: skip
     if ip is None:
         return
-    details.phases["resolve"] = result.resolve_duration or 0.0
+    details.phases.resolve = result.resolve_duration or 0.0
     dial_started = clock()
     remaining = timeout - (dial_started - started)
     sock = await connect(ctx, ip, url.port, None, remaining, result, details.connect)
     if sock is None:
-        details.phases["processing"] = clock() - dial_started
+        details.phases.processing = clock() - dial_started
         return
-    details.phases["connect"] = result.connect_duration or 0.0
+    details.phases.connect = result.connect_duration or 0.0
     proto = _Client(ctx.reactor)
     factory: Any = Factory.forProtocol(lambda: proto)
     handshake = None
@@ -807,10 +822,10 @@ async def _converse(
 ) -> bool:
     """TLS, the upgrade and the steps; True when the protocol is intact (a Close is due)."""
     clock = ctx.clock.monotonic
-    connect_took = details.phases.get("connect", 0.0)
+    connect_took = details.phases.connect or 0.0
 
     def processing_done() -> None:
-        details.phases["processing"] = max(clock() - dial_started - connect_took, 0.0)
+        details.phases.processing = max(clock() - dial_started - connect_took, 0.0)
 
     try:
         if handshake is not None:
@@ -851,11 +866,11 @@ async def _converse(
             result.note("Processing query response entry", entry_number=i)
             await _step(step, proto, result)
     except ProbeFailure as exc:
-        details.phases["transfer"] = clock() - t0
+        details.phases.transfer = clock() - t0
         details.failed_due_to_regex = True
         result.fail(exc.result, str(exc))
         return exc.result == "protocol_error" and proto.error is None and not proto.eof
-    details.phases["transfer"] = clock() - t0
+    details.phases.transfer = clock() - t0
     details.transferred = True
     result.success, result.result = True, "success"
     return True
