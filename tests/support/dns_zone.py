@@ -16,6 +16,8 @@ from twisted.names.common import ResolverBase
 from tests.support.reactor import reactor
 
 ZONE = "example.test"
+#: resolves to 127.0.0.1 (A only), so a probe of a name from this zone stays on loopback
+LOOPBACK = "loopback." + ZONE
 
 
 def _rr(name: str, type_: int, payload: Any, ttl: int = 300) -> dns.RRHeader:
@@ -23,7 +25,8 @@ def _rr(name: str, type_: int, payload: Any, ttl: int = 300) -> dns.RRHeader:
 
 
 class _Zone(ResolverBase):
-    """A tiny authoritative zone: A, AAAA, MX, SOA, a big TXT set, NXDOMAIN and SERVFAIL."""
+    """A tiny authoritative zone: A, AAAA, MX, SOA, a big TXT set, NXDOMAIN and SERVFAIL, and
+    ``LOOPBACK``'s A record."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,6 +42,8 @@ class _Zone(ResolverBase):
         records = {
             ("www." + ZONE, dns.A): [_rr(host, dns.A, dns.Record_A("192.0.2.10"))],
             ("www." + ZONE, dns.AAAA): [_rr(host, dns.AAAA, dns.Record_AAAA("2001:db8::10"))],
+            # a name only this zone knows, for targets resolved through it (``dns_server``)
+            (LOOPBACK, dns.A): [_rr(host, dns.A, dns.Record_A("127.0.0.1"))],
             (ZONE, dns.MX): [_rr(host, dns.MX, dns.Record_MX(10, "mail." + ZONE))],
             (ZONE, dns.SOA): [soa],
             ("big." + ZONE, dns.TXT): [

@@ -51,6 +51,7 @@ from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
     ADDRESSING,
     HANDSHAKE,
+    RESOLVING,
     ConnectInfo,
     adopt,
     connect,
@@ -106,6 +107,9 @@ class DNSProbe(Options):
     #: DNS over TLS (RFC 7858): needs transport_protocol tcp; port 853 when the target has none
     dns_over_tls: bool = False
     tls_config: TLSConfig = field(default_factory=TLSConfig)
+    #: resolve the target through this server (``ip[:port]``), within ``dns_timeout``
+    dns_server: str | None = None
+    dns_timeout: float | None = None
 
 
 LOOKUP = Family(
@@ -403,7 +407,7 @@ async def _run(
         return
     ip = await resolve(
         ctx, hp.host, hp.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
-        timeout, result,
+        timeout, result, dns_server=opts.dns_server, dns_timeout=opts.dns_timeout,
     )  # fmt: skip
     phases = info.phases = DNSPhases(result.resolve_duration or 0.0)
     if ip is None:
@@ -559,6 +563,7 @@ OPTIONS = Section(
     DNSProbe(),
     (
         *ADDRESSING,
+        *RESOLVING,
         require("query_name", _MISSING_NAME),  # a dns module must name its query
         Opt("query_name", TEXT),
         Opt("query_type", Choice(tuple(QUERY_TYPES), 'unknown type "{}"', str.upper)),

@@ -64,6 +64,7 @@ from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
     HANDSHAKE,
     IP_PROTOCOL,
+    RESOLVING,
     ConnectInfo,
     adopt,
     connect,
@@ -156,6 +157,9 @@ class HTTPProbe(Options):
     enable_http2: bool = True
     #: HTTP/3 over QUIC, no fallback (blackbox 0.28); needs enable_http2 off
     enable_http3: bool = False
+    #: resolve the target through this server (``ip[:port]``), within ``dns_timeout``
+    dns_server: str | None = None
+    dns_timeout: float | None = None
 
 
 DURATION = Family(
@@ -540,7 +544,7 @@ async def _run(
         return
     ip = await resolve(
         ctx, url.host, url.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
-        timeout, result,
+        timeout, result, dns_server=opts.dns_server, dns_timeout=opts.dns_timeout,
     )  # fmt: skip
     phases = info.phases = HTTPPhases(result.resolve_duration or 0.0)
     if ip is None:
@@ -690,6 +694,7 @@ async def _exchange(
             new_ip = await resolve(
                 ctx, nxt.host, nxt.ip_version, opts.preferred_ip_protocol,
                 opts.ip_protocol_fallback, deadline - t0, result,
+                dns_server=opts.dns_server, dns_timeout=opts.dns_timeout,
             )  # fmt: skip
             phases.resolve += ctx.clock.monotonic() - t0
             if new_ip is None:
@@ -996,6 +1001,7 @@ OPTIONS = Section(
     HTTPProbe(),
     (
         *IP_PROTOCOL,
+        *RESOLVING,
         Opt("valid_status_codes", ListOf(Int(100, 999))),
         Opt("valid_http_versions", STRINGS),
         # meaningless without proxy_url: checked, ignored
