@@ -173,7 +173,7 @@ def test_options() -> None:
             """
         )
     text = "\n".join(info.value.errors)
-    assert "at most one of dns_over_tls, dns_over_https" in text
+    assert "only one of dns_over_tls and dns_over_https may be true" in text
     assert '"PUT" must be POST or GET' in text
     warned = parse(
         """
@@ -192,3 +192,19 @@ def test_doh_modules_feed_the_tcp_and_tls_families() -> None:
     names = {f.name for f in spec.module_families(cfg.modules["d"].options)}
     assert "netprobe_tcp_handshake_rtt_seconds" in names
     assert "netprobe_tls_version_info" in names
+
+
+def test_doh_keys_are_shown_for_doh_modules_only() -> None:
+    from netprobe_exporter.redact import module_doc
+
+    cfg = parse(
+        """
+        modules:
+          plain: {prober: dns, dns: {query_name: x}}
+          doh: {prober: dns, dns: {query_name: x, dns_over_https: true}}
+        """
+    )
+    plain = module_doc(cfg.modules["plain"])["dns"]
+    assert "dns_over_https" not in plain and "dns_over_https_method" not in plain
+    shown = module_doc(cfg.modules["doh"])["dns"]
+    assert (shown["dns_over_https"], shown["dns_over_https_method"]) == (True, "POST")

@@ -77,7 +77,6 @@ from netprobe_exporter.schema import (
     Opt,
     Reading,
     Section,
-    at_most_one,
     require,
 )
 
@@ -598,6 +597,9 @@ def _dot_needs_tcp(r: Reading) -> None:
 
 
 def _doh_checked(r: Reading) -> None:
+    if r.values.get("dns_over_https") and r.values.get("dns_over_tls"):
+        r.error("dns_over_https", "only one of dns_over_tls and dns_over_https may be true")
+        r.values.pop("dns_over_https")
     if "dns_over_https_method" in r.nodes and not r.values.get("dns_over_https"):
         r.c.warn(r.nodes["dns_over_https_method"], r.at("dns_over_https_method"),
                  "takes effect only with dns_over_https: true")  # fmt: skip
@@ -623,7 +625,6 @@ OPTIONS = Section(
             Opt(key, Nested(RR_VALIDATOR))
             for key in ("validate_answer_rrs", "validate_authority_rrs", "validate_additional_rrs")
         ),
-        at_most_one("dns_over_tls", "dns_over_https"),
         Opt("dns_over_tls", BOOL),
         Check(_dot_needs_tcp),
         Opt("dns_over_https", BOOL),
@@ -662,6 +663,15 @@ def _families(options: Options) -> tuple[Family, ...]:
     return (*fams, *tls_.FAMILIES) if options.dns_over_tls or options.dns_over_https else fams
 
 
+def shown(options: Options, section: dict[str, object]) -> dict[str, object]:
+    """The DoH keys only for a DoH module: blackbox has none, so its modules show none."""
+    assert isinstance(options, DNSProbe)
+    if not options.dns_over_https:
+        section.pop("dns_over_https", None)
+        section.pop("dns_over_https_method", None)
+    return section
+
+
 PROBER = probes.register(
     ProberSpec(
         name="dns",
@@ -671,5 +681,6 @@ PROBER = probes.register(
         families=(HANDSHAKE, LOOKUP, *tls_.FAMILIES),
         families_for=_families,
         blackbox_families=BLACKBOX_FAMILIES,
+        shown=shown,
     )
 )
