@@ -386,3 +386,17 @@ class WebsocketProbeTests(TestCase):
         self.assertEqual(r.result, "timeout", r.detail)
         self.assertLess(r.duration, 3.0)
         self.assertEqual(value(r, "probe_websocket_failed_due_to_regex"), 1)
+
+    @defer.inlineCallbacks
+    def test_a_message_of_the_largest_size_allowed_is_read_whole(self) -> Any:
+        def peer(ws: WSConn) -> None:
+            ws.accept()
+            body = "incoming_" + "x" * (websocket.MAX_MESSAGE - 12) + "end"
+            ws.send_text(body)
+            if ws.receive() == "outgoing_" + "x" * (websocket.MAX_MESSAGE - 12) + "end":
+                ws.send_text("passed")
+            ws.until_closed()
+
+        with websocket_server(peer) as server:
+            r = yield self.run_probe(f"ws://127.0.0.1:{server.port}/", "ws_exchange", 10.0)
+        self.assertTrue(r.success, r.detail)

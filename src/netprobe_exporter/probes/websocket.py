@@ -319,11 +319,14 @@ class WebsocketProbe(Options):
 class Target:
     secure: bool
     url: URL
+    #: the target as given (ws:// or wss://)
+    text: str
 
     @property
     def host_header(self) -> str:
         """``host[:port]`` as the URL has it (Go sends ``u.Host``, a default port included)."""
-        return self.url.text.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].rsplit("@")[-1]
+        netloc = re.split(r"[/?#]", self.url.text.split("://", 1)[1], maxsplit=1)[0]
+        return netloc.rsplit("@", 1)[-1]
 
 
 def parse_target(address: str) -> Target:
@@ -337,7 +340,7 @@ def parse_target(address: str) -> Target:
         url = parse_url(f"{http_scheme}://{rest}")
     except ValueError as exc:
         raise ValueError(str(exc).replace(f"{http_scheme}://", f"{scheme}://", 1)) from None
-    return Target(secure, url)
+    return Target(secure, url, address)
 
 
 def check_address(address: str) -> str | None:
@@ -469,6 +472,8 @@ class _Client(Protocol):
             if self.response is None:
                 self._wake()
                 return
+        if self.response.status != 101:  # not upgraded: what follows is no frame
+            return
         self._frames.feed(data)
         self._drain_frames()
 
@@ -506,7 +511,7 @@ class _Client(Protocol):
         else:  # more frames in hand: the rest on the next turn, so timers get theirs
             if self._pending_call is None:
                 self._pending_call = self._reactor.callLater(0, self._resume_frames)
-        if not self._paused and self._queued + self._frames.buffered > MAX_MESSAGE:
+        if not self._paused and self._queued > MAX_MESSAGE:
             self._paused = True
             cast(Any, self.transport).pauseProducing()
         self._wake()
@@ -610,7 +615,7 @@ class _Client(Protocol):
             await self._wait()
         message = self._messages.pop(0)
         self._queued -= len(message[1])
-        if self._paused and self._queued + self._frames.buffered <= MAX_MESSAGE // 2:
+        if self._paused and self._queued <= MAX_MESSAGE // 2:
             self._paused = False
             if not self.eof and self.transport is not None:
                 cast(Any, self.transport).resumeProducing()
@@ -843,7 +848,7 @@ async def _converse(
         request = upgrade_request(target, key, request_headers(opts, target, result))
         assert proto.transport is not None
         proto.transport.write(request)
-        result.note("Upgrade requested", url=redact_url(target.url.request_text))
+        result.note("Upgrade requested", url=redact_url(target.text))
         response = await proto.read_response()
     except ProbeFailure as exc:
         processing_done()
