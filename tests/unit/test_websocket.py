@@ -300,3 +300,29 @@ def test_option_errors_and_warnings() -> None:
     assert "proxy_url: has no effect" in text
     assert "Upgrade is set by the upgrade itself" in text
     assert "starttls, expect_bytes and labels have no effect" in text
+
+
+def test_header_names_are_canonical_and_authorizations_add_up() -> None:
+    cfg = parse(
+        """
+        modules:
+          m:
+            prober: websocket
+            websocket:
+              http_config: {bearer_token: t0ken}
+              headers:
+                x-lower-case: {values: ["1"]}
+                authorization: {values: [Extra one]}
+                host: {values: [first.example, second.example]}
+        """
+    )
+    opts = cfg.modules["m"].options
+    assert isinstance(opts, ws.WebsocketProbe)
+    target = ws.parse_target("ws://u:p@example.org/")
+    headers = ws.request_headers(opts, target, ProbeResult(False, "error", 0.0))
+    assert ("X-Lower-Case", "1") in headers
+    # as blackbox's http.Header.Add: both sent; the URL's userinfo gives way to them
+    assert [v for n, v in headers if n == "Authorization"] == ["Bearer t0ken", "Extra one"]
+    lines = ws.upgrade_request(target, RFC_KEY, headers).decode().split("\r\n")
+    assert "Host: first.example" in lines
+    assert ws.canonical("sec-websocket-protocol") == "Sec-Websocket-Protocol"

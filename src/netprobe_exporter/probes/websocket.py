@@ -681,54 +681,57 @@ def _file_text(path: str, key: str, result: ProbeResult) -> str | None:
         return None
 
 
+def canonical(name: str) -> str:
+    """Go's ``CanonicalHeaderKey``: each dash-separated word capitalised (what gorilla sends)."""
+    if not _TOKEN.match(name):
+        return name
+    return "-".join(w[:1].upper() + w[1:].lower() for w in name.split("-"))
+
+
 def request_headers(
     opts: WebsocketProbe, target: Target, result: ProbeResult
 ) -> list[tuple[str, str]]:
     """The module's headers, as blackbox builds them: Authorization from ``http_config``
-    (Basic, else the scheme's credentials), then each header's values, secrets and files."""
+    (Basic, else the scheme's credentials), then each header's values, secrets and files, all
+    kept (an Authorization in ``headers`` is sent beside ``http_config``'s); a URL's userinfo
+    is Basic auth only when neither sets one, as gorilla's dialer lets them replace it."""
     out: list[tuple[str, str]] = []
     cfg = opts.http_config
     if cfg.basic_auth is not None:
         auth = cfg.basic_auth
         password = auth.password.reveal() if auth.password is not None else ""
         if auth.password_file:
-            password = (
-                _file_text(auth.password_file, "basic_auth.password_file", result) or password
-            )
+            text = _file_text(auth.password_file, "basic_auth.password_file", result)
+            password = password if text is None else text
         token = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
         out.append(("Authorization", f"Basic {token}"))
     elif cfg.credentials is not None or cfg.credentials_file:
         cred = cfg.credentials.reveal() if cfg.credentials is not None else ""
         if cfg.credentials_file:
-            cred = _file_text(cfg.credentials_file, "credentials_file", result) or cred
+            text = _file_text(cfg.credentials_file, "credentials_file", result)
+            cred = cred if text is None else text
         if cred:
             out.append(("Authorization", f"{cfg.auth_type} {cred}"))
-    elif target.url.username is not None:  # a URL's userinfo, unless the config sets one
-        token = base64.b64encode(
-            f"{target.url.username}:{target.url.password or ''}".encode()
-        ).decode()
-        out.append(("Authorization", f"Basic {token}"))
     for name, header in opts.headers:
         values = [*header.values, *(s.reveal() for s in header.secrets)]
         for path in header.files:
             text = _file_text(path, f"headers.{name}.files", result)
             if text is not None:
                 values.append(text)
-        if values and name.lower() == "authorization":  # the module's own replaces http_config's
-            out = [h for h in out if h[0].lower() != "authorization"]
-        out.extend((name, v) for v in values)
+        out.extend((canonical(name), v) for v in values)
+    if target.url.username is not None and not any(n == "Authorization" for n, _ in out):
+        token = base64.b64encode(
+            f"{target.url.username}:{target.url.password or ''}".encode()
+        ).decode()
+        out.insert(0, ("Authorization", f"Basic {token}"))
     return out
 
 
 def upgrade_request(target: Target, key: str, headers: list[tuple[str, str]]) -> bytes:
     """The GET that asks for the upgrade (section 4.1); a ``Host`` header replaces the URL's."""
-    host = target.host_header
-    rest: list[tuple[str, str]] = []
-    for name, value in headers:
-        if name.lower() == "host":
-            host = value
-        else:
-            rest.append((name, value))
+    hosts = [value for name, value in headers if name.lower() == "host"]
+    host = hosts[0] if hosts else target.host_header  # gorilla takes the first
+    rest = [(name, value) for name, value in headers if name.lower() != "host"]
     lines = [
         f"GET {target.url.path} HTTP/1.1",
         f"Host: {host}",
