@@ -400,3 +400,35 @@ class WebsocketProbeTests(TestCase):
         with websocket_server(peer) as server:
             r = yield self.run_probe(f"ws://127.0.0.1:{server.port}/", "ws_exchange", 10.0)
         self.assertTrue(r.success, r.detail)
+
+    @defer.inlineCallbacks
+    def test_a_close_without_the_tcp_close_ends_the_wait_at_once(self) -> Any:
+        def peer(ws: WSConn) -> None:
+            ws.accept()
+            ws.conn.send(bytes.fromhex("880203e9"))  # Close 1001, the connection kept open
+            ws.conn.stop.wait(5.0)
+
+        with websocket_server(peer) as server:
+            r = yield self.run_probe(f"ws://127.0.0.1:{server.port}/", "ws_exchange", 4.0)
+        self.assertIn("closed by the server (1001)", r.detail)
+        self.assertLess(r.duration, 2.0)  # not the probe's timeout
+
+    @defer.inlineCallbacks
+    def test_a_ping_flood_gets_a_pong_per_batch_not_per_ping(self) -> Any:
+        control: list[Any] = []
+
+        def peer(ws: WSConn) -> None:
+            ws.accept()
+            ws.conn.send(bytes.fromhex("8900") * 5000 + bytes.fromhex("890131"))
+            ws.send_text("incoming_x")
+            if ws.receive() == "outgoing_x":
+                ws.send_text("passed")
+            ws.until_closed()
+            control.extend(ws.control)
+
+        with websocket_server(peer) as server:
+            r = yield self.run_probe(f"ws://127.0.0.1:{server.port}/", "ws_exchange")
+        self.assertTrue(r.success, r.detail)
+        pongs = [c for c in control if c[0] == "pong"]
+        self.assertLess(len(pongs), 100)
+        self.assertIn(("pong", b"1"), pongs)  # the latest is answered

@@ -170,25 +170,34 @@ def encode_frame(opcode: int, payload: bytes, mask: bytes | None = None, fin: bo
 
 
 class FrameDecoder:
-    """Frames from a server's byte stream, each checked as a client must (section 5.1-5.5)."""
+    """Frames from a server's byte stream, each checked as a client must (section 5.1-5.5).
+
+    Frames are read at an offset and the buffer compacted once that passes half of it, so a
+    stream of tiny frames costs one copy per buffer, not one per frame.
+    """
 
     def __init__(self, max_payload: int = MAX_MESSAGE) -> None:
         self._buf = bytearray()
+        self._pos = 0
         self._max = max_payload
 
     def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
         self._buf += data
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) - self._pos
 
     def next(self) -> Frame | None:
         """The next whole frame, None until one is in; raises FrameError on a bad one."""
-        buf = self._buf
-        if len(buf) < 2:
+        buf, pos = self._buf, self._pos
+        have = len(buf) - pos
+        if have < 2:
             return None
-        b0, b1 = buf[0], buf[1]
+        b0, b1 = buf[pos], buf[pos + 1]
         fin, opcode = bool(b0 & 0x80), b0 & 0x0F
         if b0 & 0x70:
             raise FrameError("a frame has reserved bits set (no extension was agreed)")
@@ -198,23 +207,26 @@ class FrameDecoder:
             raise FrameError("the server sent a masked frame")
         size, at = b1 & 0x7F, 2
         if size == 126:
-            if len(buf) < 4:
+            if have < 4:
                 return None
-            (size,), at = struct.unpack_from("!H", buf, 2), 4
+            (size,), at = struct.unpack_from("!H", buf, pos + 2), 4
         elif size == 127:
-            if len(buf) < 10:
+            if have < 10:
                 return None
-            (size,), at = struct.unpack_from("!Q", buf, 2), 10
+            (size,), at = struct.unpack_from("!Q", buf, pos + 2), 10
             if size >> 63:
                 raise FrameError("a frame length has its top bit set")
         if opcode >= OP_CLOSE and (size > 125 or not fin):
             raise FrameError("a control frame is fragmented or longer than 125 bytes")
         if size > self._max:
             raise FrameError(f"a frame of {size} bytes is over the {self._max} allowed", 1009)
-        if len(buf) < at + size:
+        if have < at + size:
             return None
-        payload = bytes(buf[at : at + size])
-        del buf[: at + size]
+        payload = bytes(buf[pos + at : pos + at + size])
+        self._pos = pos + at + size
+        if self._pos * 2 > len(buf):
+            del buf[: self._pos]
+            self._pos = 0
         return Frame(fin, opcode, payload)
 
 
@@ -461,6 +473,8 @@ class _Client(Protocol):
         self.timed_out = False
         self._handshake: Deferred[None] | None = None
         self._pending_call: Any = None
+        #: the payload of the latest ping of this batch of frames, answered after it
+        self._ping: bytes | None = None
 
     # Twisted's side
 
@@ -497,20 +511,24 @@ class _Client(Protocol):
         return rest
 
     def _drain_frames(self) -> None:
+        self._ping = None
         for _ in range(FRAMES_PER_TURN):
             if self.error is not None or self.peer_close is not None:
-                return
+                break
             try:
                 frame = self._frames.next()
             except FrameError as exc:
                 self._protocol_error(exc)
-                return
+                break
             if frame is None:
                 break
             self._frame(frame)
         else:  # more frames in hand: the rest on the next turn, so timers get theirs
             if self._pending_call is None:
                 self._pending_call = self._reactor.callLater(0, self._resume_frames)
+        if self._ping is not None:  # the latest ping only (section 5.5.3): pongs stay bounded
+            self.send(OP_PONG, self._ping)
+            self._ping = None
         if not self._paused and self._queued > MAX_MESSAGE:
             self._paused = True
             cast(Any, self.transport).pauseProducing()
@@ -523,7 +541,7 @@ class _Client(Protocol):
     def _frame(self, frame: Frame) -> None:
         op = frame.opcode
         if op == OP_PING:
-            self.send(OP_PONG, frame.payload)
+            self._ping = frame.payload
         elif op == OP_PONG:
             pass
         elif op == OP_CLOSE:
