@@ -277,8 +277,11 @@ def test_option_errors_and_warnings() -> None:
               preferred_ip_protocol: ip5
               headers:
                 "bad name": {values: [x]}
+                X-Twice: {values: [a]}
+                X-Twice: {values: [b]}
         """
     )
+    assert any("headers.X-Twice" in e for e in found)
     assert any("at most one of basic_auth, authorization" in e for e in found)
     assert any("ip5" in e for e in found)
     assert any("is not a header name" in e for e in found)

@@ -941,6 +941,9 @@ class HeaderMap(Kind[tuple[tuple[str, Header], ...]]):
             if not _TOKEN.match(name):
                 c.error(knode, path, f'"{name}" is not a header name')
                 continue
+            if any(n == name for n, _ in out):
+                c.error(knode, at, "is given twice")
+                continue
             if isinstance(vnode, yaml_.ScalarNode) and not is_null(vnode):
                 text = c.text(vnode, at)
                 if text is not None:
