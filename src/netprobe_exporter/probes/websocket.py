@@ -93,7 +93,14 @@ from netprobe_exporter.schema import (
     Section,
     at_most_one,
 )
-from netprobe_exporter.yamlcheck import REDACTED, Checker, is_null, is_secret_header, key_path
+from netprobe_exporter.yamlcheck import (
+    REDACTED,
+    Checker,
+    is_null,
+    is_secret_header,
+    key_path,
+    show,
+)
 
 if TYPE_CHECKING:
     import yaml
@@ -932,14 +939,14 @@ class HeaderMap(Kind[tuple[tuple[str, Header], ...]]):
         if is_null(node):
             return ()
         if not isinstance(node, yaml_.MappingNode):
-            c.error(node, path, "must be a mapping of header names")
+            c.error(node, path, f"must be a mapping of header names, not {show(node, path)}")
             return None
         out: list[tuple[str, Header]] = []
         for knode, vnode in node.value:
             name = str(knode.value) if isinstance(knode, yaml_.ScalarNode) else ""
             at = key_path(path, name)
-            if not _TOKEN.match(name):
-                c.error(knode, path, f'"{name}" is not a header name')
+            if not _TOKEN.match(name):  # not echoed: a pasted "Token s3cret" is no name
+                c.error(knode, at, "is not a header name (an HTTP token)")
                 continue
             if any(n == name for n, _ in out):
                 c.error(knode, at, "is given twice")
