@@ -431,8 +431,19 @@ class Resolver:
             raise ResolveError(f"no nameserver in {self._resolv_conf}")
         return servers
 
-    def resolve(self, host: str, preferred: str, fallback: bool, timeout: float) -> Deferred[str]:
-        """Fire with an IP address string, or fail with ResolveError."""
+    def resolve(
+        self,
+        host: str,
+        preferred: str,
+        fallback: bool,
+        timeout: float,
+        servers: Sequence[Server] | None = None,
+    ) -> Deferred[str]:
+        """Fire with an IP address string, or fail with ResolveError.
+
+        ``servers`` (a module's ``dns_server``) are asked instead of resolv.conf's; the hosts
+        file still comes first, as Go's resolver reads it whatever server it dials.
+        """
         want = _family(preferred)
         order = [want, 10 - want] if fallback else [want]
         listed = self._hosts.lookup(host)
@@ -443,7 +454,7 @@ class Resolver:
                         return defer.succeed(ip)
             return defer.fail(ResolveError(f"{host} in hosts file has no IPv{want} address"))
         try:
-            servers = self._nameservers()
+            servers = list(servers) if servers else self._nameservers()
             name = dns.domainString(host)
         except ResolveError as exc:
             return defer.fail(exc)

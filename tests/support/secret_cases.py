@@ -38,6 +38,16 @@ MODULE_ERRORS = {
         "http.bearer_token: must be a string, not a mapping",
     f"{{prober: http, http: {{oauth2: {WRONG_KIND}}}}}":
         "http.oauth2: must be a mapping, not a string",
+    f'{{prober: websocket, websocket: {{headers: "Authorization: Bearer {WRONG_KIND}"}}}}':
+        "websocket.headers: must be a mapping of header names, not a string",
+    f'{{prober: websocket, websocket: {{headers: {{"Token {WRONG_KIND}": {{values: [x]}}}}}}}}':
+        "websocket.headers.<a key of 19 characters>: is not a header name (an HTTP token)",
+    f"{{prober: websocket, websocket: {{headers: {{X-Key: {{secrets: {{x: {WRONG_KIND}}}}}}}}}}}":
+        "websocket.headers.X-Key.secrets: must be a list, not a mapping",
+    f"{{prober: websocket, websocket: {{http_config: {{bearer_token: [{WRONG_KIND}]}}}}}}":
+        "websocket.http_config.bearer_token: must be a string, not a list",
+    f"{{prober: websocket, websocket: {{http_config: {{basic_auth: {WRONG_KIND}}}}}}}":
+        "websocket.http_config.basic_auth: must be a mapping, not a string",
 }  # fmt: skip
 
 

@@ -496,6 +496,117 @@ def tls_server(ctx: ssl.SSLContext, host: str = "127.0.0.1") -> Iterator[TCPServ
         yield server
 
 
+# websocket
+
+
+class WSConn:
+    """The server side of a websocket on a ``Conn``, spoken by ``wsproto``: an implementation
+    other than the prober's, so each checks the other (wsproto refuses unmasked client frames).
+    """
+
+    def __init__(self, conn: Conn) -> None:
+        from wsproto import ConnectionType, WSConnection
+
+        self.conn = conn
+        self.ws = WSConnection(ConnectionType.SERVER)
+        self.events: list[Any] = []
+        #: what the client sent besides messages: ("ping"|"pong"|"close", payload or code)
+        self.control: list[tuple[str, object]] = []
+        self.request: Any = None
+
+    def _pump(self, deadline: float) -> None:
+        data = self.conn._recv(deadline)
+        self.ws.receive_data(data or None)
+        self.events.extend(self.ws.events())
+        if not data and not self.events:
+            raise Stopped
+
+    def _next(self, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while not self.events:
+            self._pump(deadline)
+        return self.events.pop(0)
+
+    def handshake(self, timeout: float = PEER_TIMEOUT) -> Any:
+        """The client's upgrade request (wsproto's ``Request``), not yet answered."""
+        from wsproto.events import Request
+
+        event = self._next(timeout)
+        if not isinstance(event, Request):
+            raise ValueError(f"expected an upgrade request, got {event!r}")
+        self.request = event
+        return event
+
+    def accept(self, timeout: float = PEER_TIMEOUT) -> Any:
+        from wsproto.events import AcceptConnection
+
+        request = self.handshake(timeout)
+        self.conn.send(self.ws.send(AcceptConnection()))
+        return request
+
+    def reject(self, status: int, timeout: float = PEER_TIMEOUT) -> None:
+        from wsproto.events import RejectConnection
+
+        self.handshake(timeout)
+        self.conn.send(self.ws.send(RejectConnection(status_code=status)))
+
+    def send_text(self, text: str) -> None:
+        from wsproto.events import Message
+
+        self.conn.send(self.ws.send(Message(data=text)))
+
+    def receive(self, timeout: float = PEER_TIMEOUT) -> str | bytes | None:
+        """The next whole message; None once the client closed (its Close is answered)."""
+        from wsproto.events import CloseConnection, Message, Ping, Pong
+
+        deadline = time.monotonic() + timeout
+        parts: list[Any] = []
+        while True:
+            event = self._next(max(deadline - time.monotonic(), 0.001))
+            if isinstance(event, Ping):
+                self.control.append(("ping", event.payload))
+                self.conn.send(self.ws.send(event.response()))
+            elif isinstance(event, Pong):
+                self.control.append(("pong", bytes(event.payload)))
+            elif isinstance(event, CloseConnection):
+                self.control.append(("close", event.code))
+                with contextlib.suppress(Exception):
+                    self.conn.send(self.ws.send(event.response()))
+                return None
+            elif isinstance(event, Message):
+                parts.append(event.data)
+                if event.message_finished:
+                    joined: str | bytes = (
+                        "".join(parts) if isinstance(parts[0], str) else b"".join(parts)
+                    )
+                    return joined
+
+    def until_closed(self, timeout: float = PEER_TIMEOUT) -> None:
+        """Read (and drop) messages until the client closes."""
+        with contextlib.suppress(Stopped, TimeoutError):
+            while self.receive(timeout) is not None:
+                pass
+
+
+WSHandler = Callable[[WSConn], None]
+
+
+@contextlib.contextmanager
+def websocket_server(
+    handler: WSHandler, ctx: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+) -> Iterator[TCPServer]:
+    """A websocket server (TLS from the first byte with ``ctx``: wss); ``handler`` gets each
+    connection as a ``WSConn`` to accept (or reject) and talk on."""
+
+    def handle(conn: Conn) -> None:
+        if ctx is not None:
+            conn.start_tls(ctx)
+        handler(WSConn(conn))
+
+    with tcp_server(handle, host) as server:
+        yield server
+
+
 # HTTP
 
 

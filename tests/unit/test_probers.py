@@ -92,7 +92,16 @@ def toy() -> Iterator[ProberSpec]:
 
 
 def test_the_registry_holds_every_prober_module() -> None:
-    assert list(PROBERS) == ["tcp", "http", "dns", "icmp", "grpc", "unix", "traceroute"]
+    assert list(PROBERS) == [
+        "tcp",
+        "http",
+        "dns",
+        "icmp",
+        "grpc",
+        "unix",
+        "websocket",
+        "traceroute",
+    ]
     for name, mod in (("tcp", tcp), ("http", http), ("dns", dns), ("icmp", icmp), ("unix", unix)):
         assert PROBERS[name] is mod.PROBER and mod.PROBER.probe is mod.probe
 

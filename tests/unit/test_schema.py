@@ -222,10 +222,11 @@ def test_the_derived_secret_keys_are_the_ones_errors_always_withheld() -> None:
     """The prober declarations (and the web config's own keys) give exactly the lists that
     used to be written out by hand."""
     keys = {"password", "password_file", "bearer_token", "bearer_token_file", "credentials",
-            "credentials_file", "key_file", "client_secret", "client_secret_file"}  # fmt: skip
+            "credentials_file", "key_file", "client_secret", "client_secret_file",
+            "secrets"}  # fmt: skip
     subtrees = keys | {"basic_auth", "authorization", "headers", "oauth2", "tls_config",
                        "proxy_connect_header", "tls_server_config", "basic_auth_users",
-                       "metadata", "proxy_url", "http_headers"}  # fmt: skip
+                       "metadata", "proxy_url", "http_config", "http_headers"}  # fmt: skip
     assert keys <= yamlcheck.SECRET_KEYS and subtrees <= yamlcheck.SECRET_SUBTREES
     ours = {"toy_token", "toy_token_file"}
     assert yamlcheck.SECRET_KEYS - ours == keys

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -104,7 +104,12 @@ class Clock:
 
 class AddressResolver(Protocol):
     def resolve(
-        self, host: str, preferred: str, fallback: bool, timeout: float
+        self,
+        host: str,
+        preferred: str,
+        fallback: bool,
+        timeout: float,
+        servers: Sequence[tuple[str, int]] | None = None,
     ) -> Deferred[str]: ...
 
 

@@ -11,6 +11,7 @@ from netprobe_exporter.probes import dns as dns
 from netprobe_exporter.probes import icmp as icmp
 from netprobe_exporter.probes import grpc as grpc
 from netprobe_exporter.probes import unix as unix
+from netprobe_exporter.probes import websocket as websocket
 from netprobe_exporter.probes import traceroute as traceroute
 from netprobe_exporter.probes import PROBERS
 

@@ -26,13 +26,15 @@ import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from netprobe_exporter.addresses import parse_dns_server
+from netprobe_exporter.durations import format_duration
 from netprobe_exporter.probes import (
     Family,
     ProbeContext,
@@ -41,7 +43,12 @@ from netprobe_exporter.probes import (
     SeriesSink,
     engine,
 )
-from netprobe_exporter.schema import BOOL, IP_ADDRESS, Choice, Opt
+from netprobe_exporter.schema import BOOL, IP_ADDRESS, Choice, Opt, Scalar
+
+if TYPE_CHECKING:
+    import yaml
+
+    from netprobe_exporter.yamlcheck import Checker
 
 _TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
 _TCP_INFO_LEN = 104
@@ -126,11 +133,14 @@ async def resolve(
     fallback: bool,
     timeout: float,
     result: ProbeResult,
+    dns_server: str | None = None,
+    dns_timeout: float | None = None,
 ) -> str | None:
     """Choose the address to probe, as blackbox does; None (result failed) if there is none.
 
     An IP literal is its own answer, but still has to be of the preferred protocol unless
-    fallback is allowed (blackbox's rule, so ``/probe`` answers agree).
+    fallback is allowed (blackbox's rule, so ``/probe`` answers agree). A module's
+    ``dns_server`` is asked instead of the system's nameservers, within ``dns_timeout``.
     """
     clock = ctx.clock.monotonic
     started = clock()
@@ -144,7 +154,11 @@ async def resolve(
         ip = host
     else:
         try:
-            ip = await ctx.resolver.resolve(host, preferred, fallback, timeout)
+            if dns_server is None:
+                ip = await ctx.resolver.resolve(host, preferred, fallback, timeout)
+            else:
+                ip = await _resolve_via(ctx, host, preferred, fallback, timeout, result,
+                                        dns_server, dns_timeout)  # fmt: skip
         except CancelledError:
             raise
         except Exception as exc:
@@ -161,6 +175,18 @@ async def resolve(
     result.ip = ip
     result.note("Resolved target address", target=host, ip=ip)
     return ip
+
+
+def _resolve_via(
+    ctx: ProbeContext, host: str, preferred: str, fallback: bool, timeout: float,
+    result: ProbeResult, dns_server: str, dns_timeout: float | None,
+) -> Deferred[str]:  # fmt: skip
+    server = parse_dns_server(dns_server)
+    limit = min(timeout, DEFAULT_DNS_TIMEOUT if dns_timeout is None else dns_timeout)
+    result.note("Resolving target address with DNS server", dns_server=dns_server)
+    return ctx.resolver.resolve(
+        host, preferred, fallback, limit, servers=[(server.host, server.port)]
+    )
 
 
 @implementer(IReadDescriptor)
@@ -409,3 +435,34 @@ IP_PROTOCOL = (
     Opt("ip_protocol_fallback", BOOL),
 )
 ADDRESSING = (*IP_PROTOCOL, Opt("source_ip_address", IP_ADDRESS))
+
+#: a resolution without ``dns_timeout`` may take this long (blackbox PR #1542's default)
+DEFAULT_DNS_TIMEOUT = 3.0
+
+
+def _dns_server(c: Checker, node: yaml.Node, path: str) -> str | None:
+    """An IP address with an optional port (53): the name of a server would itself need a
+    resolver, and one looked up on the reactor thread would block it."""
+    text = c.string(node, path)
+    if text is None:
+        return None
+    try:
+        server = parse_dns_server(text)
+    except ValueError:
+        server = None
+    if server is None or not server.ip_version:
+        c.error(node, path, f'"{text}" is not an IP address or IP:port')
+        return None
+    return text
+
+
+def _dns_timeout(c: Checker, node: yaml.Node, path: str) -> float | None:
+    return c.duration(node, path, minimum=0.001)
+
+
+#: ``dns_server`` and ``dns_timeout`` (blackbox PR #1443): resolve the target through this
+#: server instead of resolv.conf's, the hosts file still first; every prober that resolves
+RESOLVING = (
+    Opt("dns_server", Scalar(_dns_server)),
+    Opt("dns_timeout", Scalar(_dns_timeout, lambda v: None if v is None else format_duration(v))),
+)

@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from netprobe_exporter import probes
-from netprobe_exporter.addresses import parse_dns_server
+from netprobe_exporter.addresses import HostPort, parse_dns_server
 from netprobe_exporter.model import Details, Module, Options, Sample, SeriesSink
 from netprobe_exporter.probes import (
     BlackboxFamily,
@@ -44,6 +44,7 @@ from netprobe_exporter.probes import (
     ProbeReactor,
     ProbeResult,
     ProberSpec,
+    doh,
     options_of,
     run_probe,
 )
@@ -51,12 +52,20 @@ from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
     ADDRESSING,
     HANDSHAKE,
+    RESOLVING,
     ConnectInfo,
     adopt,
     connect,
     resolve,
 )
-from netprobe_exporter.probes.tls import TLS_OPTION, TLSConfig, TLSInfo, creator_or_fail
+from netprobe_exporter.probes.tls import (
+    TLS_OPTION,
+    TLSConfig,
+    TLSInfo,
+    creator_or_fail,
+    handshake_info,
+    tls_connection,
+)
 from netprobe_exporter.schema import (
     BOOL,
     REGEXES,
@@ -106,6 +115,12 @@ class DNSProbe(Options):
     #: DNS over TLS (RFC 7858): needs transport_protocol tcp; port 853 when the target has none
     dns_over_tls: bool = False
     tls_config: TLSConfig = field(default_factory=TLSConfig)
+    #: DNS over HTTPS (RFC 8484, ``probes.doh``): the target is the server's https URL
+    dns_over_https: bool = False
+    dns_over_https_method: str = "POST"
+    #: resolve the target through this server (``ip[:port]``), within ``dns_timeout``
+    dns_server: str | None = None
+    dns_timeout: float | None = None
 
 
 LOOKUP = Family(
@@ -396,20 +411,32 @@ async def _run(
     info = result.details
     assert isinstance(info, DNSDetails)
     clock = ctx.clock.monotonic
+    doh_target = None
     try:
-        hp = parse_dns_server(address, 853 if opts.dns_over_tls else 53)
+        if opts.dns_over_https:
+            doh_target = doh.parse_target(address)
+            hp = HostPort(doh_target.host, doh_target.port, doh_target.ip_version)
+        elif "://" in address:
+            raise ValueError(f"{address!r} is a URL: a DNS over HTTPS target needs "
+                             "dns_over_https: true")  # fmt: skip
+        else:
+            hp = parse_dns_server(address, 853 if opts.dns_over_tls else 53)
     except ValueError as exc:
         result.fail("error", str(exc))
         return
     ip = await resolve(
         ctx, hp.host, hp.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
-        timeout, result,
+        timeout, result, dns_server=opts.dns_server, dns_timeout=opts.dns_timeout,
     )  # fmt: skip
     phases = info.phases = DNSPhases(result.resolve_duration or 0.0)
     if ip is None:
         return
     creator = None
-    if opts.dns_over_tls:  # checked after resolution, as blackbox does
+    if doh_target is not None:
+        creator = _doh_creator(opts.tls_config, hp.host, result)
+        if creator is None:
+            return
+    elif opts.dns_over_tls:  # checked after resolution, as blackbox does
         if opts.transport_protocol != "tcp":
             result.fail("error", "Configuration error: Expected transport protocol tcp for DoT")
             return
@@ -420,14 +447,16 @@ async def _run(
     result.note(
         "Making DNS query",
         target=f"{ip}:{hp.port}",
-        dial_protocol=opts.transport_protocol + ("-tls" if opts.dns_over_tls else ""),
+        dial_protocol="https"
+        if doh_target is not None
+        else opts.transport_protocol + ("-tls" if opts.dns_over_tls else ""),
         query=opts.query_name,
         type=opts.query_type,
         **{"class": opts.query_class},
     )
     remaining = timeout - (clock() - started)
-    exchange: _TCPExchange | _UDPExchange
-    if opts.transport_protocol == "tcp":
+    exchange: _TCPExchange | _UDPExchange | doh.Exchange
+    if doh_target is not None or opts.transport_protocol == "tcp":
         t0 = clock()
         sock = await connect(
             ctx, ip, hp.port, opts.source_ip_address, remaining, result, info.connect
@@ -436,7 +465,13 @@ async def _run(
             phases.connect = clock() - t0
             return
         phases.connect = result.connect_duration or 0.0
-        exchange = stream = _TCPExchange(payload, clock, tls=creator is not None)
+        stream: _TCPExchange | doh.Exchange
+        if doh_target is not None:
+            wire = doh.request(doh_target, opts.dns_over_https_method, payload)
+            stream = doh.Exchange(wire, clock)
+        else:
+            stream = _TCPExchange(payload, clock, tls=creator is not None)
+        exchange = stream
         factory: IProtocolFactory = Factory.forProtocol(lambda: stream)
         if creator is not None:
             factory = TLSMemoryBIOFactory(creator, True, factory)
@@ -472,7 +507,13 @@ async def _run(
         if isinstance(exchange, _UDPExchange):
             exchange.close()
         transport = getattr(exchange, "transport", None)
-        if opts.transport_protocol == "tcp" and transport is not None:
+        if isinstance(exchange, doh.Exchange) and exchange.sent_at:
+            # what https would show of the server's certificate (blackbox has no DoH)
+            conn = tls_connection(transport)
+            if conn is not None:
+                insecure = opts.tls_config.insecure_skip_verify
+                info.tls = handshake_info(conn, verified=not insecure)
+        if not isinstance(exchange, _UDPExchange) and transport is not None:
             transport.abortConnection()
     try:
         response = _decode(raw)
@@ -555,10 +596,23 @@ def _dot_needs_tcp(r: Reading) -> None:
                  "needs transport_protocol: tcp; every probe will fail")  # fmt: skip
 
 
+def _doh_checked(r: Reading) -> None:
+    if r.values.get("dns_over_https") and r.values.get("dns_over_tls"):
+        r.error("dns_over_https", "only one of dns_over_tls and dns_over_https may be true")
+        r.values.pop("dns_over_https")
+    if "dns_over_https_method" in r.nodes and not r.values.get("dns_over_https"):
+        r.c.warn(r.nodes["dns_over_https_method"], r.at("dns_over_https_method"),
+                 "takes effect only with dns_over_https: true")  # fmt: skip
+    if r.values.get("dns_over_https") and r.values.get("transport_protocol") == "udp":
+        r.c.warn(r.nodes["transport_protocol"], r.at("transport_protocol"),
+                 "is not used: DNS over HTTPS runs over TCP")  # fmt: skip
+
+
 OPTIONS = Section(
     DNSProbe(),
     (
         *ADDRESSING,
+        *RESOLVING,
         require("query_name", _MISSING_NAME),  # a dns module must name its query
         Opt("query_name", TEXT),
         Opt("query_type", Choice(tuple(QUERY_TYPES), 'unknown type "{}"', str.upper)),
@@ -573,14 +627,30 @@ OPTIONS = Section(
         ),
         Opt("dns_over_tls", BOOL),
         Check(_dot_needs_tcp),
+        Opt("dns_over_https", BOOL),
+        Opt("dns_over_https_method", Choice(doh.METHODS, '"{}" must be POST or GET', str.upper)),
+        Check(_doh_checked),
         TLS_OPTION,
     ),
 )
 
 
-def check_address(address: str) -> str | None:
+def _doh_creator(cfg: TLSConfig, host: str, result: ProbeResult) -> Any:
+    """TLS for DoH, offering ``http/1.1`` (the exchange's) by ALPN; None with the probe failed."""
     try:
-        parse_dns_server(address)
+        return tls_.client_creator(cfg, host, alpn=(b"http/1.1",))
+    except Exception as exc:
+        result.fail("error", f"tls_config: {exc}")
+        return None
+
+
+def check_address(address: str) -> str | None:
+    """A DNS server (``host[:port]``), or a DNS over HTTPS server's https URL."""
+    try:
+        if "://" in address:
+            doh.parse_target(address)
+        else:
+            parse_dns_server(address)
     except ValueError as exc:
         return str(exc)
     return None
@@ -588,8 +658,18 @@ def check_address(address: str) -> str | None:
 
 def _families(options: Options) -> tuple[Family, ...]:
     assert isinstance(options, DNSProbe)
-    fams = (LOOKUP, HANDSHAKE) if options.transport_protocol == "tcp" else (LOOKUP,)
-    return (*fams, *tls_.FAMILIES) if options.dns_over_tls else fams
+    over_tcp = options.transport_protocol == "tcp" or options.dns_over_https
+    fams = (LOOKUP, HANDSHAKE) if over_tcp else (LOOKUP,)
+    return (*fams, *tls_.FAMILIES) if options.dns_over_tls or options.dns_over_https else fams
+
+
+def shown(options: Options, section: dict[str, object]) -> dict[str, object]:
+    """The DoH keys only for a DoH module: blackbox has none, so its modules show none."""
+    assert isinstance(options, DNSProbe)
+    if not options.dns_over_https:
+        section.pop("dns_over_https", None)
+        section.pop("dns_over_https_method", None)
+    return section
 
 
 PROBER = probes.register(
@@ -601,5 +681,6 @@ PROBER = probes.register(
         families=(HANDSHAKE, LOOKUP, *tls_.FAMILIES),
         families_for=_families,
         blackbox_families=BLACKBOX_FAMILIES,
+        shown=shown,
     )
 )

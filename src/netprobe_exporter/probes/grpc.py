@@ -55,7 +55,14 @@ from netprobe_exporter.probes import (
     run_probe,
 )
 from netprobe_exporter.probes import tls as tls_
-from netprobe_exporter.probes.connect import ADDRESSING, HANDSHAKE, ConnectInfo, connect, resolve
+from netprobe_exporter.probes.connect import (
+    ADDRESSING,
+    HANDSHAKE,
+    RESOLVING,
+    ConnectInfo,
+    connect,
+    resolve,
+)
 from netprobe_exporter.probes.tls import (
     TLS_OPTION,
     TLSConfig,
@@ -91,6 +98,9 @@ class GRPCProbe(Options):
     source_ip_address: str | None = None
     #: request metadata (0.28): each key with its values, in the config's order
     metadata: Metadata = ()
+    #: resolve the target through this server (``ip[:port]``), within ``dns_timeout``
+    dns_server: str | None = None
+    dns_timeout: float | None = None
 
 
 #: blackbox's options of a module with no ``grpc:`` section: its module defaults leave out
@@ -271,6 +281,7 @@ async def _run(
     ip = await resolve(
         ctx, target.host, target.ip_version, opts.preferred_ip_protocol,
         opts.ip_protocol_fallback, timeout, result,
+        dns_server=opts.dns_server, dns_timeout=opts.dns_timeout,
     )  # fmt: skip
     if ip is None:
         return
@@ -729,6 +740,7 @@ OPTIONS = Section(
         Opt("tls", BOOL),
         TLS_OPTION,
         *ADDRESSING,
+        *RESOLVING,
         Opt("metadata", _MetadataKind()),
     ),
 )

@@ -67,6 +67,7 @@ from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
     HANDSHAKE,
     IP_PROTOCOL,
+    RESOLVING,
     ConnectInfo,
     adopt,
     connect,
@@ -206,6 +207,10 @@ class HTTPProbe(Options):
         return (
             self.fail_if_body_json_matches_cel or self.fail_if_body_json_not_matches_cel
         ) is not None
+
+    #: resolve the target through this server (``ip[:port]``), within ``dns_timeout``
+    dns_server: str | None = None
+    dns_timeout: float | None = None
 
 
 DURATION = Family(
@@ -666,7 +671,7 @@ async def _run(
     else:
         ip = await resolve(
             ctx, url.host, url.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
-            timeout, result,
+            timeout, result, dns_server=opts.dns_server, dns_timeout=opts.dns_timeout,
         )  # fmt: skip
         phases = info.phases = HTTPPhases(result.resolve_duration or 0.0)
         if ip is None:
@@ -864,6 +869,7 @@ async def _exchange(
             new_ip = await resolve(
                 ctx, nxt.host, nxt.ip_version, opts.preferred_ip_protocol,
                 opts.ip_protocol_fallback, deadline - t0, result,
+                dns_server=opts.dns_server, dns_timeout=opts.dns_timeout,
             )  # fmt: skip
             phases.resolve += ctx.clock.monotonic() - t0
             if new_ip is None:
@@ -939,6 +945,7 @@ async def _route(
             ip = await resolve(
                 ctx, url.host, url.ip_version, opts.preferred_ip_protocol,
                 opts.ip_protocol_fallback, remaining, result,
+                dns_server=opts.dns_server, dns_timeout=opts.dns_timeout,
             )  # fmt: skip
             if ip is None:
                 raise ProbeFailure(result.result, result.detail)
@@ -965,6 +972,7 @@ async def _resolve_proxy(
     found = await resolve(
         dataclasses.replace(ctx, policy=None), proxy.host, parse_host(proxy.host),
         opts.preferred_ip_protocol, True, timeout, scratch,
+        dns_server=opts.dns_server, dns_timeout=opts.dns_timeout,
     )  # fmt: skip
     if found is None:
         raise ProbeFailure("dns_error", f"proxy {proxy.host}: {scratch.detail}")
@@ -1380,6 +1388,7 @@ OPTIONS = Section(
     HTTPProbe(),
     (
         *IP_PROTOCOL,
+        *RESOLVING,
         Opt("valid_status_codes", ListOf(Int(100, 999))),
         Opt("valid_http_versions", STRINGS),
         Opt("skip_resolve_phase_with_proxy", BOOL),

@@ -39,7 +39,7 @@ from netprobe_exporter.probes import (
     run_probe,
 )
 from netprobe_exporter.probes import packets as packets_
-from netprobe_exporter.probes.connect import ADDRESSING, resolve
+from netprobe_exporter.probes.connect import ADDRESSING, RESOLVING, resolve
 from netprobe_exporter.probes.packets import DEFAULT_PACKET_INTERVAL, PACKET_OPTIONS, Burst, Packets
 from netprobe_exporter.schema import BOOL, Int, Opt, Section
 
@@ -57,6 +57,9 @@ class ICMPProbe(Options):
     #: echo requests per probe, one every ``packet_interval`` (``probes.packets``)
     packets: int = 1
     packet_interval: float = DEFAULT_PACKET_INTERVAL
+    #: resolve the target through this server (``ip[:port]``), within ``dns_timeout``
+    dns_server: str | None = None
+    dns_timeout: float | None = None
 
 
 RTT = Family(
@@ -345,7 +348,7 @@ async def _run(
         return
     ip = await resolve(
         ctx, address, version, opts.preferred_ip_protocol, opts.ip_protocol_fallback, timeout,
-        result,
+        result, dns_server=opts.dns_server, dns_timeout=opts.dns_timeout,
     )  # fmt: skip
     phases.resolve = result.resolve_duration or 0.0
     if ip is None:
@@ -442,6 +445,7 @@ OPTIONS = Section(
     ICMPProbe(),
     (
         *ADDRESSING,
+        *RESOLVING,
         Opt("payload_size", Int(0, 65000)),
         Opt("dont_fragment", BOOL),
         Opt("ttl", Int(0, 255, zero_unset=True)),  # 0: the default, as blackbox

@@ -45,6 +45,7 @@ from netprobe_exporter.probes import tls as tls_
 from netprobe_exporter.probes.connect import (
     ADDRESSING,
     HANDSHAKE,
+    RESOLVING,
     ConnectInfo,
     adopt,
     connect,
@@ -125,6 +126,9 @@ class TCPProbe(Options):
     #: connect checks only
     packets: int = 1
     packet_interval: float = DEFAULT_PACKET_INTERVAL
+    #: resolve the target through this server (``ip[:port]``), within ``dns_timeout``
+    dns_server: str | None = None
+    dns_timeout: float | None = None
 
     @property
     def may_speak_tls(self) -> bool:
@@ -427,7 +431,7 @@ async def _run(
         return
     ip = await resolve(
         ctx, hp.host, hp.ip_version, opts.preferred_ip_protocol, opts.ip_protocol_fallback,
-        timeout, result,
+        timeout, result, dns_server=opts.dns_server, dns_timeout=opts.dns_timeout,
     )  # fmt: skip
     if ip is None:
         return
@@ -745,6 +749,7 @@ OPTIONS = Section(
     TCPProbe(),
     (
         *ADDRESSING,
+        *RESOLVING,
         Opt("query_response", ListOf(Nested(QUERY_RESPONSE))),
         Opt("tls", BOOL),
         TLS_OPTION,

@@ -55,7 +55,7 @@ from netprobe_exporter.probes import (
     options_of,
     run_probe,
 )
-from netprobe_exporter.probes.connect import ADDRESSING, resolve
+from netprobe_exporter.probes.connect import ADDRESSING, RESOLVING, resolve
 from netprobe_exporter.probes.icmp import checksum
 from netprobe_exporter.schema import Check, Choice, Duration, Int, Opt, Reading, Section
 
@@ -101,6 +101,9 @@ class TracerouteProbe(Options):
     packets_per_hop: int = 3
     #: how long a hop's packets are waited for once sent
     hop_timeout: float = 1.0
+    #: resolve the target through this server (``ip[:port]``), within ``dns_timeout``
+    dns_server: str | None = None
+    dns_timeout: float | None = None
 
 
 HOP_LABELS = tuple(str(h) for h in range(1, MAX_HOPS + 1))
@@ -809,8 +812,9 @@ async def _run(
         result.fail("error", str(exc))
         return
     ip = await resolve(
-        ctx, host, version, opts.preferred_ip_protocol, opts.ip_protocol_fallback, timeout, result
-    )
+        ctx, host, version, opts.preferred_ip_protocol, opts.ip_protocol_fallback, timeout, result,
+        dns_server=opts.dns_server, dns_timeout=opts.dns_timeout,
+    )  # fmt: skip
     if ip is None:
         return
     trace: _Trace | None = None
@@ -866,6 +870,7 @@ OPTIONS = Section(
     TracerouteProbe(),
     (
         *ADDRESSING,
+        *RESOLVING,
         Opt("protocol", Choice(tuple(TRANSPORTS), '"{}" must be udp, icmp or tcp')),
         Opt("max_hops", Int(1, MAX_HOPS)),
         Opt("first_hop", Int(1, MAX_HOPS)),
