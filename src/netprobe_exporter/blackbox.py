@@ -27,6 +27,8 @@ _CORE = (
     BlackboxFamily("probe_success", "Displays whether or not the probe was a success"),
     BlackboxFamily("probe_duration_seconds",
                    "Returns how long the probe took to complete in seconds"),
+    # blackbox after 0.28 (#1571): the timeout the probe was given
+    BlackboxFamily("probe_timeout_seconds", "Returns how long the probe timeout is in seconds"),
     BlackboxFamily("probe_dns_lookup_time_seconds",
                    "Returns the time taken for probe dns lookup in seconds"),
     BlackboxFamily("probe_ip_protocol", "Specifies whether probe ip protocol is IP4 or IP6"),
@@ -106,12 +108,15 @@ def _ns(seconds: float) -> float:
     return round(seconds, 9)
 
 
-def families(r: ProbeResult) -> dict[str, list[Sample]]:
-    """Every family blackbox would emit for this result, by name."""
+def families(r: ProbeResult, timeout: float | None = None) -> dict[str, list[Sample]]:
+    """Every family blackbox would emit for this result, by name (``probe_timeout_seconds``
+    when the probe's timeout is given, as blackbox's main branch writes it)."""
     out: dict[str, list[Sample]] = {
         "probe_success": [({}, 1.0 if r.success else 0.0)],
         "probe_duration_seconds": [({}, _ns(r.duration))],
     }
+    if timeout is not None:
+        out["probe_timeout_seconds"] = [({}, timeout)]
     if r.resolve_duration is not None:
         out["probe_dns_lookup_time_seconds"] = [({}, _ns(r.resolve_duration))]
         out["probe_ip_protocol"] = [({}, float(r.ip_protocol))]
@@ -121,10 +126,10 @@ def families(r: ProbeResult) -> dict[str, list[Sample]]:
     return out
 
 
-def render(r: ProbeResult) -> str:
+def render(r: ProbeResult, timeout: float | None = None) -> str:
     """The text exposition (0.0.4) of a probe result, families sorted as Go's registry does."""
     lines: list[str] = []
-    for name, samples in sorted(families(r).items()):
+    for name, samples in sorted(families(r, timeout).items()):
         lines.append(_header(name))
         if len(samples) > 1:
             samples = sorted(samples, key=lambda s: sorted(s[0].items()))
@@ -152,7 +157,14 @@ def debug_output(
     """blackbox's ``debug=true`` page: the probe's log, the metrics, the module."""
     entries = list(r.log or [])
     return debug_page(
-        module, target, timeout, entries, r.log_dropped, r.log_dropped_at, render(r), started
+        module,
+        target,
+        timeout,
+        entries,
+        r.log_dropped,
+        r.log_dropped_at,
+        render(r, timeout),
+        started,
     )
 
 

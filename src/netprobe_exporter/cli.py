@@ -103,6 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="subtracted from Prometheus' scrape timeout for /probe (default 0.5)",
     )
     p.add_argument(
+        "--config.enable-auto-reload",
+        dest="auto_reload",
+        action="store_true",
+        help="reload the config file when its content changes, looked at every "
+        "--config.auto-reload-interval (as blackbox 0.28)",
+    )
+    p.add_argument(
+        "--config.auto-reload-interval",
+        dest="auto_reload_interval",
+        type=_auto_reload_interval,
+        default=30.0,
+        metavar="SECONDS",
+        help="how often --config.enable-auto-reload looks at the config file (default 30; "
+        "a number of seconds, or a duration such as 1m)",
+    )
+    p.add_argument(
         "--history.limit",
         dest="history_limit",
         type=_history_limit,
@@ -117,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
     p.add_argument("--version", action="store_true", help="print version and exit")
     return p  # fmt: skip
+
+
+def _auto_reload_interval(text: str) -> float:
+    """Seconds, as blackbox takes them (``30``), or a duration (``30s``, ``1m``)."""
+    from netprobe_exporter.durations import parse_duration
+
+    try:
+        seconds = float(text) if text.isdigit() else parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds or a duration such as 30s"
+        ) from None
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1 second")
+    return seconds
 
 
 def _history_limit(text: str) -> int:
@@ -185,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
     )
     app.web.history.limit = args.history_limit
+    if args.auto_reload:
+        app.manager.auto_reload_interval = args.auto_reload_interval
     try:
         if args.config_file is not None or args.targets:
             # before listening; the embedded default needs the bound port, so it waits

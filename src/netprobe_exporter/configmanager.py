@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -137,6 +138,16 @@ class _FilesPlan:
     prepared: tuple[Prepared, ...] | None = None
 
 
+def _digest_of(path: str) -> bytes | None:
+    """The file's content digest, or None if it cannot be read now (blocks: not on the
+    reactor)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").digest()
+    except OSError:
+        return None
+
+
 class ConfigManager(Service):
     """Owns the running config; loads, reloads and watches target files for its subscribers."""
 
@@ -170,6 +181,11 @@ class ConfigManager(Service):
         self._file_watch: task.LoopingCall | None = None
         self._lock = defer.DeferredLock()
         self._stopped = False
+        #: ``--config.enable-auto-reload``: seconds between looks at the config file (0: off)
+        self.auto_reload_interval = 0.0
+        self._auto_watch: task.LoopingCall | None = None
+        #: a digest of the config file as last read for a reload (or at start)
+        self._digest: bytes | None = None
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Tell ``subscriber`` of every change from now on, after those subscribed before."""
@@ -183,12 +199,37 @@ class ConfigManager(Service):
         self._stopped = False
         config, self.initial = self.initial, None
         self.apply(config if config is not None else self.read_config())
+        if self.auto_reload_interval > 0 and self.config_file is not None:
+            self._auto_watch = task.LoopingCall(self._look_at_config)
+            self._auto_watch.clock = self._clock
+            self._auto_watch.start(self.auto_reload_interval, now=True)
 
     def stopService(self) -> None:
         super().stopService()
         self._stopped = True
-        if self._file_watch is not None and self._file_watch.running:
-            self._file_watch.stop()
+        for watch in (self._file_watch, self._auto_watch):
+            if watch is not None and watch.running:
+                watch.stop()
+
+    def _look_at_config(self) -> Deferred[None]:
+        """``--config.enable-auto-reload``: reload when the file's content changed (as
+        blackbox 0.28, which reloads only on a change of content, whatever asked for it).
+        The first look only notes the content the start read (or nearly: a change between the
+        two is seen by the first reload the operator asks for)."""
+        assert self.config_file is not None
+        d = self._offload(_digest_of, self.config_file)
+
+        def seen(digest: bytes | None) -> Deferred[None] | None:
+            if digest is None or digest == self._digest:
+                return None  # unreadable (the reload would say so) or unchanged
+            first, self._digest = self._digest is None, digest
+            if first:
+                return None
+            log.info("config file changed, reloading", file=self.config_file)
+            return self.reload().addErrback(lambda _: None)  # logged and counted there
+
+        done: Deferred[None] = d.addCallback(seen)
+        return done.addErrback(lambda f: log.failure("config auto-reload look failed", f))
 
     # reading
     def read_config(self) -> Config:

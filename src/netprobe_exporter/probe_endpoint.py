@@ -133,7 +133,7 @@ def outcome(
     if debug:
         kind, body = DEBUG, blackbox.debug_output(module, target, timeout, result, started)
     else:
-        kind, body = METRICS, blackbox.render(result)
+        kind, body = METRICS, blackbox.render(result, timeout)
     log = None if result.log is None else tuple(result.log)
     return Outcome(
         kind, body, result.success, result.result, result.duration, result.detail, log,

@@ -300,7 +300,12 @@ DURATIONS = frozenset(
 #: families blackbox 0.24-0.28 write that the 0.23 reference does not: ours may have them
 #: (their values are checked against blackbox's current documentation in their own tests)
 NEWER_FAMILIES = frozenset(
-    {"probe_failed_due_to_bytes", "probe_expect_info", "probe_tls_cipher_info"}
+    {
+        "probe_failed_due_to_bytes",
+        "probe_expect_info",
+        "probe_tls_cipher_info",
+        "probe_timeout_seconds",
+    }
 )
 #: labels blackbox 0.26 added to a family: left out of ours where the reference lacks them
 NEWER_LABELS = {"probe_ssl_last_chain_info": frozenset({"serialnumber"})}

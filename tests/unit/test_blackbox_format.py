@@ -115,6 +115,16 @@ def test_render_sorts_families_and_omits_what_blackbox_omits() -> None:
     assert "probe_ip_addr_hash 0\n" in text and "probe_ip_protocol 0\n" in text
 
 
+def test_the_probe_timeout_is_a_family_as_blackbox_writes_it_since_0_28() -> None:
+    r = ProbeResult(True, "success", 0.25, details=TCPDetails())
+    text = render(r, 9.5)
+    assert (
+        "# HELP probe_timeout_seconds Returns how long the probe timeout is in seconds\n"
+        "# TYPE probe_timeout_seconds gauge\nprobe_timeout_seconds 9.5\n"
+    ) in text
+    assert "probe_timeout_seconds" not in render(r)  # continuous mode's results have none
+
+
 def test_module_yaml_redacts_secrets() -> None:
     from netprobe_exporter.blackbox import module_yaml
     from netprobe_exporter.config import parse_config

@@ -152,3 +152,20 @@ def test_config_check_reports_the_config_and_its_target_files_errors_in_one_run(
         f"{targets}:1: [0].targets[1]: 'nope': missing port (want host:port)",
         f"check failed: errors in {config}",
     ]
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("30", 30.0), ("1m", 60.0), ("90s", 90.0)])
+def test_the_auto_reload_interval_takes_seconds_or_a_duration(value: str, seconds: float) -> None:
+    args = cli.build_parser().parse_args(
+        ["--config.enable-auto-reload", f"--config.auto-reload-interval={value}"]
+    )
+    assert args.auto_reload and args.auto_reload_interval == seconds
+
+
+def test_a_bad_auto_reload_interval_says_what_it_takes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for bad, why in (("0", "must be at least 1 second"), ("soon", "is not a number of seconds")):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args([f"--config.auto-reload-interval={bad}"])
+        assert why in capsys.readouterr().err

@@ -142,6 +142,44 @@ def test_manager_reload_is_all_or_nothing_across_subscribers(tmp_path: Path) -> 
     m.stopService()
 
 
+def test_auto_reload_reloads_when_the_content_changes_only(tmp_path: Path) -> None:
+    clock = MemoryReactorClock()
+    m, path, stats = manager(tmp_path, "targets:\n  - address: 127.0.0.1:1\n", clock)
+    m.auto_reload_interval = 30.0
+    recorder = Recorder([], "a")
+    m.subscribe(recorder)
+    m.startService()
+    assert len(recorder.committed) == 1
+    clock.advance(30)  # same content: nothing happens
+    assert len(recorder.committed) == 1
+    path.write_text("targets:\n  - address: 127.0.0.1:2\n")
+    clock.advance(29)
+    assert len(recorder.committed) == 1  # not looked at yet
+    clock.advance(1)
+    assert [t.address for t in recorder.committed[-1].targets] == ["127.0.0.1:2"]
+    assert stats.reload_successful == 1.0
+    path.write_text("targets: [\n")  # a broken file: rejected, the old config stays
+    clock.advance(30)
+    assert stats.reload_successful == 0.0
+    assert [t.address for t in m.config.targets] == ["127.0.0.1:2"]  # type: ignore[union-attr]
+    commits = len(recorder.committed)
+    clock.advance(30)  # still broken, unchanged: not tried again
+    assert len(recorder.committed) == commits
+    m.stopService()
+    path.write_text("targets:\n  - address: 127.0.0.1:3\n")
+    clock.advance(60)
+    assert [t.address for t in m.config.targets] == ["127.0.0.1:2"]  # type: ignore[union-attr]
+
+
+def test_auto_reload_is_off_by_default(tmp_path: Path) -> None:
+    clock = MemoryReactorClock()
+    m, path, _ = manager(tmp_path, "targets:\n  - address: 127.0.0.1:1\n", clock)
+    m.startService()
+    path.write_text("targets:\n  - address: 127.0.0.1:2\n")
+    clock.advance(120)
+    assert [t.address for t in m.config.targets] == ["127.0.0.1:1"]  # type: ignore[union-attr]
+
+
 def test_manager_watches_target_files_on_its_clock(tmp_path: Path) -> None:
     files = tmp_path / "files"
     files.mkdir()
