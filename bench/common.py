@@ -31,13 +31,24 @@ RESULTS = Path(__file__).parent / "results"
 def _drain(ports_out: Connection, count: int, stop_at: float) -> None:
     """Listen on ``count`` loopback ports; accept and close every connection until stop_at."""
     socks = []
-    for _ in range(count):
+    # ports below the ephemeral range: a benchmark just before leaves tens of thousands of
+    # ephemeral ports in TIME_WAIT, and bind(0) then fails with EADDRINUSE
+    port = 12000
+    while len(socks) < count and port < 32768:
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", 0))
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.close()
+            port += 1
+            continue
+        port += 1
         s.listen(4096)
         s.setblocking(False)
         socks.append(s)
+    if len(socks) < count:
+        raise SystemExit(f"only {len(socks)} of {count} loopback ports could be bound")
     ports_out.send([s.getsockname()[1] for s in socks])
     ep = select.epoll()
     by_fd = {s.fileno(): s for s in socks}
@@ -59,6 +70,8 @@ def loopback_targets(count: int, max_seconds: float) -> Iterator[list[int]]:
     proc = mp.Process(target=_drain, args=(child, count, time.monotonic() + max_seconds))
     proc.start()
     try:
+        if not parent.poll(120):
+            raise RuntimeError("the target listeners did not start (see the error above)")
         ports: list[int] = parent.recv()
         yield ports
     finally:

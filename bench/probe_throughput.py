@@ -46,8 +46,11 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=None, help="--probe.workers (default: its)")
+    ap.add_argument("--history-limit", type=int, default=None,
+                    help="--history.limit (default: its)")  # fmt: skip
     args = ap.parse_args()
     extra = [] if args.workers is None else [f"--probe.workers={args.workers}"]
+    extra += [f"--history.limit={args.history_limit}"] if args.history_limit is not None else []
     for tool in ("wrk", "prometheus-blackbox-exporter"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install {tool}")
