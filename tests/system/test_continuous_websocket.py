@@ -83,7 +83,16 @@ targets:
                     if s.name == "netprobe_websocket_duration_seconds_count"
                     and s.labels.get("phase") == "transfer"
                 ]
-                ok = up == expected and len(counts) == 2 and min(counts) >= 2
+                probes = [
+                    s.value for s in samples if s.name == "netprobe_probes_total" and s.value > 0
+                ]
+                ok = (
+                    up == expected
+                    and len(counts) == 2
+                    and min(counts) >= 2
+                    and len(probes) >= len(expected)
+                    and min(probes) >= 2  # every target's results counted twice or more
+                )
                 return samples if ok else None
 
             samples = wait_for(settled, 30, "every websocket target probed and settled")

@@ -147,7 +147,8 @@ def test_an_ipv6_literal_is_probed_where_blackbox_dials_it_unbracketed(
         0, 14)  # fmt: skip
     assert (value["ours"]["probe_success"], value["ours"]["probe_grpc_status_code"]) == (1, 0)
     assert value["ours"]["probe_ip_protocol"] == value["blackbox"]["probe_ip_protocol"] == 6
-    assert set(got) == set(ref)
-    assert {n: set(f.samples) for n, f in got.items()} == {
+    newer = blackbox.NEWER_FAMILIES  # written by blackbox after 0.23 (probe_timeout_seconds)
+    assert set(got) - newer == set(ref)
+    assert {n: set(f.samples) for n, f in got.items() if n not in newer} == {
         n: set(f.samples) for n, f in ref.items()
     }

@@ -9,6 +9,7 @@ password, in clear or percent-encoded.
 from __future__ import annotations
 
 import base64
+import json
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,13 +104,14 @@ def test_continuous_target_authenticates_and_never_shows_the_password(
     assert sent["Host"] == f"127.0.0.1:{site.port}"
     assert sent["Authorization"] == BASIC
 
-    pages = {path: exporter.get(path) for path in ("/metrics", "/config", "/")}
+    paths = ("/metrics", "/config", "/", "/status.json")
+    pages = {path: exporter.get(path) for path in paths}
     for path, resp in pages.items():
         assert resp.status == 200, path
         _assert_no_password(resp.text, path)
     assert shown in pages["/metrics"].text
     assert f"address: {shown}" in pages["/config"].text
-    assert shown in pages["/"].text
+    assert json.dumps(shown) in pages["/status.json"].text  # the status page's rows
 
     target = f"http://{AUTH_USER}:{AUTH_PASSWORD}@127.0.0.1:{site.port}/error"
     debug = _probe(exporter, "http_2xx", target, debug=True)
