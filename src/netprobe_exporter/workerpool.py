@@ -63,6 +63,7 @@ from netprobe_exporter.workerproto import (
     decode_outcome,
     decode_result,
 )
+from netprobe_exporter.workerproto import count as frame_count
 
 log = Logger()
 
@@ -350,7 +351,7 @@ class WorkerPool(Service):
         if kind == "b":
             self._batch(link, message)
         elif kind == "h":
-            link.inflight = _count(message[1])
+            link.inflight = frame_count(message[1])
         elif kind == "l":
             self._log(link, message)
         elif kind == "p":
@@ -385,8 +386,8 @@ class WorkerPool(Service):
             if type(lag) is not float and type(lag) is not int:
                 raise FrameError("a lag is not a number")
             stats.lag.observe(max(0.0, float(lag)))
-        stats.skipped += _count(skipped)
-        link.inflight = _count(inflight)
+        stats.skipped += frame_count(skipped)
+        link.inflight = frame_count(inflight)
 
     def _answer(self, link: WorkerLink, message: list[Any]) -> None:
         request_id, found = decode_outcome(message)
@@ -472,9 +473,3 @@ class WorkerPool(Service):
         for i, link in enumerate(self.links):
             if link is not None and old[i] != self._target_frames[i]:
                 link.send(self._target_frames[i])
-
-
-def _count(value: object) -> int:
-    if type(value) is not int or value < 0:
-        raise FrameError("a count is not a non-negative integer")
-    return value

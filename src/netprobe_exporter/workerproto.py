@@ -205,9 +205,10 @@ def encode_outcome(request_id: int, o: Outcome) -> list[Any]:
             o.log_bytes]  # fmt: skip
 
 
-def _count(value: object, what: str) -> int:
+def count(value: object, what: str = "a count") -> int:
+    """A non-negative integer from a frame; FrameError naming ``what`` otherwise."""
     if type(value) is not int or value < 0:
-        raise FrameError(f"a /probe answer's {what} is not a count")
+        raise FrameError(f"{what} is not a non-negative integer")
     return value
 
 
@@ -243,6 +244,6 @@ def decode_outcome(message: list[Any]) -> tuple[int, Outcome]:
     entries = None if log is None else tuple(_log_entry(row) for row in log)
     return request_id, Outcome(
         kind, body, ok == 1, _text(result, "result"), _number(duration, "duration"),
-        _text(detail, "detail"), entries, _count(dropped, "dropped count"),
-        _count(at, "drop position"), _count(size, "log size"),
+        _text(detail, "detail"), entries, count(dropped, "a /probe answer's dropped count"),
+        count(at, "a /probe answer's drop position"), count(size, "a /probe answer's log size"),
     )  # fmt: skip
