@@ -34,6 +34,10 @@ _CORE = (
     BlackboxFamily("probe_ip_protocol", "Specifies whether probe ip protocol is IP4 or IP6"),
     BlackboxFamily("probe_ip_addr_hash", "Specifies the hash of IP address. It's useful to "
                    "detect if the IP address changes."),
+    # ours, for every_address modules
+    BlackboxFamily("probe_addresses", "Addresses of the target's name probed, by family"),
+    BlackboxFamily("probe_addresses_success",
+                   "Addresses of the target's name whose probe succeeded, by family"),
 )  # fmt: skip
 
 
@@ -117,6 +121,9 @@ def families(r: ProbeResult, timeout: float | None = None) -> dict[str, list[Sam
     }
     if timeout is not None:
         out["probe_timeout_seconds"] = [({}, timeout)]
+    if r.addresses is not None:
+        _every_address(out, r)
+        return out
     if r.resolve_duration is not None:
         out["probe_dns_lookup_time_seconds"] = [({}, _ns(r.resolve_duration))]
         out["probe_ip_protocol"] = [({}, float(r.ip_protocol))]
@@ -124,6 +131,24 @@ def families(r: ProbeResult, timeout: float | None = None) -> dict[str, list[Sam
     if r.details is not None:
         r.details.blackbox(out, r)
     return out
+
+
+def _every_address(out: dict[str, list[Sample]], r: ProbeResult) -> None:
+    """An every_address probe: its lookup, counts per family, then each address's families
+    with an ``ip`` label (``probe_success{ip=…}``…), next to the whole probe's own."""
+    if r.resolve_duration is not None:
+        out["probe_dns_lookup_time_seconds"] = [({}, _ns(r.resolve_duration))]
+    counts: dict[str, list[int]] = {}
+    for ip, child in r.addresses or ():
+        c = counts.setdefault("ip6" if ":" in ip else "ip4", [0, 0])
+        c[0] += 1
+        c[1] += child.success
+        for name, samples in families(child).items():
+            out.setdefault(name, []).extend(({**labels, "ip": ip}, v) for labels, v in samples)
+    out["probe_addresses"] = [({"family": f}, float(c[0])) for f, c in sorted(counts.items())]
+    out["probe_addresses_success"] = [
+        ({"family": f}, float(c[1])) for f, c in sorted(counts.items())
+    ]
 
 
 def render(r: ProbeResult, timeout: float | None = None) -> str:

@@ -328,17 +328,26 @@ def modules_taking(address: str, modules: Mapping[str, Module]) -> list[str]:
 
 
 #: series every target has whatever its prober: up, probes_total by result, the connect and
-#: probe histograms, three last_* gauges and target_info (metrics' core families)
+#: probe histograms, three last_* gauges, target_info and address_changes_total (metrics'
+#: core families)
 def _core_series(buckets: int) -> int:
-    return 5 + len(RESULTS) + 2 * (buckets + 3)
+    return 6 + len(RESULTS) + 2 * (buckets + 3)
 
 
 def target_series(buckets: int, module: Module) -> int:
     """The most series a target with ``buckets`` bounds can show at /metrics (exposition's
     families; tests/test_labels.py checks the two agree), known before any probe ran: what
-    ``limits.sample_limit`` holds a config to."""
+    ``limits.sample_limit`` holds a config to.
+
+    With ``every_address``: the target's own core series, two per family (addresses probed
+    and up), and each address's full set (no target_info or address changes of its own).
+    """
     families = PROBERS[module.prober].module_families(module.options)
-    return _core_series(buckets) + sum(f.series(buckets) for f in families)
+    one = _core_series(buckets) + sum(f.series(buckets) for f in families)
+    every = module.every_address
+    if every is None:
+        return one
+    return _core_series(buckets) - 1 + 2 * len(every.families) + every.max_addresses * (one - 2)
 
 
 def series_total(targets: Iterable[Target], modules: Mapping[str, Module]) -> int:

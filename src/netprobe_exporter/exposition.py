@@ -260,6 +260,25 @@ def _info_rows(chunk: list[TargetSeries]) -> str:
     )
 
 
+def _changes_rows(chunk: list[TargetSeries]) -> str:
+    return "".join(
+        [f"netprobe_target_address_changes_total{{{s.labels}}} {s.address_changes}\n"
+         for s in chunk if s.ip is not None or s.children is not None]
+    )  # fmt: skip
+
+
+def _addresses_rows(name: str, up: bool) -> Rows:
+    def rows(chunk: list[TargetSeries]) -> str:
+        out = []
+        for s in chunk:
+            if s.children is not None:
+                for family, probed, n_up in s.address_counts():
+                    out.append(f'{name}{{{s.labels},family="{family}"}} {n_up if up else probed}\n')
+        return "".join(out)
+
+    return rows
+
+
 def _family_histogram_rows(f: Family) -> Rows:
     name = f.name
     suffixes = [f',{f.label}="{value}"' for value in f.label_values] or [""]
@@ -357,6 +376,15 @@ CORE_FAMILIES: list[tuple[int, str, str, str, Rows]] = [
      _gauge_rows("netprobe_last_success_timestamp_seconds", "last_success_ts")),
     (90, "netprobe_target_info", "gauge", "The address the target's last probe went to.",
      _info_rows),
+    (91, "netprobe_target_address_changes_total", "counter",
+     "Times the address probed changed (with every_address: the set of addresses).",
+     _changes_rows),
+    (92, "netprobe_target_addresses", "gauge",
+     "With every_address: addresses of the name probed, by family.",
+     _addresses_rows("netprobe_target_addresses", up=False)),
+    (93, "netprobe_target_addresses_up", "gauge",
+     "With every_address: addresses whose last probe succeeded, by family.",
+     _addresses_rows("netprobe_target_addresses_up", up=True)),
 ]  # fmt: skip
 
 
@@ -453,7 +481,7 @@ def render(store: MetricsStore, fmt: Format, registry: CollectorRegistry | None)
     """Yield the exposition in chunks of at most CHUNK_TARGETS targets' lines."""
     om = fmt.openmetrics
     for name, kind, help_text, row in current_families():
-        series = list(store.series.values())
+        series = store.all_series()
         header = _header(name, kind, help_text, om)  # only for families with samples
         for i in range(0, len(series), CHUNK_TARGETS):
             chunk = row(series[i : i + CHUNK_TARGETS])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import frexp, inf
 
 import twisted
@@ -140,8 +140,10 @@ class TargetSeries(SeriesSink):
     results feed (by family name, made by the first result that has them)."""
 
     __slots__ = (
+        "address_changes",
         "buckets",
         "changed_ts",
+        "children",
         "connect",
         "counters",
         "detail",
@@ -152,6 +154,7 @@ class TargetSeries(SeriesSink):
         "history_ts",
         "infos",
         "ip",
+        "is_address",
         "labels",
         "last_connect",
         "last_failure",
@@ -167,7 +170,7 @@ class TargetSeries(SeriesSink):
         "up",
     )
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Target, is_address: bool = False) -> None:
         pairs = [("target", target.display_address), ("module", target.module), *target.labels]
         self.target = target
         self.labels = label_string(pairs)
@@ -196,6 +199,12 @@ class TargetSeries(SeriesSink):
         self.last_probe_ts: float | None = None
         self.last_success_ts: float | None = None
         self.ip: str | None = None
+        #: times the probed address (or, with every_address, the set of them) changed
+        self.address_changes = 0
+        #: with every_address: each address's own series, by address (None: one address)
+        self.children: dict[str, TargetSeries] | None = None
+        #: this is one address's series of an every_address target (its ip is a label)
+        self.is_address = is_address
         self.buckets = target.buckets
         # the prober's families: histograms and counters (one per label value, up to the
         # highest observed), gauges, info label values
@@ -279,8 +288,11 @@ class TargetSeries(SeriesSink):
         self.detail = result.detail
         self.probe.observe(result.duration)
         self.last_probe_ts = now
-        if result.ip is not None:
-            self.ip = result.ip
+        ip = result.ip
+        if ip is not None and not self.is_address:
+            if self.ip is not None and ip != self.ip:
+                self.address_changes += 1
+            self.ip = ip
         up = 1.0 if result.success else 0.0
         if up != self.up:
             self.changed_ts = now
@@ -295,6 +307,39 @@ class TargetSeries(SeriesSink):
             self.last_connect = result.connect_duration
         if result.details is not None:
             result.details.observe(self, result)
+        if result.addresses is not None:
+            self._observe_addresses(result.addresses, now)
+
+    def _observe_addresses(self, addresses: list[tuple[str, ProbeResult]], now: float) -> None:
+        """Each address's result into its own series; an address no longer probed loses its
+        series (the name stopped resolving to it), so series stay bounded by the module's
+        ``max_addresses``."""
+        before = self.children
+        children: dict[str, TargetSeries] = {}
+        for ip, result in addresses:
+            child = None if before is None else before.get(ip)
+            if child is None:
+                child = TargetSeries(_address_target(self.target, ip), is_address=True)
+            child.observe(result, now)
+            children[ip] = child
+        if before is not None and before.keys() != children.keys():
+            self.address_changes += 1
+        self.children = children
+
+    def address_counts(self) -> list[tuple[str, int, int]]:
+        """With every_address: per family (``ip4``, ``ip6``), addresses probed and up."""
+        counts: dict[str, list[int]] = {}
+        for ip, child in (self.children or {}).items():
+            c = counts.setdefault("ip6" if ":" in ip else "ip4", [0, 0])
+            c[0] += 1
+            c[1] += child.up == 1.0
+        return [(family, c[0], c[1]) for family, c in sorted(counts.items())]
+
+
+def _address_target(target: Target, ip: str) -> Target:
+    """The target of one of its addresses' series: its labels and ``ip`` (which wins)."""
+    labels = (*(p for p in target.labels if p[0] != "ip"), ("ip", ip))
+    return replace(target, labels=labels)
 
 
 @dataclass
@@ -344,6 +389,8 @@ class MetricsStore:
         self.series: dict[SeriesKey, TargetSeries] = {}
         self.modules: dict[str, int] = {}
         self.stats = ExporterStats()
+        #: some target has per-address series (every_address): renders list them too
+        self._addresses = False
 
     def plan(self, targets: Iterable[Target]) -> SeriesPlan:
         """The series ``targets`` need: kept ones are the same objects, new ones are made here.
@@ -378,3 +425,16 @@ class MetricsStore:
         series = self.series.get(series_key(target))
         if series is not None:  # None: the target left the config while its probe ran
             series.observe(result, now)
+            if result.addresses is not None:
+                self._addresses = True
+
+    def all_series(self) -> list[TargetSeries]:
+        """Every series to render: each target's, each followed by its addresses' own."""
+        if not self._addresses:
+            return list(self.series.values())
+        out: list[TargetSeries] = []
+        for s in self.series.values():
+            out.append(s)
+            if s.children:
+                out.extend(s.children.values())
+        return out

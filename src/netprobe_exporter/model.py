@@ -189,6 +189,25 @@ class Options:
     runnable: ClassVar[bool] = True
 
 
+#: addresses of one name probed at most, by default and at most (``every_address``)
+DEFAULT_MAX_ADDRESSES = 8
+MAX_ADDRESSES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class EveryAddress:
+    """A module's ``every_address``: probe each address its target's name resolves to.
+
+    Each address gets its own series (an ``ip`` label), so this multiplies a target's series
+    by up to ``max_addresses``: a cardinality trade the operator makes per module.
+    """
+
+    #: addresses probed at most per target, taken evenly from each family in sorted order
+    max_addresses: int = DEFAULT_MAX_ADDRESSES
+    #: the address families resolved, 4 and/or 6
+    families: tuple[int, ...] = (4, 6)
+
+
 @dataclass(frozen=True, slots=True)
 class Module:
     name: str
@@ -197,6 +216,8 @@ class Module:
     timeout: float = 0.0
     #: the prober's own options, of the type its declaration names
     options: Options = field(default_factory=Options)
+    #: probe every address of the target's name (ours); None: the one address blackbox picks
+    every_address: EveryAddress | None = None
 
     @property
     def runnable(self) -> bool:
@@ -272,6 +293,9 @@ class ProbeResult:
     details: Details | None = None
     #: why probe_policy refused the address, when it did (the probe was not sent)
     policy_refused: str | None = None
+    #: with ``every_address``: each address probed and its own result, in the order probed;
+    #: None when the module probes one address (or the name did not resolve)
+    addresses: list[tuple[str, ProbeResult]] | None = None
     #: human-readable reason for a failure
     detail: str = ""
     #: step-by-step notes (time, level, message, fields), kept only when debugging
@@ -308,6 +332,21 @@ class ProbeResult:
             return
         self._log_bytes += size
         self.log.append((self.wall(), level, msg, fields))
+
+    def adopt(self, other: ProbeResult, **extra: object) -> None:
+        """Add ``other``'s notes to this log, with ``extra`` fields, bounded as ``note`` is."""
+        if self.log is None or not other.log:
+            return
+        for ts, level, msg, fields in other.log:
+            if self.log_dropped or len(self.log) >= MAX_LOG_LINES:
+                self._drop()
+                continue
+            size = len(msg) + sum(len(k) + len(str(v)) + 2 for k, v in fields.items())
+            if self._log_bytes + size > MAX_LOG_BYTES:
+                self._drop()
+                continue
+            self._log_bytes += size
+            self.log.append((ts, level, msg, {**extra, **fields}))
 
     def outcome(self, msg: str, level: str, **fields: object) -> None:
         """Record how the probe ended: kept even when the log is full, as it says the most."""

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import yaml
 
-from netprobe_exporter.model import DEFAULT_TIMEOUT, Module, Options, Secret
+from netprobe_exporter.model import (
+    DEFAULT_TIMEOUT,
+    MAX_ADDRESSES,
+    EveryAddress,
+    Module,
+    Options,
+    Secret,
+)
 from netprobe_exporter.probes.all import PROBERS
 from netprobe_exporter.probes.dns import DNSProbe, RRValidator
 from netprobe_exporter.probes.http import BasicAuth, HeaderMatch, HTTPProbe
@@ -49,7 +56,9 @@ def builtin_modules() -> dict[str, Module]:
 
 
 def parse_module(c: Checker, name: str, node: yaml.Node, path: str) -> Module | None:
-    allowed: dict[str, str | None] = {"prober": None, "timeout": None, **dict.fromkeys(PROBERS)}
+    allowed: dict[str, str | None] = {
+        "prober": None, "timeout": None, "every_address": None, **dict.fromkeys(PROBERS)
+    }  # fmt: skip
     m = c.mapping(node, path, allowed)
     if m is None:
         return None
@@ -89,4 +98,38 @@ def parse_module(c: Checker, name: str, node: yaml.Node, path: str) -> Module | 
     if not options.runnable:
         c.warn(pnode, f"{path}.prober",
                f'prober "{prober}" {SOON}: module "{name}" cannot be probed')  # fmt: skip
-    return Module(name=name, prober=prober, timeout=timeout, options=options)
+    every = None
+    if "every_address" in m:
+        every = parse_every_address(c, m["every_address"], f"{path}.every_address")
+        if every is not None and spec.target_host is None:
+            why = f'prober "{prober}" targets are not resolved: there is only one address'
+            c.error(m["every_address"], f"{path}.every_address", why)
+            every = None
+    return Module(name=name, prober=prober, timeout=timeout, options=options, every_address=every)
+
+
+_FAMILIES = {"ip4": 4, "ip6": 6}
+
+
+def parse_every_address(c: Checker, node: yaml.Node, path: str) -> EveryAddress | None:
+    """``every_address: true`` (the defaults), ``false``, or ``{max_addresses, families}``."""
+    if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":bool"):
+        return EveryAddress() if c.boolean(node, path) else None
+    m = c.mapping(node, path, {"max_addresses": None, "families": None})
+    if m is None:
+        return None
+    most = EveryAddress().max_addresses
+    if "max_addresses" in m:
+        found = c.integer(m["max_addresses"], f"{path}.max_addresses", 1, MAX_ADDRESSES)
+        most = most if found is None else found
+    families = EveryAddress().families
+    if "families" in m:
+        names = c.strings(m["families"], f"{path}.families")
+        if names is not None:
+            bad = [n for n in names if n not in _FAMILIES]
+            if bad or not names or len(set(names)) != len(names):
+                c.error(m["families"], f"{path}.families",
+                        "must list ip4, ip6 or both, each once")  # fmt: skip
+            else:
+                families = tuple(_FAMILIES[n] for n in names)
+    return EveryAddress(most, families)

@@ -27,6 +27,7 @@ from netprobe_exporter.metrics import ExporterStats
 from netprobe_exporter.model import Module
 from netprobe_exporter.probes import ProbeContext, Prober, ProbeResult
 from netprobe_exporter.probes.all import PROBERS
+from netprobe_exporter.probes.everyaddress import run_module
 from netprobe_exporter.web import Endpoint, plain
 
 log = Logger()
@@ -295,7 +296,7 @@ class ProbeEndpoint(Endpoint):
         """The probe's answer: from a probe worker when there is one, else probed here."""
 
         def local() -> Deferred[Outcome]:
-            d = self._probers[module.prober](self._context(keep_log), target, module, timeout)
+            d = run_module(self._probers, self._context(keep_log), target, module, timeout)
             return d.addCallback(outcome, module, target, timeout, debug, started)
 
         if self._handoff is None:

@@ -19,6 +19,7 @@ from netprobe_exporter.config import Config, Limits, Target
 from netprobe_exporter.configmanager import ConfigChange
 from netprobe_exporter.metrics import MetricsStore, SeriesPlan
 from netprobe_exporter.probes import ProbeContext, Prober, ProbeResult
+from netprobe_exporter.probes.everyaddress import run_module
 from netprobe_exporter.scheduler import SchedulePlan, Scheduler
 
 log = Logger()
@@ -105,7 +106,7 @@ class ProbingService(Service):
         assert self.config is not None
         module = self.config.modules[target.module]
         timeout = min(module.continuous_timeout, budget)
-        return self.probers[module.prober](self.ctx, target.address, module, timeout)
+        return run_module(self.probers, self.ctx, target.address, module, timeout)
 
     def _on_result(self, target: Target, result: ProbeResult) -> None:
         before = self.store.up(target)

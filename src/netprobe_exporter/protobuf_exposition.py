@@ -372,6 +372,28 @@ def _info_rows(chunk: list[TargetSeries]) -> list[bytes]:
     ]
 
 
+def _changes_rows(chunk: list[TargetSeries]) -> list[bytes]:
+    return [
+        _target_labels(s) + _COUNTER + _DOUBLE(s.address_changes)
+        for s in chunk
+        if s.ip is not None or s.children is not None
+    ]
+
+
+def _addresses_rows(up: bool) -> ProtoRows:
+    def rows(chunk: list[TargetSeries]) -> list[bytes]:
+        out = []
+        for s in chunk:
+            if s.children is not None:
+                labels = _target_labels(s)
+                for family, probed, n_up in s.address_counts():
+                    value = float(n_up if up else probed)
+                    out.append(labels + pair_bytes("family", family) + _GAUGE + _DOUBLE(value))
+        return out
+
+    return rows
+
+
 def _family_rows(f: Family) -> ProtoRows:
     name, label = f.name, f.label
     extras = [pair_bytes(label, v) for v in f.label_values] or [b""]
@@ -425,6 +447,9 @@ def _core_rows() -> dict[str, ProtoRows]:
         "netprobe_last_probe_timestamp_seconds": _gauge_rows("last_probe_ts"),
         "netprobe_last_success_timestamp_seconds": _gauge_rows("last_success_ts"),
         "netprobe_target_info": _info_rows,
+        "netprobe_target_address_changes_total": _changes_rows,
+        "netprobe_target_addresses": _addresses_rows(up=False),
+        "netprobe_target_addresses_up": _addresses_rows(up=True),
     }
 
 
@@ -477,7 +502,7 @@ def _registry_families(registry: CollectorRegistry) -> Iterator[bytes]:
 
 def render(store: MetricsStore, registry: CollectorRegistry | None) -> Iterator[bytes]:
     """Yield the exposition, one delimited message per family and chunk of targets."""
-    series = list(store.series.values())
+    series = store.all_series()
     for name, kind, help_text, rows in _target_families():
         for i in range(0, len(series), CHUNK_TARGETS):
             metrics = rows(series[i : i + CHUNK_TARGETS])

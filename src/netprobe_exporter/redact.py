@@ -23,6 +23,12 @@ def module_doc(module: Module) -> dict[str, Any]:
     doc: dict[str, Any] = {"prober": module.prober}
     if module.timeout:
         doc["timeout"] = format_duration(module.timeout)
+    every = module.every_address
+    if every is not None:
+        doc["every_address"] = {
+            "max_addresses": every.max_addresses,
+            "families": [f"ip{f}" for f in every.families],
+        }
     if module.runnable:  # a prober not run yet has no options to show
         spec = PROBERS[module.prober]
         shown = spec.options.dump(module.options)

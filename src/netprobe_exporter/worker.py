@@ -47,6 +47,7 @@ from netprobe_exporter.probe_endpoint import (
     with_host,
 )
 from netprobe_exporter.probes import ProbeContext, Prober, ProbeReactor, ProbeResult, registry
+from netprobe_exporter.probes.everyaddress import run_module
 from netprobe_exporter.resolver import Resolver
 from netprobe_exporter.scheduler import SchedulePlan, Scheduler, TargetKey
 from netprobe_exporter.workerproto import FAILED, UNAVAILABLE, encode_outcome, encode_result
@@ -82,6 +83,8 @@ class WorkerProbing:
         self.ids: dict[tuple[str, str], int] = {}
         #: each target's info values as last sent (see workerproto.RecordingSink), by id
         self.infos: dict[int, dict[str, str]] = {}
+        #: with every_address: each address's info values, by target id and address
+        self.address_infos: dict[int, dict[str, dict[str, str]]] = {}
         self.results: list[list[Any]] = []
         self.lags: list[float] = []
         self.skipped = 0
@@ -120,13 +123,14 @@ class WorkerProbing:
         self.ids = ids
         kept = set(ids.values())
         self.infos = {i: v for i, v in self.infos.items() if i in kept}
+        self.address_infos = {i: v for i, v in self.address_infos.items() if i in kept}
         self.scheduler.commit(plan)
         log.info("targets assigned", targets=len(plan.entries))
 
     def _run(self, target: Target, budget: float) -> Deferred[ProbeResult]:
         module = self.modules[target.module]
         timeout = min(module.continuous_timeout, budget)
-        return self.probers[module.prober](self.ctx, target.address, module, timeout)
+        return run_module(self.probers, self.ctx, target.address, module, timeout)
 
     def _on_result(self, target: Target, result: ProbeResult) -> None:
         target_id = self.ids.get(target.key)
@@ -135,7 +139,10 @@ class WorkerProbing:
         infos = self.infos.get(target_id)
         if infos is None:
             infos = self.infos[target_id] = {}
-        self.results.append(encode_result(target_id, result, infos))
+        addresses = None
+        if result.addresses is not None:
+            addresses = self.address_infos.setdefault(target_id, {})
+        self.results.append(encode_result(target_id, result, infos, addresses))
         if len(self.results) >= FLUSH_COUNT:
             self.flush()
         elif self._flush is None:
@@ -169,7 +176,7 @@ class WorkerProbing:
             return
         target, timeout, debug = request.target, request.timeout, request.debug
         context = self.contexts[debug or request.keep_log]
-        probed = self.probers[module.prober](context, target, module, timeout)
+        probed = run_module(self.probers, context, target, module, timeout)
         d = probed.addCallback(outcome, module, target, timeout, debug, request.started)
         self.requests[request_id] = d
 

@@ -24,11 +24,19 @@ prober. The main process checks every value it stores: a bad one is a ``FrameErr
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from typing import Any
 
 from netprobe_exporter.frames import FrameError
-from netprobe_exporter.model import MAX_LOG_LINES, RESULTS, Details, ProbeResult, SeriesSink
+from netprobe_exporter.model import (
+    MAX_ADDRESSES,
+    MAX_LOG_LINES,
+    RESULTS,
+    Details,
+    ProbeResult,
+    SeriesSink,
+)
 from netprobe_exporter.probe_endpoint import Outcome
 from netprobe_exporter.probes.all import PROBERS
 
@@ -77,16 +85,21 @@ class RecordingSink(SeriesSink):
 
 
 def encode_result(
-    target_id: int, result: ProbeResult, infos: dict[str, str] | None = None
+    target_id: int,
+    result: ProbeResult,
+    infos: dict[str, str] | None = None,
+    address_infos: dict[str, dict[str, str]] | None = None,
 ) -> list[Any]:
-    """``[id, success, result code, duration, connect, ip, detail, calls]`` for one probe;
-    ``infos`` is the target's info values as last recorded (see ``RecordingSink``)."""
+    """``[id, success, result code, duration, connect, ip, detail, calls]`` for one probe, and
+    with every_address a ninth value: ``[[ip, row without its id], …]``. ``infos`` is the
+    target's info values as last recorded (see ``RecordingSink``), ``address_infos`` each
+    address's (those of addresses no longer probed are dropped from it)."""
     calls: list[list[Any]] | int = 0
     if result.details is not None:
         sink = RecordingSink(infos)
         result.details.observe(sink, result)
         calls = sink.calls
-    return [
+    row = [
         target_id,
         1 if result.success else 0,
         _CODE.get(result.result, _CODE["error"]),
@@ -96,6 +109,17 @@ def encode_result(
         result.detail[:MAX_TEXT],
         calls,
     ]
+    if result.addresses is not None:
+        kept = {} if address_infos is None else address_infos
+        row.append(
+            [[ip, encode_result(0, child, kept.setdefault(ip, {}))[1:]]
+             for ip, child in result.addresses[:MAX_ADDRESSES]]
+        )  # fmt: skip
+        if address_infos is not None:
+            probed = {ip for ip, _ in result.addresses}
+            for ip in [ip for ip in address_infos if ip not in probed]:
+                del address_infos[ip]
+    return row
 
 
 class Replay(Details):
@@ -165,6 +189,10 @@ def _calls(rows: object) -> list[tuple[int, str, Any, int]]:
 
 def decode_result(row: object) -> tuple[int, ProbeResult]:
     """The target id and result of one encoded row; FrameError if any value is wrong."""
+    if isinstance(row, list) and len(row) == 9:
+        target_id, result = decode_result(row[:8])
+        result.addresses = _addresses(row[8])
+        return target_id, result
     if not isinstance(row, list) or len(row) != 8:
         raise FrameError("a result is not a list of 8 values")
     target_id, ok, code, duration, connect, ip, detail, calls = row
@@ -182,6 +210,25 @@ def decode_result(row: object) -> tuple[int, ProbeResult]:
         details=None if calls == 0 else Replay(_calls(calls)),
     )
     return target_id, result
+
+
+def _addresses(rows: object) -> list[tuple[str, ProbeResult]]:
+    """Each address's result of an every_address probe (bounded, never nested)."""
+    if not isinstance(rows, list) or len(rows) > MAX_ADDRESSES:
+        raise FrameError(f"a result's addresses are not a list of at most {MAX_ADDRESSES}")
+    out: list[tuple[str, ProbeResult]] = []
+    for item in rows:
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
+            raise FrameError("a result's address is not [ip, result]")
+        ip = _text(item[0], "address")
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise FrameError("a result's address is not an IP address") from None
+        if len(item[1]) != 7:
+            raise FrameError("an address's result is not a list of 7 values")
+        out.append((ip, decode_result([0, *item[1]])[1]))
+    return out
 
 
 def _jsonable(value: object) -> object:

@@ -89,6 +89,21 @@ def _info_row(s: TargetSeries) -> str:
     return f'netprobe_target_info{{{s.labels},ip="{s.ip}"}} 1\n'
 
 
+def _changes_row(s: TargetSeries) -> str:
+    if s.ip is None and s.children is None:
+        return ""
+    return f"netprobe_target_address_changes_total{{{s.labels}}} {s.address_changes}\n"
+
+
+def _addresses_row(name: str, index: int) -> Row:
+    def row(s: TargetSeries) -> str:
+        return "".join(
+            f'{name}{{{s.labels},family="{c[0]}"}} {c[index]}\n' for c in s.address_counts()
+        )
+
+    return row
+
+
 def _family_histogram_row(f: Family) -> Row:
     name = f.name
 
@@ -171,6 +186,15 @@ CORE_FAMILIES: list[tuple[int, str, str, str, Row]] = [
      _gauge_row("netprobe_last_success_timestamp_seconds", "last_success_ts")),
     (90, "netprobe_target_info", "gauge", "The address the target's last probe went to.",
      _info_row),
+    (91, "netprobe_target_address_changes_total", "counter",
+     "Times the address probed changed (with every_address: the set of addresses).",
+     _changes_row),
+    (92, "netprobe_target_addresses", "gauge",
+     "With every_address: addresses of the name probed, by family.",
+     _addresses_row("netprobe_target_addresses", 1)),
+    (93, "netprobe_target_addresses_up", "gauge",
+     "With every_address: addresses whose last probe succeeded, by family.",
+     _addresses_row("netprobe_target_addresses_up", 2)),
 ]  # fmt: skip
 
 
@@ -207,7 +231,7 @@ def render(store: MetricsStore, fmt: Format, registry: CollectorRegistry | None)
     """Yield the exposition in chunks of at most CHUNK_TARGETS targets' lines."""
     om = fmt.openmetrics
     for name, kind, help_text, row in target_families():
-        series = list(store.series.values())
+        series = store.all_series()
         header = _header(name, kind, help_text, om)  # only for families with samples
         for i in range(0, len(series), CHUNK_TARGETS):
             chunk = "".join([row(s) for s in series[i : i + CHUNK_TARGETS]])

@@ -112,6 +112,14 @@ class AddressResolver(Protocol):
         servers: Sequence[tuple[str, int]] | None = None,
     ) -> Deferred[str]: ...
 
+    def resolve_all(
+        self,
+        host: str,
+        families: tuple[int, ...],
+        timeout: float,
+        servers: Sequence[tuple[str, int]] | None = None,
+    ) -> Deferred[list[str]]: ...
+
 
 @dataclass(slots=True)
 class ProbeContext:
@@ -194,6 +202,9 @@ class ProberSpec:
     shown: Callable[[Options, dict[str, object]], dict[str, object]] | None = None
     #: the options with a ``/probe?hostname=`` override; ValueError says why not
     with_hostname: Callable[[Options, str], Options] | None = None
+    #: the host name (or IP literal) a valid address resolves, for ``every_address``;
+    #: None for a prober whose targets are not resolved (a Unix socket path)
+    target_host: Callable[[str], str] | None = None
 
     @property
     def default(self) -> Options:

@@ -644,6 +644,11 @@ def _doh_creator(cfg: TLSConfig, host: str, result: ProbeResult) -> Any:
         return None
 
 
+def target_host(address: str) -> str:
+    """The DNS server's host (of a DNS over HTTPS URL too)."""
+    return doh.parse_target(address).host if "://" in address else parse_dns_server(address).host
+
+
 def check_address(address: str) -> str | None:
     """A DNS server (``host[:port]``), or a DNS over HTTPS server's https URL."""
     try:
@@ -677,6 +682,7 @@ PROBER = probes.register(
         name="dns",
         options=OPTIONS,
         check_address=check_address,
+        target_host=target_host,
         probe=probe,
         families=(HANDSHAKE, LOOKUP, *tls_.FAMILIES),
         families_for=_families,

@@ -245,6 +245,10 @@ def parse_target(address: str) -> GRPCTarget:
     return GRPCTarget(host, port, version)
 
 
+def target_host(address: str) -> str:
+    return parse_target(address).host
+
+
 def check_address(address: str) -> str | None:
     try:
         parse_target(address)
@@ -772,6 +776,7 @@ PROBER = probes.register(
         name="grpc",
         options=OPTIONS,
         check_address=check_address,
+        target_host=target_host,
         probe=probe,
         families=(HANDSHAKE, RPC, STATUS, SERVING, *tls_.FAMILIES),
         families_for=_families,

@@ -1428,6 +1428,10 @@ OPTIONS = Section(
 )  # fmt: skip
 
 
+def target_host(address: str) -> str:
+    return parse_url(address).host
+
+
 def check_address(address: str) -> str | None:
     try:
         parse_url(address)
@@ -1474,6 +1478,7 @@ PROBER = probes.register(
         name="http",
         options=OPTIONS,
         check_address=check_address,
+        target_host=target_host,
         probe=probe,
         # any http target may speak TLS, by its URL or a redirect
         families=(HANDSHAKE, DURATION, STATUS, *tls_.FAMILIES),

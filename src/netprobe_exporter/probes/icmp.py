@@ -477,6 +477,7 @@ PROBER = probes.register(
         name="icmp",
         options=OPTIONS,
         check_address=check_address,
+        target_host=str,
         probe=probe,
         families=(RTT, *packets_.FAMILIES),
         families_for=_families,

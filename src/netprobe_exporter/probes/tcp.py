@@ -759,6 +759,10 @@ OPTIONS = Section(
 )
 
 
+def target_host(address: str) -> str:
+    return parse_host_port(address).host
+
+
 def check_address(address: str) -> str | None:
     try:
         parse_host_port(address)
@@ -784,6 +788,7 @@ PROBER = probes.register(
         name="tcp",
         options=OPTIONS,
         check_address=check_address,
+        target_host=target_host,
         probe=probe,
         families=(HANDSHAKE, *tls_.FAMILIES, *packets_.FAMILIES),
         families_for=_families,

@@ -889,6 +889,10 @@ def _families(options: Options) -> tuple[Family, ...]:
     )
 
 
+def target_host(address: str) -> str:
+    return split_target(address, "udp")[0]
+
+
 def check_address(address: str) -> str | None:
     try:
         host, _ = split_target(address, "udp")
@@ -903,6 +907,7 @@ PROBER = probes.register(
         name="traceroute",
         options=OPTIONS,
         check_address=check_address,
+        target_host=target_host,
         probe=probe,
         families=FAMILIES,
         families_for=_families,

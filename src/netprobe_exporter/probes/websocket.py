@@ -362,6 +362,10 @@ def parse_target(address: str) -> Target:
     return Target(secure, url, address)
 
 
+def target_host(address: str) -> str:
+    return parse_target(address).url.host
+
+
 def check_address(address: str) -> str | None:
     try:
         parse_target(address)
@@ -1071,6 +1075,7 @@ PROBER = probes.register(
         name="websocket",
         options=OPTIONS,
         check_address=check_address,
+        target_host=target_host,
         probe=probe,
         families=(HANDSHAKE, DURATION, STATUS, *tls_.FAMILIES),
         blackbox_families=BLACKBOX_FAMILIES,
