@@ -155,6 +155,18 @@ def row(s: TargetSeries, sid: str, state: str) -> dict[str, Any]:
     }
 
 
+def _address_row(ip: str, s: TargetSeries) -> dict[str, Any]:
+    """One address of an every_address target, for its page."""
+    hist = history_of(s)
+    return {
+        "ip": ip,
+        "state": state_of(s),
+        "last_result": hist["result"][-1] if hist["result"] else None,
+        "last_ms": hist["ms"][-1] if hist["ms"] else None,
+        "detail": s.detail,
+    }
+
+
 #: one entry of the list's order: shown address, module, key, series, id, and for the filters
 #: the lowercased address and the lowercased labels ("k=v" joined by NUL)
 _Entry = tuple[str, str, SeriesKey, TargetSeries, str, str, str]
@@ -289,6 +301,7 @@ class StatusView:
             logs_link="logs?" + urlencode({"target": t.display_address, "module": t.module}),
             health=self.health(),
             banners=self.banners(),
+            addresses=[_address_row(ip, child) for ip, child in (s.children or {}).items()],
         )
         return data
 

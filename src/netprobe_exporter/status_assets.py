@@ -285,6 +285,9 @@ function drawTarget(d) {
     ["TLS expiry", esc(expiry)],
     ["results since start", Object.keys(d.totals).map((k) => kind(k) + " " + d.totals[k])
       .join(" ") || "\u2013"],
+    ["addresses", (d.addresses || []).map((a) => esc(a.ip) + ' <span class="st st-' +
+      esc(a.state) + '">' + esc(a.state) + "</span> " + kind(a.last_result) + " " +
+      ms(a.last_ms) + (a.detail ? " " + esc(a.detail) : "")).join("<br>") || "\u2013"],
     ["debug", (d.probe_link ? '<a id="probelink" href="' + esc(d.probe_link) +
       '">/probe now (debug)</a> \u00b7 ' : "") + '<a href="' + esc(d.logs_link) +
       '">last /probe log of this target</a>'],

@@ -234,3 +234,24 @@ def test_a_page_is_built_in_steps_of_at_most_chunk_targets() -> None:
     again = view.page_steps(status.Query())
     count = sum(1 for _ in again)  # the order is kept: only the walk and the rows are left
     assert count < len(looked_at)
+
+
+def test_an_every_address_target_page_lists_each_address_state() -> None:
+    t = Target("svc.example:80", "tcp_every", 1.0)
+    store = _store(t)
+    result = bad("timeout", "2 of 3 addresses failed")
+    result.addresses = [("192.0.2.1", ok()), ("192.0.2.2", bad("timeout")), ("2001:db8::1", ok())]
+    store.observe(t, result, 1000.0)
+    view = _view(store)
+    rows = _page(view)["rows"]
+    assert isinstance(rows, list) and [r["target"] for r in rows] == ["svc.example:80"]
+    one = view.target(rows[0]["id"])
+    assert one is not None
+    assert [(a["ip"], a["state"], a["last_result"]) for a in one["addresses"]] == [
+        ("192.0.2.1", "up", "success"),
+        ("192.0.2.2", "down", "timeout"),
+        ("2001:db8::1", "up", "success"),
+    ]
+    plain = _store(Target("b.example:80", "tcp_connect", 1.0))
+    other = _view(plain).target(_page(_view(plain))["rows"][0]["id"])  # type: ignore[index]
+    assert other is not None and other["addresses"] == []
