@@ -65,7 +65,8 @@ DEFAULT_INTERVAL = 15.0
 MIN_INTERVAL = 0.1
 #: label names the exporter sets itself; a user label may not take them
 RESERVED_LABELS = frozenset({"target", "module", "result", "le", "phase", "ip", "quantile",
-                             "version", "hop", "path", "cipher", "serving_status"})  # fmt: skip
+                             "version", "hop", "path", "cipher", "serving_status",
+                             "family"})  # fmt: skip
 
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MAX_NODES = 1_000_000
