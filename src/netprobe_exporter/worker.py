@@ -86,6 +86,9 @@ class WorkerProbing:
         #: with every_address: each address's info values, by target id and address
         self.address_infos: dict[int, dict[str, dict[str, str]]] = {}
         self.results: list[list[Any]] = []
+        #: results waiting, each address of an every_address result counted as one more, so
+        #: that a batch stays far below the frame limit whatever the modules
+        self.weight = 0
         self.lags: list[float] = []
         self.skipped = 0
         self._flush: Any = None
@@ -143,7 +146,8 @@ class WorkerProbing:
         if result.addresses is not None:
             addresses = self.address_infos.setdefault(target_id, {})
         self.results.append(encode_result(target_id, result, infos, addresses))
-        if len(self.results) >= FLUSH_COUNT:
+        self.weight += 1 + (0 if result.addresses is None else len(result.addresses))
+        if self.weight >= FLUSH_COUNT:
             self.flush()
         elif self._flush is None:
             self._flush = self._clock.callLater(FLUSH_DELAY, self.flush)
@@ -160,7 +164,7 @@ class WorkerProbing:
         self._flush = None
         if self.results or self.lags or self.skipped:
             batch = ["b", self.results, self.lags, self.skipped, self.scheduler.inflight]
-            self.results, self.lags, self.skipped = [], [], 0
+            self.results, self.lags, self.skipped, self.weight = [], [], 0, 0
             self._send(batch)
 
     def probe(self, request_id: int, request: ProbeRequest) -> None:

@@ -398,3 +398,22 @@ def test_probe_answer_has_each_address_families_with_an_ip_label() -> None:
     assert [s for s in find(samples, "probe_ip_protocol") if not s.labels] == []
     assert value(samples, "probe_dns_lookup_time_seconds", ip="192.0.2.1") is not None
     assert len([s for s in find(samples, "probe_dns_lookup_time_seconds") if not s.labels]) == 1
+
+
+def test_a_worker_flushes_by_addresses_carried_not_only_by_results() -> None:
+    from netprobe_exporter.worker import FLUSH_COUNT, WorkerProbing
+
+    sent: list[list[Any]] = []
+    clock = Clock()
+    probing = WorkerProbing(clock, ProbeContext(clock, FakeResolver({})), {}, sent.append)  # type: ignore[arg-type]
+    probing.ids = {(f"{NAME}:{p}", "tcp_every"): p for p in range(1, 40)}
+    many = [f"192.0.2.{i}" for i in range(1, 65)]
+    result, _ = run({NAME: many}, down=set(), every=EveryAddress(64, (4,)))
+    per = 1 + len(result.addresses or [])
+    for port in range(1, 40):
+        probing._on_result(Target(f"{NAME}:{port}", "tcp_every", 1.0), result)
+    # a batch went as soon as the addresses carried reached FLUSH_COUNT, long before
+    # FLUSH_COUNT results
+    first = -(-FLUSH_COUNT // per)
+    assert [len(b[1]) for b in sent] == [first, first]
+    assert all(len(row) == 9 and len(row[8]) == 64 for row in sent[0][1])
