@@ -417,3 +417,26 @@ def test_a_worker_flushes_by_addresses_carried_not_only_by_results() -> None:
     first = -(-FLUSH_COUNT // per)
     assert [len(b[1]) for b in sent] == [first, first]
     assert all(len(row) == 9 and len(row[8]) == 64 for row in sent[0][1])
+
+
+def test_an_address_probe_policy_refuses_refuses_the_whole_probe() -> None:
+    def policy(host: str, ip: str) -> str | None:
+        return "192.0.2.2 is in deny 192.0.2.2/32" if ip == "192.0.2.2" else None
+
+    def refusing(ctx: ProbeContext, address: str, module: Module, timeout: float) -> Any:
+        async def body() -> ProbeResult:
+            ip = await ctx.resolver.resolve(NAME, "ip4", True, timeout)
+            r = ProbeResult(True, "success", 0.001, ip=ip)
+            why = ctx.policy(NAME, ip) if ctx.policy is not None else None
+            if why is not None:
+                r.policy_refused = why
+                r.fail("error", f"refused by probe_policy: {why}")
+            return r
+
+        return Deferred.fromCoroutine(body())
+
+    ctx = ProbeContext(Clock(), FakeResolver({NAME: ADDRS}), policy=policy)  # type: ignore[arg-type]
+    got: list[ProbeResult] = []
+    run_module({"tcp": refusing}, ctx, f"{NAME}:80", module(), 2.0).addCallback(got.append)
+    assert got[0].policy_refused == "192.0.2.2 is in deny 192.0.2.2/32"
+    assert not got[0].success

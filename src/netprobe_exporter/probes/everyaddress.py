@@ -175,6 +175,9 @@ def probe_every_address(
         for ip, child in result.addresses:
             result.adopt(child, ip=ip)
         failed = [(ip, child) for ip, child in result.addresses if not child.success]
+        refused = [child.policy_refused for _, child in failed if child.policy_refused]
+        if refused:  # /probe's probe_policy: one denied address refuses the whole target
+            result.policy_refused = refused[0]
         if not chosen:
             result.fail("dns_error", f"resolve: {host}: no address")
         elif failed:
