@@ -112,6 +112,14 @@ class AddressResolver(Protocol):
         servers: Sequence[tuple[str, int]] | None = None,
     ) -> Deferred[str]: ...
 
+    def resolve_all(
+        self,
+        host: str,
+        families: tuple[int, ...],
+        timeout: float,
+        servers: Sequence[tuple[str, int]] | None = None,
+    ) -> Deferred[list[str]]: ...
+
 
 @dataclass(slots=True)
 class ProbeContext:
