@@ -18,23 +18,72 @@ from tests.support.reactor import reactor
 ZONE = "example.test"
 #: resolves to 127.0.0.1 (A only), so a probe of a name from this zone stays on loopback
 LOOPBACK = "loopback." + ZONE
+#: the resolver cache's names: several A (one listed twice) and an AAAA, with a short TTL ...
+MULTI = "multi.cache." + ZONE
+MULTI_TTL = 2
+MULTI_A = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+MULTI_AAAA = ("::1",)
+#: ... a CNAME (TTL 1) to MULTI (its A records TTL 300) ...
+ALIAS = "alias.cache." + ZONE
+#: ... an A only (its AAAA answer: no data, SOA TTL 60 minimum 5) ...
+V4_ONLY = "v4.cache." + ZONE
+#: ... and NXDOMAIN with an SOA in the authority section (TTL 60, minimum 3)
+GONE = "gone.cache." + ZONE
 
 
 def _rr(name: str, type_: int, payload: Any, ttl: int = 300) -> dns.RRHeader:
     return dns.RRHeader(name=name, type=type_, cls=dns.IN, ttl=ttl, payload=payload, auth=True)
 
 
+class NXDomain(error.DomainError):
+    """NXDOMAIN with these authority records (RFC 2308: the SOA a negative cache reads)."""
+
+    def __init__(self, name: bytes, authority: list[dns.RRHeader]) -> None:
+        super().__init__(name)
+        self.authority = authority
+
+
+def _negative_soa(ttl: int, minimum: int) -> dns.RRHeader:
+    payload = dns.Record_SOA(mname="ns1." + ZONE, rname="admin." + ZONE, serial=1,
+                             minimum=minimum, ttl=ttl)  # fmt: skip
+    return _rr(ZONE, dns.SOA, payload, ttl=ttl)
+
+
+def _cache_names(host: str, type_: int) -> Any:
+    """The resolver cache's names (``MULTI`` and the others), or None for another name."""
+    multi_a = [_rr(host, dns.A, dns.Record_A(ip), MULTI_TTL) for ip in (*MULTI_A, MULTI_A[0])]
+    multi_aaaa = [_rr(host, dns.AAAA, dns.Record_AAAA(ip), MULTI_TTL) for ip in MULTI_AAAA]
+    if host == MULTI:
+        return defer.succeed((multi_a if type_ == dns.A else multi_aaaa, [], []))
+    if host == ALIAS and type_ == dns.A:
+        cname = _rr(host, dns.CNAME, dns.Record_CNAME(MULTI), 1)
+        return defer.succeed(([cname, *(_rr(MULTI, dns.A, dns.Record_A(ip), 300)
+                                        for ip in MULTI_A)], [], []))  # fmt: skip
+    if host == V4_ONLY:
+        if type_ == dns.A:
+            return defer.succeed(([_rr(host, dns.A, dns.Record_A("127.0.0.5"), 300)], [], []))
+        return defer.succeed(([], [_negative_soa(60, 5)], []))
+    if host == GONE:
+        return defer.fail(NXDomain(host.encode(), [_negative_soa(60, 3)]))
+    return None
+
+
 class _Zone(ResolverBase):
-    """A tiny authoritative zone: A, AAAA, MX, SOA, a big TXT set, NXDOMAIN and SERVFAIL, and
-    ``LOOPBACK``'s A record."""
+    """A tiny authoritative zone: A, AAAA, MX, SOA, a big TXT set, NXDOMAIN and SERVFAIL,
+    ``LOOPBACK``'s A record and the resolver cache's names; ``asked`` lists every question."""
 
     def __init__(self) -> None:
         super().__init__()
         self.queries = 0
+        self.asked: list[tuple[str, int]] = []
 
     def _lookup(self, name: bytes, cls: int, type_: int, timeout: Any) -> Any:
         self.queries += 1
         host = name.decode().lower().rstrip(".")
+        self.asked.append((host, type_))
+        cached = _cache_names(host, type_)
+        if cached is not None:
+            return cached
         soa = _rr(ZONE, dns.SOA, dns.Record_SOA(mname="ns1." + ZONE, rname="admin." + ZONE,
                                                 serial=2026112501, ttl=300))  # fmt: skip
         if host == "servfail." + ZONE:  # not a DomainError: the server answers SERVFAIL
@@ -69,10 +118,23 @@ class _TruncatingUDP(dns.DNSDatagramProtocol):
         super().writeMessage(message, address)
 
 
+class _ZoneFactory(server.DNSServerFactory):
+    """twisted.names' server, but an ``NXDomain`` is answered with its authority records."""
+
+    def gotResolverError(self, failure: Any, protocol: Any, message: Any, address: Any) -> None:
+        if not failure.check(NXDomain):
+            super().gotResolverError(failure, protocol, message, address)
+            return
+        response = self._responseFromMessage(
+            message=message, rCode=dns.ENAME, authority=failure.value.authority
+        )
+        self.sendReply(protocol, response, address)
+
+
 class _ZoneServer:
     def __init__(self) -> None:
         self.zone = _Zone()
-        factory = server.DNSServerFactory(authorities=[self.zone])
+        factory = _ZoneFactory(authorities=[self.zone])
         factory.noisy = False
         for _ in range(20):
             udp = reactor.listenUDP(0, _TruncatingUDP(factory), interface="127.0.0.1")
