@@ -20,7 +20,8 @@ from netprobe_exporter.probes.all import PROBERS as ALL
 #: what every prober's result has (the probe's log and its bookkeeping included)
 CORE = {
     "success", "result", "duration", "connect_duration", "ip", "resolve_duration", "details",
-    "policy_refused", "addresses", "detail", "log", "log_dropped", "log_dropped_at", "wall", "_log_bytes",
+    "policy_refused", "addresses", "detail", "log", "log_dropped", "log_dropped_at", "wall",
+    "_log_bytes",
 }  # fmt: skip
 
 
