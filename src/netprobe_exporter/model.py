@@ -93,6 +93,23 @@ def stable_hash(target: Target) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class DNSCacheSettings:
+    """Continuous mode's resolver cache (the ``dns_cache:`` section); seconds as floats.
+
+    10,000 targets of one name then send one query per family per TTL, not one per probe.
+    """
+
+    #: every answer is kept at least this long (a TTL of 0 included)
+    min_ttl: float = 1.0
+    #: and at most this long, whatever its TTL; 0: no cache
+    max_ttl: float = 300.0
+    #: NXDOMAIN / no address of a family: kept for the SOA's negative TTL, at most this
+    negative_ttl: float = 30.0
+    #: (name, family, nameservers) entries kept at most
+    max_entries: int = 65536
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Resource bounds (the ``limits:`` section): what one process will take on at most."""
 

@@ -3,7 +3,8 @@
 The hosts file is consulted first, as the system resolver does; a name found there is never
 sent to DNS (so ``localhost`` works without a DNS server, and a missing AAAA for it does not
 leak a query). Other names go to the ``nameserver`` entries of resolv.conf, without a cache:
-each probe resolves afresh, so a DNS change is seen at the next probe. The system resolver
+each probe resolves afresh, so a DNS change is seen at the next probe (continuous mode's
+``dnscache.CachingResolver`` keeps answers for their TTL on top of this one). The system resolver
 (getaddrinfo in a thread) is avoided: it would hold the GIL and skew every latency measured on
 the reactor thread.
 
@@ -12,6 +13,9 @@ fresh port and a random id, a reply checked against both and against the questio
 answer asked again over TCP when it comes back truncated, one deadline for the whole
 resolution, and cancellation that closes the socket and disarms the timer at once. Each probe
 asks on its own: cancelling one probe's lookup never touches another's, even for one name.
+``Resolver.query`` asks one family's question and returns its ``Answer``; ``resolve`` (one
+address, blackbox's family preference) and ``resolve_all`` (every address) are built on it, so
+a subclass that answers ``query`` from a cache serves both.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -54,7 +59,29 @@ Server = tuple[str, int]
 
 
 class ResolveError(Exception):
-    """The name did not resolve to an address of an allowed family."""
+    """The name did not resolve to an address of an allowed family.
+
+    ``answered``: a server's answer (SERVFAIL, REFUSED, NXDOMAIN, no address), which holds for
+    a while and may be cached briefly; False for a timeout, a socket or send failure, no
+    nameserver: those say nothing about the name.
+    """
+
+    def __init__(self, text: str, answered: bool = False) -> None:
+        super().__init__(text)
+        self.answered = answered
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One address family's DNS answer: what a cache keeps of it."""
+
+    #: the addresses of that family, in answer order, each once
+    addresses: tuple[str, ...]
+    #: seconds it holds: the smallest TTL of the answer's records (CNAMEs included); for a
+    #: negative answer RFC 2308's min(SOA TTL, SOA minimum); None: negative without an SOA
+    ttl: float | None
+    #: the name does not exist (no family has an address)
+    nxdomain: bool = False
 
 
 def _family(preferred: str) -> int:
@@ -283,8 +310,13 @@ class _TCPExchange(Protocol):
             self.transport.loseConnection()
 
 
-class _Lookup:
-    """One resolution: each address family in turn, under one deadline, cancellable throughout.
+#: TCP connect bound of a query without a deadline of its own (a cache's: its waiters have one)
+_TCP_CONNECT_TIMEOUT = 30.0
+
+
+class _Query:
+    """One family's question to the first nameserver it can be sent to, cancellable throughout;
+    ``timeout`` None: no timer (a cache's shared query, bounded by its waiters' deadlines).
 
     Plain callbacks rather than a coroutine: they cost a fraction of the CPU per lookup.
     """
@@ -295,32 +327,27 @@ class _Lookup:
         servers: Sequence[Server],
         host: str,
         name: bytes,
-        order: list[int],
-        timeout: float,
+        family: int,
+        timeout: float | None,
     ) -> None:
         self._resolver = resolver
         self._servers = servers
         self._host = host
-        self._name = name
-        self._order = order
-        self._family = 0
-        self._question: _Question | None = None
+        self._family = family
+        self._question = _Question(name, dns.AAAA if family == 6 else dns.A)
         self._exchange: _UDPExchange | _TCPExchange | None = None
         self._connecting: Deferred[_TCPExchange] | None = None
-        self._last = f"{host}: no address"
-        self.result: Deferred[str] = Deferred(self._cancelled)
+        self.result: Deferred[Answer] = Deferred(self._cancelled)
         self._server: Server = servers[0]
-        timeout = max(timeout, 0.001)
-        self._deadline = resolver.clock.seconds() + timeout
-        self._timer: IDelayedCall | None = resolver.clock.callLater(timeout, self._timed_out)
-        self._next_family()
+        self._deadline: float | None = None
+        self._timer: IDelayedCall | None = None
+        if timeout is not None:
+            timeout = max(timeout, 0.001)
+            self._deadline = resolver.clock.seconds() + timeout
+            self._timer = resolver.clock.callLater(timeout, self._timed_out)
+        self._send()
 
-    def _next_family(self) -> None:
-        if not self._order:
-            self._fail(self._last)
-            return
-        self._family = self._order.pop(0)
-        self._question = _Question(self._name, dns.AAAA if self._family == 6 else dns.A)
+    def _send(self) -> None:
         why = "no nameserver"
         for server in self._servers:
             try:
@@ -331,6 +358,7 @@ class _Lookup:
                 why = f"DNS query to {server[0]} not sent: {exc.strerror or type(exc).__name__}"
                 continue
             self._server = server
+            self._resolver.queries += 1
             return
         self._fail(f"{self._host}: {why}")
 
@@ -339,27 +367,26 @@ class _Lookup:
         if message.trunc and self._connecting is None:
             self._over_tcp()
             return
-        host = self._host
         if message.rCode == dns.ENAME:
-            self._fail(f"{host}: no such host (NXDOMAIN)")
+            self._succeed(Answer((), _negative_ttl(message), nxdomain=True))
         elif message.rCode != dns.OK:
             kind = _RCODE_NAMES.get(message.rCode, error.DNSUnknownError.__name__)
-            self._fail(f"{host}: DNS error: {kind}")
+            self._fail(f"{self._host}: DNS error: {kind}", answered=True)
         else:
-            ip = _first_address(message.answers, self._family)
-            if ip is not None:
-                self._finish()
-                self.result.callback(ip)
-                return
-            self._last = f"{host}: no IPv{self._family} address"
-            self._connecting = None
-            self._next_family()
+            found = _addresses(message.answers, self._family)
+            if found:
+                ttl: float | None = float(min(rr.ttl for rr in message.answers))
+            else:
+                ttl = _negative_ttl(message)
+            self._succeed(Answer(found, ttl))
 
     def _over_tcp(self) -> None:
-        assert self._question is not None
         host, port = self._server
         reactor = self._resolver.tcp
-        timeout = max(self._deadline - self._resolver.clock.seconds(), 0.001)
+        if self._deadline is None:
+            timeout = _TCP_CONNECT_TIMEOUT
+        else:
+            timeout = max(self._deadline - self._resolver.clock.seconds(), 0.001)
         endpoint = (
             TCP6ClientEndpoint(reactor, host, port, timeout)
             if ":" in host
@@ -381,12 +408,17 @@ class _Lookup:
         self._timer = None
         self._fail(f"{self._host}: DNS timeout")
 
-    def _fail(self, text: str) -> None:
+    def _succeed(self, answer: Answer) -> None:
         if not self.result.called:
             self._finish()
-            self.result.errback(ResolveError(text))
+            self.result.callback(answer)
 
-    def _cancelled(self, _: Deferred[str]) -> None:
+    def _fail(self, text: str, answered: bool = False) -> None:
+        if not self.result.called:
+            self._finish()
+            self.result.errback(ResolveError(text, answered))
+
+    def _cancelled(self, _: Deferred[Answer]) -> None:
         self._finish()
 
     def _finish(self) -> None:
@@ -402,8 +434,127 @@ class _Lookup:
             connecting.cancel()
 
 
+def _unexpected(host: str, reason: Failure) -> ResolveError:
+    """A query's failure as a ResolveError (a query fails with nothing else but a bug)."""
+    if isinstance(reason.value, ResolveError):
+        return reason.value
+    return ResolveError(f"{host}: {reason.getErrorMessage()}")
+
+
+class _Resolution:
+    """``resolve``: each address family in turn under one deadline, the first address found;
+    cancellable throughout (a cancel cancels the query in flight)."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        host: str,
+        order: list[int],
+        timeout: float,
+        servers: Sequence[Server] | None,
+    ) -> None:
+        self._resolver = resolver
+        self._host = host
+        self._order = order
+        self._servers = servers
+        self._family = 0
+        self._pending: Deferred[Answer] | None = None
+        self._last = f"{host}: no address"
+        self.result: Deferred[str] = Deferred(self._cancelled)
+        self._deadline = resolver.clock.seconds() + max(timeout, 0.001)
+        self._next_family()
+
+    def _next_family(self) -> None:
+        if not self._order:
+            self.result.errback(ResolveError(self._last, answered=True))
+            return
+        self._family = self._order.pop(0)
+        left = self._deadline - self._resolver.clock.seconds()
+        d = self._pending = self._resolver.query(self._host, self._family, left, self._servers)
+        d.addCallbacks(self._answered, self._failed)
+
+    def _answered(self, answer: Answer) -> None:
+        self._pending = None
+        if answer.nxdomain:
+            text = f"{self._host}: no such host (NXDOMAIN)"
+            self.result.errback(ResolveError(text, answered=True))
+        elif answer.addresses:
+            self.result.callback(answer.addresses[0])
+        else:
+            self._last = f"{self._host}: no IPv{self._family} address"
+            self._next_family()
+
+    def _failed(self, reason: Failure) -> None:
+        self._pending = None
+        if not self.result.called and not reason.check(defer.CancelledError):
+            self.result.errback(_unexpected(self._host, reason))
+
+    def _cancelled(self, _: Deferred[str]) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+
+
+class _Gather:
+    """``resolve_all``: every family asked at once under one deadline; their addresses in
+    ``families`` order once all have answered."""
+
+    def __init__(
+        self,
+        resolver: Resolver,
+        host: str,
+        families: tuple[int, ...],
+        timeout: float,
+        servers: Sequence[Server] | None,
+    ) -> None:
+        self._host = host
+        self._families = families
+        self._outcomes: dict[int, Answer | ResolveError] = {}
+        self._pending: dict[int, Deferred[Answer]] = {}
+        self.result: Deferred[list[str]] = Deferred(self._cancelled)
+        for family in families:
+            d = self._pending[family] = resolver.query(host, family, timeout, servers)
+            d.addCallbacks(
+                self._answered, self._failed, callbackArgs=(family,), errbackArgs=(family,)
+            )
+
+    def _answered(self, answer: Answer, family: int) -> None:
+        self._done(family, answer)
+
+    def _failed(self, reason: Failure, family: int) -> None:
+        if not self.result.called and not reason.check(defer.CancelledError):
+            self._done(family, _unexpected(self._host, reason))
+
+    def _done(self, family: int, outcome: Answer | ResolveError) -> None:
+        self._pending.pop(family, None)
+        self._outcomes[family] = outcome
+        if len(self._outcomes) < len(self._families):
+            return
+        answers = [self._outcomes[f] for f in self._families]
+        found = [ip for a in answers if isinstance(a, Answer) for ip in a.addresses]
+        if found:  # a family that failed while another gave addresses is left out
+            self.result.callback(found)
+        elif any(isinstance(a, Answer) and a.nxdomain for a in answers):
+            text = f"{self._host}: no such host (NXDOMAIN)"
+            self.result.errback(ResolveError(text, answered=True))
+        else:
+            errors = [a for a in answers if isinstance(a, ResolveError)]
+            text = f"{self._host}: no {_family_names(self._families)} address"
+            self.result.errback(errors[0] if errors else ResolveError(text, answered=True))
+
+    def _cancelled(self, _: Deferred[list[str]]) -> None:
+        pending, self._pending = self._pending, {}
+        for d in pending.values():
+            d.cancel()
+
+
+def _family_names(families: Sequence[int]) -> str:
+    return " or ".join(f"IPv{f}" for f in families)
+
+
 class Resolver:
-    """Resolve a host name to one IP address, honouring blackbox's ip protocol preference."""
+    """Resolve a host name to one IP address, honouring blackbox's ip protocol preference,
+    or to every address of some families (``resolve_all``)."""
 
     def __init__(
         self,
@@ -418,6 +569,8 @@ class Resolver:
         self._hosts = HostsFile(hosts_path)
         self._servers = list(servers) if servers is not None else None
         self._resolv_conf = resolv_conf
+        #: DNS queries sent (one per family asked; the TCP retry of a truncated one is not)
+        self.queries = 0
 
     def _nameservers(self) -> list[Server]:
         if self._servers is None:
@@ -453,20 +606,84 @@ class Resolver:
                     if ipaddress.ip_address(ip).version == fam:
                         return defer.succeed(ip)
             return defer.fail(ResolveError(f"{host} in hosts file has no IPv{want} address"))
+        return _Resolution(self, host, order, timeout, servers).result
+
+    def resolve_all(
+        self,
+        host: str,
+        families: tuple[int, ...],
+        timeout: float,
+        servers: Sequence[Server] | None = None,
+    ) -> Deferred[list[str]]:
+        """Fire with every address of ``host`` of ``families`` (4, 6), in ``families`` order
+        and each family's in answer order, or fail with ResolveError.
+
+        The families are asked at once, under one deadline; one that fails while another gave
+        addresses is left out. The hosts file comes first, as in ``resolve``; an IP address
+        is its own answer.
+        """
+        wanted = tuple(dict.fromkeys(families))
+        names = _family_names(wanted)
         try:
-            servers = list(servers) if servers else self._nameservers()
+            literal = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            pass
+        else:
+            if literal.version in wanted:
+                return defer.succeed([host])
+            return defer.fail(ResolveError(f"{host}: not an {names} address"))
+        if not wanted:
+            return defer.fail(ResolveError(f"{host}: no address family asked for"))
+        listed = self._hosts.lookup(host)
+        if listed:
+            found = [ip for fam in wanted for ip in listed if _version(ip) == fam]
+            if found:
+                return defer.succeed(list(dict.fromkeys(found)))
+            return defer.fail(ResolveError(f"{host} in hosts file has no {names} address"))
+        return _Gather(self, host, wanted, timeout, servers).result
+
+    def query(
+        self,
+        host: str,
+        family: int,
+        timeout: float | None,
+        servers: Sequence[Server] | None = None,
+    ) -> Deferred[Answer]:
+        """One DNS question: ``host``'s addresses of ``family`` (4 or 6), within ``timeout``
+        (None: no deadline, the caller cancels). NXDOMAIN and no address are Answers; a
+        server's error, a timeout or a socket problem fail with ResolveError. The hosts
+        file is not read here."""
+        try:
+            asked = list(servers) if servers else self._nameservers()
             name = dns.domainString(host)
         except ResolveError as exc:
             return defer.fail(exc)
         except UnicodeError as exc:
             return defer.fail(ResolveError(f"{host}: not a valid DNS name: {exc}"))
-        return _Lookup(self, servers, host, name, order, timeout).result
+        return _Query(self, asked, host, name, family, timeout).result
 
 
-def _first_address(records: Sequence[dns.RRHeader], fam: int) -> str | None:
+def _version(ip: str) -> int:
+    return 6 if ":" in ip else 4
+
+
+def _addresses(records: Sequence[dns.RRHeader], fam: int) -> tuple[str, ...]:
+    """The answer's addresses of family ``fam``, in answer order, each once."""
     want = dns.A if fam == 4 else dns.AAAA
+    af = socket.AF_INET if fam == 4 else socket.AF_INET6
+    found: dict[str, None] = {}
     for rr in records:
         if rr.type == want:
             packed: bytes = getattr(rr.payload, "address", b"")
-            return socket.inet_ntop(socket.AF_INET if fam == 4 else socket.AF_INET6, packed)
+            found[socket.inet_ntop(af, packed)] = None
+    return tuple(found)
+
+
+def _negative_ttl(message: dns.Message) -> float | None:
+    """RFC 2308 section 5: a negative answer holds for min(SOA TTL, SOA minimum) of the
+    authority section's SOA; None without one."""
+    for rr in message.authority:
+        if rr.type == dns.SOA:
+            minimum: int = getattr(rr.payload, "minimum", 0)
+            return float(min(rr.ttl, minimum))
     return None
