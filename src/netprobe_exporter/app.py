@@ -12,6 +12,7 @@ The methods below delegate to the service that owns each concern.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -37,6 +38,7 @@ from netprobe_exporter.configmanager import (
     describe,
     no_full_collections,
 )
+from netprobe_exporter.dnscache import CachingResolver
 from netprobe_exporter.metrics import MetricsStore
 from netprobe_exporter.probe_endpoint import Handoff
 from netprobe_exporter.probes import (
@@ -124,8 +126,12 @@ class App(MultiService):
         self.store = store if store is not None else MetricsStore()
         self.registry = metrics_registry
         clock = IReactorTime(reactor)
-        # the running reactor provides every interface a prober uses (ProbeReactor)
+        # the running reactor provides every interface a prober uses (ProbeReactor); /probe
+        # resolves afresh, continuous probing through a cache (unless given a resolver)
         ctx = ProbeContext(cast(ProbeReactor, reactor), resolver or Resolver(clock))
+        continuous = ctx
+        if resolver is None:
+            continuous = dataclasses.replace(ctx, resolver=CachingResolver(clock))
         found = dict(probers) if probers is not None else registry()
         self.probing: ProbingService | WorkerPool
         handoff: Handoff | None = None
@@ -134,7 +140,7 @@ class App(MultiService):
             self.probing = pool = WorkerPool(clock, spawn, self.store, wall, workers)
             handoff = pool.probe  # /probe runs in the workers too (main keeps HTTP and checks)
         else:
-            self.probing = ProbingService(clock, ctx, found, self.store, wall)
+            self.probing = ProbingService(clock, continuous, found, self.store, wall)
         self.manager = ConfigManager(
             clock,
             offload or ThreadOffload(reactor),

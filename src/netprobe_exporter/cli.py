@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 import twisted
-from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -188,7 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only now import the reactor: the epoll reactor is Twisted's default on Linux.
     from twisted.internet import reactor as _reactor
 
-    from netprobe_exporter.resolver import Resolver
     from netprobe_exporter.webconfig import load_web_config
 
     reactor = IReactorCore(_reactor)
@@ -205,7 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         reactor,
         config_file=args.config_file,
         extra_targets=args.targets,
-        resolver=Resolver(IReactorTime(reactor)),
         metrics_registry=process_registry(),
         timeout_offset=args.timeout_offset,
         shard=shard,

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -26,6 +26,7 @@ from netprobe_exporter.model import (
     DEFAULT_BUCKETS,
     DEFAULT_TIMEOUT,
     RESULTS,
+    DNSCacheSettings,
     Limits,
     Module,
     Target,
@@ -58,7 +59,7 @@ from netprobe_exporter.yamlcheck import YAML_LOADER, Checker, is_null, release, 
 
 __all__ = [
     "ADDRESS_LENGTH_LIMIT", "DEFAULT_BUCKETS", "DEFAULT_TIMEOUT", "Config", "ConfigError",
-    "Defaults", "Limits", "Module", "Target",
+    "DNSCacheSettings", "Defaults", "Limits", "Module", "Target",
 ]  # fmt: skip
 
 DEFAULT_INTERVAL = 15.0
@@ -115,6 +116,8 @@ class Config:
     probe_policy: ProbePolicy = field(default_factory=ProbePolicy)
     limits: Limits = field(default_factory=Limits)
     target_files: tuple[TargetFiles, ...] = ()
+    #: continuous mode's resolver cache
+    dns_cache: DNSCacheSettings = field(default_factory=DNSCacheSettings)
     #: the document parsed without its targets and target_files: what probe workers parse
     #: their modules from (None: the embedded default)
     worker_text: str | None = field(default=None, repr=False, compare=False)
@@ -642,6 +645,38 @@ def _limits(c: Checker, node: yaml.Node) -> Limits:
     return LIMITS.read_or_default(c, node, "limits")
 
 
+def _ttl_order(r: Reading) -> None:
+    """min_ttl may not exceed max_ttl, unless max_ttl is 0 (no cache: min_ttl unused)."""
+    if r.failed & {"min_ttl", "max_ttl"}:
+        return
+    default = DNSCacheSettings()
+    low = cast(float, r.values.get("min_ttl", default.min_ttl))
+    high = cast(float, r.values.get("max_ttl", default.max_ttl))
+    if high > 0 and low > high:
+        where = "min_ttl" if "min_ttl" in r.nodes else "max_ttl"
+        what = (
+            f"{format_duration(low)} must not exceed "
+            f"{r.at('max_ttl')} ({format_duration(high)}); max_ttl 0s turns the cache off"
+        )
+        r.error(where, what)
+
+
+DNS_CACHE = Section(
+    DNSCacheSettings(),
+    (
+        Opt("min_ttl", Duration()),
+        Opt("max_ttl", Duration()),
+        Opt("negative_ttl", Duration()),
+        Opt("max_entries", Int(1, 10_000_000)),
+        Check(_ttl_order),
+    ),
+)
+
+
+def _dns_cache(c: Checker, node: yaml.Node) -> DNSCacheSettings:
+    return DNS_CACHE.read_or_default(c, node, "dns_cache")
+
+
 def check_node_count(root: yaml.Node, filename: str) -> None:
     """Refuse a document of more than ``_MAX_NODES`` node visits (alias bombs included)."""
     for n, _ in enumerate(_count_nodes(root)):
@@ -729,7 +764,7 @@ def _parse_root(root: yaml.Node, filename: str) -> Config:
         root,
         "",
         {"defaults": None, "modules": None, "targets": None, "target_files": None,
-         "probe_policy": None, "limits": None},
+         "probe_policy": None, "limits": None, "dns_cache": None},
     )  # fmt: skip
     if top is None:
         raise ConfigError(c.errors)
@@ -764,6 +799,7 @@ def _parse_root(root: yaml.Node, filename: str) -> Config:
         c.error(top["defaults"], "defaults.module", f'unknown module "{defaults.module}"')
     targets = _targets(c, top["targets"], defaults, modules, limits) if "targets" in top else []
     policy = _policy(c, top["probe_policy"]) if "probe_policy" in top else ProbePolicy()
+    dns_cache = _dns_cache(c, top["dns_cache"]) if "dns_cache" in top else DNSCacheSettings()
     files: list[TargetFiles] = []
     if "target_files" in top:
         base = os.path.dirname(filename)
@@ -775,7 +811,7 @@ def _parse_root(root: yaml.Node, filename: str) -> Config:
         c.error(top["targets"], "targets", too_many)
     config = Config(
         defaults, modules, tuple(targets), filename, tuple(c.warnings), policy, limits,
-        tuple(files),
+        tuple(files), dns_cache,
     )  # fmt: skip
     if c.errors:
         raise ConfigError(c.errors, config)
@@ -803,8 +839,8 @@ def _skipped(knode: yaml.Node) -> bool:
 
 
 def parse_modules(text: str | bytes, filename: str) -> Config:
-    """A config's modules, limits and policy, its targets and target_files ignored (a probe
-    worker is sent its targets)."""
+    """A config's modules, limits, policy and dns_cache, its targets and target_files ignored
+    (a probe worker is sent its targets)."""
     root = compose(text, filename, "YAML")
     if root is None:  # nothing but targets: the built-in modules and default limits
         return Config(source=filename)
@@ -820,7 +856,7 @@ def parse_modules(text: str | bytes, filename: str) -> Config:
 def _worker_text(text: str, root: yaml.MappingNode, config: Config) -> str:
     """``text`` without its top-level targets and target_files, cut where the parser found
     them, so that workers do not scan 50,000 targets to read a few modules. Checked by
-    parsing it: when the cut text does not give the same modules, policy and limits (flow
+    parsing it: when the cut text does not give the same modules, policy, limits, dns_cache (flow
     style, anchors used across sections), workers get the whole text."""
     spans = sorted((k.start_mark.index, v.end_mark.index) for k, v in root.value if _skipped(k))
     if not spans or root.flow_style:
@@ -835,8 +871,8 @@ def _worker_text(text: str, root: yaml.MappingNode, config: Config) -> str:
         again = parse_modules(cut, config.source)
     except ConfigError:
         return text
-    same = (again.modules, again.probe_policy, again.limits) == (
-        config.modules, config.probe_policy, config.limits)  # fmt: skip
+    same = (again.modules, again.probe_policy, again.limits, again.dns_cache) == (
+        config.modules, config.probe_policy, config.limits, config.dns_cache)  # fmt: skip
     return cut if same else text
 
 

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 
 from netprobe_exporter.config import Config, Limits, Target
 from netprobe_exporter.configmanager import ConfigChange
+from netprobe_exporter.dnscache import CachingResolver
 from netprobe_exporter.metrics import MetricsStore, SeriesPlan
 from netprobe_exporter.probes import ProbeContext, Prober, ProbeResult
 from netprobe_exporter.probes.everyaddress import run_module
@@ -97,6 +98,8 @@ class ProbingService(Service):
             self.scheduler.commit(prepared.schedule)
             return
         self.scheduler.max_inflight = change.config.limits.max_concurrent_probes
+        if isinstance(self.ctx.resolver, CachingResolver):
+            self.ctx.resolver.configure(change.config.dns_cache)
         self.scheduler.commit(prepared.schedule)
         self.scheduler.drain()  # a raised max_concurrent_probes starts queued probes now
 

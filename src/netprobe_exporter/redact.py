@@ -9,7 +9,15 @@ from urllib.parse import parse_qsl, urlencode
 import yaml
 
 from netprobe_exporter.addresses import redact_url
-from netprobe_exporter.config import DEFAULTS, LIMITS, PROBE_POLICY, TARGET, TARGET_FILES, Config
+from netprobe_exporter.config import (
+    DEFAULTS,
+    DNS_CACHE,
+    LIMITS,
+    PROBE_POLICY,
+    TARGET,
+    TARGET_FILES,
+    Config,
+)
 from netprobe_exporter.durations import byte_size, format_duration
 from netprobe_exporter.model import Module
 from netprobe_exporter.probes.all import PROBERS
@@ -38,14 +46,15 @@ def module_doc(module: Module) -> dict[str, Any]:
 
 
 def config_yaml(config: Config) -> str:
-    """The running config (every section, target_files and limits included) as YAML, redacted:
-    each section written by its declarations."""
+    """The running config (every section, target_files, limits and dns_cache included) as
+    YAML, redacted: each section written by its declarations."""
     doc: dict[str, Any] = {
         "defaults": DEFAULTS.dump(config.defaults),
         "modules": {name: module_doc(m) for name, m in sorted(config.modules.items())},
         "targets": [TARGET.dump(t) for t in config.targets],
         "probe_policy": PROBE_POLICY.dump(config.probe_policy),
         "limits": LIMITS.dump(config.limits),
+        "dns_cache": DNS_CACHE.dump(config.dns_cache),
         "target_files": [TARGET_FILES.dump(spec) for spec in config.target_files],
     }
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)

@@ -31,6 +31,7 @@ from netprobe_exporter import logs
 from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.config import Config, ConfigError, parse_modules
 from netprobe_exporter.configmanager import describe, freeze_if_big, no_full_collections
+from netprobe_exporter.dnscache import CachingResolver
 from netprobe_exporter.frames import (
     MAIN_FRAME_LIMIT,
     FrameDecoder,
@@ -71,9 +72,13 @@ class WorkerProbing:
         ctx: ProbeContext,
         probers: dict[str, Prober],
         send: Any,
+        cache: CachingResolver | None = None,
     ) -> None:
         self._clock = clock
-        self.ctx = ctx
+        #: /probe resolves afresh with ``ctx``'s resolver; continuous probing through ``cache``
+        self._probe_ctx = ctx
+        self.cache = cache
+        self.ctx = ctx if cache is None else dataclasses.replace(ctx, resolver=cache)
         self.probers = probers
         self._send = send
         self.modules: dict[str, Module] = Config().modules
@@ -96,8 +101,11 @@ class WorkerProbing:
     def set_config(self, config: Config, inflight: int, body: int) -> None:
         self.modules = config.modules
         self.ctx.max_body_bytes = body
+        self._probe_ctx.max_body_bytes = body
+        if self.cache is not None:
+            self.cache.configure(config.dns_cache)
         # /probe's contexts: the config's probe_policy checks every address they resolve
-        base = dataclasses.replace(self.ctx, policy=config.probe_policy.check)
+        base = dataclasses.replace(self._probe_ctx, policy=config.probe_policy.check)
         self.contexts = {debug: dataclasses.replace(base, debug=debug) for debug in (False, True)}
         self.scheduler.max_inflight = inflight
         self.scheduler.drain()
@@ -213,7 +221,7 @@ class MainLink(protocol.Protocol):
         self.out: ITransport | None = None
         clock = IReactorTime(reactor)
         ctx = ProbeContext(cast(ProbeReactor, reactor), Resolver(clock))
-        self.probing = WorkerProbing(clock, ctx, registry(), self.send)
+        self.probing = WorkerProbing(clock, ctx, registry(), self.send, CachingResolver(clock))
         self._beat = task.LoopingCall(self.probing.heartbeat)
         self._beat.clock = clock
         #: config and target changes not applied yet (``_serially``), and their chain

@@ -144,6 +144,7 @@ CONFIG_KEYS = [
     "allow", "deny", "max_targets", "max_concurrent_probes", "max_body_bytes", "query_name",
     "query_type", "preferred_ip_protocol", "fail_if_body_matches_regexp", "basic_auth",
     "username", "password", "body_size_limit", "web_request_timeout", "tcp_connect", "x",
+    "dns_cache", "min_ttl", "max_ttl", "max_entries",
 ]  # fmt: skip
 scalars = (
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=True)
