@@ -136,13 +136,14 @@ def timed_out(samples: list[Sample], target: str, ip: str) -> float:
 
 def check_every_address(exporter: Exporter, hosts: Hosts) -> None:
     """1. each address its own series, the dropped one down by timeout; per-family counts."""
-    t = hosts.target()
+    t, r = hosts.target(), hosts.target(1)
     expected = set(hosts.initial())
 
     def settled() -> list[Sample] | None:
         samples = exporter.metrics()
-        if ips_of(samples, t) != expected or timed_out(samples, t, hosts.dropped) < 1:
-            return None
+        for target in (t, r):
+            if ips_of(samples, target) != expected or timed_out(samples, target, hosts.dropped) < 1:
+                return None
         return samples
 
     samples = wait_for(settled, 15, f"a series per address of {t}", interval=0.2)
@@ -157,9 +158,9 @@ def check_every_address(exporter: Exporter, hosts: Hosts) -> None:
     assert value(samples, "netprobe_target_addresses_up", target=t, family="ip4") == 3.0
     assert value(samples, "netprobe_target_addresses_up", target=t, family="ip6") == 2.0
     assert own(samples, "netprobe_up", t) == 0.0
-    # a refused target: every address down, none by timeout but the dropped one
-    r = hosts.target(1)
+    # a refused port: every address down, refused, but the dropped one, which times out
     assert value(samples, "netprobe_up", target=r, ip=hosts.ns.ip6[0]) == 0.0
+    assert value(samples, "netprobe_target_addresses_up", target=r, family="ip4") == 0.0
     assert value(samples, "netprobe_target_addresses_up", target=r, family="ip6") == 0.0
 
 
@@ -208,8 +209,10 @@ def check_change(exporter: Exporter, hosts: Hosts, dns: RecordsServer) -> None:
 
     def changed() -> list[Sample] | None:
         samples = exporter.metrics()
-        ups = ips_of(samples, t)
-        if gone in ups or value(samples, "netprobe_up", target=t, ip=new) != 1.0:
+        if value(samples, "netprobe_up", target=t, ip=new) != 1.0:
+            return None
+        # every target's probe begun before the change has ended: none keeps the old address
+        if any(s.labels.get("ip") == gone for s in samples):
             return None
         return samples
 
@@ -218,8 +221,7 @@ def check_change(exporter: Exporter, hosts: Hosts, dns: RecordsServer) -> None:
                        interval=0.2)  # fmt: skip
     print(f"address change seen after {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert ips_of(samples, t) == set(hosts.changed())
-    # no series of any target is left for the address no longer resolved
-    assert [s for s in samples if s.labels.get("ip") == gone] == []
+    assert all(ips_of(samples, hosts.target(n)) == set(hosts.changed()) for n in range(TARGETS))
     after = value(samples, "netprobe_target_address_changes_total", target=t)
     assert after is not None and after >= changes + 1, (changes, after)
     assert len(find(samples, "netprobe_target_address_changes_total", target=t)) == 1
