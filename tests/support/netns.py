@@ -188,7 +188,7 @@ def routed_namespace_or_skip() -> RoutedNamespace:
 #: a TCP listener for ``ip netns exec``: on ``[::]:PORT`` (IPv4 too), accepts and closes,
 #: prints "ready" once listening, exits after SECONDS or when stdin closes
 TCP_LISTENER = """
-import selectors, socket, sys, time
+import os, selectors, socket, sys, time
 port, seconds = int(sys.argv[1]), float(sys.argv[2])
 s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -203,7 +203,7 @@ end = time.monotonic() + seconds
 while (left := end - time.monotonic()) > 0:
     for key, _ in sel.select(min(left, 1.0)):
         if key.data == "stdin":
-            if not sys.stdin.buffer.read1(4096):
+            if not os.read(sys.stdin.fileno(), 4096):
                 sys.exit(0)
             continue
         conn, _ = s.accept()
