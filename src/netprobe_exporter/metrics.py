@@ -389,8 +389,6 @@ class MetricsStore:
         self.series: dict[SeriesKey, TargetSeries] = {}
         self.modules: dict[str, int] = {}
         self.stats = ExporterStats()
-        #: some target has per-address series (every_address): renders list them too
-        self._addresses = False
 
     def plan(self, targets: Iterable[Target]) -> SeriesPlan:
         """The series ``targets`` need: kept ones are the same objects, new ones are made here.
@@ -425,13 +423,12 @@ class MetricsStore:
         series = self.series.get(series_key(target))
         if series is not None:  # None: the target left the config while its probe ran
             series.observe(result, now)
-            if result.addresses is not None:
-                self._addresses = True
 
     def all_series(self) -> list[TargetSeries]:
-        """Every series to render: each target's, each followed by its addresses' own."""
-        if not self._addresses:
-            return list(self.series.values())
+        """Every series to render: each target's, each followed by its addresses' own.
+
+        Found from the series themselves: the worker pool replays results into them without
+        passing here, so a flag set by ``observe`` would miss its targets' addresses."""
         out: list[TargetSeries] = []
         for s in self.series.values():
             out.append(s)

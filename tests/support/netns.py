@@ -185,6 +185,198 @@ def routed_namespace_or_skip() -> RoutedNamespace:
         raise  # unreachable: skip_or_fail always raises
 
 
+#: a TCP listener for ``ip netns exec``: on ``[::]:PORT`` (IPv4 too), accepts and closes,
+#: prints "ready" once listening, exits after SECONDS or when stdin closes
+TCP_LISTENER = """
+import os, selectors, socket, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(("::", port))
+s.listen(4096)
+sel = selectors.DefaultSelector()
+sel.register(s, selectors.EVENT_READ, "accept")
+sel.register(sys.stdin, selectors.EVENT_READ, "stdin")
+print("ready", flush=True)
+end = time.monotonic() + seconds
+while (left := end - time.monotonic()) > 0:
+    for key, _ in sel.select(min(left, 1.0)):
+        if key.data == "stdin":
+            if not os.read(sys.stdin.fileno(), 4096):
+                sys.exit(0)
+            continue
+        conn, _ = s.accept()
+        conn.close()
+"""
+
+
+@dataclass
+class HostsNamespace:
+    """A namespace of "hosts": several IPv4 and IPv6 addresses behind one veth, routed to::
+
+        root ns  veth 198.18.<o>.1/30    <==>  veth 198.18.<o>.2/30    hosts ns
+                      <ula>:0::1/64                 <ula>:0::2/64
+                 route 198.18.<o>.64/27 via .2      198.18.<o>.65, .66, ...   (/32 each)
+                 route <ula>:1::/64 via <ula>:0::2  <ula>:1::1, ::2, ...      (/128 each)
+
+    ``<ula>`` is ``fd00:XXXX:XXXX``, random, as the third octet is; addresses are added without
+    duplicate address detection, so they are usable at once. ``destroy()`` deletes the
+    namespace (the veth pair and the root's routes through it go with it), tolerating parts
+    never made. Needs root and iproute2 (and iptables for ``drop_tcp``).
+    """
+
+    name: str
+    veth_root: str
+    veth_ns: str
+    octet: int
+    ula: str
+    ip4_count: int
+    ip6_count: int
+    _undo: list[list[str]] = field(default_factory=list)
+
+    @property
+    def root_ip(self) -> str:
+        return f"198.18.{self.octet}.1"
+
+    @property
+    def ns_ip(self) -> str:
+        return f"198.18.{self.octet}.2"
+
+    @property
+    def root_ip6(self) -> str:
+        return f"{self.ula}:0::1"
+
+    @property
+    def ns_ip6(self) -> str:
+        return f"{self.ula}:0::2"
+
+    @property
+    def hosts_net(self) -> str:
+        return f"198.18.{self.octet}.64/27"
+
+    @property
+    def hosts_net6(self) -> str:
+        return f"{self.ula}:1::/64"
+
+    @property
+    def ip4(self) -> list[str]:
+        """The IPv4 host addresses, in order."""
+        return [f"198.18.{self.octet}.{65 + i}" for i in range(self.ip4_count)]
+
+    @property
+    def ip6(self) -> list[str]:
+        """The IPv6 host addresses, in order (as ``ipaddress`` writes them)."""
+        return [f"{self.ula}:1::{i + 1:x}" for i in range(self.ip6_count)]
+
+    @classmethod
+    def create(cls, ip4_count: int = 5, ip6_count: int = 2) -> HostsNamespace:
+        reason = unavailable_reason()
+        if reason is not None:
+            raise NetnsUnavailable(reason)
+        if not 0 < ip4_count <= 30 or not 0 <= ip6_count <= 0xFFFF:
+            raise ValueError(f"{ip4_count} IPv4 and {ip6_count} IPv6 hosts do not fit")
+        rng = random.Random()
+        for _ in range(_MAX_SUBNET_TRIES):
+            octet = rng.randrange(0, 256)
+            if not _subnet_in_use(octet):
+                break
+        else:
+            raise NetnsUnavailable("no free 198.18.x.0/24 subnet found")
+        token = secrets.token_hex(4)
+        ula = f"fd00:{rng.randrange(1, 0x10000):x}:{rng.randrange(1, 0x10000):x}"
+        hosts = cls(name=f"nph-{token}", veth_root=f"nph{token}r", veth_ns=f"nph{token}n",
+                    octet=octet, ula=ula, ip4_count=ip4_count, ip6_count=ip6_count)  # fmt: skip
+        try:
+            hosts._build()
+        except BaseException:
+            hosts.destroy()
+            raise
+        return hosts
+
+    def command(self, *args: str) -> list[str]:
+        """``args`` as a command run inside the namespace."""
+        return ["ip", "netns", "exec", self.name, *args]
+
+    def exec(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _run(self.command(*args), check=check)
+
+    def listener_command(self, port: int, seconds: float = 120.0) -> list[str]:
+        """A TCP listener on every address of the namespace (``TCP_LISTENER``) as a command."""
+        return self.command(sys.executable, "-c", TCP_LISTENER, str(port), str(seconds))
+
+    def _step(self, do: list[str], undo: list[str] | None = None) -> None:
+        _run(do)
+        if undo is not None:
+            self._undo.insert(0, undo)
+
+    def _build(self) -> None:
+        n, vr, vn = self.name, self.veth_root, self.veth_ns
+        self._step(["ip", "netns", "add", n], ["ip", "netns", "delete", n])
+        self._step(
+            ["ip", "link", "add", vr, "type", "veth", "peer", "name", vn, "netns", n],
+            ["ip", "link", "delete", vr],
+        )
+        self._step(["ip", "addr", "add", f"{self.root_ip}/30", "dev", vr])
+        self._step(["ip", "-6", "addr", "add", f"{self.root_ip6}/64", "dev", vr, "nodad"])
+        self._step(["ip", "link", "set", vr, "up"])
+        self._step(["ip", "-n", n, "link", "set", "lo", "up"])
+        self._step(["ip", "-n", n, "addr", "add", f"{self.ns_ip}/30", "dev", vn])
+        self._step(["ip", "-n", n, "-6", "addr", "add", f"{self.ns_ip6}/64", "dev", vn, "nodad"])
+        for ip in self.ip4:
+            self._step(["ip", "-n", n, "addr", "add", f"{ip}/32", "dev", vn])
+        for ip in self.ip6:
+            self._step(["ip", "-n", n, "-6", "addr", "add", f"{ip}/128", "dev", vn, "nodad"])
+        self._step(["ip", "-n", n, "link", "set", vn, "up"])
+        for family, net, via in (("-4", self.hosts_net, self.ns_ip),
+                                 ("-6", self.hosts_net6, self.ns_ip6)):  # fmt: skip
+            self._step(
+                ["ip", family, "route", "add", net, "via", via, "dev", vr],
+                ["ip", family, "route", "delete", net, "via", via, "dev", vr],
+            )
+
+    def drop_tcp(self, ip: str) -> None:
+        """Silently drop every TCP segment sent to ``ip`` (a connect to it times out)."""
+        tool = "ip6tables" if ":" in ip else "iptables"
+        if shutil.which(tool) is None:
+            raise NetnsUnavailable(f"dropping TCP to {ip} needs {tool}")
+        self.exec(tool, "-w", "5", "-A", "INPUT", "-d", ip, "-p", "tcp", "-j", "DROP")
+
+    def dropped_packets(self, ip: str) -> int:
+        """Packets the DROP rule for ``ip`` has dropped so far (0 without such a rule)."""
+        tool = "ip6tables" if ":" in ip else "iptables"
+        out = self.exec(tool, "-w", "5", "-n", "-v", "-x", "-L", "INPUT").stdout
+        total = 0
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) > 2 and fields[2] == "DROP" and ip in fields:
+                total += int(fields[0])
+        return total
+
+    def destroy(self) -> None:
+        """Undo everything create() did; errors are ignored (the part may already be gone)."""
+        undo, self._undo = self._undo, []
+        for args in undo:
+            _run(args, check=False)
+        _run(["ip", "link", "delete", self.veth_root], check=False)
+        _run(["ip", "netns", "delete", self.name], check=False)
+
+    def exists(self) -> bool:
+        """Whether any part (namespace or root-side veth) is still present."""
+        names = _run(["ip", "netns", "list"], check=False).stdout.split()
+        link = _run(["ip", "link", "show", self.veth_root], check=False)
+        return self.name in names or link.returncode == 0
+
+
+def hosts_namespace_or_skip(ip4_count: int = 5, ip6_count: int = 2) -> HostsNamespace:
+    """Build a HostsNamespace; skip the test when that is impossible (fail when CI is set)."""
+    try:
+        return HostsNamespace.create(ip4_count, ip6_count)
+    except NetnsUnavailable as exc:
+        skip_or_fail(str(exc))
+        raise  # unreachable: skip_or_fail always raises
+
+
 #: a fetch run inside a namespace: prints the status line, then the body
 _FETCH = """
 import sys, urllib.error, urllib.request

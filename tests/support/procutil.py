@@ -7,6 +7,7 @@ started. Blocking I/O (subprocess, urllib, sockets) is fine: these tests run no 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -420,6 +421,58 @@ def dns_zone_process(
         dot = proc.stdout.readline().decode().strip() if tls else None
         assert address.startswith("127.0.0.1:"), address
         yield address, dot
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@dataclass
+class RecordsServer:
+    """tests/support/dns_records_server.py running: where it serves, and its records and counts."""
+
+    address: str  # 127.0.0.1:PORT
+    records_file: Path
+    stats_file: Path
+
+    def write(self, records: Mapping[str, Sequence[str]]) -> None:
+        """Replace the records served (atomically: the server reads the file at each query)."""
+        tmp = self.records_file.with_name(self.records_file.name + ".tmp")
+        tmp.write_text(json.dumps({k: list(v) for k, v in records.items()}))
+        os.replace(tmp, self.records_file)
+
+    def counts(self) -> dict[str, int]:
+        """Queries received so far per ``"name TYPE"`` (``"every.example.test AAAA"``)."""
+        return {str(k): int(v) for k, v in json.loads(self.stats_file.read_text()).items()}
+
+
+@contextlib.contextmanager
+def dns_records_process(
+    workdir: Path,
+    records: Mapping[str, Sequence[str]],
+    ttl: int,
+    negative_ttl: int,
+    seconds: float = 120,
+) -> Iterator[RecordsServer]:
+    """A DNS server process on 127.0.0.1 whose records the test changes (``write``) and whose
+    query counts it reads (``counts``); stopped (stdin closed, killed if it lingers) at exit."""
+    here = Path(__file__).resolve().parent
+    server = RecordsServer("", workdir / "dns_records.json", workdir / "dns_stats.json")
+    server.write(records)
+    proc = subprocess.Popen(
+        [sys.executable, str(here / "dns_records_server.py"), str(server.records_file),
+         str(server.stats_file), str(ttl), str(negative_ttl), str(seconds)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=workdir,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        server.address = proc.stdout.readline().decode().strip()
+        assert server.address.startswith("127.0.0.1:"), server.address
+        yield server
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
