@@ -1,6 +1,6 @@
 """CPU per name lookup: our Resolver against twisted.names' client.Resolver, same server.
 
-The test DNS zone (tests/dns_zone_server.py) runs in a process of its own on 127.0.0.1, so
+The test DNS zone (tests/support/dns_zone_server.py) runs in a process of its own on 127.0.0.1, so
 the CPU counted here is the client's alone. Each round does --lookups sequential A lookups
 of one name (not in the hosts file) with each resolver in turn; the table gives CPU µs per
 lookup, median over the rounds.
@@ -36,7 +36,7 @@ NAME = "www.example.test"
 def start_zone() -> tuple[subprocess.Popen[str], tuple[str, int]]:
     env = dict(os.environ, PYTHONPATH=str(TESTS))
     proc = subprocess.Popen(
-        [sys.executable, str(TESTS / "dns_zone_server.py"), "600"],
+        [sys.executable, str(TESTS / "support" / "dns_zone_server.py"), "600"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     assert proc.stdout is not None

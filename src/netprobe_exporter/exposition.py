@@ -480,8 +480,8 @@ def _exporter_families(store: MetricsStore, om: bool) -> str:
 def render(store: MetricsStore, fmt: Format, registry: CollectorRegistry | None) -> Iterator[str]:
     """Yield the exposition in chunks of at most CHUNK_TARGETS targets' lines."""
     om = fmt.openmetrics
+    series = store.all_series()  # one set for the whole render, even across a reload
     for name, kind, help_text, row in current_families():
-        series = store.all_series()
         header = _header(name, kind, help_text, om)  # only for families with samples
         for i in range(0, len(series), CHUNK_TARGETS):
             chunk = row(series[i : i + CHUNK_TARGETS])
