@@ -12,45 +12,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from common import table, write_json
+from common import cpu_per_lookup, start_zone, table, write_json
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.names import client
 
 from netprobe_exporter.resolver import Resolver
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
 NAME = "www.example.test"
-
-
-def start_zone() -> tuple[subprocess.Popen[str], tuple[str, int]]:
-    env = dict(os.environ, PYTHONPATH=str(TESTS))
-    proc = subprocess.Popen(
-        [sys.executable, str(TESTS / "support" / "dns_zone_server.py"), "600"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    host, port = proc.stdout.readline().strip().rsplit(":", 1)
-    return proc, (host, int(port))
-
-
-async def cpu_per_lookup(lookup: Callable[[], defer.Deferred[Any]], count: int) -> float:
-    for _ in range(50):  # warm up
-        await lookup()
-    t0 = time.process_time()
-    for _ in range(count):
-        await lookup()
-    return (time.process_time() - t0) / count * 1e6
 
 
 async def run(

@@ -403,6 +403,17 @@ def start_prometheus(
     return base, log
 
 
+def _end_by_stdin(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a helper process that exits when its stdin closes (killed after 10 s)."""
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 @contextlib.contextmanager
 def dns_zone_process(
     seconds: float = 120, cert: Path | None = None, key: Path | None = None
@@ -422,13 +433,7 @@ def dns_zone_process(
         assert address.startswith("127.0.0.1:"), address
         yield address, dot
     finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        _end_by_stdin(proc)
 
 
 @dataclass
@@ -474,10 +479,4 @@ def dns_records_process(
         assert server.address.startswith("127.0.0.1:"), server.address
         yield server
     finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        _end_by_stdin(proc)

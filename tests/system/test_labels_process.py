@@ -18,7 +18,7 @@ def test_config_check_reports_the_limits(tmp_path: Path) -> None:
     config.write_text("targets:\n  - {address: 127.0.0.1:1, labels: {team: a}}\n")
     ok = run_exporter(f"--config.file={config}", "--config.check")
     assert ok.returncode == 0, ok
-    assert "1 targets, 67 series of limits.sample_limit 10000000)" in ok.stdout, ok.stdout
+    assert "1 targets, 68 series of limits.sample_limit 10000000)" in ok.stdout, ok.stdout
     config.write_text(f"targets:\n  - {{address: 127.0.0.1:1, labels: {labels(31)}}}\n")
     bad = run_exporter(f"--config.file={config}", "--config.check")
     assert bad.returncode == 1
@@ -29,7 +29,7 @@ def test_config_check_reports_the_limits(tmp_path: Path) -> None:
     config.write_text("target_files: [{files: [t.yml]}]\nlimits: {sample_limit: 100}\n")
     files = run_exporter(f"--config.file={config}", "--config.check")
     assert files.returncode == 1
-    assert f"{tmp_path}/t.yml: 134 series" in files.stderr, files.stderr
+    assert f"{tmp_path}/t.yml: 136 series" in files.stderr, files.stderr
 
 
 def test_a_reload_with_a_6_mib_label_value_is_refused_and_health_keeps_answering(
