@@ -129,6 +129,16 @@ def child_pids(pid: int) -> list[int]:
     return sorted(found)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its children (an exporter and its probe workers)."""
+    return sum(cpu_seconds(p) for p in [pid, *child_pids(pid)])
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its children."""
+    return sum(rss_bytes(p) for p in [pid, *child_pids(pid)])
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

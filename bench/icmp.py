@@ -25,13 +25,13 @@ import urllib.request
 from pathlib import Path
 
 from common import (
-    cpu_seconds,
     free_port,
     histogram,
     quantile,
-    rss_bytes,
     samples,
     table,
+    tree_cpu_seconds,
+    tree_rss_bytes,
     write_json,
 )
 from tundelay import DelayRig
@@ -104,10 +104,10 @@ def main() -> None:
                 capture_output=True, text=True, check=True,
             ).stdout.split()[-1])  # fmt: skip
             time.sleep(args.warmup)
-            text0, cpu0, t0 = scrape(), cpu_seconds(pid), time.monotonic()
+            text0, cpu0, t0 = scrape(), tree_cpu_seconds(pid), time.monotonic()
             time.sleep(args.seconds)
-            text1, cpu1, t1 = scrape(), cpu_seconds(pid), time.monotonic()
-            rss = rss_bytes(pid)
+            text1, cpu1, t1 = scrape(), tree_cpu_seconds(pid), time.monotonic()
+            rss = tree_rss_bytes(pid)
         finally:
             proc.terminate()
             proc.wait(10)

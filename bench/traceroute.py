@@ -22,7 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import cpu_seconds, free_port, histogram, quantile, rss_bytes, table, total, write_json
+from common import (
+    free_port,
+    histogram,
+    quantile,
+    table,
+    total,
+    tree_cpu_seconds,
+    tree_rss_bytes,
+    write_json,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.netns import RouterChain
@@ -70,6 +79,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=15.0)
     ap.add_argument("--protocol", choices=("udp", "icmp", "tcp"), default="udp")
     ap.add_argument("--v6-share", type=float, default=0.5)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="--probe.workers (default: the exporter's, one per CPU)")  # fmt: skip
     args = ap.parse_args()
     if not 1 <= args.targets <= 250 or args.seconds > 1800:
         sys.exit("--targets must be 1-250 and --seconds at most 1800")
@@ -88,7 +99,8 @@ def main() -> None:
             proc = subprocess.Popen(
                 ["ip", "netns", "exec", chain.ns("client"), sys.executable, "-m",
                  "netprobe_exporter", f"--config.file={config}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                 f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+                 *([] if args.workers is None else [f"--probe.workers={args.workers}"])],
                 stdout=log, stderr=log,
             )  # fmt: skip
             try:
@@ -132,11 +144,11 @@ def _measure(
             time.sleep(0.5)
     time.sleep(args.warmup)
     text0, _ = scrape()
-    cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+    cpu0, t0 = tree_cpu_seconds(proc.pid), time.monotonic()
     time.sleep(min(args.seconds, max(deadline - time.monotonic() - 30, 1)))
-    cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+    cpu1, t1 = tree_cpu_seconds(proc.pid), time.monotonic()
     text1, scrape_s = scrape()
-    rss = rss_bytes(proc.pid)
+    rss = tree_rss_bytes(proc.pid)
 
     def delta(name: str, **labels: str) -> float:
         return total(text1, name, **labels) - total(text0, name, **labels)
@@ -149,6 +161,7 @@ def _measure(
     per_target = sum(1 for x in lines if 'module="trace"' in x) / args.targets
     return {
         "targets": args.targets, "interval_s": args.interval, "protocol": args.protocol,
+        "workers": "default" if args.workers is None else args.workers,
         "window_s": round(elapsed, 1),
         "scheduled_per_s": round(args.targets / args.interval, 2),
         "achieved_per_s": round(probes / elapsed, 2),
