@@ -144,11 +144,20 @@ def _every_address(out: dict[str, list[Sample]], r: ProbeResult) -> None:
         c[0] += 1
         c[1] += child.success
         for name, samples in families(child).items():
-            out.setdefault(name, []).extend(({**labels, "ip": ip}, v) for labels, v in samples)
+            out.setdefault(name, []).extend(({**_exported(labels), "ip": ip}, v)
+                                            for labels, v in samples)  # fmt: skip
     out["probe_addresses"] = [({"family": f}, float(c[0])) for f, c in sorted(counts.items())]
     out["probe_addresses_success"] = [
         ({"family": f}, float(c[1])) for f, c in sorted(counts.items())
     ]
+
+
+def _exported(labels: dict[str, str]) -> dict[str, str]:
+    """A family's own ``ip`` label (traceroute's hop addresses) as ``exported_ip``, as
+    Prometheus renames a label that collides with one it sets."""
+    if "ip" not in labels:
+        return labels
+    return {("exported_ip" if k == "ip" else k): v for k, v in labels.items()}
 
 
 def render(r: ProbeResult, timeout: float | None = None) -> str:

@@ -12,7 +12,8 @@ never cached here (it has its own mtime check).
   are not kept: they say nothing about the name.
 - A lookup of what is already being asked joins that query: one query, many waiters. Each
   waiter has its own deadline and its own cancel; when the last waiter leaves (its timeout, or
-  a cancel) the query is cancelled.
+  a cancel) the query is cancelled. A query past half its deadline is not joined: a new one
+  goes out, so a lost datagram costs a name at most that, even while probes of it overlap.
 - A hit answers synchronously: no timer, no socket, a dict lookup.
 - At most ``max_entries`` entries: when full, the expired ones go, then the oldest.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from twisted.internet import defer
@@ -87,12 +89,16 @@ class _Waiter:
 class _Flight:
     """One query in flight and the lookups waiting for it."""
 
-    __slots__ = ("cache", "done", "host", "key", "query", "waiters")
+    __slots__ = ("cache", "deadline", "done", "host", "key", "query", "timeout", "waiters")
 
-    def __init__(self, cache: CachingResolver, key: Key, host: str) -> None:
+    def __init__(self, cache: CachingResolver, key: Key, host: str, timeout: float) -> None:
         self.cache = cache
         self.key = key
         self.host = host
+        #: the query's own deadline (its first waiter's): a lost reply is not waited for
+        #: longer, and a lookup that would join too late starts a query of its own
+        self.timeout = timeout
+        self.deadline = cache.clock.seconds() + timeout
         #: insertion-ordered: answered in the order they came
         self.waiters: dict[_Waiter, None] = {}
         self.query: Deferred[Answer] | None = None
@@ -161,7 +167,7 @@ class CachingResolver(Resolver):
         #: lookups not in the cache (they joined a query in flight or started one)
         self.misses = 0
         #: insertion order is age: the first entry is the oldest
-        self._entries: dict[Key, _Entry] = {}
+        self._entries: OrderedDict[Key, _Entry] = OrderedDict()
         #: (expiry, sequence, key, entry), to drop expired entries without a scan
         self._expiry: list[tuple[float, int, Key, _Entry]] = []
         self._seq = itertools.count()
@@ -197,18 +203,26 @@ class CachingResolver(Resolver):
                 return defer.succeed(outcome)
             return defer.fail(ResolveError(str(outcome), outcome.answered))
         self.misses += 1
+        limit = _bounded(timeout)
         flight = self._flights.get(key)
-        if flight is not None:
-            return flight.join(host, _bounded(timeout)).result
-        flight = self._flights[key] = _Flight(self, key, host)
-        waiter = flight.join(host, _bounded(timeout))
-        flight.start(self._ask(host, family, servers))
+        if (
+            flight is not None
+            and flight.deadline - self.clock.seconds() >= min(limit, flight.timeout) / 2
+        ):
+            return flight.join(host, limit).result
+        # none in flight, or one so old that its reply is likely lost (UDP is not resent):
+        # a query of its own, which later lookups join (the old one keeps its waiters)
+        flight = self._flights[key] = _Flight(self, key, host, limit)
+        waiter = flight.join(host, limit)
+        flight.start(self._ask(host, family, servers, limit))
         return waiter.result
 
-    def _ask(self, host: str, family: int, servers: Sequence[Server] | None) -> Deferred[Answer]:
-        """The DNS query itself, without a deadline of its own: it lives as long as one of
-        its waiters does."""
-        return Resolver.query(self, host, family, None, servers)
+    def _ask(
+        self, host: str, family: int, servers: Sequence[Server] | None, timeout: float
+    ) -> Deferred[Answer]:
+        """The DNS query itself, under its first waiter's deadline (later waiters keep their
+        own; the last to leave cancels it sooner)."""
+        return Resolver.query(self, host, family, timeout, servers)
 
     def _landed(self, flight: _Flight) -> None:
         if self._flights.get(flight.key) is flight:
@@ -223,7 +237,7 @@ class CachingResolver(Resolver):
         self._drop_expired(now)
         if entries.pop(key, None) is None:
             while len(entries) >= self.settings.max_entries:
-                del entries[next(iter(entries))]  # the oldest
+                entries.popitem(last=False)  # the oldest (a dict's first would skip holes)
         entry = entries[key] = _Entry(outcome, now + lifetime)
         heapq.heappush(self._expiry, (entry.expires, next(self._seq), key, entry))
         if len(self._expiry) > 2 * len(entries) + 1024:  # evicted entries' rows pile up

@@ -293,6 +293,7 @@ class TargetSeries(SeriesSink):
             if self.ip is not None and ip != self.ip:
                 self.address_changes += 1
             self.ip = ip
+            self.children = None  # a reload turned every_address off: its addresses go
         up = 1.0 if result.success else 0.0
         if up != self.up:
             self.changed_ts = now
@@ -315,6 +316,7 @@ class TargetSeries(SeriesSink):
         series (the name stopped resolving to it), so series stay bounded by the module's
         ``max_addresses``."""
         before = self.children
+        self.ip = None  # the addresses are in the children's labels, not in target_info
         children: dict[str, TargetSeries] = {}
         for ip, result in addresses:
             child = None if before is None else before.get(ip)

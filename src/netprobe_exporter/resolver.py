@@ -497,7 +497,7 @@ class _Resolution:
 
 class _Gather:
     """``resolve_all``: every family asked at once under one deadline; their addresses in
-    ``families`` order once all have answered."""
+    ``families`` order once all have answered; one family's failure fails the whole."""
 
     def __init__(
         self,
@@ -532,15 +532,19 @@ class _Gather:
             return
         answers = [self._outcomes[f] for f in self._families]
         found = [ip for a in answers if isinstance(a, Answer) for ip in a.addresses]
-        if found:  # a family that failed while another gave addresses is left out
-            self.result.callback(found)
-        elif any(isinstance(a, Answer) and a.nxdomain for a in answers):
+        errors = [a for a in answers if isinstance(a, ResolveError)]
+        if any(isinstance(a, Answer) and a.nxdomain for a in answers):
             text = f"{self._host}: no such host (NXDOMAIN)"
             self.result.errback(ResolveError(text, answered=True))
+        elif errors:
+            # every address means every family's answer: one family's timeout or server error
+            # fails the whole, rather than making that family's addresses look gone
+            self.result.errback(errors[0])
+        elif found:
+            self.result.callback(found)
         else:
-            errors = [a for a in answers if isinstance(a, ResolveError)]
             text = f"{self._host}: no {_family_names(self._families)} address"
-            self.result.errback(errors[0] if errors else ResolveError(text, answered=True))
+            self.result.errback(ResolveError(text, answered=True))
 
     def _cancelled(self, _: Deferred[list[str]]) -> None:
         pending, self._pending = self._pending, {}
@@ -618,9 +622,9 @@ class Resolver:
         """Fire with every address of ``host`` of ``families`` (4, 6), in ``families`` order
         and each family's in answer order, or fail with ResolveError.
 
-        The families are asked at once, under one deadline; one that fails while another gave
-        addresses is left out. The hosts file comes first, as in ``resolve``; an IP address
-        is its own answer.
+        The families are asked at once, under one deadline; one that fails (a timeout, a
+        server's error) fails the whole, so that its addresses never look gone. The hosts
+        file comes first, as in ``resolve``; an IP address is its own answer.
         """
         wanted = tuple(dict.fromkeys(families))
         names = _family_names(wanted)

@@ -205,11 +205,20 @@ def decode_result(row: object) -> tuple[int, ProbeResult]:
         result=RESULTS[code],
         duration=_number(duration, "duration"),
         connect_duration=None if connect is None else _number(connect, "connect duration"),
-        ip=None if ip is None else _text(ip, "ip"),
+        ip=None if ip is None else _address(ip),
         detail=_text(detail, "detail"),
         details=None if calls == 0 else Replay(_calls(calls)),
     )
     return target_id, result
+
+
+def _address(value: object) -> str:
+    """An IP address from a frame (it becomes a label value), in its one spelling."""
+    text = _text(value, "address")
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise FrameError("a result's address is not an IP address") from None
 
 
 def _addresses(rows: object) -> list[tuple[str, ProbeResult]]:
@@ -220,11 +229,7 @@ def _addresses(rows: object) -> list[tuple[str, ProbeResult]]:
     for item in rows:
         if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
             raise FrameError("a result's address is not [ip, result]")
-        ip = _text(item[0], "address")
-        try:
-            ip = str(ipaddress.ip_address(ip))
-        except ValueError:
-            raise FrameError("a result's address is not an IP address") from None
+        ip = _address(item[0])
         if len(item[1]) != 7:
             raise FrameError("an address's result is not a list of 7 values")
         out.append((ip, decode_result([0, *item[1]])[1]))

@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from netprobe_exporter.dnscache import CachingResolver
@@ -37,7 +38,9 @@ class Upstream(CachingResolver):
         self.pending: dict[tuple[str, int], Deferred[Answer]] = {}
         self.cancelled: list[tuple[str, int]] = []
 
-    def _ask(self, host: str, family: int, servers: Sequence[Server] | None) -> Deferred[Answer]:
+    def _ask(
+        self, host: str, family: int, servers: Sequence[Server] | None, timeout: float
+    ) -> Deferred[Answer]:
         key = (host.lower(), family)
         self.queries += 1
         self.asked.append(key)
@@ -282,6 +285,25 @@ class CacheTests(SynchronousTestCase):
         r.configure(DNSCacheSettings(max_ttl=0.0, min_ttl=0.0))  # unchanged: nothing happens
         self.assertEqual(len(r.pending), 1)
 
+    def test_a_lost_reply_does_not_hold_overlapping_lookups_for_ever(self) -> None:
+        # probes of one name overlap (a lookup every 0.1 s, each with 1 s): a query past half
+        # its deadline is not joined, so a lost datagram costs at most that
+        r = self.cache()
+        timed_out: list[Failure] = []
+        lookups = []
+        for _ in range(50):
+            lookups.append(r.resolve(HOST, "ip4", False, 1.0))
+            self.clock.advance(0.1)
+        last = lookups.pop()
+        for d in lookups:
+            d.addErrback(timed_out.append)
+        self.assertTrue(9 <= r.queries <= 11, r.queries)  # one per 0.5 s, not one for all
+        self.assertTrue(all(f.check(ResolveError) for f in timed_out))
+        latest = r.pending.pop((HOST, 4))
+        latest.callback(Answer(V4, 60.0))  # the newest query is answered
+        self.assertEqual(self.successResultOf(last), V4[0])
+        self.assertEqual(self.successResultOf(r.resolve(HOST, "ip4", False, 1.0)), V4[0])
+
     def test_resolve_all_merges_families(self) -> None:
         r = self.cache()
         d = r.resolve_all(HOST, (4, 6), 5.0)
@@ -294,14 +316,16 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(r.resolve(HOST, "ip6", False, 5.0)), V6[0])
         self.assertEqual((r.queries, r.hits), (2, 3))
 
-    def test_resolve_all_ignores_a_failed_family_and_names_families_when_none_answer(
+    def test_resolve_all_fails_with_a_failed_family_and_names_families_when_none_answer(
         self,
     ) -> None:
         r = self.cache()
         d = r.resolve_all(HOST, (4, 6), 1.0)
         r.answer(4, Answer(V4, 60.0))
         self.clock.advance(1.0)  # AAAA never answers: its waiter times out
-        self.assertEqual(self.successResultOf(d), list(V4))
+        # every address means every family's: IPv6's must not look gone for a timeout
+        f = self.failureResultOf(d, ResolveError)
+        self.assertEqual(str(f.value), f"{HOST}: DNS timeout")
         d = r.resolve_all("v6less.test", (6,), 1.0)
         r.answer(6, Answer((), 60.0), host="v6less.test")
         f = self.failureResultOf(d, ResolveError)

@@ -440,3 +440,57 @@ def test_an_address_probe_policy_refuses_refuses_the_whole_probe() -> None:
     run_module({"tcp": refusing}, ctx, f"{NAME}:80", module(), 2.0).addCallback(got.append)
     assert got[0].policy_refused == "192.0.2.2 is in deny 192.0.2.2/32"
     assert not got[0].success
+
+
+def test_a_reload_that_turns_every_address_off_or_on_leaves_no_stale_series() -> None:
+    t = _target()
+    store = _store(t)
+    store.observe(t, ProbeResult(True, "success", 0.001, ip="192.0.2.9"), 1000.0)
+    store.observe(t, _grouped(ADDRS), 1001.0)  # turned on: target_info goes
+    samples = parse_samples(_text(store))
+    assert find(samples, "netprobe_target_info") == []
+    assert len(find(samples, "netprobe_up")) == 5
+    store.observe(t, ProbeResult(True, "success", 0.001, ip="192.0.2.9"), 1002.0)  # and off
+    samples = parse_samples(_text(store))
+    assert [s.labels.get("ip") for s in find(samples, "netprobe_up")] == [None]
+    assert find(samples, "netprobe_target_addresses") == []
+    assert value(samples, "netprobe_target_info", ip="192.0.2.9") == 1.0
+
+
+def test_a_familys_own_ip_label_is_kept_as_exported_ip() -> None:
+    from netprobe_exporter.model import Details, Sample
+
+    class Hops(Details):
+        def blackbox(self, out: dict[str, list[Sample]], result: ProbeResult) -> None:
+            out["probe_traceroute_hop_info"] = [({"hop": "1", "ip": "198.51.100.1"}, 1.0)]
+
+    result, _ = run({NAME: ["192.0.2.1"]}, down=set())
+    for _, child in result.addresses or []:
+        child.details = Hops()
+    samples = parse_samples(blackbox.render(result, 2.0))
+    assert [s.labels for s in find(samples, "probe_traceroute_hop_info")] == [
+        {"exported_ip": "198.51.100.1", "hop": "1", "ip": "192.0.2.1"}
+    ]
+
+
+def test_cancelling_an_every_address_probe_cancels_each_address_probe() -> None:
+    cancelled: list[str] = []
+
+    def hanging(ctx: ProbeContext, address: str, module: Module, timeout: float) -> Any:
+        return Deferred(lambda _: cancelled.append(address))
+
+    ctx = ProbeContext(Clock(), FakeResolver({NAME: ADDRS}))  # type: ignore[arg-type]
+    d = run_module({"tcp": hanging}, ctx, f"{NAME}:80", module(), 2.0)
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    d.cancel()
+    assert len(cancelled) == 4
+    assert len(failures) == 1 and failures[0].check(defer.CancelledError)
+
+
+def test_a_worker_row_with_a_bad_address_is_a_frame_error() -> None:
+    row = encode_result(3, ProbeResult(True, "success", 0.1, ip="192.0.2.1"))
+    assert decode_result(row)[1].ip == "192.0.2.1"
+    row[5] = '192.0.2.1"} 1\nnetprobe_up{x="'
+    with pytest.raises(FrameError):
+        decode_result(row)

@@ -60,12 +60,10 @@ def choose(addresses: Sequence[str], every: EveryAddress) -> list[str]:
     Sorted so that a name with more addresses than the bound is probed at the same ones
     whatever order its server rotates them in (its series stay put).
     """
-    by_family: dict[int, list[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
+    by_family: dict[int, set[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
     for text in addresses:
         ip = ipaddress.ip_address(text)
-        found = by_family.setdefault(ip.version, [])
-        if ip not in found:
-            found.append(ip)
+        by_family.setdefault(ip.version, set()).add(ip)
     queues = [sorted(by_family.get(f, ())) for f in every.families]
     out: list[str] = []
     depth = 0
@@ -170,7 +168,10 @@ def probe_every_address(
                    address, module, left)
             for ip in chosen
         ]  # fmt: skip
-        results: list[ProbeResult] = await defer.gatherResults(probes, consumeErrors=True)
+        try:
+            results: list[ProbeResult] = await defer.gatherResults(probes, consumeErrors=True)
+        except defer.FirstError as exc:  # probers fail only when cancelled: say it as that
+            exc.subFailure.raiseException()
         result.addresses = list(zip(chosen, results, strict=True))
         for ip, child in result.addresses:
             result.adopt(child, ip=ip)
