@@ -69,14 +69,26 @@ def _subnet_in_use(octet: int) -> bool:
     return False
 
 
+def _free_octet(rng: random.Random) -> int:
+    """A third octet whose 198.18.x.0/24 no address or route of this machine uses."""
+    for _ in range(_MAX_SUBNET_TRIES):
+        octet = rng.randrange(0, 256)
+        if not _subnet_in_use(octet):
+            return octet
+    raise NetnsUnavailable("no free 198.18.x.0/24 subnet found")
+
+
 @dataclass
-class RoutedNamespace:
+class _VethNamespace:
+    """A namespace joined to the root one by a veth pair, 198.18.<o>.1/30 <=> .2/30, built
+    step by step with each step's undo kept, so that ``destroy`` takes down what was made."""
+
     name: str
     veth_root: str
     veth_ns: str
     octet: int
     #: undo steps run by destroy(), most recent first
-    _undo: list[list[str]] = field(default_factory=list)
+    _undo: list[list[str]] = field(default_factory=list, kw_only=True)
 
     @property
     def root_ip(self) -> str:
@@ -85,6 +97,44 @@ class RoutedNamespace:
     @property
     def ns_ip(self) -> str:
         return f"198.18.{self.octet}.2"
+
+    def _step(self, do: list[str], undo: list[str] | None = None) -> None:
+        _run(do)
+        if undo is not None:
+            self._undo.insert(0, undo)
+
+    def _join(self) -> None:
+        """The namespace, the veth pair and its IPv4 addresses, the root side and lo up."""
+        n, vr, vn = self.name, self.veth_root, self.veth_ns
+        self._step(["ip", "netns", "add", n], ["ip", "netns", "delete", n])
+        self._step(
+            ["ip", "link", "add", vr, "type", "veth", "peer", "name", vn, "netns", n],
+            ["ip", "link", "delete", vr],
+        )
+        self._step(["ip", "addr", "add", f"{self.root_ip}/30", "dev", vr])
+        self._step(["ip", "link", "set", vr, "up"])
+        self._step(["ip", "-n", n, "link", "set", "lo", "up"])
+        self._step(["ip", "-n", n, "addr", "add", f"{self.ns_ip}/30", "dev", vn])
+
+    def destroy(self) -> None:
+        """Undo everything create() did; errors are ignored (the part may already be gone)."""
+        undo, self._undo = self._undo, []
+        for args in undo:
+            _run(args, check=False)
+        # belt and braces: whatever a half-finished build left behind
+        _run(["ip", "link", "delete", self.veth_root], check=False)
+        _run(["ip", "netns", "delete", self.name], check=False)
+
+    def exists(self) -> bool:
+        """Whether any part (namespace or root-side veth) is still present."""
+        names = _run(["ip", "netns", "list"], check=False).stdout.split()
+        link = _run(["ip", "link", "show", self.veth_root], check=False)
+        return self.name in names or link.returncode == 0
+
+
+@dataclass
+class RoutedNamespace(_VethNamespace):
+    """A namespace the root one routes a blackhole and an unreachable subnet through."""
 
     @property
     def blackhole_net(self) -> str:
@@ -110,13 +160,7 @@ class RoutedNamespace:
         if reason is not None:
             raise NetnsUnavailable(reason)
         token = secrets.token_hex(4)
-        rng = random.Random()
-        for _ in range(_MAX_SUBNET_TRIES):
-            octet = rng.randrange(0, 256)
-            if not _subnet_in_use(octet):
-                break
-        else:
-            raise NetnsUnavailable("no free 198.18.x.0/24 subnet found")
+        octet = _free_octet(random.Random())
         # interface names are limited to 15 characters: "npt" + 8 + 1 = 12
         ns = cls(name=f"npt-{token}", veth_root=f"npt{token}r", veth_ns=f"npt{token}n", octet=octet)
         try:
@@ -126,22 +170,9 @@ class RoutedNamespace:
             raise
         return ns
 
-    def _step(self, do: list[str], undo: list[str] | None = None) -> None:
-        _run(do)
-        if undo is not None:
-            self._undo.insert(0, undo)
-
     def _build(self) -> None:
         n, vr, vn = self.name, self.veth_root, self.veth_ns
-        self._step(["ip", "netns", "add", n], ["ip", "netns", "delete", n])
-        self._step(
-            ["ip", "link", "add", vr, "type", "veth", "peer", "name", vn, "netns", n],
-            ["ip", "link", "delete", vr],
-        )
-        self._step(["ip", "addr", "add", f"{self.root_ip}/30", "dev", vr])
-        self._step(["ip", "link", "set", vr, "up"])
-        self._step(["ip", "-n", n, "link", "set", "lo", "up"])
-        self._step(["ip", "-n", n, "addr", "add", f"{self.ns_ip}/30", "dev", vn])
+        self._join()
         self._step(["ip", "-n", n, "link", "set", vn, "up"])
         # Forwarding on, so that the unreachable route answers with ICMP (with forwarding off the
         # kernel drops unroutable packets silently); the blackhole route drops in every case.
@@ -159,21 +190,6 @@ class RoutedNamespace:
                 ["ip", "route", "add", net, "via", self.ns_ip, "dev", vr],
                 ["ip", "route", "delete", net, "via", self.ns_ip, "dev", vr],
             )
-
-    def destroy(self) -> None:
-        """Undo everything create() did; errors are ignored (the part may already be gone)."""
-        undo, self._undo = self._undo, []
-        for args in undo:
-            _run(args, check=False)
-        # belt and braces: whatever a half-finished build left behind
-        _run(["ip", "link", "delete", self.veth_root], check=False)
-        _run(["ip", "netns", "delete", self.name], check=False)
-
-    def exists(self) -> bool:
-        """Whether any part (namespace or root-side veth) is still present."""
-        names = _run(["ip", "netns", "list"], check=False).stdout.split()
-        link = _run(["ip", "link", "show", self.veth_root], check=False)
-        return self.name in names or link.returncode == 0
 
 
 def routed_namespace_or_skip() -> RoutedNamespace:
@@ -212,7 +228,7 @@ while (left := end - time.monotonic()) > 0:
 
 
 @dataclass
-class HostsNamespace:
+class HostsNamespace(_VethNamespace):
     """A namespace of "hosts": several IPv4 and IPv6 addresses behind one veth, routed to::
 
         root ns  veth 198.18.<o>.1/30    <==>  veth 198.18.<o>.2/30    hosts ns
@@ -226,22 +242,9 @@ class HostsNamespace:
     never made. Needs root and iproute2 (and iptables for ``drop_tcp``).
     """
 
-    name: str
-    veth_root: str
-    veth_ns: str
-    octet: int
     ula: str
     ip4_count: int
     ip6_count: int
-    _undo: list[list[str]] = field(default_factory=list)
-
-    @property
-    def root_ip(self) -> str:
-        return f"198.18.{self.octet}.1"
-
-    @property
-    def ns_ip(self) -> str:
-        return f"198.18.{self.octet}.2"
 
     @property
     def root_ip6(self) -> str:
@@ -277,12 +280,7 @@ class HostsNamespace:
         if not 0 < ip4_count <= 30 or not 0 <= ip6_count <= 0xFFFF:
             raise ValueError(f"{ip4_count} IPv4 and {ip6_count} IPv6 hosts do not fit")
         rng = random.Random()
-        for _ in range(_MAX_SUBNET_TRIES):
-            octet = rng.randrange(0, 256)
-            if not _subnet_in_use(octet):
-                break
-        else:
-            raise NetnsUnavailable("no free 198.18.x.0/24 subnet found")
+        octet = _free_octet(rng)
         token = secrets.token_hex(4)
         ula = f"fd00:{rng.randrange(1, 0x10000):x}:{rng.randrange(1, 0x10000):x}"
         hosts = cls(name=f"nph-{token}", veth_root=f"nph{token}r", veth_ns=f"nph{token}n",
@@ -305,23 +303,10 @@ class HostsNamespace:
         """A TCP listener on every address of the namespace (``TCP_LISTENER``) as a command."""
         return self.command(sys.executable, "-c", TCP_LISTENER, str(port), str(seconds))
 
-    def _step(self, do: list[str], undo: list[str] | None = None) -> None:
-        _run(do)
-        if undo is not None:
-            self._undo.insert(0, undo)
-
     def _build(self) -> None:
         n, vr, vn = self.name, self.veth_root, self.veth_ns
-        self._step(["ip", "netns", "add", n], ["ip", "netns", "delete", n])
-        self._step(
-            ["ip", "link", "add", vr, "type", "veth", "peer", "name", vn, "netns", n],
-            ["ip", "link", "delete", vr],
-        )
-        self._step(["ip", "addr", "add", f"{self.root_ip}/30", "dev", vr])
+        self._join()
         self._step(["ip", "-6", "addr", "add", f"{self.root_ip6}/64", "dev", vr, "nodad"])
-        self._step(["ip", "link", "set", vr, "up"])
-        self._step(["ip", "-n", n, "link", "set", "lo", "up"])
-        self._step(["ip", "-n", n, "addr", "add", f"{self.ns_ip}/30", "dev", vn])
         self._step(["ip", "-n", n, "-6", "addr", "add", f"{self.ns_ip6}/64", "dev", vn, "nodad"])
         for ip in self.ip4:
             self._step(["ip", "-n", n, "addr", "add", f"{ip}/32", "dev", vn])
@@ -352,20 +337,6 @@ class HostsNamespace:
             if len(fields) > 2 and fields[2] == "DROP" and ip in fields:
                 total += int(fields[0])
         return total
-
-    def destroy(self) -> None:
-        """Undo everything create() did; errors are ignored (the part may already be gone)."""
-        undo, self._undo = self._undo, []
-        for args in undo:
-            _run(args, check=False)
-        _run(["ip", "link", "delete", self.veth_root], check=False)
-        _run(["ip", "netns", "delete", self.name], check=False)
-
-    def exists(self) -> bool:
-        """Whether any part (namespace or root-side veth) is still present."""
-        names = _run(["ip", "netns", "list"], check=False).stdout.split()
-        link = _run(["ip", "link", "show", self.veth_root], check=False)
-        return self.name in names or link.returncode == 0
 
 
 def hosts_namespace_or_skip(ip4_count: int = 5, ip6_count: int = 2) -> HostsNamespace:
