@@ -419,6 +419,7 @@ ExporterFamily = tuple[str, str, str, list[ExporterSample]]
 def exporter_values(store: MetricsStore) -> list[ExporterFamily]:
     """The exporter's own families, for every format."""
     st = store.stats
+    hits, misses, queries = st.dns()
     return [
         ("netprobe_build_info", "gauge", "Version of the exporter and its runtime.",
          [(st.build_pairs, 1)]),
@@ -455,6 +456,12 @@ def exporter_values(store: MetricsStore) -> list[ExporterFamily]:
         ("netprobe_worker_restarts_total", "counter",
          "Probe worker processes started again after one exited or stopped answering.",
          [((), st.worker_restarts)]),
+        ("netprobe_dns_cache_lookups_total", "counter",
+         "Continuous-mode DNS lookups, by result: hit (answered from the cache) or miss.",
+         [((("result", "hit"),), hits), ((("result", "miss"),), misses)]),
+        ("netprobe_dns_queries_total", "counter",
+         "DNS queries sent for continuous-mode lookups (/probe's not counted).",
+         [((), queries)]),
     ]  # fmt: skip
 
 

@@ -365,8 +365,18 @@ class ExporterStats:
     #: probe workers started again after one exited or hung
     worker_restarts: int = 0
 
+    def dns(self) -> tuple[int, int, int]:
+        """The DNS cache's hits, misses and queries sent, this process's and the workers'."""
+        own = self.dns_source()
+        return (own[0] + self.dns_counts[0], own[1] + self.dns_counts[1],
+                own[2] + self.dns_counts[2])  # fmt: skip
+
     def __post_init__(self) -> None:
         self.inflight_source: Callable[[], int] = lambda: 0
+        #: continuous mode's DNS cache in this process: (hits, misses, queries sent)
+        self.dns_source: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        #: the same, added up from the probe workers' heartbeats
+        self.dns_counts = [0, 0, 0]
         self.lag = Histogram(LAG_BUCKETS)
         self.build_pairs = (
             ("version", __version__),

@@ -67,6 +67,7 @@ class ProbingService(Service):
             max_inflight=Limits().max_concurrent_probes,
         )
         store.stats.inflight_source = lambda: self.scheduler.inflight
+        store.stats.dns_source = self._dns_counts
 
     @property
     def probing(self) -> bool:
@@ -77,6 +78,12 @@ class ProbingService(Service):
         """Cancel every timer and every probe in flight (their results are not recorded)."""
         super().stopService()
         self.scheduler.stop()
+
+    def _dns_counts(self) -> tuple[int, int, int]:
+        cache = self.ctx.resolver
+        if isinstance(cache, CachingResolver):
+            return cache.hits, cache.misses, cache.queries
+        return 0, 0, 0
 
     # config changes
     def prepare(self, change: ConfigChange) -> ProbingChange:

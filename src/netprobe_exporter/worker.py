@@ -78,6 +78,8 @@ class WorkerProbing:
         #: /probe resolves afresh with ``ctx``'s resolver; continuous probing through ``cache``
         self._probe_ctx = ctx
         self.cache = cache
+        #: the cache's hits, misses and queries as last sent
+        self._dns_sent = [0, 0, 0]
         self.ctx = ctx if cache is None else dataclasses.replace(ctx, resolver=cache)
         self.probers = probers
         self._send = send
@@ -212,7 +214,14 @@ class WorkerProbing:
             d.cancel()
 
     def heartbeat(self) -> None:
-        self._send(["h", self.scheduler.inflight])
+        """Probes in flight, and the DNS cache's counts since the last heartbeat."""
+        counts = [0, 0, 0]
+        cache = self.cache
+        if cache is not None:
+            now = [cache.hits, cache.misses, cache.queries]
+            counts = [a - b for a, b in zip(now, self._dns_sent, strict=True)]
+            self._dns_sent = now
+        self._send(["h", self.scheduler.inflight, counts])
 
 
 class MainLink(protocol.Protocol):

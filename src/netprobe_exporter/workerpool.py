@@ -352,6 +352,12 @@ class WorkerPool(Service):
             self._batch(link, message)
         elif kind == "h":
             link.inflight = frame_count(message[1])
+            if len(message) > 2:  # the DNS cache's counts since the worker's last heartbeat
+                counts, stats = message[2], self.store.stats
+                if not isinstance(counts, list) or len(counts) != 3:
+                    raise FrameError("a heartbeat's DNS counts are not 3 counts")
+                for i, n in enumerate(counts):
+                    stats.dns_counts[i] += frame_count(n)
         elif kind == "l":
             self._log(link, message)
         elif kind == "p":

@@ -176,10 +176,11 @@ def check_cache(exporter: Exporter, dns: RecordsServer, caches: int) -> dict[str
     for an entry that expires at each edge of the window). Without a cache 20 targets every
     500 ms ask 40 questions a second of each type.
     """
-    exporter.metrics()
+    own0 = exporter.metrics()
     before, t0 = dns.counts(), time.monotonic()
     time.sleep(WINDOW)
     after, t1 = dns.counts(), time.monotonic()
+    own1 = exporter.metrics()
     window = t1 - t0
     probes = TARGETS * window / INTERVAL
     bound = caches * (window / TTL + 2)
@@ -193,6 +194,18 @@ def check_cache(exporter: Exporter, dns: RecordsServer, caches: int) -> dict[str
         assert n <= bound, f"{n} {qtype} queries in {window:.1f}s (bound {bound:.1f}): no cache?"
         # the TTL is honoured: the answer is asked again once it expired
         assert n >= 1, f"no {qtype} query in {window:.1f}s with a {TTL}s TTL: cached too long"
+    # the exporter's own counts say the same: queries near the server's, hits many more
+    # (workers report theirs with each heartbeat, every 0.5 s: allow that much lag)
+
+    def own(samples: list[Sample], name: str, **labels: str) -> float:
+        return value(samples, name, **labels) or 0.0
+
+    sent = own(own1, "netprobe_dns_queries_total") - own(own0, "netprobe_dns_queries_total")
+    hits = own(own1, "netprobe_dns_cache_lookups_total", result="hit") - own(
+        own0, "netprobe_dns_cache_lookups_total", result="hit"
+    )
+    assert 1 <= sent <= 2 * bound + 2 * caches, (sent, seen)
+    assert hits >= 10 * sent, (hits, sent)
     return {**seen, "window": window}
 
 

@@ -79,3 +79,29 @@ def test_a_worker_caches_for_continuous_probing_only() -> None:
     assert probing.ctx.resolver is cache and probing.ctx.max_body_bytes == 1024
     for ctx in probing.contexts.values():
         assert ctx.resolver is plain and ctx.max_body_bytes == 1024 and ctx.policy is not None
+
+
+def test_the_cache_counts_reach_metrics_in_one_process(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("dns_cache:\n  max_ttl: 1m\n")
+    a = app(MemoryReactorClock(), path)
+    a.privilegedStartService()
+    a.startService()
+    assert isinstance(a.probing, ProbingService)
+    cache = a.probing.ctx.resolver
+    assert isinstance(cache, CachingResolver)
+    cache.hits, cache.misses, cache.queries = 7, 2, 3
+    assert a.store.stats.dns() == (7, 2, 3)
+    a.stopService()
+
+
+def test_a_worker_heartbeat_carries_the_cache_counts_since_the_last() -> None:
+    clock = MemoryReactorClock()
+    cache = CachingResolver(clock)
+    sent: list[list[Any]] = []
+    probing = WorkerProbing(clock, ProbeContext(clock, Resolver(clock)), {}, sent.append, cache)
+    cache.hits, cache.misses, cache.queries = 5, 1, 1
+    probing.heartbeat()
+    cache.hits += 4
+    probing.heartbeat()
+    assert [m[2] for m in sent] == [[5, 1, 1], [4, 0, 0]]

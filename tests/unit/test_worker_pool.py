@@ -170,6 +170,9 @@ def test_a_starting_worker_has_longer_than_the_hang_timeout(pool: Any) -> None:
         encode(["b", [[10**6, 1, 0, "slow", None, None, "", 0]], [], 0, 0]),
         encode(["zz"]),
         encode(["l", "loud", "m", {}]),
+        encode(["h", 0, [1, 2]]),
+        encode(["h", 0, [1, -2, 3]]),
+        encode(["h", 0, "many"]),
     ],
 )
 def test_a_bad_frame_replaces_the_worker_not_the_main_process(pool: Any, frame: bytes) -> None:
@@ -298,3 +301,18 @@ def test_no_worker_up_means_probing_in_the_main_process(pool: Any) -> None:
     died(spawner.live(0)[0])
     died(spawner.live(1)[0])
     assert p.probe(probe_request()) is None
+
+
+def test_heartbeats_add_up_the_workers_dns_cache_counts(pool: Any) -> None:
+    from netprobe_exporter import exposition
+    from tests.support.metrics import parse_samples, value
+
+    _p, spawner, _, store = pool
+    spawner.live(0)[0].childDataReceived(1, encode(["h", 0, [10, 2, 2]]))
+    spawner.live(1)[0].childDataReceived(1, encode(["h", 0, [5, 1, 2]]))
+    spawner.live(0)[0].childDataReceived(1, encode(["h", 0, [3, 0, 0]]))
+    assert store.stats.dns() == (18, 3, 4)
+    samples = parse_samples("".join(exposition.render(store, exposition.TEXT, None)))
+    assert value(samples, "netprobe_dns_cache_lookups_total", result="hit") == 18.0
+    assert value(samples, "netprobe_dns_cache_lookups_total", result="miss") == 3.0
+    assert value(samples, "netprobe_dns_queries_total") == 4.0
