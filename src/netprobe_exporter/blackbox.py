@@ -17,7 +17,7 @@ import yaml
 from netprobe_exporter.addresses import redact_url
 from netprobe_exporter.logs import logfmt_value as _logfmt
 from netprobe_exporter.metrics import escape_label_value
-from netprobe_exporter.model import Module, ProbeResult, Sample
+from netprobe_exporter.model import Module, ProbeResult, Sample, family_counts
 from netprobe_exporter.probes import BlackboxFamily
 from netprobe_exporter.probes.all import PROBERS
 from netprobe_exporter.redact import module_doc
@@ -138,18 +138,14 @@ def _every_address(out: dict[str, list[Sample]], r: ProbeResult) -> None:
     with an ``ip`` label (``probe_success{ip=…}``…), next to the whole probe's own."""
     if r.resolve_duration is not None:
         out["probe_dns_lookup_time_seconds"] = [({}, _ns(r.resolve_duration))]
-    counts: dict[str, list[int]] = {}
-    for ip, child in r.addresses or ():
-        c = counts.setdefault("ip6" if ":" in ip else "ip4", [0, 0])
-        c[0] += 1
-        c[1] += child.success
+    addresses = r.addresses or []
+    for ip, child in addresses:
         for name, samples in families(child).items():
             out.setdefault(name, []).extend(({**_exported(labels), "ip": ip}, v)
                                             for labels, v in samples)  # fmt: skip
-    out["probe_addresses"] = [({"family": f}, float(c[0])) for f, c in sorted(counts.items())]
-    out["probe_addresses_success"] = [
-        ({"family": f}, float(c[1])) for f, c in sorted(counts.items())
-    ]
+    counts = family_counts((ip, child.success) for ip, child in addresses)
+    out["probe_addresses"] = [({"family": f}, float(n)) for f, n, _ in counts]
+    out["probe_addresses_success"] = [({"family": f}, float(up)) for f, _, up in counts]
 
 
 def _exported(labels: dict[str, str]) -> dict[str, str]:

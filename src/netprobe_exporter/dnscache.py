@@ -173,6 +173,10 @@ class CachingResolver(Resolver):
         self._seq = itertools.count()
         self._flights: dict[Key, _Flight] = {}
 
+    def counts(self) -> tuple[int, int, int]:
+        """Hits, misses and queries sent so far (the exporter's own metrics)."""
+        return self.hits, self.misses, self.queries
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -263,7 +263,7 @@ def _info_rows(chunk: list[TargetSeries]) -> str:
 def _changes_rows(chunk: list[TargetSeries]) -> str:
     return "".join(
         [f"netprobe_target_address_changes_total{{{s.labels}}} {s.address_changes}\n"
-         for s in chunk if s.ip is not None or s.children is not None]
+         for s in chunk if s.shows_address_changes]
     )  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from math import frexp, inf
 import twisted
 
 from netprobe_exporter import __version__, python_version
-from netprobe_exporter.model import RESULTS, ProbeResult, SeriesSink, Target
+from netprobe_exporter.model import RESULTS, ProbeResult, SeriesSink, Target, family_counts
 from netprobe_exporter.nhist import DEFAULT_NATIVE, NativeBuckets, NativeSpec
 from netprobe_exporter.probes import Family
 from netprobe_exporter.probes.all import PROBERS
@@ -330,12 +330,13 @@ class TargetSeries(SeriesSink):
 
     def address_counts(self) -> list[tuple[str, int, int]]:
         """With every_address: per family (``ip4``, ``ip6``), addresses probed and up."""
-        counts: dict[str, list[int]] = {}
-        for ip, child in (self.children or {}).items():
-            c = counts.setdefault("ip6" if ":" in ip else "ip4", [0, 0])
-            c[0] += 1
-            c[1] += child.up == 1.0
-        return [(family, c[0], c[1]) for family, c in sorted(counts.items())]
+        return family_counts((ip, c.up == 1.0) for ip, c in (self.children or {}).items())
+
+    @property
+    def shows_address_changes(self) -> bool:
+        """Its ``netprobe_target_address_changes_total`` is shown: an address was probed (an
+        address's own series has its address as a label, and no such counter)."""
+        return self.ip is not None or self.children is not None
 
 
 def _address_target(target: Target, ip: str) -> Target:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -223,6 +223,17 @@ class EveryAddress:
     max_addresses: int = DEFAULT_MAX_ADDRESSES
     #: the address families resolved, 4 and/or 6
     families: tuple[int, ...] = (4, 6)
+
+
+def family_counts(addresses: Iterable[tuple[str, bool]]) -> list[tuple[str, int, int]]:
+    """Per family (``ip4``, ``ip6``, sorted): addresses, and those of them that are up, of
+    (address, up) pairs: an every_address target's in the store and in a /probe answer."""
+    counts: dict[str, list[int]] = {}
+    for ip, up in addresses:
+        c = counts.setdefault("ip6" if ":" in ip else "ip4", [0, 0])
+        c[0] += 1
+        c[1] += up
+    return [(family, c[0], c[1]) for family, c in sorted(counts.items())]
 
 
 @dataclass(frozen=True, slots=True)

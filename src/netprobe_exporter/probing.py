@@ -81,9 +81,7 @@ class ProbingService(Service):
 
     def _dns_counts(self) -> tuple[int, int, int]:
         cache = self.ctx.resolver
-        if isinstance(cache, CachingResolver):
-            return cache.hits, cache.misses, cache.queries
-        return 0, 0, 0
+        return cache.counts() if isinstance(cache, CachingResolver) else (0, 0, 0)
 
     # config changes
     def prepare(self, change: ConfigChange) -> ProbingChange:

@@ -376,7 +376,7 @@ def _changes_rows(chunk: list[TargetSeries]) -> list[bytes]:
     return [
         _target_labels(s) + _COUNTER + _DOUBLE(s.address_changes)
         for s in chunk
-        if s.ip is not None or s.children is not None
+        if s.shows_address_changes
     ]
 
 

@@ -218,7 +218,7 @@ class WorkerProbing:
         counts = [0, 0, 0]
         cache = self.cache
         if cache is not None:
-            now = [cache.hits, cache.misses, cache.queries]
+            now = list(cache.counts())
             counts = [a - b for a, b in zip(now, self._dns_sent, strict=True)]
             self._dns_sent = now
         self._send(["h", self.scheduler.inflight, counts])

@@ -90,7 +90,7 @@ def _info_row(s: TargetSeries) -> str:
 
 
 def _changes_row(s: TargetSeries) -> str:
-    if s.ip is None and s.children is None:
+    if not s.shows_address_changes:
         return ""
     return f"netprobe_target_address_changes_total{{{s.labels}}} {s.address_changes}\n"
 

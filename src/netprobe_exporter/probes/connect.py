@@ -181,12 +181,19 @@ def _resolve_via(
     ctx: ProbeContext, host: str, preferred: str, fallback: bool, timeout: float,
     result: ProbeResult, dns_server: str, dns_timeout: float | None,
 ) -> Deferred[str]:  # fmt: skip
+    servers, limit = via_dns_server(dns_server, dns_timeout, timeout)
+    result.note("Resolving target address with DNS server", dns_server=dns_server)
+    return ctx.resolver.resolve(host, preferred, fallback, limit, servers=servers)
+
+
+def via_dns_server(
+    dns_server: str, dns_timeout: float | None, timeout: float
+) -> tuple[list[tuple[str, int]], float]:
+    """A module's ``dns_server`` as the resolver takes it, and the time a lookup through it
+    may take: ``dns_timeout`` (DEFAULT_DNS_TIMEOUT), never more than the probe's."""
     server = parse_dns_server(dns_server)
     limit = min(timeout, DEFAULT_DNS_TIMEOUT if dns_timeout is None else dns_timeout)
-    result.note("Resolving target address with DNS server", dns_server=dns_server)
-    return ctx.resolver.resolve(
-        host, preferred, fallback, limit, servers=[(server.host, server.port)]
-    )
+    return [(server.host, server.port)], limit
 
 
 @implementer(IReadDescriptor)

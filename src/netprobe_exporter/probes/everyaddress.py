@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 
-from netprobe_exporter.addresses import parse_dns_server, parse_host
+from netprobe_exporter.addresses import parse_host
 from netprobe_exporter.model import EveryAddress, Module, ProbeResult
 from netprobe_exporter.probes import (
     PROBERS,
@@ -32,11 +32,9 @@ from netprobe_exporter.probes import (
     Prober,
     run_probe,
 )
+from netprobe_exporter.probes.connect import via_dns_server
 
 __all__ = ["choose", "probe_every_address", "run_module"]
-
-#: what ``dns_timeout`` defaults to when a module names a ``dns_server`` (as connect.resolve)
-_DNS_SERVER_TIMEOUT = 3.0
 
 
 def run_module(
@@ -115,10 +113,8 @@ def _servers(module: Module, timeout: float) -> tuple[list[tuple[str, int]] | No
     server = getattr(module.options, "dns_server", None)
     if not isinstance(server, str):
         return None, timeout
-    hp = parse_dns_server(server)
     limit = getattr(module.options, "dns_timeout", None)
-    limit = _DNS_SERVER_TIMEOUT if not isinstance(limit, float) else limit
-    return [(hp.host, hp.port)], min(timeout, limit)
+    return via_dns_server(server, limit if isinstance(limit, float) else None, timeout)
 
 
 def _family_names(families: tuple[int, ...]) -> str:
