@@ -13,6 +13,7 @@ import os
 import select
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -281,6 +282,18 @@ def start_zone() -> tuple[subprocess.Popen[str], tuple[str, int]]:
     assert proc.stdout is not None
     host, port = proc.stdout.readline().strip().rsplit(":", 1)
     return proc, (host, int(port))
+
+
+async def cpu_rounds(
+    candidates: dict[str, Callable[[], defer.Deferred[Any]]], count: int, rounds: int
+) -> dict[str, Any]:
+    """Each candidate's CPU µs per call (``cpu_per_lookup``), the candidates taken in turn in
+    each of ``rounds`` rounds so that a change of load hits them alike: median and rounds."""
+    figures: dict[str, list[float]] = {k: [] for k in candidates}
+    for _ in range(rounds):
+        for label, lookup in candidates.items():
+            figures[label].append(await cpu_per_lookup(lookup, count))
+    return {k: {"median_us": statistics.median(v), "rounds_us": v} for k, v in figures.items()}
 
 
 async def cpu_per_lookup(lookup: Callable[[], defer.Deferred[Any]], count: int) -> float:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from common import cpu_per_lookup, start_zone, table, write_json
+from common import cpu_rounds, start_zone, table, write_json
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 
@@ -53,12 +52,9 @@ async def run(
     reactor: IReactorTime, server: tuple[str, int], lookups: int, rounds: int, plain_only: bool
 ) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".hosts") as hosts:
-        lookups_by = candidates(reactor, server, hosts.name, plain_only)
-        figures: dict[str, list[float]] = {k: [] for k in lookups_by}
-        for _ in range(rounds):
-            for label, lookup in lookups_by.items():
-                figures[label].append(await cpu_per_lookup(lookup, lookups))
-    return {k: {"median_us": statistics.median(v), "rounds_us": v} for k, v in figures.items()}
+        return await cpu_rounds(
+            candidates(reactor, server, hosts.name, plain_only), lookups, rounds
+        )
 
 
 def main() -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from common import cpu_per_lookup, start_zone, table, write_json
+from common import cpu_rounds, start_zone, table, write_json
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.names import client
@@ -39,11 +38,7 @@ async def run(
                 NAME, timeout=(2.0,)
             ),
         }
-        figures: dict[str, list[float]] = {k: [] for k in candidates}
-        for _ in range(rounds):
-            for label, lookup in candidates.items():
-                figures[label].append(await cpu_per_lookup(lookup, lookups))
-    return {k: {"median_us": statistics.median(v), "rounds_us": v} for k, v in figures.items()}
+        return await cpu_rounds(candidates, lookups, rounds)
 
 
 def main() -> None:
