@@ -25,7 +25,7 @@ from netprobe_exporter.config import ConfigError, parse_config
 from netprobe_exporter.probes import http as http_prober
 from netprobe_exporter.probes import http2
 from netprobe_exporter.probes.tls import TLSConfig, client_creator
-from tests.support.servers import make_certs
+from tests.support.pki import make_certs
 
 # options
 

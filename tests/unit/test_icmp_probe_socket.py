@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from twisted.internet.testing import MemoryReactorClock
 
 from netprobe_exporter.probes import icmp as icmp_prober
-from tests.support.reactor import reactor
 
 
 def test_no_icmp_socket_allowed_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,5 +21,5 @@ def test_no_icmp_socket_allowed_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(icmp_prober.socket, "socket", refuse)
     with pytest.raises(OSError) as info:
-        icmp_prober.IcmpSocket(reactor, icmp_prober.socket.AF_INET, None)
+        icmp_prober.IcmpSocket(MemoryReactorClock(), icmp_prober.socket.AF_INET, None)
     assert "ping_group_range" in str(info.value) and "CAP_NET_RAW" in str(info.value)

@@ -24,7 +24,7 @@ from netprobe_exporter.probes import ProbeContext
 from netprobe_exporter.probing import ProbingService
 from netprobe_exporter.webconfig import WebConfig, load_web_config
 from netprobe_exporter.webservice import LISTEN_BACKLOG, WebService
-from tests.support.servers import make_certs
+from tests.support.pki import make_certs
 
 WALL = 1_700_000_000.0
 
