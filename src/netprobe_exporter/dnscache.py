@@ -193,7 +193,7 @@ class CachingResolver(Resolver):
         self,
         host: str,
         family: int,
-        timeout: float | None,
+        timeout: float,
         servers: Sequence[Server] | None = None,
     ) -> Deferred[Answer]:
         """``Resolver.query`` from the cache, else through the query in flight for the same
@@ -207,18 +207,17 @@ class CachingResolver(Resolver):
                 return defer.succeed(outcome)
             return defer.fail(ResolveError(str(outcome), outcome.answered))
         self.misses += 1
-        limit = _bounded(timeout)
         flight = self._flights.get(key)
         if (
             flight is not None
-            and flight.deadline - self.clock.seconds() >= min(limit, flight.timeout) / 2
+            and flight.deadline - self.clock.seconds() >= min(timeout, flight.timeout) / 2
         ):
-            return flight.join(host, limit).result
+            return flight.join(host, timeout).result
         # none in flight, or one so old that its reply is likely lost (UDP is not resent):
         # a query of its own, which later lookups join (the old one keeps its waiters)
-        flight = self._flights[key] = _Flight(self, key, host, limit)
-        waiter = flight.join(host, limit)
-        flight.start(self._ask(host, family, servers, limit))
+        flight = self._flights[key] = _Flight(self, key, host, timeout)
+        waiter = flight.join(host, timeout)
+        flight.start(self._ask(host, family, servers, timeout))
         return waiter.result
 
     def _ask(
@@ -266,8 +265,3 @@ class CachingResolver(Resolver):
             return max(s.min_ttl, min(ttl, s.max_ttl))
         ttl = outcome.ttl if outcome.ttl is not None else s.min_ttl
         return max(s.min_ttl, min(ttl, s.negative_ttl, s.max_ttl))
-
-
-def _bounded(timeout: float | None) -> float:
-    """A waiter always has a deadline (a query without one is the cache's own)."""
-    return 30.0 if timeout is None else timeout

@@ -310,13 +310,9 @@ class _TCPExchange(Protocol):
             self.transport.loseConnection()
 
 
-#: TCP connect bound of a query without a deadline of its own (a cache's: its waiters have one)
-_TCP_CONNECT_TIMEOUT = 30.0
-
-
 class _Query:
-    """One family's question to the first nameserver it can be sent to, cancellable throughout;
-    ``timeout`` None: no timer (a cache's shared query, bounded by its waiters' deadlines).
+    """One family's question to the first nameserver it can be sent to, under one deadline,
+    cancellable throughout.
 
     Plain callbacks rather than a coroutine: they cost a fraction of the CPU per lookup.
     """
@@ -328,7 +324,7 @@ class _Query:
         host: str,
         name: bytes,
         family: int,
-        timeout: float | None,
+        timeout: float,
     ) -> None:
         self._resolver = resolver
         self._servers = servers
@@ -339,12 +335,9 @@ class _Query:
         self._connecting: Deferred[_TCPExchange] | None = None
         self.result: Deferred[Answer] = Deferred(self._cancelled)
         self._server: Server = servers[0]
-        self._deadline: float | None = None
-        self._timer: IDelayedCall | None = None
-        if timeout is not None:
-            timeout = max(timeout, 0.001)
-            self._deadline = resolver.clock.seconds() + timeout
-            self._timer = resolver.clock.callLater(timeout, self._timed_out)
+        timeout = max(timeout, 0.001)
+        self._deadline = resolver.clock.seconds() + timeout
+        self._timer: IDelayedCall | None = resolver.clock.callLater(timeout, self._timed_out)
         self._send()
 
     def _send(self) -> None:
@@ -383,10 +376,7 @@ class _Query:
     def _over_tcp(self) -> None:
         host, port = self._server
         reactor = self._resolver.tcp
-        if self._deadline is None:
-            timeout = _TCP_CONNECT_TIMEOUT
-        else:
-            timeout = max(self._deadline - self._resolver.clock.seconds(), 0.001)
+        timeout = max(self._deadline - self._resolver.clock.seconds(), 0.001)
         endpoint = (
             TCP6ClientEndpoint(reactor, host, port, timeout)
             if ":" in host
@@ -650,11 +640,11 @@ class Resolver:
         self,
         host: str,
         family: int,
-        timeout: float | None,
+        timeout: float,
         servers: Sequence[Server] | None = None,
     ) -> Deferred[Answer]:
-        """One DNS question: ``host``'s addresses of ``family`` (4 or 6), within ``timeout``
-        (None: no deadline, the caller cancels). NXDOMAIN and no address are Answers; a
+        """One DNS question: ``host``'s addresses of ``family`` (4 or 6), within ``timeout``.
+        NXDOMAIN and no address are Answers; a
         server's error, a timeout or a socket problem fail with ResolveError. The hosts
         file is not read here."""
         try:
