@@ -53,3 +53,10 @@ def value(samples: Sequence[Sample], name: str, **labels: str) -> float | None:
         return None
     assert len(found) == 1, f"{name}{labels} matches {len(found)} samples: {found}"
     return found[0].value
+
+
+def required(samples: Sequence[Sample], name: str, **labels: str) -> float:
+    """``value``, for a sample that must be there."""
+    found = value(samples, name, **labels)
+    assert found is not None, f"no sample {name}{labels}"
+    return found

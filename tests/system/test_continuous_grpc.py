@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.metrics import required as value
 from tests.support.procutil import Processes, Sample, wait_for
 from tests.support.procutil import value as sample_value
 from tests.support.servers import grpc_health_server, make_certs
@@ -66,12 +67,6 @@ targets:
         finally:
             procs.close()
     yield samples, where
-
-
-def value(samples: list[Sample], name: str, **labels: str) -> float:
-    found = sample_value(samples, name, **labels)
-    assert found is not None, f"no sample {name}{labels}"
-    return found
 
 
 def test_grpc_targets_report_status_and_serving_status(scraped: Scraped) -> None:

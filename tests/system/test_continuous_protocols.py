@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.metrics import required as value
 from tests.support.procutil import Processes, Sample, require_binary, wait_for
-from tests.support.procutil import value as sample_value
 from tests.support.servers import http_server, make_certs, tls_server
 
 Scraped = tuple[list[Sample], str, dict[str, str]]
@@ -106,12 +106,6 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
         finally:
             procs.close()
         yield samples, text, {"plain": plain.url("/"), "https": https_url, "tls": tls_addr}
-
-
-def value(samples: list[Sample], name: str, **labels: str) -> float:
-    found = sample_value(samples, name, **labels)
-    assert found is not None, f"no sample {name}{labels}"
-    return found
 
 
 def test_http_targets_have_phase_histograms_and_status(

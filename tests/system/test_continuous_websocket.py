@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.metrics import required as value
 from tests.support.procutil import Processes, Sample, wait_for
 from tests.support.procutil import value as sample_value
 from tests.support.servers import WSConn, make_certs, websocket_server
@@ -99,12 +100,6 @@ targets:
         finally:
             procs.close()
     yield samples, where
-
-
-def value(samples: list[Sample], name: str, **labels: str) -> float:
-    found = sample_value(samples, name, **labels)
-    assert found is not None, f"no sample {name}{labels}"
-    return found
 
 
 def test_websocket_targets_report_status_and_phases(scraped: Scraped) -> None:
